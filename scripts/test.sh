@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of the README: installs libtorch if needed, then runs every test of the workspace
+# (unit, integration, property and parity tests) in release mode.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/setup-libtorch.sh
+exec cargo test --workspace --release "$@"
