@@ -1,3 +1,22 @@
-//! Metric-learning math.
-#[cfg(test)]
-mod smoke { #[test] fn t() { let x = tch::Tensor::from_slice(&[1f32,2.0]); assert_eq!(f64::try_from(x.sum(tch::Kind::Float)).unwrap(), 3.0); } }
+//! Proxima's metric-learning core: distances, reducers, regularizers, losses and miners.
+//!
+//! Components compose as in pytorch-metric-learning — loss × distance × reducer × miner — and
+//! give the same numbers (see the parity suite in `tests/`). Everything runs on libtorch tensors
+//! (through `tch`), so the same code trains on CPU or CUDA and gets gradients from autograd; the
+//! few places where the reference's formulation would need B³ memory are streamed instead.
+
+pub mod distance;
+pub mod error;
+pub mod loss;
+pub mod miner;
+pub mod reducer;
+pub mod regularizer;
+pub mod tuples;
+
+pub use distance::Distance;
+pub use error::{CoreError, Result};
+pub use loss::{BuildContext, Loss, LossKind, LossSpec, MetricLoss};
+pub use miner::{MinerBox, MinerKind, MinerSpec};
+pub use reducer::{LossTerm, Reducer, TermIndices};
+pub use regularizer::Regularizer;
+pub use tuples::{Batch, Pairs, Triplets, Tuples};

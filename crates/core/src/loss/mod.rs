@@ -1,0 +1,240 @@
+//! Metric-learning losses, composable as in pytorch-metric-learning: loss × distance × reducer
+//! (× miner, × regularizers).
+//!
+//! A loss implementation ([`MetricLoss`]) only computes named, typed [`LossTerm`]s; the [`Loss`]
+//! wrapper validates the batch, adds regularization terms and applies the reducer (the loss's
+//! default, or the one configured). Configuration is one tagged enum, [`LossKind`], whose `type`
+//! is the snake-case name (`triplet_margin`) or the reference class name (`TripletMarginLoss`) and
+//! whose parameters have the reference library's names and defaults.
+
+// Pair, triplet and embedding-based losses.
+mod contrastive;
+mod triplet;
+// End of pair, triplet and embedding-based losses.
+
+// Classification and proxy losses.
+// End of classification and proxy losses.
+
+// Wrappers.
+// End of wrappers.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor, nn};
+
+pub use contrastive::ContrastiveLoss;
+pub use triplet::{TripletMarginLoss, TripletsPerAnchor};
+
+use crate::distance::Distance;
+use crate::error::Result;
+use crate::reducer::{LossTerm, Reducer};
+use crate::regularizer::Regularizer;
+use crate::tuples::{Batch, Tuples};
+
+/// One loss implementation: computes its terms for a batch.
+pub trait MetricLoss: Send {
+    /// The reference library's class name (e.g. `TripletMarginLoss`).
+    fn name(&self) -> &'static str;
+    /// The unreduced terms of the loss for `batch` and optional mined `tuples` (None = all).
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>>;
+    /// The reducer used when none is configured.
+    fn default_reducer(&self) -> Reducer {
+        Reducer::Mean
+    }
+    /// The learnable parameters by name (shallow clones that share storage and gradients).
+    fn parameters(&self) -> Vec<(&'static str, Tensor)> {
+        Vec::new()
+    }
+    /// The weight matrix a weight regularizer applies to, if the loss has one.
+    fn regularized_weights(&self) -> Option<Tensor> {
+        None
+    }
+}
+
+/// What a loss needs to know to be built: the classes and embedding size for losses with
+/// learnable weights, and where to create those weights.
+pub struct BuildContext<'a> {
+    pub num_classes: Option<i64>,
+    pub embedding_size: Option<i64>,
+    /// Where learnable weights are created (so an optimizer can see them).
+    pub vars: &'a nn::Path<'a>,
+}
+
+impl BuildContext<'_> {
+    /// The device weights are created on.
+    pub fn device(&self) -> Device {
+        self.vars.device()
+    }
+}
+
+/// A loss configuration: the loss with its parameters, plus an optional distance, reducer and
+/// regularizers. In TOML:
+///
+/// ```toml
+/// [loss]
+/// type = "triplet_margin"
+/// margin = 0.1
+/// distance = { type = "cosine" }
+/// reducer = { type = "threshold", low = 0.1 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossSpec {
+    #[serde(flatten)]
+    pub kind: LossKind,
+    /// Replaces the loss's default distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<Distance>,
+    /// Replaces the loss's default reducer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<Reducer>,
+    /// A regularizer on the embeddings, added as the term `embedding_reg_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_regularizer: Option<Regularizer>,
+    #[serde(default = "one")]
+    pub embedding_reg_weight: f64,
+    /// A regularizer on the loss's weight matrix, added as the term `weight_reg_loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_regularizer: Option<Regularizer>,
+    #[serde(default = "one")]
+    pub weight_reg_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+macro_rules! loss_kinds {
+    ($( $(#[$doc:meta])* $variant:ident($params:ty) = $snake:literal, $pml:literal; )*) => {
+        /// Every loss, by name, with its parameters.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum LossKind {
+            $( $(#[$doc])* #[serde(rename = $snake, alias = $pml)] $variant($params), )*
+        }
+
+        impl LossKind {
+            /// The reference library's class name.
+            pub fn reference_name(&self) -> &'static str {
+                match self { $( LossKind::$variant(_) => $pml, )* }
+            }
+            /// Every (snake-case name, reference class name) pair.
+            pub fn names() -> &'static [(&'static str, &'static str)] {
+                &[ $( ($snake, $pml), )* ]
+            }
+            fn params(&self) -> &dyn LossParams {
+                match self { $( LossKind::$variant(p) => p, )* }
+            }
+        }
+    };
+}
+
+/// The parameters of one loss: validated, then built into the loss.
+pub trait LossParams {
+    /// Checks the parameters (called when a configuration is loaded).
+    fn validate(&self) -> Result<()>;
+    /// The loss's default distance (None for losses that use none).
+    fn default_distance(&self) -> Option<Distance>;
+    /// Builds the loss with the given distance.
+    fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>>;
+}
+
+loss_kinds! {
+    // Pair, triplet and embedding-based losses.
+    /// Contrastive (Siamese) loss on positive and negative pairs.
+    Contrastive(contrastive::ContrastiveParams) = "contrastive", "ContrastiveLoss";
+    /// Triplet margin loss.
+    TripletMargin(triplet::TripletMarginParams) = "triplet_margin", "TripletMarginLoss";
+    // End of pair, triplet and embedding-based losses.
+
+    // Classification and proxy losses.
+    // End of classification and proxy losses.
+
+    // Wrappers.
+    // End of wrappers.
+}
+
+impl LossSpec {
+    /// A spec with the loss's own distance, reducer and no regularizer.
+    pub fn new(kind: LossKind) -> Self {
+        LossSpec { kind, distance: None, reducer: None, embedding_regularizer: None, embedding_reg_weight: 1.0, weight_regularizer: None, weight_reg_weight: 1.0 }
+    }
+
+    /// Checks every parameter (called when a configuration is loaded, not mid-epoch).
+    pub fn validate(&self) -> Result<()> {
+        self.kind.params().validate()?;
+        if let Some(d) = &self.distance {
+            d.validate()?;
+        }
+        if let Some(r) = &self.reducer {
+            r.validate()?;
+        }
+        for reg in [&self.embedding_regularizer, &self.weight_regularizer].into_iter().flatten() {
+            reg.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Builds the loss.
+    pub fn build(&self, ctx: &BuildContext) -> Result<Loss> {
+        self.validate()?;
+        let params = self.kind.params();
+        let distance = self.distance.clone().or_else(|| params.default_distance());
+        let inner = params.build(distance, ctx)?;
+        Ok(Loss {
+            inner,
+            reducer: self.reducer.clone(),
+            embedding_regularizer: self.embedding_regularizer.clone().map(|r| (r, self.embedding_reg_weight)),
+            weight_regularizer: self.weight_regularizer.clone().map(|r| (r, self.weight_reg_weight)),
+        })
+    }
+}
+
+/// A built loss: call [`Loss::forward`] with a batch (and optional mined tuples).
+pub struct Loss {
+    inner: Box<dyn MetricLoss>,
+    reducer: Option<Reducer>,
+    embedding_regularizer: Option<(Regularizer, f64)>,
+    weight_regularizer: Option<(Regularizer, f64)>,
+}
+
+impl Loss {
+    /// Wraps a loss implementation with its default reducer.
+    pub fn from_impl(inner: Box<dyn MetricLoss>) -> Self {
+        Loss { inner, reducer: None, embedding_regularizer: None, weight_regularizer: None }
+    }
+
+    /// The reference library's class name of the loss.
+    pub fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    /// The reducer in use.
+    pub fn reducer(&self) -> Reducer {
+        self.reducer.clone().unwrap_or_else(|| self.inner.default_reducer())
+    }
+
+    /// The loss's terms before reduction (the loss's own, then regularization terms).
+    pub fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        batch.validate()?;
+        let mut terms = self.inner.terms(batch, tuples)?;
+        if let Some((reg, w)) = &self.embedding_regularizer {
+            terms.push(reg.term("embedding_reg_loss", batch.embeddings, *w)?);
+        }
+        if let Some((reg, w)) = &self.weight_regularizer
+            && let Some(weights) = self.inner.regularized_weights()
+        {
+            terms.push(reg.term("weight_reg_loss", &weights, *w)?);
+        }
+        Ok(terms)
+    }
+
+    /// The reduced loss (a scalar tensor that can be back-propagated).
+    pub fn forward(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Tensor> {
+        let terms = self.terms(batch, tuples)?;
+        self.reducer().reduce_terms(terms, batch)
+    }
+
+    /// The learnable parameters by name.
+    pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
+        self.inner.parameters()
+    }
+}

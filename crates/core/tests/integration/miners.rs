@@ -1,0 +1,1 @@
+//! Tests of the miners beyond the parity files: naive oracles, properties, errors.

@@ -1,0 +1,544 @@
+//! Exact k-nearest-neighbour search: blocked GEMM + per-query bounded heaps.
+//!
+//! Why: retrieval metrics need the exact neighbours of every query, and this search is
+//! the oracle that approximate indexes are checked against later. A naive N×N distance
+//! matrix needs 10 GB at N = 50 000, so the search streams over
+//! `query block × reference block` tiles: each tile's inner products come from one
+//! cache-friendly GEMM call (the `gemm` crate, single-threaded per tile), then every row
+//! of the tile is scanned against the query's current k-th best, and only the running
+//! top-k survives. Query blocks run in parallel with rayon. Memory is
+//! `O(threads · QB · RB + N · k)`.
+//!
+//! Ordering is total and deterministic: by distance (or negated similarity), then by
+//! lower reference index — the same tie rule as faiss's exact `IndexFlatL2`.
+//!
+//! Numerics for L2: `‖q − r‖² = ‖q‖² + ‖r‖² − 2 q·r`, with norms accumulated in `f64`,
+//! the product in `f32`, and the result clamped at 0 (cancellation can make it slightly
+//! negative for near-identical vectors, exactly as faiss clamps).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+use crate::matrix::{Embeddings, check_same_dim};
+
+/// Query rows per tile.
+const QB: usize = 256;
+/// Reference rows per tile.
+const RB: usize = 1024;
+/// Heap memory budget per query block, in bytes (limits QB when k is very large).
+const HEAP_BUDGET: usize = 64 << 20;
+
+/// How closeness between two embeddings is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Metric {
+    /// Euclidean distance `‖q − r‖` (lower is closer).
+    L2,
+    /// Squared Euclidean distance `‖q − r‖²` (lower is closer); same ranking as `L2`.
+    L2Squared,
+    /// Cosine similarity `q·r / (‖q‖‖r‖)` (higher is closer).
+    Cosine,
+    /// Inner product `q·r` (higher is closer).
+    Dot,
+}
+
+impl Metric {
+    /// True when the reported score is a similarity (higher is closer).
+    pub fn higher_is_closer(self) -> bool {
+        matches!(self, Metric::Cosine | Metric::Dot)
+    }
+
+    /// Convert a reported score into a similarity (higher is closer): distances are negated.
+    pub fn to_similarity(self, score: f32) -> f32 {
+        if self.higher_is_closer() { score } else { -score }
+    }
+}
+
+/// The k nearest references of every query, closest first.
+///
+/// # Shapes
+/// `indices` and `scores` are row-major `num_queries × k`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnResult {
+    /// Neighbours per query.
+    pub k: usize,
+    /// The metric the scores are in.
+    pub metric: Metric,
+    /// Reference indices, `num_queries × k`.
+    pub indices: Vec<usize>,
+    /// Distances (L2, L2Squared) or similarities (Cosine, Dot), `num_queries × k`.
+    pub scores: Vec<f32>,
+}
+
+impl KnnResult {
+    /// Number of queries.
+    pub fn num_queries(&self) -> usize {
+        self.indices.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// Neighbour indices of query `i`, closest first.
+    pub fn row_indices(&self, i: usize) -> &[usize] {
+        &self.indices[i * self.k..(i + 1) * self.k]
+    }
+
+    /// Scores of query `i`'s neighbours, closest first.
+    pub fn row_scores(&self, i: usize) -> &[f32] {
+        &self.scores[i * self.k..(i + 1) * self.k]
+    }
+}
+
+/// Timing of one k-NN search.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KnnStats {
+    /// Floating-point operations of the inner products, `2·nq·nr·d`.
+    pub flops: f64,
+    /// Wall-clock seconds of the whole search (GEMM + selection + setup).
+    pub seconds: f64,
+    /// Summed thread-seconds spent inside GEMM calls.
+    pub gemm_thread_seconds: f64,
+    /// `flops / seconds / 1e9`: end-to-end rate.
+    pub effective_gflops: f64,
+    /// `flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
+    pub gemm_gflops_per_thread: f64,
+}
+
+/// Exact k-NN of `query` rows among `reference` rows (`None`: the query set itself, each
+/// query's own row excluded).
+///
+/// # Shapes
+/// `query`: `nq × d`, `reference`: `nr × d`; result `nq × k`. Requires
+/// `1 <= k <= nr` (or `nr − 1` when the reference is the query set).
+pub fn knn(
+    query: Embeddings<'_>,
+    reference: Option<Embeddings<'_>>,
+    k: usize,
+    metric: Metric,
+) -> Result<KnnResult> {
+    knn_with_stats(query, reference, k, metric).map(|(r, _)| r)
+}
+
+/// As [`knn`], also returning timing and GEMM rate.
+pub fn knn_with_stats(
+    query: Embeddings<'_>,
+    reference: Option<Embeddings<'_>>,
+    k: usize,
+    metric: Metric,
+) -> Result<(KnnResult, KnnStats)> {
+    let start = Instant::now();
+    let same = reference.is_none();
+    let reference = reference.unwrap_or(query);
+    check_same_dim(("query", query.dim()), ("reference", reference.dim()))?;
+    let nq = query.rows();
+    let nr = reference.rows();
+    let d = query.dim();
+    let max_k = if same { nr - 1 } else { nr };
+    if k == 0 || k > max_k {
+        return Err(EvalError::InvalidK {
+            k,
+            max: max_k,
+            reason: if same {
+                "reference is the query set minus the query itself"
+            } else {
+                "number of reference rows"
+            },
+        });
+    }
+
+    // Prepare operands: cosine works on normalised copies; L2 needs squared norms.
+    let (qbuf, rbuf);
+    let (qdata, rdata): (&[f32], &[f32]) = if metric == Metric::Cosine {
+        qbuf = normalized("query", query)?;
+        if same {
+            (&qbuf, &qbuf)
+        } else {
+            rbuf = normalized("reference", reference)?;
+            (&qbuf, &rbuf)
+        }
+    } else {
+        (query.data(), reference.data())
+    };
+    let l2 = matches!(metric, Metric::L2 | Metric::L2Squared);
+    let (qn, rn) = if l2 {
+        let qn = sq_norms("query", query)?;
+        let rn = if same { qn.clone() } else { sq_norms("reference", reference)? };
+        (qn, rn)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
+    let qb = (HEAP_BUDGET / (k * 16).max(1)).clamp(1, QB);
+    let mut indices = vec![0usize; nq * k];
+    let mut scores = vec![0f32; nq * k];
+    let gemm_nanos = AtomicU64::new(0);
+
+    indices
+        .par_chunks_mut(qb * k)
+        .zip(scores.par_chunks_mut(qb * k))
+        .enumerate()
+        .for_each(|(bi, (idx_out, score_out))| {
+            let q0 = bi * qb;
+            let m = idx_out.len() / k;
+            let qblock = &qdata[q0 * d..(q0 + m) * d];
+            let mut heaps: Vec<TopK> = (0..m).map(|_| TopK::new(k)).collect();
+            let mut tile = vec![0f32; m * RB.min(nr)];
+            let mut r0 = 0;
+            while r0 < nr {
+                let n = RB.min(nr - r0);
+                let rblock = &rdata[r0 * d..(r0 + n) * d];
+                let t = Instant::now();
+                // tile[i, j] = -2 q_i · r_j  (or -q_i · r_j for similarities)
+                let beta = if l2 { -2.0f32 } else { -1.0f32 };
+                // SAFETY: all pointers cover the stated extents: tile is m×n row-major
+                // (row stride n), qblock is m×d row-major, rblock is n×d row-major read
+                // as the d×n matrix rblockᵀ (column stride d, row stride 1).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        d,
+                        tile.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        qblock.as_ptr(),
+                        1,
+                        d as isize,
+                        rblock.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0f32,
+                        beta,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                for (i, heap) in heaps.iter_mut().enumerate() {
+                    let row = &mut tile[i * n..(i + 1) * n];
+                    if l2 {
+                        let qi = qn[q0 + i];
+                        for (v, &r) in row.iter_mut().zip(&rn[r0..r0 + n]) {
+                            *v = (qi + r + *v).max(0.0);
+                        }
+                    }
+                    let self_j = if same { (q0 + i).checked_sub(r0).filter(|&j| j < n) } else { None };
+                    if let Some(j) = self_j {
+                        row[j] = f32::INFINITY;
+                    }
+                    scan_row(row, r0, self_j, heap);
+                }
+                r0 += n;
+            }
+            for (i, heap) in heaps.into_iter().enumerate() {
+                for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
+                    idx_out[i * k + slot] = j;
+                    score_out[i * k + slot] = match metric {
+                        Metric::L2Squared => key,
+                        Metric::L2 => key.sqrt(),
+                        Metric::Cosine | Metric::Dot => -key,
+                    };
+                }
+            }
+        });
+
+    let seconds = start.elapsed().as_secs_f64();
+    let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
+    let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
+    let stats = KnnStats {
+        flops,
+        seconds,
+        gemm_thread_seconds,
+        effective_gflops: flops / seconds.max(1e-12) / 1e9,
+        gemm_gflops_per_thread: flops / gemm_thread_seconds.max(1e-12) / 1e9,
+    };
+    Ok((KnnResult { k, metric, indices, scores }, stats))
+}
+
+/// Push every entry of `row` (keys of references `r0..`) that can enter the heap.
+#[inline]
+fn scan_row(row: &[f32], r0: usize, self_j: Option<usize>, heap: &mut TopK) {
+    const W: usize = 16;
+    let mut base = 0;
+    for chunk in row.chunks(W) {
+        let thr = heap.worst_key();
+        let min = chunk.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+        if min <= thr {
+            for (o, &key) in chunk.iter().enumerate() {
+                let j = base + o;
+                if Some(j) != self_j {
+                    heap.push(key, r0 + j);
+                }
+            }
+        }
+        base += chunk.len();
+    }
+}
+
+/// Copy rows scaled to unit L2 norm.
+fn normalized(what: &'static str, e: Embeddings<'_>) -> Result<Vec<f32>> {
+    let d = e.dim();
+    let mut out = e.data().to_vec();
+    for (i, row) in out.chunks_mut(d).enumerate() {
+        let n = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        if n == 0.0 {
+            return Err(EvalError::ZeroVector { what, row: i });
+        }
+        for v in row.iter_mut() {
+            *v = (*v as f64 / n) as f32;
+        }
+    }
+    Ok(out)
+}
+
+/// Squared row norms (accumulated in f64), rejecting rows whose norm overflows.
+fn sq_norms(what: &'static str, e: Embeddings<'_>) -> Result<Vec<f32>> {
+    let limit = (f32::MAX / 8.0) as f64;
+    (0..e.rows())
+        .map(|i| {
+            let n: f64 = e.row(i).iter().map(|&v| (v as f64) * (v as f64)).sum();
+            if n > limit { Err(EvalError::NormOverflow { what, row: i }) } else { Ok(n as f32) }
+        })
+        .collect()
+}
+
+/// A bounded max-heap keeping the `k` smallest `(key, index)` pairs (lexicographic).
+#[derive(Debug, Clone)]
+pub(crate) struct TopK {
+    k: usize,
+    keys: Vec<f32>,
+    idx: Vec<usize>,
+}
+
+impl TopK {
+    /// An empty heap of capacity `k`.
+    pub(crate) fn new(k: usize) -> Self {
+        Self { k, keys: Vec::with_capacity(k), idx: Vec::with_capacity(k) }
+    }
+
+    /// The key an entry must not exceed to be considered (infinity while not full).
+    #[inline]
+    pub(crate) fn worst_key(&self) -> f32 {
+        if self.keys.len() < self.k { f32::INFINITY } else { self.keys[0] }
+    }
+
+    #[inline]
+    fn greater(&self, a: usize, b: usize) -> bool {
+        (self.keys[a], self.idx[a]) > (self.keys[b], self.idx[b])
+    }
+
+    /// Offer one candidate.
+    #[inline]
+    pub(crate) fn push(&mut self, key: f32, j: usize) {
+        if self.keys.len() < self.k {
+            self.keys.push(key);
+            self.idx.push(j);
+            let mut c = self.keys.len() - 1;
+            while c > 0 {
+                let p = (c - 1) / 2;
+                if self.greater(c, p) {
+                    self.keys.swap(c, p);
+                    self.idx.swap(c, p);
+                    c = p;
+                } else {
+                    break;
+                }
+            }
+        } else if (key, j) < (self.keys[0], self.idx[0]) {
+            self.keys[0] = key;
+            self.idx[0] = j;
+            let len = self.keys.len();
+            let mut p = 0;
+            loop {
+                let l = 2 * p + 1;
+                if l >= len {
+                    break;
+                }
+                let r = l + 1;
+                let c = if r < len && self.greater(r, l) { r } else { l };
+                if self.greater(c, p) {
+                    self.keys.swap(c, p);
+                    self.idx.swap(c, p);
+                    p = c;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The kept pairs, smallest first.
+    pub(crate) fn into_sorted(self) -> Vec<(f32, usize)> {
+        let mut v: Vec<(f32, usize)> = self.keys.into_iter().zip(self.idx).collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Brute-force reference: all pairs in f64, sorted by (key, index).
+    fn brute(q: &[f32], r: &[f32], d: usize, k: usize, metric: Metric, same: bool) -> Vec<Vec<usize>> {
+        let nq = q.len() / d;
+        let nr = r.len() / d;
+        (0..nq)
+            .map(|i| {
+                let qi = &q[i * d..(i + 1) * d];
+                let mut c: Vec<(f64, usize)> = (0..nr)
+                    .filter(|&j| !(same && j == i))
+                    .map(|j| {
+                        let rj = &r[j * d..(j + 1) * d];
+                        let dot: f64 = qi.iter().zip(rj).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let key = match metric {
+                            Metric::L2 | Metric::L2Squared => {
+                                qi.iter().zip(rj).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum()
+                            }
+                            Metric::Dot => -dot,
+                            Metric::Cosine => {
+                                let na: f64 = qi.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                                let nb: f64 = rj.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                                -dot / (na * nb)
+                            }
+                        };
+                        (key, j)
+                    })
+                    .collect();
+                c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                c.into_iter().take(k).map(|x| x.1).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tiny_hand_example_with_ties() {
+        // 1-D points 0, 1, 2, 3: neighbours of 1 (excluding itself) are 0 and 2 at distance 1
+        // (tie -> lower index first), then 3.
+        let pts = [0.0f32, 1.0, 2.0, 3.0];
+        let e = Embeddings::new("q", &pts, 1).unwrap();
+        let r = knn(e, None, 3, Metric::L2).unwrap();
+        assert_eq!(r.row_indices(1), &[0, 2, 3]);
+        assert_eq!(r.row_scores(1), &[1.0, 1.0, 2.0]);
+        assert_eq!(r.row_indices(0), &[1, 2, 3]);
+        let r = knn(e, None, 2, Metric::L2Squared).unwrap();
+        assert_eq!(r.row_scores(0), &[1.0, 4.0]);
+    }
+
+    #[test]
+    fn duplicates_clamp_to_zero_and_order_by_index() {
+        let pts = [1.0f32, 1.0, 1.0, 1.0, 5.0, 5.0];
+        let e = Embeddings::new("q", &pts, 2).unwrap();
+        let r = knn(e, Some(e), 3, Metric::L2Squared).unwrap();
+        assert_eq!(r.row_indices(1), &[0, 1, 2]);
+        assert_eq!(r.row_scores(1)[..2], [0.0, 0.0]);
+        assert!(r.scores.iter().all(|&s| s >= 0.0));
+    }
+
+    #[test]
+    fn similarity_metrics_rank_descending() {
+        let q = [1.0f32, 0.0];
+        let r = [0.0f32, 1.0, 2.0, 0.1, 1.0, 1.0];
+        let qe = Embeddings::new("q", &q, 2).unwrap();
+        let re = Embeddings::new("r", &r, 2).unwrap();
+        let dot = knn(qe, Some(re), 3, Metric::Dot).unwrap();
+        assert_eq!(dot.row_indices(0), &[1, 2, 0]);
+        let cos = knn(qe, Some(re), 3, Metric::Cosine).unwrap();
+        assert_eq!(cos.row_indices(0), &[1, 2, 0]);
+        assert!((cos.row_scores(0)[1] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rejects_bad_k_dims_and_zero_vectors() {
+        let a = [1.0f32, 2.0, 3.0, 4.0];
+        let e = Embeddings::new("q", &a, 2).unwrap();
+        assert!(matches!(knn(e, None, 2, Metric::L2), Err(EvalError::InvalidK { max: 1, .. })));
+        assert!(matches!(knn(e, Some(e), 0, Metric::L2), Err(EvalError::InvalidK { .. })));
+        let b = [1.0f32, 2.0, 3.0];
+        let f = Embeddings::new("r", &b, 3).unwrap();
+        assert!(matches!(knn(e, Some(f), 1, Metric::L2), Err(EvalError::DimensionMismatch { .. })));
+        let z = [0.0f32, 0.0, 1.0, 1.0];
+        let ze = Embeddings::new("q", &z, 2).unwrap();
+        assert!(matches!(knn(ze, None, 1, Metric::Cosine), Err(EvalError::ZeroVector { row: 0, .. })));
+        let big = [3e19f32, 0.0, 1.0, 1.0];
+        let be = Embeddings::new("q", &big, 2).unwrap();
+        assert!(matches!(knn(be, None, 1, Metric::L2), Err(EvalError::NormOverflow { row: 0, .. })));
+    }
+
+    #[test]
+    fn spans_several_tiles() {
+        // More rows than one tile in both directions, integer-valued data (exact in f32).
+        let d = 3;
+        let n = QB + RB + 37;
+        let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919 + 13) % 61) as f32 - 30.0).collect();
+        let e = Embeddings::new("q", &data, d).unwrap();
+        let r = knn(e, None, 5, Metric::L2Squared).unwrap();
+        let b = brute(&data, &data, d, 5, Metric::L2Squared, true);
+        for i in 0..n {
+            assert_eq!(r.row_indices(i), b[i].as_slice(), "row {i}");
+        }
+    }
+
+    #[test]
+    fn topk_keeps_smallest_with_index_ties() {
+        let mut h = TopK::new(3);
+        for (key, j) in [(5.0, 0), (1.0, 1), (3.0, 2), (1.0, 3), (0.5, 4), (3.0, 5)] {
+            h.push(key, j);
+        }
+        assert_eq!(h.into_sorted(), vec![(0.5, 4), (1.0, 1), (1.0, 3)]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn agrees_with_brute_force(
+            nq in 1usize..40, nr in 2usize..60, d in 1usize..9, kk in 1usize..8,
+            seed in any::<u64>(), m in 0usize..4, same in any::<bool>(),
+        ) {
+            // Small-integer data: every dot product is exact in f32, so the orders must agree
+            // exactly, ties included.
+            let mut s = seed;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 33) % 9) as f32 - 4.0 };
+            let q: Vec<f32> = (0..nq * d).map(|_| next()).collect();
+            let mut r: Vec<f32> = (0..nr * d).map(|_| next()).collect();
+            let metric = [Metric::L2, Metric::L2Squared, Metric::Dot, Metric::Cosine][m];
+            if metric == Metric::Cosine {
+                // Avoid zero rows and irrational norms: keep only rows with a single non-zero.
+                for (i, row) in r.chunks_mut(d).enumerate() { row.fill(0.0); row[i % d] = 1.0 + (i % 3) as f32; }
+            }
+            let (qq, same) = if same { (r.clone(), true) } else { (q, false) };
+            let nqq = qq.len() / d;
+            let k = kk.min(if same { nr - 1 } else { nr }).max(1);
+            prop_assume!(!(same && nr < 2));
+            if metric == Metric::Cosine && !same {
+                prop_assume!(qq.chunks(d).all(|row| row.iter().any(|&v| v != 0.0)));
+            }
+            let qe = Embeddings::new("q", &qq, d).unwrap();
+            let re = Embeddings::new("r", &r, d).unwrap();
+            let res = knn(qe, if same { None } else { Some(re) }, k, metric).unwrap();
+            let b = brute(&qq, &r, d, k, metric, same);
+            if metric == Metric::Cosine && !same {
+                // Cosine of integer vectors is not exact: compare scores, not indices.
+                for i in 0..nqq {
+                    for (slot, &j) in b[i].iter().enumerate() {
+                        let rj = &r[j * d..(j + 1) * d];
+                        let qi = &qq[i * d..(i + 1) * d];
+                        let dot: f64 = qi.iter().zip(rj).map(|(&a, &c)| a as f64 * c as f64).sum();
+                        let na: f64 = qi.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                        let nb: f64 = rj.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                        prop_assert!((res.row_scores(i)[slot] as f64 - dot / (na * nb)).abs() < 1e-5);
+                    }
+                }
+            } else {
+                for i in 0..nqq {
+                    prop_assert_eq!(res.row_indices(i), b[i].as_slice());
+                }
+            }
+        }
+    }
+}
