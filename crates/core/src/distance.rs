@@ -7,7 +7,7 @@
 //! pytorch-metric-learning 2.9 exactly (same normalisation epsilon, `torch.cdist` for Lp).
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{CoreError, Result, invalid};
 
@@ -167,7 +167,7 @@ impl Distance {
         let d = match self {
             // torch.nn.functional.pairwise_distance: ‖a − b + eps‖_p with eps = 1e-6.
             Distance::Lp { .. } => (&a - &b + 1e-6).norm_scalaropt_dim(p, [1i64].as_slice(), false),
-            Distance::Cosine { .. } | Distance::DotProduct { .. } => (&a * &b).sum_dim_intlist(1, false, Kind::Float),
+            Distance::Cosine { .. } | Distance::DotProduct { .. } => (&a * &b).sum_dim_intlist(1, false, a.kind()),
             Distance::Snr { .. } => (&a - &b).var_dim(1, true, false) / a.var_dim(1, true, false),
         };
         if power != 1.0 { d.pow_tensor_scalar(power) } else { d }
@@ -233,10 +233,11 @@ pub fn normalize(x: &Tensor, p: f64) -> Tensor {
 /// `Var(q − r) = (‖q‖² + ‖r‖² − 2 q·r − (Σq − Σr)² / d) / (d − 1)`.
 fn snr_matrix(q: &Tensor, r: &Tensor) -> Tensor {
     let d = q.size()[1] as f64;
-    let qq = q.square().sum_dim_intlist(1, true, Kind::Float);
-    let rr = r.square().sum_dim_intlist(1, true, Kind::Float).tr();
-    let qs = q.sum_dim_intlist(1, true, Kind::Float);
-    let rs = r.sum_dim_intlist(1, true, Kind::Float).tr();
+    let k = q.kind();
+    let qq = q.square().sum_dim_intlist(1, true, k);
+    let rr = r.square().sum_dim_intlist(1, true, k).tr();
+    let qs = q.sum_dim_intlist(1, true, k);
+    let rs = r.sum_dim_intlist(1, true, k).tr();
     let sq = (&qq + &rr - q.matmul(&r.tr()) * 2.0 - (&qs - &rs).square() / d).clamp_min(0.0);
     let var_diff = sq / (d - 1.0);
     let var_q = q.var_dim(1, true, true);
@@ -284,6 +285,7 @@ pub fn check_embeddings(x: &Tensor, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     fn t(rows: &[[f32; 2]]) -> Tensor {
         Tensor::from_slice(&rows.concat()).view([rows.len() as i64, 2])

@@ -241,7 +241,7 @@ impl Reducer {
             TermLosses::Values(v) => (v, indices),
         };
         if let TermIndices::AlreadyReduced = indices {
-            return Ok(values.sum(Kind::Float));
+            return Ok(values.sum(values.kind()));
         }
         let values = values.flatten(0, -1);
         match self {
@@ -260,7 +260,7 @@ impl Reducer {
                 if max_label >= weights.len() as i64 {
                     return Err(CoreError::LabelOutOfRange { label: max_label, num_classes: weights.len() as i64 });
                 }
-                Ok((&values * w.index_select(0, &labels)).mean(Kind::Float))
+                Ok((&values * w.index_select(0, &labels)).mean(values.kind()))
             }
             Reducer::DoNothing | Reducer::Multiple { .. } => unreachable!("resolved by reduce_terms"),
             r => Ok(separable_reduce(&values, r.separable(divisor).expect("separable"), batch.embeddings)),
@@ -270,7 +270,7 @@ impl Reducer {
 
 /// `sum(embeddings · 0)`: a zero that keeps the autograd graph (and so zero gradients).
 pub fn zero_loss(embeddings: &Tensor) -> Tensor {
-    (embeddings * 0.0).sum(Kind::Float)
+    (embeddings * 0.0).sum(embeddings.kind())
 }
 
 /// Applies a separable reduction to explicit values.
@@ -288,17 +288,17 @@ pub fn separable_reduce(values: &Tensor, how: Separable, embeddings: &Tensor) ->
         and(values.lt(h));
     }
     match (keep, how.denominator) {
-        (None, Denominator::Kept) => values.mean(Kind::Float),
-        (None, Denominator::One) => values.sum(Kind::Float),
-        (None, Denominator::Fixed(d)) => if d != 0.0 { values.sum(Kind::Float) / d } else { zero_loss(embeddings) },
+        (None, Denominator::Kept) => values.mean(values.kind()),
+        (None, Denominator::One) => values.sum(values.kind()),
+        (None, Denominator::Fixed(d)) => if d != 0.0 { values.sum(values.kind()) / d } else { zero_loss(embeddings) },
         (Some(k), den) => {
             let kept = values.masked_select(&k);
             let n = kept.size()[0];
             match den {
-                Denominator::Kept if n >= 1 => kept.mean(Kind::Float),
-                Denominator::One => kept.sum(Kind::Float),
-                Denominator::Fixed(d) if d != 0.0 => kept.sum(Kind::Float) / d,
-                _ => (values * 0.0).sum(Kind::Float),
+                Denominator::Kept if n >= 1 => kept.mean(kept.kind()),
+                Denominator::One => kept.sum(kept.kind()),
+                Denominator::Fixed(d) if d != 0.0 => kept.sum(kept.kind()) / d,
+                _ => (values * 0.0).sum(values.kind()),
             }
         }
     }
@@ -315,8 +315,8 @@ fn per_anchor_values(values: &Tensor, indices: &TermIndices, batch: &Batch) -> R
             let m = batch.ref_len();
             let grid = Tensor::full([n, m], f64::INFINITY, opts).index_put(&[Some(a.shallow_clone()), Some(o.shallow_clone())], values, false);
             let empty = grid.isinf();
-            let count = empty.logical_not().sum_dim_intlist(1, false, Kind::Float);
-            let sums = grid.masked_fill(&empty, 0.0).sum_dim_intlist(1, false, Kind::Float);
+            let count = empty.logical_not().sum_dim_intlist(1, false, values.kind());
+            let sums = grid.masked_fill(&empty, 0.0).sum_dim_intlist(1, false, values.kind());
             Ok((&sums / count.clamp_min(1.0)).masked_fill(&count.eq(0.0), 0.0))
         }
         TermIndices::Triplet(a, _, _) => {

@@ -58,10 +58,10 @@ impl Regularizer {
                 let n = x.norm_scalaropt_dim(p, [1i64].as_slice(), false);
                 if power != 1.0 { n.pow_tensor_scalar(power) } else { n }
             }
-            Regularizer::ZeroMean => x.sum_dim_intlist(1, false, Kind::Float).abs(),
+            Regularizer::ZeroMean => x.sum_dim_intlist(1, false, x.kind()).abs(),
             Regularizer::CenterInvariant => {
-                let sq = x.square().sum_dim_intlist(1, false, Kind::Float);
-                (&sq - sq.mean(Kind::Float)).square() / 4.0
+                let sq = x.square().sum_dim_intlist(1, false, x.kind());
+                (&sq - sq.mean(sq.kind())).square() / 4.0
             }
         }
     }

@@ -223,7 +223,7 @@ impl StreamedTerm for StreamedTriplets {
                 total += (&l * &keepf).sum(Kind::Double);
                 kept += keepf.sum(Kind::Double);
                 let g = dl * keepf;
-                let _ = grad.index_put_(&[Some(&a), Some(&p)], &(g.sum_dim_intlist(1, false, Kind::Float) * sign), true);
+                let _ = grad.index_put_(&[Some(&a), Some(&p)], &(g.sum_dim_intlist(1, false, g.kind()) * sign), true);
                 match pn {
                     None => {
                         let _ = grad.index_add_(0, &a, &(&g * -sign));
@@ -250,7 +250,7 @@ impl StreamedTerm for StreamedTriplets {
         }
         let value = (total / denominator).to_kind(self.mat.kind());
         let grad = grad / denominator;
-        Ok(value + ((&self.mat - &d) * grad).sum(Kind::Float))
+        Ok(value + ((&self.mat - &d) * grad).sum(self.mat.kind()))
     }
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {

@@ -2,6 +2,7 @@
 //! property tests, naive-oracle tests and error contracts.
 
 mod classification_losses;
+mod contracts;
 mod miners;
 mod pair_losses;
 mod parity;
