@@ -374,7 +374,8 @@ impl TopK {
     /// The kept pairs, smallest first.
     pub(crate) fn into_sorted(self) -> Vec<(f32, usize)> {
         let mut v: Vec<(f32, usize)> = self.keys.into_iter().zip(self.idx).collect();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // partial_cmp: -0.0 and +0.0 are the same distance (keys are never NaN).
+        v.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
         v
     }
 }
@@ -410,7 +411,7 @@ mod tests {
                         (key, j)
                     })
                     .collect();
-                c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                c.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
                 c.into_iter().take(k).map(|x| x.1).collect()
             })
             .collect()
@@ -479,8 +480,8 @@ mod tests {
         let e = Embeddings::new("q", &data, d).unwrap();
         let r = knn(e, None, 5, Metric::L2Squared).unwrap();
         let b = brute(&data, &data, d, 5, Metric::L2Squared, true);
-        for i in 0..n {
-            assert_eq!(r.row_indices(i), b[i].as_slice(), "row {i}");
+        for (i, want) in b.iter().enumerate() {
+            assert_eq!(r.row_indices(i), want.as_slice(), "row {i}");
         }
     }
 
@@ -535,8 +536,8 @@ mod tests {
                     }
                 }
             } else {
-                for i in 0..nqq {
-                    prop_assert_eq!(res.row_indices(i), b[i].as_slice());
+                for (i, want) in b.iter().enumerate() {
+                    prop_assert_eq!(res.row_indices(i), want.as_slice());
                 }
             }
         }

@@ -1,1 +1,41 @@
-//! Evaluation.
+//! Evaluation of metric-learning embeddings, in pure Rust (no libtorch).
+//!
+//! Why a separate, torch-free crate: evaluation must run anywhere embeddings can be
+//! loaded (CI machines, analysis scripts) and must be *trusted*: its retrieval metrics
+//! reproduce pytorch-metric-learning 2.9's `AccuracyCalculator` and its NMI/AMI reproduce
+//! scikit-learn, checked case by case against their recorded outputs.
+//!
+//! Modules:
+//! * [`knn`] — exact k-NN (L2, squared L2, cosine, dot) by blocked GEMM, the oracle for
+//!   approximate indexes.
+//! * [`retrieval`] — P@1, R-Precision, MAP@R, MAP, MRR, precision/recall@k, per class.
+//! * [`clustering`] — seeded k-means, NMI, AMI.
+//! * [`verification`] — ROC, AUC, EER, FNMR@FMR, thresholds for a target FMR.
+//! * [`classify`] — nearest-class classification with open-set rejection.
+//! * [`pca`] — 2-D projection for plots.
+//! * [`perf`] — the benchmark entry point.
+
+pub mod classify;
+pub mod clustering;
+pub mod error;
+pub mod knn;
+pub mod matrix;
+pub mod pca;
+pub mod perf;
+pub mod retrieval;
+pub mod verification;
+
+pub use classify::{Classifier, OpenSetMetrics, Prediction, classify, open_set_metrics};
+pub use clustering::{ClusteringMetrics, KMeans, ami, evaluate_clustering, kmeans, nmi};
+pub use error::{EvalError, Result};
+pub use knn::{KnnResult, KnnStats, Metric, knn, knn_with_stats};
+pub use matrix::Embeddings;
+pub use pca::pca_2d;
+pub use perf::{PerfReport, perf_accuracy, perf_accuracy_runs};
+pub use retrieval::{
+    AtK, ClassRetrieval, CoreMetrics, KSpec, RetrievalConfig, RetrievalMetrics, evaluate_retrieval, metrics_from_knn,
+};
+pub use verification::{
+    FnmrAtFmr, RocPoint, ScoreKind, VerificationReport, auc, equal_error_rate, rates_at_threshold, roc_curve,
+    threshold_for_fmr, verification_report,
+};

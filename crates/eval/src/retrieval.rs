@@ -20,15 +20,20 @@
 //!   (pytorch-metric-learning's `"max_bin_count"`); [`KSpec::AllReferences`] is
 //!   `nr − self` (its `k=None`); the k-NN of a query set against itself searches
 //!   `k + 1` and drops the query's own row — here the own row is simply never a candidate.
-//! * `R = min(count(c) − self, k)`.
+//! * `R = count(c) − self` (all same-class references), `R_k = min(R, k)`.
 //! * Ties in distance are broken by lower reference index (stable, as faiss).
 //!
 //! Per query `q` with neighbour relevance `m_1..m_k` (1 if same label) and
 //! `P(i) = (Σ_{j≤i} m_j) / i`:
 //! * `precision_at_1 = m_1`
-//! * `r_precision = (Σ_{i≤R} m_i) / R`
-//! * `mean_average_precision_at_r = (Σ_{i≤R} m_i P(i)) / R`
-//! * `mean_average_precision = (Σ_{i≤k} m_i P(i)) / max(1, Σ_{i≤k} m_i)`
+//! * `r_precision = (Σ_{i≤R_k} m_i) / R_k`
+//! * `mean_average_precision_at_r = (Σ_{i≤R_k} m_i P(i)) / R`
+//! * `mean_average_precision = (Σ_{i≤k} m_i P(i)) / R`
+//!
+//! Note the denominators: both MAP variants divide by the *uncapped* `R` (so a `k`
+//! smaller than a class lowers them), while `r_precision` divides by `R_k`; this is what
+//! version 2.9 computes (checked against its recorded outputs), and with
+//! [`KSpec::MaxBinCount`] or [`KSpec::AllReferences`] `R ≤ k` so the distinction vanishes.
 //! * `mean_reciprocal_rank = 1 / min{i : m_i = 1}` (0 if no match within k)
 //! * `precision_at(k') = (Σ_{i≤k'} m_i) / k'`
 //! * `recall_at(k') = [∃ i ≤ k' : m_i = 1]` — the metric-learning "Recall@K" (hit rate).
@@ -264,11 +269,12 @@ pub fn metrics_from_knn(
             lone += 1;
             continue;
         }
-        let r = (count - self_count).min(k);
+        let r_full = count - self_count;
+        let r = r_full.min(k);
         let row = knn.row_indices(i);
         let matches: Vec<bool> = row.iter().map(|&j| reference_labels[j] == ql).collect();
         let mut cum = 0usize;
-        let (mut hits_r, mut ap_r, mut ap, mut first) = (0usize, 0f64, 0f64, None);
+        let (mut hits_r, mut ap_r, mut ap, mut first) = (0usize, 0f64, 0f64, None::<usize>);
         for (pos, &m) in matches[..k].iter().enumerate() {
             if m {
                 cum += 1;
@@ -284,8 +290,8 @@ pub fn metrics_from_knn(
         let core = [
             f64::from(u8::from(matches[0])),
             hits_r as f64 / r as f64,
-            ap_r / r as f64,
-            ap / cum.max(1) as f64,
+            ap_r / r_full as f64,
+            ap / r_full as f64,
             first.map_or(0.0, |p| 1.0 / (p + 1) as f64),
         ];
         let mut extra = Vec::with_capacity(2 * config.at_ks.len());
@@ -397,8 +403,8 @@ mod tests {
         assert!((m.metrics.r_precision - 0.2).abs() < 1e-12);
         // MAP@R: q0 (1)/2, q1 (1)/2, others 0 -> 1/5
         assert!((m.metrics.mean_average_precision_at_r - 0.2).abs() < 1e-12);
-        // MAP (k=2): q0 1, q1 1, q2 0 (no match in k)/1=0, q3 0, q4: match at pos 2 -> (1/2)/1
-        assert!((m.metrics.mean_average_precision - 2.5 / 5.0).abs() < 1e-12);
+        // MAP (k=2, divided by R): q0 1/2, q1 1/2, q2 0, q3 0, q4: match at pos 2 -> (1/2)/1
+        assert!((m.metrics.mean_average_precision - 1.5 / 5.0).abs() < 1e-12);
         // MRR: 1, 1, 0, 0, 1/2
         assert!((m.metrics.mean_reciprocal_rank - 2.5 / 5.0).abs() < 1e-12);
         // recall@2 (hit): q0 1 q1 1 q2 0 q3 0 q4 1 -> 3/5; precision@2: (1+1+0+0+1)/2/5
@@ -430,6 +436,20 @@ mod tests {
         let e2 = Embeddings::new("q", &pts[..3], 1).unwrap();
         let err = evaluate_retrieval(e2, &[1, 2, 3], None, &cfg(KSpec::MaxBinCount)).unwrap_err();
         assert!(matches!(err, EvalError::NoRetrievableQueries { queries: 3 }));
+    }
+
+    /// k smaller than a class: r_precision divides by min(R, k), both MAPs by the full R.
+    #[test]
+    fn k_below_class_size_truncates_map_but_not_r_precision_denominator() {
+        let pts = [0.0f32, 1.0, 2.0, 10.0];
+        let e = Embeddings::new("q", &pts, 1).unwrap();
+        let m = evaluate_retrieval(e, &[0, 0, 0, 1], None, &cfg(KSpec::Fixed(1))).unwrap();
+        // Each of q0..q2 has a same-class nearest neighbour (q1's tie 0/2 -> index 0); R = 2.
+        assert_eq!(m.num_lone_queries, 1);
+        assert_eq!(m.metrics.r_precision, 1.0);
+        assert!((m.metrics.mean_average_precision_at_r - 0.5).abs() < 1e-12);
+        assert!((m.metrics.mean_average_precision - 0.5).abs() < 1e-12);
+        assert_eq!(m.metrics.mean_reciprocal_rank, 1.0);
     }
 
     #[test]
