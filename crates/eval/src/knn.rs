@@ -26,7 +26,7 @@ use crate::error::{EvalError, Result};
 use crate::matrix::{Embeddings, check_same_dim};
 
 /// Query rows per tile.
-const QB: usize = 256;
+const QB: usize = 512;
 /// Reference rows per tile.
 const RB: usize = 1024;
 /// Heap memory budget per query block, in bytes (limits QB when k is very large).
