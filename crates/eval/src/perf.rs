@@ -107,3 +107,22 @@ pub fn perf_accuracy_runs(n: usize, d: usize, seed: u64, runs: usize) -> Result<
         metrics: m.metrics,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_run_reports_consistent_metrics() {
+        let r = perf_accuracy_runs(200, 8, 1, 1).unwrap();
+        // 20 classes of exactly 10 rows -> k = 10 - 1.
+        assert_eq!((r.classes, r.k, r.seconds.len()), (20, 9, 1));
+        let m = r.metrics;
+        for v in [m.precision_at_1, m.r_precision, m.mean_average_precision_at_r] {
+            assert!((0.0..=1.0).contains(&v));
+        }
+        // Same seed, same data, same metrics.
+        assert_eq!(perf_accuracy_runs(200, 8, 1, 1).unwrap().metrics, m);
+        assert!(perf_accuracy_runs(10, 8, 1, 1).is_err());
+    }
+}

@@ -217,3 +217,23 @@ fn verification_report_from_embedding_pairs() {
     assert!(r.fnmr_at_fmr.windows(2).all(|w| w[1].fnmr >= w[0].fnmr));
     assert!(serde_json::to_string(&r).unwrap().contains("fnmr_at_fmr"));
 }
+
+/// Metrics computed from a too-shallow neighbour list are refused, and the full report
+/// survives a serde round trip.
+#[test]
+fn shallow_knn_is_refused_and_report_round_trips() {
+    let pts: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+    let lab: Vec<i64> = (0..40).map(|i| i % 4).collect();
+    let e = Embeddings::new("x", &pts, 1).unwrap();
+    let shallow = knn(e, None, 3, Metric::L2).unwrap();
+    let cfg = RetrievalConfig { k: KSpec::MaxBinCount, at_ks: vec![1], ..RetrievalConfig::default() };
+    let err = metrics_from_knn(&shallow, &lab, &lab, true, &cfg).unwrap_err();
+    assert!(matches!(err, EvalError::InvalidK { k: 9, max: 3, .. }), "{err:?}");
+    let m = evaluate_retrieval(e, &lab, None, &cfg).unwrap();
+    assert_eq!(m.k, 9);
+    let back: RetrievalMetrics = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    // serde_json's default float parsing may differ in the last ulp: compare closely.
+    assert_eq!((back.k, back.num_queries, back.per_class.len()), (m.k, m.num_queries, m.per_class.len()));
+    assert!((back.metrics.mean_average_precision_at_r - m.metrics.mean_average_precision_at_r).abs() < 1e-12);
+    assert!((back.per_class[3].metrics.r_precision - m.per_class[3].metrics.r_precision).abs() < 1e-12);
+}
