@@ -1,10 +1,44 @@
-use clap::Parser;
+//! The `proxima` command: one binary for data preparation, training, evaluation, recognition and
+//! benchmarking. Each subcommand lives in its own module; this file only parses and dispatches.
+//!
+//! Exit codes (stable, for scripts):
+//! - 0: success (for `query`: a known brand was found)
+//! - 1: a negative answer that is not an error (for `query`: unknown brand)
+//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
-/// Proxima: deep metric learning in Rust.
+mod perf;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Proxima: deep metric learning — train embeddings where distance means similarity, evaluate
+/// them on unseen classes, and recognise new classes (e.g. brand logos) by nearest neighbour.
 #[derive(Parser)]
-#[command(version, about)]
-struct Cli {}
+#[command(name = "proxima", version, about, long_about = None, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 negative answer (e.g. unknown brand), 2 error.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark losses, miners and evaluation on random data; prints one JSON object per line.
+    Perf(perf::PerfArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Perf(args) => perf::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
 }
