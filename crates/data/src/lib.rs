@@ -1,1 +1,34 @@
-//! Data.
+//! Data side of Proxima's metric-learning training, in pure Rust (no libtorch).
+//!
+//! Why a separate crate: everything here (scanning, decoding, importing, synthesising, splitting,
+//! sampling, augmenting, batching) is plain CPU work that must be reproducible by seed and
+//! testable without a GPU or a Torch install; the training crates consume its `f32` batches.
+//!
+//! Modules, in pipeline order: [`dataset`] (what images exist) → [`decode`] (robust RGB8
+//! decoding) → [`check`] (audit a tree) → [`flickr`] / [`synth`] (produce trees) → [`split`]
+//! (class-disjoint splits) → [`sampler`] (M-per-class batches) → [`augment`] (seeded
+//! transforms to CHW `f32`) → [`loader`] (parallel, prefetching batches).
+
+pub mod augment;
+pub mod check;
+pub mod dataset;
+pub mod decode;
+pub mod error;
+pub mod flickr;
+pub mod loader;
+pub mod raster;
+pub mod rng;
+pub mod sampler;
+pub mod split;
+pub mod synth;
+
+
+pub use check::{CheckReport, check};
+pub use dataset::{BBox, Dataset, Issue, Sample, ScanOptions, ScanReport};
+pub use decode::{AlphaMode, DecodeOptions, decode_file, decode_bytes};
+pub use error::{DataError, Result};
+pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
+
+
+
+pub use synth::{SynthOptions, SynthReport, synth};
