@@ -1,0 +1,11 @@
+//! Training of embedding models: experiment configuration, optimizers, learning-rate
+//! schedules, crash-safe checkpoints and the training loop.
+
+pub mod checkpoint;
+pub mod error;
+pub mod optim;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
+pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
+pub use schedule::Schedule;
