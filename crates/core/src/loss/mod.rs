@@ -13,6 +13,9 @@ mod triplet;
 pub(crate) mod pair_common;
 pub mod pair_margin;
 pub mod pair_softmax;
+pub mod margin;
+pub mod angular;
+pub mod ranking;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
@@ -170,6 +173,12 @@ loss_kinds! {
     NPairs(pair_softmax::NPairsParams) = "n_pairs", "NPairsLoss";
     /// Instance loss.
     Instance(pair_softmax::InstanceParams) = "instance", "InstanceLoss";
+    /// Margin loss with an optional learnable boundary `beta`.
+    Margin(margin::MarginParams) = "margin", "MarginLoss";
+    /// Angular loss.
+    Angular(angular::AngularParams) = "angular", "AngularLoss";
+    /// FastAP loss.
+    FastAP(ranking::FastAPParams) = "fast_ap", "FastAPLoss";
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.
