@@ -16,6 +16,7 @@ pub mod pair_softmax;
 pub mod margin;
 pub mod angular;
 pub mod ranking;
+pub mod vicreg;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
@@ -179,6 +180,16 @@ loss_kinds! {
     Angular(angular::AngularParams) = "angular", "AngularLoss";
     /// FastAP loss.
     FastAP(ranking::FastAPParams) = "fast_ap", "FastAPLoss";
+    /// Histogram loss.
+    Histogram(ranking::HistogramParams) = "histogram", "HistogramLoss";
+    /// Ranked list loss.
+    RankedList(ranking::RankedListParams) = "ranked_list", "RankedListLoss";
+    /// PNP loss.
+    PNP(ranking::PNPParams) = "pnp", "PNPLoss";
+    /// Smooth-AP loss.
+    SmoothAP(ranking::SmoothAPParams) = "smooth_ap", "SmoothAPLoss";
+    /// VICReg loss of two views (the second view is the batch's reference set).
+    VICReg(vicreg::VICRegParams) = "vicreg", "VICRegLoss";
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.
