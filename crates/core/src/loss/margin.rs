@@ -217,7 +217,7 @@ impl StreamedTerm for AllTripletsMargin {
         let kind = self.pos.kind();
         let non_zero_filter = match (how.low, how.high) {
             (None, None) => false,
-            (Some(l), None) if l == 0.0 => true,
+            (Some(0.0), None) => true,
             _ => {
                 let (values, _) = self.materialize()?;
                 return Ok(separable_reduce(&values, how, &self.embeddings));

@@ -49,7 +49,7 @@ impl LossParams for FastAPParams {
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         let distance = distance.unwrap_or_else(Distance::lp_squared);
         match distance {
-            Distance::Lp { normalize_embeddings: true, p, .. } if p == 2.0 => {}
+            Distance::Lp { normalize_embeddings: true, p: 2.0, .. } => {}
             _ => return Err(invalid("fast_ap loss", "only the normalised Euclidean distance (lp, p = 2) is supported")),
         }
         Ok(Box::new(FastAPLoss { params: self.clone(), distance }))
