@@ -10,6 +10,13 @@
 // Pair, triplet and embedding-based losses.
 mod contrastive;
 mod triplet;
+pub(crate) mod pair_common;
+pub mod pair_margin;
+pub mod pair_softmax;
+pub mod margin;
+pub mod angular;
+pub mod ranking;
+pub mod vicreg;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
@@ -143,6 +150,46 @@ loss_kinds! {
     Contrastive(contrastive::ContrastiveParams) = "contrastive", "ContrastiveLoss";
     /// Triplet margin loss.
     TripletMargin(triplet::TripletMarginParams) = "triplet_margin", "TripletMarginLoss";
+    /// Multi-similarity loss.
+    MultiSimilarity(pair_margin::MultiSimilarityParams) = "multi_similarity", "MultiSimilarityLoss";
+    /// NT-Xent (InfoNCE) loss, per-anchor formulation.
+    NTXent(pair_softmax::NTXentParams) = "ntxent", "NTXentLoss";
+    /// Supervised contrastive loss.
+    SupCon(pair_softmax::SupConParams) = "supcon", "SupConLoss";
+    /// Circle loss.
+    Circle(pair_margin::CircleParams) = "circle", "CircleLoss";
+    /// Lifted structure loss.
+    LiftedStructure(pair_margin::LiftedStructureParams) = "lifted_structure", "LiftedStructureLoss";
+    /// Generalised lifted structure loss.
+    GeneralizedLiftedStructure(pair_margin::GeneralizedLiftedStructureParams) = "generalized_lifted_structure", "GeneralizedLiftedStructureLoss";
+    /// Tuplet margin loss.
+    TupletMargin(pair_margin::TupletMarginParams) = "tuplet_margin", "TupletMarginLoss";
+    /// Intra-pair variance loss.
+    IntraPairVariance(pair_margin::IntraPairVarianceParams) = "intra_pair_variance", "IntraPairVarianceLoss";
+    /// Signal-to-noise-ratio contrastive loss.
+    SignalToNoiseRatioContrastive(pair_margin::SnrContrastiveParams) = "signal_to_noise_ratio_contrastive", "SignalToNoiseRatioContrastiveLoss";
+    /// Neighbourhood components analysis loss.
+    NCA(pair_softmax::NCAParams) = "nca", "NCALoss";
+    /// N-pairs loss.
+    NPairs(pair_softmax::NPairsParams) = "n_pairs", "NPairsLoss";
+    /// Instance loss.
+    Instance(pair_softmax::InstanceParams) = "instance", "InstanceLoss";
+    /// Margin loss with an optional learnable boundary `beta`.
+    Margin(margin::MarginParams) = "margin", "MarginLoss";
+    /// Angular loss.
+    Angular(angular::AngularParams) = "angular", "AngularLoss";
+    /// FastAP loss.
+    FastAP(ranking::FastAPParams) = "fast_ap", "FastAPLoss";
+    /// Histogram loss.
+    Histogram(ranking::HistogramParams) = "histogram", "HistogramLoss";
+    /// Ranked list loss.
+    RankedList(ranking::RankedListParams) = "ranked_list", "RankedListLoss";
+    /// PNP loss.
+    PNP(ranking::PNPParams) = "pnp", "PNPLoss";
+    /// Smooth-AP loss.
+    SmoothAP(ranking::SmoothAPParams) = "smooth_ap", "SmoothAPLoss";
+    /// VICReg loss of two views (the second view is the batch's reference set).
+    VICReg(vicreg::VICRegParams) = "vicreg", "VICRegLoss";
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.

@@ -147,7 +147,7 @@ fn explicit_term(loss: &TripletMarginLoss, mat: &Tensor, t: Triplets) -> LossTer
 }
 
 /// `k` random triplets per anchor that has a positive and a negative (the reference's sampling).
-fn random_triplets(batch: &Batch, k: i64) -> Triplets {
+pub(crate) fn random_triplets(batch: &Batch, k: i64) -> Triplets {
     let (matches, diffs) = batch.label_masks();
     let (mut a, mut p, mut n) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..batch.len() {

@@ -1,0 +1,590 @@
+//! Pair losses with margins and soft maxima over each anchor's pairs: multi-similarity, circle,
+//! lifted structure (original and generalised), tuplet margin, intra-pair variance and
+//! signal-to-noise-ratio contrastive.
+//!
+//! The reference computes lifted structure and tuplet margin on a `[positive pairs × negative
+//! pairs]` matrix; both reduce, per positive pair, a log-sum-exp over the negatives of the same
+//! anchor (and, for lifted structure, of the positive too), so here those log-sum-exps are taken
+//! once per row of the `[n × m]` matrix and combined per pair — O(B²) time and memory.
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, weighted_row_lse};
+use super::{BuildContext, LossParams, MetricLoss};
+use crate::distance::Distance;
+use crate::error::{Result, invalid};
+use crate::reducer::{LossTerm, Reducer, TermIndices};
+use crate::tuples::{Batch, Tuples};
+
+fn finite(component: &str, values: &[(&str, f64)]) -> Result<()> {
+    for (name, v) in values {
+        if !v.is_finite() {
+            return Err(invalid(component, format!("{name} must be finite, got {v}")));
+        }
+    }
+    Ok(())
+}
+
+fn positive(component: &str, name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(invalid(component, format!("{name} must be a positive number, got {v}")));
+    }
+    Ok(())
+}
+
+fn ref_of<'a>(batch: &Batch<'a>) -> Option<&'a Tensor> {
+    batch.reference.map(|r| r.0)
+}
+
+fn elements(name: &'static str, losses: Tensor) -> LossTerm {
+    let n = losses.size()[0];
+    let rows = arange_like(n, &losses);
+    LossTerm::new(name, losses, TermIndices::Element(rows))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-similarity.
+
+fn two() -> f64 {
+    2.0
+}
+fn fifty() -> f64 {
+    50.0
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// Parameters of [`MultiSimilarityLoss`] (reference defaults: alpha 2, beta 50, base 0.5, cosine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiSimilarityParams {
+    #[serde(default = "two")]
+    pub alpha: f64,
+    #[serde(default = "fifty")]
+    pub beta: f64,
+    #[serde(default = "half")]
+    pub base: f64,
+}
+
+impl Default for MultiSimilarityParams {
+    fn default() -> Self {
+        MultiSimilarityParams { alpha: 2.0, beta: 50.0, base: 0.5 }
+    }
+}
+
+impl LossParams for MultiSimilarityParams {
+    fn validate(&self) -> Result<()> {
+        positive("multi_similarity loss", "alpha", self.alpha)?;
+        positive("multi_similarity loss", "beta", self.beta)?;
+        finite("multi_similarity loss", &[("base", self.base)])
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::cosine())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        Ok(Box::new(MultiSimilarityLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
+    }
+}
+
+/// Multi-similarity loss.
+///
+/// With `m(x, y)` the distance's margin (`y − x` for a similarity):
+/// `L_i = (1/α) log(1 + Σ_{p} e^{α m(s_ip, base)}) + (1/β) log(1 + Σ_{n} e^{β m(base, s_in)})`.
+/// One value per element, mean-reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
+pub struct MultiSimilarityLoss {
+    pub params: MultiSimilarityParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for MultiSimilarityLoss {
+    fn name(&self) -> &'static str {
+        "MultiSimilarityLoss"
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let masks = PairMasks::new(batch, tuples);
+        if masks.trivial() {
+            return Ok(vec![LossTerm::zero("loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let p = &self.params;
+        let pos_exp = self.distance.margin_to(&mat, p.base);
+        let neg_exp = self.distance.margin_from(p.base, &mat);
+        let pos = masked_lse(&(pos_exp * p.alpha), &masks.pos, true) / p.alpha;
+        let neg = masked_lse(&(neg_exp * p.beta), &masks.neg, true) / p.beta;
+        Ok(vec![elements("loss", pos + neg)])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Circle.
+
+fn circle_m() -> f64 {
+    0.4
+}
+fn circle_gamma() -> f64 {
+    80.0
+}
+
+/// Parameters of [`CircleLoss`] (reference defaults: m 0.4, gamma 80, cosine similarity only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircleParams {
+    #[serde(default = "circle_m")]
+    pub m: f64,
+    #[serde(default = "circle_gamma")]
+    pub gamma: f64,
+}
+
+impl Default for CircleParams {
+    fn default() -> Self {
+        CircleParams { m: 0.4, gamma: 80.0 }
+    }
+}
+
+impl LossParams for CircleParams {
+    fn validate(&self) -> Result<()> {
+        finite("circle loss", &[("m", self.m)])?;
+        positive("circle loss", "gamma", self.gamma)
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::cosine())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        let distance = distance.unwrap_or_else(Distance::cosine);
+        if !matches!(distance, Distance::Cosine { .. }) {
+            return Err(invalid("circle loss", "only the cosine similarity is supported"));
+        }
+        Ok(Box::new(CircleLoss { params: self.clone(), distance }))
+    }
+}
+
+/// Circle loss.
+///
+/// `l_p = −γ [1 + m − s_p]₊ (s_p − (1 − m))`, `l_n = γ [s_n + m]₊ (s_n − m)` (the weights
+/// `[·]₊` detached); `L_i = softplus(LSE_p l_p + LSE_n l_n)` for rows with positives and
+/// negatives, else 0. One value per element, avg-non-zero reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
+pub struct CircleLoss {
+    pub params: CircleParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for CircleLoss {
+    fn name(&self) -> &'static str {
+        "CircleLoss"
+    }
+
+    fn default_reducer(&self) -> Reducer {
+        Reducer::AvgNonZero
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let masks = PairMasks::new(batch, tuples);
+        if masks.trivial() {
+            return Ok(vec![LossTerm::zero("loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let (m, gamma) = (self.params.m, self.params.gamma);
+        let detached = mat.detach();
+        let logit_p = ((-&detached + (1.0 + m)).relu() * -gamma) * (&mat - (1.0 - m));
+        let logit_n = ((&detached + m).relu() * gamma) * (&mat - m);
+        let zero = mat.zeros_like();
+        let logit_p = logit_p.where_self(&masks.pos, &zero);
+        let logit_n = logit_n.where_self(&masks.neg, &zero);
+        let lse = masked_lse(&logit_p, &masks.pos, false) + masked_lse(&logit_n, &masks.neg, false);
+        let losses = lse.softplus();
+        let valid = masks.pos.any_dim(1, false).logical_and(&masks.neg.any_dim(1, false));
+        let losses = losses * valid.to_kind(mat.kind());
+        Ok(vec![elements("loss", losses)])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifted structure.
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Parameters of [`LiftedStructureLoss`] and [`GeneralizedLiftedStructureLoss`] (reference
+/// defaults: `neg_margin = 1`, `pos_margin = 0`, Euclidean distance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiftedStructureParams {
+    #[serde(default = "one")]
+    pub neg_margin: f64,
+    #[serde(default)]
+    pub pos_margin: f64,
+}
+
+impl Default for LiftedStructureParams {
+    fn default() -> Self {
+        LiftedStructureParams { neg_margin: 1.0, pos_margin: 0.0 }
+    }
+}
+
+/// Parameters of [`GeneralizedLiftedStructureLoss`] (same as the original's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneralizedLiftedStructureParams {
+    #[serde(default = "one")]
+    pub neg_margin: f64,
+    #[serde(default)]
+    pub pos_margin: f64,
+}
+
+impl Default for GeneralizedLiftedStructureParams {
+    fn default() -> Self {
+        GeneralizedLiftedStructureParams { neg_margin: 1.0, pos_margin: 0.0 }
+    }
+}
+
+impl LossParams for LiftedStructureParams {
+    fn validate(&self) -> Result<()> {
+        finite("lifted_structure loss", &[("neg_margin", self.neg_margin), ("pos_margin", self.pos_margin)])
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::lp())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        Ok(Box::new(LiftedStructureLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
+    }
+}
+
+impl LossParams for GeneralizedLiftedStructureParams {
+    fn validate(&self) -> Result<()> {
+        finite("generalized_lifted_structure loss", &[("neg_margin", self.neg_margin), ("pos_margin", self.pos_margin)])
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::lp())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        Ok(Box::new(GeneralizedLiftedStructureLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
+    }
+}
+
+/// Lifted structure loss.
+///
+/// For a positive pair (a, p): `J = LSE_{(i,n) neg, i ∈ {a, p}} m(neg_margin, d_in) + m(d_ap, pos_margin)`,
+/// `L(a,p) = [J]₊² / 2`. Each row's negative log-sum-exp is computed once and the two rows of a
+/// pair are combined with `logaddexp`. One value per positive pair, mean-reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
+pub struct LiftedStructureLoss {
+    pub params: LiftedStructureParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for LiftedStructureLoss {
+    fn name(&self) -> &'static str {
+        "LiftedStructureLoss"
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let pp = PosPairsNegCounts::new(batch, tuples, batch.embeddings.kind());
+        if pp.trivial() || pp.num_pos == 0 || pp.num_neg == 0 {
+            return Ok(vec![LossTerm::zero("loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let remaining_neg = self.distance.margin_from(self.params.neg_margin, &mat);
+        let row_lse = weighted_row_lse(&remaining_neg, &pp.neg_count); // [n], −∞ when empty
+        // The reference matches a negative pair's anchor against both elements of the positive
+        // pair, so a positive that is not a batch row (a separate reference set) matches nothing.
+        let (n, m) = (batch.len(), batch.ref_len());
+        let padded = if m > n {
+            Tensor::cat(&[row_lse.shallow_clone(), Tensor::full([m - n], f64::NEG_INFINITY, (row_lse.kind(), row_lse.device()))], 0)
+        } else {
+            row_lse.shallow_clone()
+        };
+        let (a, p) = (&pp.pos_anchor, &pp.pos_other);
+        let la = padded.index_select(0, a);
+        let lp = padded.index_select(0, p).masked_fill(&a.eq_tensor(p), f64::NEG_INFINITY);
+        let both_empty = la.isinf().logical_and(&lp.isinf());
+        let la = la.masked_fill(&both_empty, 0.0);
+        let lp = lp.masked_fill(&both_empty, 0.0);
+        let neg_lse = la.logaddexp(&lp).masked_fill(&both_empty, 0.0);
+        let remaining_pos = self.distance.margin_to(&mat.index(&[Some(a), Some(p)]), self.params.pos_margin);
+        let losses = (neg_lse + remaining_pos).relu().square() / 2.0;
+        Ok(vec![LossTerm::new("loss", losses, TermIndices::PosPair(pp.pos_anchor, pp.pos_other))])
+    }
+}
+
+/// Generalised lifted structure loss ("In defense of the triplet loss", eq. 4).
+///
+/// `L_i = [LSE_p m(d_ip, pos_margin) + LSE_n m(neg_margin, d_in)]₊`; one value per element,
+/// mean-reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar.
+pub struct GeneralizedLiftedStructureLoss {
+    pub params: GeneralizedLiftedStructureParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for GeneralizedLiftedStructureLoss {
+    fn name(&self) -> &'static str {
+        "GeneralizedLiftedStructureLoss"
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let masks = PairMasks::new(batch, tuples);
+        if masks.trivial() {
+            return Ok(vec![LossTerm::zero("loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let pos = masked_lse(&self.distance.margin_to(&mat, self.params.pos_margin), &masks.pos, false);
+        let neg = masked_lse(&self.distance.margin_from(self.params.neg_margin, &mat), &masks.neg, false);
+        Ok(vec![elements("loss", (pos + neg).relu())])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tuplet margin.
+
+fn tuplet_margin() -> f64 {
+    5.73
+}
+fn tuplet_scale() -> f64 {
+    64.0
+}
+
+/// Parameters of [`TupletMarginLoss`] (reference defaults: margin 5.73°, scale 64, cosine only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TupletMarginParams {
+    /// Angular margin in degrees.
+    #[serde(default = "tuplet_margin")]
+    pub margin: f64,
+    #[serde(default = "tuplet_scale")]
+    pub scale: f64,
+}
+
+impl Default for TupletMarginParams {
+    fn default() -> Self {
+        TupletMarginParams { margin: tuplet_margin(), scale: tuplet_scale() }
+    }
+}
+
+impl LossParams for TupletMarginParams {
+    fn validate(&self) -> Result<()> {
+        finite("tuplet_margin loss", &[("margin", self.margin)])?;
+        positive("tuplet_margin loss", "scale", self.scale)
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::cosine())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        let distance = distance.unwrap_or_else(Distance::cosine);
+        if !matches!(distance, Distance::Cosine { .. }) {
+            return Err(invalid("tuplet_margin loss", "only the cosine similarity is supported"));
+        }
+        Ok(Box::new(TupletMarginLoss { params: self.clone(), distance }))
+    }
+}
+
+/// Tuplet margin loss.
+///
+/// `L(a,p) = log(1 + Σ_n e^{s (cos θ_an − cos(θ_ap − margin))}) = softplus(LSE_n(s cos θ_an) − s cos(θ_ap − margin))`,
+/// the negatives' log-sum-exp taken once per anchor. One value per positive pair, mean-reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
+pub struct TupletMarginLoss {
+    pub params: TupletMarginParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for TupletMarginLoss {
+    fn name(&self) -> &'static str {
+        "TupletMarginLoss"
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let pp = PosPairsNegCounts::new(batch, tuples, batch.embeddings.kind());
+        if pp.trivial() || pp.num_pos == 0 || pp.num_neg == 0 {
+            return Ok(vec![LossTerm::zero("loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let s = self.params.scale;
+        let pos = mat.index(&[Some(&pp.pos_anchor), Some(&pp.pos_other)]);
+        let pos = (pos.acos() - self.params.margin.to_radians()).cos();
+        let row_lse = weighted_row_lse(&(&mat * s), &pp.neg_count);
+        let losses = (row_lse.index_select(0, &pp.pos_anchor) - pos * s).softplus();
+        Ok(vec![LossTerm::new("loss", losses, TermIndices::PosPair(pp.pos_anchor, pp.pos_other))])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Intra-pair variance.
+
+fn eps() -> f64 {
+    0.01
+}
+
+/// Parameters of [`IntraPairVarianceLoss`] (reference defaults: `pos_eps = neg_eps = 0.01`, cosine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntraPairVarianceParams {
+    #[serde(default = "eps")]
+    pub pos_eps: f64,
+    #[serde(default = "eps")]
+    pub neg_eps: f64,
+}
+
+impl Default for IntraPairVarianceParams {
+    fn default() -> Self {
+        IntraPairVarianceParams { pos_eps: 0.01, neg_eps: 0.01 }
+    }
+}
+
+impl LossParams for IntraPairVarianceParams {
+    fn validate(&self) -> Result<()> {
+        finite("intra_pair_variance loss", &[("pos_eps", self.pos_eps), ("neg_eps", self.neg_eps)])
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::cosine())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        Ok(Box::new(IntraPairVarianceLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
+    }
+}
+
+/// Intra-pair variance loss.
+///
+/// With `μ₊`, `μ₋` the mean positive and negative pair values: for a similarity,
+/// `L_pos = [(1 − ε₊) μ₊ − s_p]₊²`, `L_neg = [s_n − (1 + ε₋) μ₋]₊²` (the roles swap for a
+/// distance). Terms `pos_loss` (per positive pair) and `neg_loss` (per negative pair), each
+/// mean-reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar.
+pub struct IntraPairVarianceLoss {
+    pub params: IntraPairVarianceParams,
+    pub distance: Distance,
+}
+
+impl IntraPairVarianceLoss {
+    fn variance_with_eps(pairs: &Tensor, eps: f64, incentivize_increase: bool) -> Tensor {
+        let mean = pairs.mean(pairs.kind());
+        let v = if incentivize_increase { mean * (1.0 - eps) - pairs } else { pairs - mean * (1.0 + eps) };
+        v.relu().square()
+    }
+}
+
+impl MetricLoss for IntraPairVarianceLoss {
+    fn name(&self) -> &'static str {
+        "IntraPairVarianceLoss"
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let pairs = batch.to_pairs(tuples);
+        let (np, nn) = (pairs.num_pos(), pairs.num_neg());
+        if np <= 1 && nn <= 1 {
+            return Ok(vec![LossTerm::zero("pos_loss"), LossTerm::zero("neg_loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let inverted = self.distance.is_inverted();
+        let pos = if np > 0 {
+            let v = mat.index(&[Some(&pairs.pos_anchor), Some(&pairs.pos_other)]);
+            LossTerm::new("pos_loss", Self::variance_with_eps(&v, self.params.pos_eps, inverted), TermIndices::PosPair(pairs.pos_anchor.shallow_clone(), pairs.pos_other.shallow_clone()))
+        } else {
+            LossTerm::zero("pos_loss")
+        };
+        let neg = if nn > 0 {
+            let v = mat.index(&[Some(&pairs.neg_anchor), Some(&pairs.neg_other)]);
+            LossTerm::new("neg_loss", Self::variance_with_eps(&v, self.params.neg_eps, !inverted), TermIndices::NegPair(pairs.neg_anchor.shallow_clone(), pairs.neg_other.shallow_clone()))
+        } else {
+            LossTerm::zero("neg_loss")
+        };
+        Ok(vec![pos, neg])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signal-to-noise-ratio contrastive.
+
+/// Parameters of [`SignalToNoiseRatioContrastiveLoss`] (reference defaults: `pos_margin = 0`,
+/// `neg_margin = 1`, SNR distance only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnrContrastiveParams {
+    #[serde(default)]
+    pub pos_margin: f64,
+    #[serde(default = "one")]
+    pub neg_margin: f64,
+}
+
+impl Default for SnrContrastiveParams {
+    fn default() -> Self {
+        SnrContrastiveParams { pos_margin: 0.0, neg_margin: 1.0 }
+    }
+}
+
+impl LossParams for SnrContrastiveParams {
+    fn validate(&self) -> Result<()> {
+        finite("signal_to_noise_ratio_contrastive loss", &[("pos_margin", self.pos_margin), ("neg_margin", self.neg_margin)])
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(Distance::snr())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        let distance = distance.unwrap_or_else(Distance::snr);
+        if !matches!(distance, Distance::Snr { .. }) {
+            return Err(invalid("signal_to_noise_ratio_contrastive loss", "only the snr distance is supported"));
+        }
+        Ok(Box::new(SignalToNoiseRatioContrastiveLoss { params: self.clone(), distance }))
+    }
+}
+
+/// Signal-to-noise-ratio contrastive loss.
+///
+/// `L_pos = [d_ap − pos_margin]₊`, `L_neg = [neg_margin − d_an]₊` with the SNR distance
+/// `Var(x_a − x_j) / Var(x_a)`; terms `pos_loss` and `neg_loss`, each avg-non-zero reduced.
+///
+/// # Shapes
+/// embeddings [n, d], labels [n] → scalar.
+pub struct SignalToNoiseRatioContrastiveLoss {
+    pub params: SnrContrastiveParams,
+    pub distance: Distance,
+}
+
+impl MetricLoss for SignalToNoiseRatioContrastiveLoss {
+    fn name(&self) -> &'static str {
+        "SignalToNoiseRatioContrastiveLoss"
+    }
+
+    fn default_reducer(&self) -> Reducer {
+        Reducer::AvgNonZero
+    }
+
+    fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        let pairs = batch.to_pairs(tuples);
+        let (np, nn) = (pairs.num_pos(), pairs.num_neg());
+        if np <= 1 && nn <= 1 {
+            return Ok(vec![LossTerm::zero("pos_loss"), LossTerm::zero("neg_loss")]);
+        }
+        let mat = self.distance.matrix(batch.embeddings, ref_of(batch))?;
+        let pos = if np > 0 {
+            let v = (mat.index(&[Some(&pairs.pos_anchor), Some(&pairs.pos_other)]) - self.params.pos_margin).relu();
+            LossTerm::new("pos_loss", v, TermIndices::PosPair(pairs.pos_anchor.shallow_clone(), pairs.pos_other.shallow_clone()))
+        } else {
+            LossTerm::zero("pos_loss")
+        };
+        let neg = if nn > 0 {
+            let v = (-mat.index(&[Some(&pairs.neg_anchor), Some(&pairs.neg_other)]) + self.params.neg_margin).relu();
+            LossTerm::new("neg_loss", v, TermIndices::NegPair(pairs.neg_anchor.shallow_clone(), pairs.neg_other.shallow_clone()))
+        } else {
+            LossTerm::zero("neg_loss")
+        };
+        Ok(vec![pos, neg])
+    }
+}
