@@ -79,6 +79,10 @@ fn decode_inner(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbIm
     if reader.format().is_none() {
         return Err(err("not a recognised image format (file content matches no supported codec)".into()));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_eoi_after_scan(bytes) {
+        // zune-jpeg pads a truncated scan with grey and reports success; refuse it instead.
+        return Err(err("truncated JPEG (no end-of-image marker after the last scan)".into()));
+    }
     let mut limits = Limits::default();
     // Backstop for codecs that allocate before reporting dimensions: 8 bytes per pixel
     // (16-bit RGBA) plus slack for codec tables.
@@ -94,6 +98,14 @@ fn decode_inner(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbIm
     }
     let img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, path))?;
     Ok(to_rgb8(img, opts.alpha))
+}
+
+/// True when an EOI marker (`FF D9`) follows the last start-of-scan marker (`FF DA`).
+/// EXIF thumbnails carry their own EOI before the main scan, so only EOIs after it count.
+pub fn jpeg_has_eoi_after_scan(bytes: &[u8]) -> bool {
+    let sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((sos, eoi), (Some(s), Some(e)) if e > s)
 }
 
 fn map_image_error(e: image::ImageError, path: &Path) -> DataError {
@@ -177,6 +189,22 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(decode_bytes(&bytes, Path::new("ok.png"), &DecodeOptions { max_pixels: 10_000, ..Default::default() }).is_ok());
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        let img = RgbImage::from_fn(40, 40, |x, y| Rgb([(x * 6) as u8, (y * 6) as u8, 77]));
+        let mut buf = Vec::new();
+        DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg).unwrap();
+        assert!(decode_bytes(&buf, Path::new("ok.jpg"), &DecodeOptions::default()).is_ok());
+        let cut = &buf[..buf.len() * 2 / 3];
+        match decode_bytes(cut, Path::new("cut.jpg"), &DecodeOptions::default()) {
+            Err(DataError::Decode { reason, .. }) => assert!(reason.contains("truncated"), "{reason}"),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        let mut trailing = buf.clone();
+        trailing.extend_from_slice(b"trailer bytes some cameras append");
+        assert!(decode_bytes(&trailing, Path::new("t.jpg"), &DecodeOptions::default()).is_ok());
     }
 
     #[test]

@@ -22,13 +22,13 @@ pub mod sampler;
 pub mod split;
 pub mod synth;
 
-
+pub use augment::{Normalize, Pipeline, PipelineConfig, Transform};
 pub use check::{CheckReport, check};
 pub use dataset::{BBox, Dataset, Issue, Sample, ScanOptions, ScanReport};
 pub use decode::{AlphaMode, DecodeOptions, decode_file, decode_bytes};
 pub use error::{DataError, Result};
 pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
-
-
-
+pub use loader::{Batch, BatchIter, BenchResult, Loader, LoaderConfig, bench_loader};
+pub use sampler::{MPerClassConfig, MPerClassSampler, SamplerState, SmallClassPolicy, TripletSampler};
+pub use split::{QueryGallery, Split, SplitConfig, kfold_class_disjoint, make_split, query_gallery_split};
 pub use synth::{SynthOptions, SynthReport, synth};
