@@ -13,8 +13,8 @@ pub enum TrainError {
     Config(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("the loss became non-finite ({value}) at epoch {epoch}, step {step}; training stopped, the last good checkpoint is kept")]
-    NonFiniteLoss { value: f64, epoch: usize, step: usize },
+    #[error("training diverged: {what} became non-finite at epoch {epoch}, step {step}; training stopped, the last good checkpoint is kept (lower the learning rate or clip gradients)")]
+    Diverged { what: String, epoch: usize, step: usize },
     #[error(transparent)]
     Core(#[from] proxima_core::CoreError),
     #[error(transparent)]

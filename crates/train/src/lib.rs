@@ -3,8 +3,10 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod model;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};

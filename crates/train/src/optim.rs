@@ -167,7 +167,8 @@ impl Optimizer {
                     let state = &mut self.state[index];
                     index += 1;
                     let g = p.grad();
-                    if !g.defined() {
+                    if !g.defined() || !p.requires_grad() {
+                        // Frozen (or unused) parameters keep their value and state.
                         continue;
                     }
                     let mut p = p.shallow_clone();

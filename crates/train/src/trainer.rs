@@ -1,0 +1,304 @@
+//! The training loop: M-per-class batches → embeddings → (miner) → loss → optimizer step, with
+//! validation on held-out classes, best/last checkpoints, early stopping and exact resume.
+//!
+//! Determinism is by construction rather than by saved RNG state: batches come from the sampler
+//! (a pure function of seed, epoch and position), augmentation from the loader (seeded by epoch
+//! and sample index), and libtorch's generator is re-seeded from (seed, step) before every step.
+//! A run killed mid-epoch and resumed from its last checkpoint therefore replays the same steps.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use proxima_core::{Batch as CoreBatch, Loss, MinerBox};
+use proxima_data::{Dataset, Loader, MPerClassSampler, SamplerState};
+use proxima_eval::{Embeddings, RetrievalConfig, RetrievalMetrics, evaluate_retrieval};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+use crate::model::{EmbeddingNet, set_trainable};
+use crate::optim::Optimizer;
+use crate::schedule::Schedule;
+
+/// Loop settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    pub epochs: usize,
+    /// Validate every this many epochs (and after the last).
+    #[serde(default = "one")]
+    pub eval_every: usize,
+    /// Stop when validation MAP@R has not improved for this many evaluations.
+    #[serde(default)]
+    pub early_stopping_patience: Option<usize>,
+    /// Clip the global gradient norm to this value.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Keep the trunk frozen for the first epochs (train the head only).
+    #[serde(default)]
+    pub freeze_trunk_epochs: usize,
+    /// Write a checkpoint every this many steps within an epoch (0 = end of epoch only).
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
+    /// Weight of the optional classifier head's cross-entropy.
+    #[serde(default)]
+    pub classifier_weight: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What happened, for progress display and logs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    EpochStart { epoch: usize, steps: usize },
+    Step { epoch: usize, step: usize, global_step: usize, loss: f64, lr_factor: f64 },
+    Eval { epoch: usize, metrics: EvalSummary },
+    EpochEnd { epoch: usize, mean_loss: f64, seconds: f64, images_per_second: f64 },
+}
+
+/// The validation metrics the trainer tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    pub precision_at_1: f64,
+    pub r_precision: f64,
+    pub map_at_r: f64,
+}
+
+impl From<&RetrievalMetrics> for EvalSummary {
+    fn from(m: &RetrievalMetrics) -> Self {
+        EvalSummary { precision_at_1: m.metrics.precision_at_1, r_precision: m.metrics.r_precision, map_at_r: m.metrics.mean_average_precision_at_r }
+    }
+}
+
+/// Persistent training state (saved in every checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Where the next batch comes from.
+    pub sampler: SamplerState,
+    pub global_step: usize,
+    pub best_map_at_r: Option<f64>,
+    pub evals_without_improvement: usize,
+    /// Per-epoch records.
+    pub history: Vec<EpochRecord>,
+    /// Running loss sum and count of the current epoch (so a resumed epoch reports the same mean).
+    pub epoch_loss_sum: f64,
+    pub epoch_loss_count: usize,
+    /// Early stopping ended the run (a resume does nothing more).
+    pub finished: bool,
+}
+
+/// One epoch's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    pub lr_factor: f64,
+    pub eval: Option<EvalSummary>,
+}
+
+/// Everything the loop works with, already built.
+pub struct Parts<'a> {
+    pub device: Device,
+    pub seed: u64,
+    /// Variables of the model (trunk under `trunk.`, head under `head.`).
+    pub model_vars: &'a nn::VarStore,
+    pub model: &'a dyn EmbeddingNet,
+    /// Variables of the loss (proxies, class weights) and the optional classifier head.
+    pub loss_vars: &'a nn::VarStore,
+    pub loss: &'a Loss,
+    pub miner: Option<&'a MinerBox>,
+    /// Optional classifier head (embeddings → logits) trained with weighted cross-entropy.
+    pub classifier: Option<&'a nn::Linear>,
+    pub optimizer: &'a mut Optimizer,
+    pub schedule: &'a Schedule,
+    pub sampler: &'a MPerClassSampler,
+    pub train_loader: &'a Loader,
+    /// Validation data (held-out classes) with its loader; None skips validation.
+    pub val_loader: Option<&'a Loader>,
+    pub config: &'a LoopConfig,
+    /// Run directory: `last.safetensors`, `best.safetensors`, `log.jsonl`.
+    pub run_dir: &'a Path,
+}
+
+/// Paths of the checkpoints in a run directory.
+pub fn last_checkpoint(run_dir: &Path) -> PathBuf {
+    run_dir.join("last.safetensors")
+}
+/// Path of the best checkpoint.
+pub fn best_checkpoint(run_dir: &Path) -> PathBuf {
+    run_dir.join("best.safetensors")
+}
+
+fn named(prefix: &str, vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Saves model, loss variables, optimizer and state atomically.
+fn save(parts: &Parts, path: &Path, state: &TrainState) -> Result<()> {
+    let mut tensors = named("model/", parts.model_vars);
+    tensors.extend(named("loss/", parts.loss_vars));
+    tensors.extend(parts.optimizer.state_tensors().into_iter().map(|(n, t)| (format!("optim/{n}"), t)));
+    checkpoint::save(path, &tensors, &serde_json::to_value(state).expect("state serialises"))
+}
+
+/// Loads a checkpoint into the parts; returns its training state.
+pub fn restore(parts: &mut Parts, path: &Path) -> Result<TrainState> {
+    let (tensors, state) = checkpoint::load(path)?;
+    let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
+    for (prefix, vs) in [("model/", parts.model_vars), ("loss/", parts.loss_vars)] {
+        for (name, var) in vs.variables() {
+            let key = format!("{prefix}{name}");
+            let (_, src) = tensors.iter().find(|(n, _)| *n == key).ok_or_else(|| err(format!("missing variable '{key}'")))?;
+            if src.size() != var.size() {
+                return Err(err(format!("variable '{key}' has shape {:?} in the checkpoint but {:?} in the model", src.size(), var.size())));
+            }
+            tch::no_grad(|| var.shallow_clone().copy_(src));
+        }
+    }
+    let optim: Vec<(String, Tensor)> = tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim/").map(|s| (s.to_string(), t.shallow_clone()))).collect();
+    parts.optimizer.load_state(&optim)?;
+    serde_json::from_value(state).map_err(|e| err(format!("bad training state: {e}")))
+}
+
+/// Embeds every sample of a loader's data set (eval mode, no gradients).
+pub fn embed_all(model: &dyn EmbeddingNet, loader: &Loader, device: Device, batch_size: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+    let n = loader.dataset().len();
+    let plan: Vec<(u64, Vec<usize>)> = (0..n).collect::<Vec<_>>().chunks(batch_size.max(1)).map(|c| (0u64, c.to_vec())).collect();
+    let mut emb = Vec::new();
+    let mut labels = Vec::new();
+    for batch in loader.iter(plan) {
+        let batch = batch.map_err(|e| TrainError::Config(format!("loading evaluation images: {e}")))?;
+        let [b, c, h, w] = batch.shape.map(|x| x as i64);
+        let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(device);
+        let e = tch::no_grad(|| model.forward_t(&x, false)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        emb.extend(Vec::<f32>::try_from(e.flatten(0, -1))?);
+        labels.extend(batch.labels);
+    }
+    Ok((emb, labels))
+}
+
+/// Retrieval metrics of a model on a loader's data (query = reference, k = max bin count).
+pub fn evaluate(model: &dyn EmbeddingNet, loader: &Loader, device: Device) -> Result<RetrievalMetrics> {
+    let (emb, labels) = embed_all(model, loader, device, 64)?;
+    let dim = model.embedding_size() as usize;
+    let e = Embeddings::new("embeddings", &emb, dim)?;
+    Ok(evaluate_retrieval(e, &labels, None, &RetrievalConfig::default())?)
+}
+
+/// Runs (or resumes) training until the configured epochs or early stopping.
+///
+/// `on_event` sees every step, evaluation and epoch end (progress bars, logs).
+pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<TrainState> {
+    std::fs::create_dir_all(parts.run_dir).map_err(|e| TrainError::io(parts.run_dir, e))?;
+    let last = last_checkpoint(parts.run_dir);
+    let mut state = if resume && last.exists() { restore(&mut parts, &last)? } else { TrainState::default() };
+    let log_path = parts.run_dir.join("log.jsonl");
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| TrainError::io(&log_path, e))?;
+    let mut emit = |event: &Event, on_event: &mut dyn FnMut(&Event)| -> Result<()> {
+        use std::io::Write;
+        writeln!(log, "{}", serde_json::to_string(event).expect("event serialises")).map_err(|e| TrainError::io(&log_path, e))?;
+        on_event(event);
+        Ok(())
+    };
+    let cfg = parts.config;
+    let steps_per_epoch = parts.sampler.batches_per_epoch();
+    let total_epochs = cfg.epochs as f64;
+    while !state.finished && (state.sampler.epoch as usize) < cfg.epochs {
+        let epoch = state.sampler.epoch as usize;
+        let start_position = state.sampler.position;
+        set_trainable(parts.model_vars, "trunk", epoch >= cfg.freeze_trunk_epochs);
+        emit(&Event::EpochStart { epoch, steps: steps_per_epoch }, on_event)?;
+        let started = Instant::now();
+        let batches: Vec<Vec<usize>> = parts.sampler.epoch(epoch as u64).into_iter().skip(start_position).collect();
+        let mut images = 0usize;
+        let mut lr_factor = parts.schedule.factor(epoch as f64, total_epochs);
+        for (offset, batch) in parts.train_loader.iter_epoch(batches, epoch as u64).enumerate() {
+            let batch = batch.map_err(|e| TrainError::Config(format!("loading training images: {e}")))?;
+            let step = start_position + offset;
+            lr_factor = parts.schedule.factor(epoch as f64 + step as f64 / steps_per_epoch as f64, total_epochs);
+            tch::manual_seed((parts.seed as i64).wrapping_mul(1_000_003).wrapping_add(state.global_step as i64));
+            let [b, c, h, w] = batch.shape.map(|x| x as i64);
+            let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(parts.device);
+            let labels = Tensor::from_slice(&batch.labels).to_device(parts.device);
+            let emb = parts.model.forward_t(&x, true);
+            if tch::no_grad(|| emb.isfinite().all().int64_value(&[]) == 0) {
+                return Err(TrainError::Diverged { what: "the embeddings".into(), epoch, step });
+            }
+            let core_batch = CoreBatch::new(&emb, &labels);
+            let tuples = match parts.miner {
+                Some(m) => Some(m.mine(&core_batch)?),
+                None => None,
+            };
+            let mut loss = parts.loss.forward(&core_batch, tuples.as_ref())?;
+            if let Some(head) = parts.classifier {
+                let logits = emb.apply(head);
+                loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+            }
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(TrainError::Diverged { what: format!("the loss ({value})"), epoch, step });
+            }
+            parts.optimizer.zero_grad();
+            loss.backward();
+            if let Some(clip) = cfg.grad_clip {
+                parts.optimizer.clip_grad_norm(clip);
+            }
+            parts.optimizer.step(lr_factor);
+            images += b as usize;
+            state.global_step += 1;
+            state.epoch_loss_sum += value;
+            state.epoch_loss_count += 1;
+            state.sampler = SamplerState { epoch: epoch as u64, position: step + 1 };
+            emit(&Event::Step { epoch, step, global_step: state.global_step, loss: value, lr_factor }, on_event)?;
+            if cfg.checkpoint_every_steps > 0 && (step + 1) % cfg.checkpoint_every_steps == 0 && step + 1 < steps_per_epoch {
+                save(&parts, &last, &state)?;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let mean_loss = state.epoch_loss_sum / state.epoch_loss_count.max(1) as f64;
+        let mut record = EpochRecord { epoch, mean_loss, lr_factor, eval: None };
+        let is_last = epoch + 1 == cfg.epochs;
+        if let Some(val) = parts.val_loader
+            && ((epoch + 1) % cfg.eval_every.max(1) == 0 || is_last)
+        {
+            let metrics = EvalSummary::from(&evaluate(parts.model, val, parts.device)?);
+            emit(&Event::Eval { epoch, metrics }, on_event)?;
+            record.eval = Some(metrics);
+            if state.best_map_at_r.is_none_or(|b| metrics.map_at_r > b) {
+                state.best_map_at_r = Some(metrics.map_at_r);
+                state.evals_without_improvement = 0;
+                state.history.push(record.clone());
+                let mut best_state = state.clone();
+                best_state.sampler = SamplerState { epoch: epoch as u64 + 1, position: 0 };
+                save(&parts, &best_checkpoint(parts.run_dir), &best_state)?;
+                state.history.pop();
+            } else {
+                state.evals_without_improvement += 1;
+            }
+        }
+        emit(&Event::EpochEnd { epoch, mean_loss, seconds, images_per_second: images as f64 / seconds.max(1e-9) }, on_event)?;
+        state.history.push(record);
+        state.sampler = SamplerState { epoch: epoch as u64 + 1, position: 0 };
+        state.epoch_loss_sum = 0.0;
+        state.epoch_loss_count = 0;
+        if let Some(p) = cfg.early_stopping_patience
+            && state.evals_without_improvement >= p
+        {
+            state.finished = true;
+        }
+        save(&parts, &last, &state)?;
+    }
+    Ok(state)
+}
+
+/// Shared handle to a data set (the loaders need `Arc`).
+pub fn shared(ds: Dataset) -> Arc<Dataset> {
+    Arc::new(ds)
+}

@@ -1,0 +1,154 @@
+//! The integration-test binary of `proxima-train`: the loop learns, and a killed run resumes to
+//! the same result as an uninterrupted one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use proxima_core::loss::BuildContext;
+use proxima_core::{Loss, LossSpec};
+use proxima_data::{Dataset, Loader, LoaderConfig, MPerClassConfig, MPerClassSampler, Pipeline, PipelineConfig, ScanOptions};
+use proxima_train::model::{EmbeddingNet, trainable_with_prefix};
+use proxima_train::trainer::{self, Event, LoopConfig, Parts, TrainState};
+use proxima_train::{Optimizer, OptimizerConfig, ParamGroup, Schedule};
+use tch::{Device, Tensor, nn, nn::Module};
+
+/// A tiny CNN: conv → ReLU → conv → global average pool → linear head.
+struct TinyNet {
+    c1: nn::Conv2D,
+    c2: nn::Conv2D,
+    head: nn::Linear,
+}
+
+impl TinyNet {
+    fn new(vs: &nn::VarStore) -> Self {
+        let root = vs.root();
+        let t = &root / "trunk";
+        let cfg = nn::ConvConfig { stride: 2, padding: 1, ..Default::default() };
+        TinyNet { c1: nn::conv2d(&t / "c1", 3, 8, 3, cfg), c2: nn::conv2d(&t / "c2", 8, 16, 3, cfg), head: nn::linear(&root / "head" / "fc", 16, 8, Default::default()) }
+    }
+}
+
+impl EmbeddingNet for TinyNet {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Tensor {
+        let h = x.apply(&self.c1).relu().apply(&self.c2).relu().mean_dim(&[2i64, 3][..], false, tch::Kind::Float);
+        self.head.forward(&h)
+    }
+    fn embedding_size(&self) -> i64 {
+        8
+    }
+}
+
+fn synthetic_data(dir: &Path) -> (Dataset, Dataset) {
+    proxima_data::synth(8, 8, 32, 5, 0.3, dir).expect("synth");
+    let ds = Dataset::scan_folder(dir, &ScanOptions::default()).expect("scan").dataset;
+    let names: Vec<String> = ds.classes.clone();
+    let train = ds.select_classes(&names[..6]).expect("train classes");
+    let val = ds.select_classes(&names[6..]).expect("val classes");
+    (train, val)
+}
+
+struct Run {
+    state: TrainState,
+    final_params: Vec<f32>,
+}
+
+/// Trains from scratch (or resumes) in `run_dir`; `kill_at` panics inside the loop at that step.
+fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Option<usize>, lr: f64) -> std::thread::Result<proxima_train::Result<Run>> {
+    let (train_ds, val_ds) = data;
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = TinyNet::new(&vs);
+    let loss_vs = nn::VarStore::new(Device::Cpu);
+    let spec: LossSpec = toml::from_str("type = \"triplet_margin\"\nmargin = 0.2").unwrap();
+    let root = loss_vs.root();
+    let loss: Loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(8), vars: &root }).unwrap();
+    let groups = vec![
+        ParamGroup { name: "trunk".into(), lr, params: trainable_with_prefix(&vs, "trunk") },
+        ParamGroup { name: "head".into(), lr, params: trainable_with_prefix(&vs, "head") },
+    ];
+    let mut opt = Optimizer::new(OptimizerConfig::Adam { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 }, groups).unwrap();
+    let sampler = MPerClassSampler::new(&train_ds.labels(), MPerClassConfig { m: 4, batch_size: 16, small_classes: Default::default(), batches_per_epoch: Some(6) }, 3).unwrap();
+    let lcfg = LoaderConfig { image_size: [32, 32], workers: 2, ..Default::default() };
+    let train_loader = Loader::new(Arc::new(train_ds.clone()), Pipeline::new(PipelineConfig::train(32), 9).unwrap(), lcfg).unwrap();
+    let val_loader = Loader::new(Arc::new(val_ds.clone()), Pipeline::new(PipelineConfig::eval(32), 0).unwrap(), lcfg).unwrap();
+    let schedule = Schedule::Cosine { warmup_epochs: 0.5, min_factor: 0.1 };
+    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), freeze_trunk_epochs: 1, checkpoint_every_steps: 2, classifier_weight: 0.0 };
+    let parts = Parts {
+        device: Device::Cpu,
+        seed: 7,
+        model_vars: &vs,
+        model: &net,
+        loss_vars: &loss_vs,
+        loss: &loss,
+        miner: None,
+        classifier: None,
+        optimizer: &mut opt,
+        schedule: &schedule,
+        sampler: &sampler,
+        train_loader: &train_loader,
+        val_loader: Some(&val_loader),
+        config: &config,
+        run_dir,
+    };
+    let mut on_event = |e: &Event| {
+        if let (Event::Step { global_step, .. }, Some(k)) = (e, kill_at)
+            && *global_step == k
+        {
+            panic!("simulated kill at step {k}");
+        }
+    };
+    let vs_ref = &vs;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let state = trainer::run(parts, resume, &mut on_event)?;
+        let mut final_params = Vec::new();
+        for (_, t) in trainable_with_prefix(vs_ref, "") {
+            final_params.extend(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap());
+        }
+        Ok(Run { state, final_params })
+    }))
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data(&dir.path().join("data"));
+
+    let full = train(&data, &dir.path().join("full"), false, None, 0.01).expect("no panic").expect("uninterrupted run");
+    assert_eq!(full.state.history.len(), 3);
+    let losses: Vec<f64> = full.state.history.iter().map(|r| r.mean_loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(dir.path().join("full/best.safetensors").exists() && dir.path().join("full/last.safetensors").exists());
+    let log = std::fs::read_to_string(dir.path().join("full/log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"step\"")).count(), 18);
+
+    // Kill mid-epoch 1 (global step 9 of 18; the last checkpoint is at step 8), then resume.
+    let killed = train(&data, &dir.path().join("resumed"), false, Some(9), 0.01);
+    assert!(killed.is_err(), "the simulated kill must stop the run");
+    let resumed = train(&data, &dir.path().join("resumed"), true, None, 0.01).expect("no panic").expect("resumed run");
+    assert_eq!(resumed.state.global_step, full.state.global_step);
+    assert_eq!(resumed.state.history.len(), 3);
+    for (a, b) in full.state.history.iter().zip(&resumed.state.history) {
+        assert!((a.mean_loss - b.mean_loss).abs() < 1e-5, "epoch {}: loss {} vs {}", a.epoch, a.mean_loss, b.mean_loss);
+        let (ea, eb) = (a.eval.unwrap(), b.eval.unwrap());
+        assert!((ea.map_at_r - eb.map_at_r).abs() < 1e-5, "epoch {}: MAP@R {} vs {}", a.epoch, ea.map_at_r, eb.map_at_r);
+    }
+    let max_diff = full.final_params.iter().zip(&resumed.final_params).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-5, "final parameters differ by {max_diff}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data(&dir.path().join("data"));
+    let run_dir = dir.path().join("run");
+    let err = train(&data, &run_dir, false, None, 1e38).expect("no panic").err().expect("a learning rate of 1e38 must diverge");
+    let msg = err.to_string();
+    assert!(matches!(err, proxima_train::TrainError::Diverged { .. }), "{msg}");
+    assert!(msg.contains("non-finite") && msg.contains("last good checkpoint"), "{msg}");
+    let last = trainer::last_checkpoint(&run_dir);
+    if last.exists() {
+        proxima_train::checkpoint::load(&last).expect("the kept checkpoint is readable");
+    }
+}
