@@ -80,18 +80,20 @@ impl Miner for TripletMarginMiner {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
         let (matches, diffs) = batch.label_masks();
         let margin = self.params.margin;
+        // Non-negatives become NaN, which fails every comparison below: one gather instead of two.
+        let neg_mat = mat.masked_fill(&diffs.logical_not(), f64::NAN);
         let mut out = TripletCollector::default();
         for_each_positive_block(&matches, batch.ref_len(), |a, p| {
             let ap = mat.index(&[Some(a), Some(p)]).unsqueeze(1);
-            let an = mat.index_select(0, a);
+            let an = neg_mat.index_select(0, a);
             let t = self.distance.margin(&an, &ap);
             let band = match self.params.type_of_triplets {
                 TypeOfTriplets::Easy => t.gt(margin),
                 TypeOfTriplets::All => t.le(margin),
-                TypeOfTriplets::Hard => t.le(margin).logical_and(&t.le(0.0)),
-                TypeOfTriplets::Semihard => t.le(margin).logical_and(&t.gt(0.0)),
+                TypeOfTriplets::Hard => t.le(margin.min(0.0)),
+                TypeOfTriplets::Semihard => t.le(margin).logical_and_(&t.gt(0.0)),
             };
-            out.push_kept(a, p, &band.logical_and(&diffs.index_select(0, a)));
+            out.push_kept(a, p, &band);
             Ok(())
         })?;
         Ok(Tuples::Triplets(out.finish(batch.device())))
