@@ -156,10 +156,10 @@ fn angular_oracle(emb: &[Vec<f64>], refs: &[Vec<f64>], o: &Oracle, angle_deg: f6
     let pd = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| (a - b + 1e-6).powi(2)).sum::<f64>().sqrt();
     let thr = angle_deg.to_radians();
     let (mut sure, mut maybe) = (BTreeSet::new(), BTreeSet::new());
-    for a in 0..o.n() {
+    for (a, ea) in emb.iter().enumerate().take(o.n()) {
         for p in (0..o.m()).filter(|&p| o.is_pos(a, p)) {
-            let c: Vec<f64> = emb[a].iter().zip(&refs[p]).map(|(x, y)| (x + y) / 2.0).collect();
-            let ap = pd(&emb[a], &refs[p]);
+            let c: Vec<f64> = ea.iter().zip(&refs[p]).map(|(x, y)| (x + y) / 2.0).collect();
+            let ap = pd(ea, &refs[p]);
             for n in (0..o.m()).filter(|&n| o.is_neg(a, n)) {
                 let angle = (ap / (2.0 * pd(&refs[n], &c))).atan();
                 if angle > thr + 1e-5 {
@@ -270,7 +270,7 @@ fn batch_easy_hard_miner_matches_oracle_for_strategies_and_ranges() {
     let mut checked = 0;
     for ps in strategies {
         for ns in strategies {
-            let invalid = (ps == "semihard" && ns == "semihard") || (ps == "all" && ns == "semihard") || (ns == "all" && ps == "semihard");
+            let invalid = (ps == "semihard" && matches!(ns, "semihard" | "all")) || (ns == "semihard" && ps == "all");
             let spec = |pr: Option<[f32; 2]>, nr: Option<[f32; 2]>| {
                 json!({"type": "BatchEasyHardMiner", "pos_strategy": ps, "neg_strategy": ns,
                        "allowed_pos_range": pr.map(|r| [r[0] as f64, r[1] as f64]), "allowed_neg_range": nr.map(|r| [r[0] as f64, r[1] as f64])})
@@ -586,7 +586,7 @@ fn distance_weighted_miner_samples_by_inverse_sphere_density() {
 }
 
 #[test]
-fn distance_weighted_weights_match_oracle_and_sampling_is_seeded() {
+fn distance_weighted_weights_match_oracle() {
     let (n, d) = (24, 16);
     let emb = randn(n, d, 12);
     let lab = grouped(n, 4);
@@ -594,10 +594,10 @@ fn distance_weighted_weights_match_oracle_and_sampling_is_seeded() {
     let dw = DistanceWeightedMiner { params: DistanceWeightedMinerParams { cutoff: 0.5, nonzero_loss_cutoff: 1.4 }, distance: Distance::lp() };
     let w = rows(&dw.weights(&Batch::new(&emb, &l)).unwrap());
     let e = rows(&emb);
-    for a in 0..n as usize {
+    for (a, row) in w.iter().enumerate() {
         let p = dw_probabilities(&e, &lab, a, 0.5, 1.4);
-        for j in 0..n as usize {
-            assert!((w[a][j] - p[j]).abs() < 1e-4 + 1e-3 * p[j], "weight [{a}][{j}] = {} vs {}", w[a][j], p[j]);
+        for (j, (&got, &want)) in row.iter().zip(&p).enumerate() {
+            assert!((got - want).abs() < 1e-4 + 1e-3 * want, "weight [{a}][{j}] = {got} vs {want}");
         }
     }
 }
@@ -686,7 +686,7 @@ fn uniform_histogram_miner_spreads_pairs_over_the_bins() {
             if p == 0 {
                 assert_eq!(h, 0, "bin {k} is empty but was sampled");
             } else {
-                assert!((h as i64 - (reps as i64 * per_bin)).abs() <= per_bin, "bin {k}: {h} draws, expected {}", reps as i64 * per_bin);
+                assert!((h as i64 - reps * per_bin).abs() <= per_bin, "bin {k}: {h} draws, expected {}", reps * per_bin);
             }
         }
         // Within the most populated bin the draws are uniform.
