@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::blocks::{TripletCollector, for_each_positive_block, is_unit_euclidean};
+use super::blocks::{collect_triplets, is_unit_euclidean};
 use super::{Miner, MinerParams};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
@@ -67,17 +67,16 @@ impl Miner for AngularMiner {
         let (matches, diffs) = batch.label_masks();
         let dim = emb.size()[1];
         let negatives = refs.unsqueeze(0);
-        let mut out = TripletCollector::default();
-        for_each_positive_block(&matches, batch.ref_len() * dim, |a, p| {
+        // Non-negatives are masked after the angle, which needs every column's distance anyway.
+        let triplets = collect_triplets(&matches, batch.ref_len() * dim, batch.device(), |a, p| {
             let anchors = emb.index_select(0, a);
             let positives = refs.index_select(0, p);
             let centers = ((&anchors + &positives) / 2.0).unsqueeze(1);
             let ap = Tensor::pairwise_distance(&anchors, &positives, 2.0, 1e-6, false).unsqueeze(1);
             let nc = Tensor::pairwise_distance(&negatives, &centers, 2.0, 1e-6, false);
             let angles = (ap / (nc * 2.0)).atan();
-            out.push_kept(a, p, &angles.gt(self.angle_rad).logical_and(&diffs.index_select(0, a)));
-            Ok(())
+            Ok(angles.gt(self.angle_rad).logical_and_(&diffs.index_select(0, a)))
         })?;
-        Ok(Tuples::Triplets(out.finish(batch.device())))
+        Ok(Tuples::Triplets(triplets))
     }
 }

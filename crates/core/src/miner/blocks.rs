@@ -32,34 +32,43 @@ pub(crate) fn for_each_positive_block(matches: &Tensor, per_pair_elements: i64, 
     Ok(())
 }
 
-/// Collects the kept triplets of each block.
-#[derive(Default)]
-pub(crate) struct TripletCollector {
-    anchor: Vec<Tensor>,
-    positive: Vec<Tensor>,
-    negative: Vec<Tensor>,
-}
-
-impl TripletCollector {
-    /// Keeps, for the block of positive pairs (`a`, `p`), the negatives where `keep` [block, m] is true.
-    pub(crate) fn push_kept(&mut self, a: &Tensor, p: &Tensor, keep: &Tensor) {
-        let nz = keep.nonzero();
-        if nz.size()[0] == 0 {
-            return;
+/// The triplets (a, p, n) of every positive pair (a, p) of `matches` and every column n where
+/// `keep(a_block, p_block)` ([block, m] boolean) is true, in (a, p, n) order.
+///
+/// Two passes over the blocks: the first counts the kept triplets, the second writes them into
+/// output tensors allocated once. Collecting per-block pieces and concatenating them would hold
+/// the output twice (and fragment the heap); recomputing the masks is cheaper than that memory.
+pub(crate) fn collect_triplets(matches: &Tensor, per_pair_elements: i64, device: tch::Device, keep: impl Fn(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Triplets> {
+    let mut counts = Vec::new();
+    for_each_positive_block(matches, per_pair_elements, |a, p| {
+        counts.push(keep(a, p)?.sum(Kind::Int64).int64_value(&[]));
+        Ok(())
+    })?;
+    let total: i64 = counts.iter().sum();
+    if total == 0 {
+        return Ok(empty_triplets(device));
+    }
+    let opts = (Kind::Int64, device);
+    let out = Triplets { anchor: Tensor::empty([total], opts), positive: Tensor::empty([total], opts), negative: Tensor::empty([total], opts) };
+    let (mut block, mut offset) = (0, 0);
+    for_each_positive_block(matches, per_pair_elements, |a, p| {
+        let k = counts[block];
+        block += 1;
+        if k == 0 {
+            return Ok(());
+        }
+        let nz = keep(a, p)?.nonzero();
+        if nz.size()[0] != k {
+            return Err(crate::error::CoreError::Unsupported("the mining mask changed between passes (non-deterministic device kernels?)".into()));
         }
         let rows = nz.select(1, 0);
-        self.anchor.push(a.index_select(0, &rows));
-        self.positive.push(p.index_select(0, &rows));
-        self.negative.push(nz.select(1, 1));
-    }
-
-    /// The collected triplets (int64, on `device`), in (anchor, positive, negative) order.
-    pub(crate) fn finish(self, device: tch::Device) -> Triplets {
-        if self.anchor.is_empty() {
-            return empty_triplets(device);
-        }
-        Triplets { anchor: Tensor::cat(&self.anchor, 0), positive: Tensor::cat(&self.positive, 0), negative: Tensor::cat(&self.negative, 0) }
-    }
+        out.anchor.narrow(0, offset, k).copy_(&a.index_select(0, &rows));
+        out.positive.narrow(0, offset, k).copy_(&p.index_select(0, &rows));
+        out.negative.narrow(0, offset, k).copy_(&nz.select(1, 1));
+        offset += k;
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// No triplets.

@@ -134,7 +134,7 @@ fn random_triplets(batch: &Batch, weights: &Tensor) -> Result<Triplets> {
         let p_choice = Tensor::randint(candidates.size()[1], [n_a * k], opts);
         let p = candidates.index(&[Some(&a_local), Some(&p_choice)]);
         let a = a_inds.index_select(0, &a_local);
-        let w = weights.index_select(1, &n_inds).index_select(0, &a);
+        let w = weights.index_select(0, &a).index_select(1, &n_inds);
         let rows = w.sum_dim_intlist(1, false, w.kind()).gt(0.0).nonzero().flatten(0, -1);
         if rows.size()[0] == 0 {
             continue;

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{TripletCollector, for_each_positive_block};
+use super::blocks::collect_triplets;
 use super::{Miner, MinerParams};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
@@ -82,20 +82,17 @@ impl Miner for TripletMarginMiner {
         let margin = self.params.margin;
         // Non-negatives become NaN, which fails every comparison below: one gather instead of two.
         let neg_mat = mat.masked_fill(&diffs.logical_not(), f64::NAN);
-        let mut out = TripletCollector::default();
-        for_each_positive_block(&matches, batch.ref_len(), |a, p| {
+        let triplets = collect_triplets(&matches, batch.ref_len(), batch.device(), |a, p| {
             let ap = mat.index(&[Some(a), Some(p)]).unsqueeze(1);
             let an = neg_mat.index_select(0, a);
             let t = self.distance.margin(&an, &ap);
-            let band = match self.params.type_of_triplets {
+            Ok(match self.params.type_of_triplets {
                 TypeOfTriplets::Easy => t.gt(margin),
                 TypeOfTriplets::All => t.le(margin),
                 TypeOfTriplets::Hard => t.le(margin.min(0.0)),
                 TypeOfTriplets::Semihard => t.le(margin).logical_and_(&t.gt(0.0)),
-            };
-            out.push_kept(a, p, &band);
-            Ok(())
+            })
         })?;
-        Ok(Tuples::Triplets(out.finish(batch.device())))
+        Ok(Tuples::Triplets(triplets))
     }
 }
