@@ -72,7 +72,7 @@ impl Workload {
 pub struct PerfResult {
     /// Median wall time of one sample in seconds (NaN when the workload failed).
     pub median_s: f64,
-    /// Resident-set high-water mark in MiB (see the module docs for what it covers).
+    /// Resident-set high-water mark in MiB (see the module docs for what it covers; NaN on failure).
     pub peak_rss_mb: f64,
     /// Every sample's time in seconds.
     pub samples_s: Vec<f64>,
@@ -84,7 +84,7 @@ pub struct PerfResult {
 
 impl PerfResult {
     fn failed(error: String) -> Self {
-        PerfResult { median_s: f64::NAN, peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN), samples_s: Vec::new(), peak_is_per_workload: false, error: Some(error) }
+        PerfResult { median_s: f64::NAN, peak_rss_mb: f64::NAN, samples_s: Vec::new(), peak_is_per_workload: false, error: Some(error) }
     }
 }
 
@@ -124,7 +124,7 @@ pub fn run_on(workload: &Workload, samples: usize, device: Device) -> PerfResult
     let peak_is_per_workload = reset_peak_rss().is_ok();
     let b = workload.batch_size;
     if b < 1 || workload.dim < 1 {
-        return PerfResult::failed(format!("{}: batch size and dimension must be positive", workload.name));
+        return PerfResult::failed("batch size and dimension must be positive".into());
     }
     let labels = (Tensor::arange(b, (Kind::Int64, device)) / SAMPLES_PER_CLASS).to_kind(Kind::Int64);
     let vs = nn::VarStore::new(device);
@@ -133,12 +133,12 @@ pub fn run_on(workload: &Workload, samples: usize, device: Device) -> PerfResult
         WorkloadKind::Loss => {
             let spec: LossSpec = match serde_json::from_value(workload.config.clone()) {
                 Ok(s) => s,
-                Err(e) => return PerfResult::failed(format!("{}: loss configuration: {e}", workload.name)),
+                Err(e) => return PerfResult::failed(format!("loss configuration: {e}")),
             };
             let ctx = BuildContext { num_classes: Some((b + SAMPLES_PER_CLASS - 1) / SAMPLES_PER_CLASS), embedding_size: Some(workload.dim), vars: &root };
             let loss = match spec.build(&ctx) {
                 Ok(l) => l,
-                Err(e) => return PerfResult::failed(format!("{}: {e}", workload.name)),
+                Err(e) => return PerfResult::failed(e.to_string()),
             };
             let emb = Tensor::randn([b, workload.dim], (Kind::Float, device)).set_requires_grad(true);
             let labels = labels.shallow_clone();
@@ -153,11 +153,11 @@ pub fn run_on(workload: &Workload, samples: usize, device: Device) -> PerfResult
         WorkloadKind::Miner => {
             let spec: MinerSpec = match serde_json::from_value(workload.config.clone()) {
                 Ok(s) => s,
-                Err(e) => return PerfResult::failed(format!("{}: miner configuration: {e}", workload.name)),
+                Err(e) => return PerfResult::failed(format!("miner configuration: {e}")),
             };
             let miner = match spec.build() {
                 Ok(m) => m,
-                Err(e) => return PerfResult::failed(format!("{}: {e}", workload.name)),
+                Err(e) => return PerfResult::failed(e.to_string()),
             };
             let emb = Tensor::randn([b, workload.dim], (Kind::Float, device));
             let labels = labels.shallow_clone();
@@ -177,7 +177,7 @@ pub fn run_on(workload: &Workload, samples: usize, device: Device) -> PerfResult
         sync();
         let start = Instant::now();
         if let Err(e) = call() {
-            return PerfResult::failed(format!("{}: {e}", workload.name));
+            return PerfResult::failed(e.to_string());
         }
         sync();
         if i > 0 {

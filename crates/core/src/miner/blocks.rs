@@ -104,3 +104,19 @@ pub(crate) fn pairs_from_masks(pos: &Tensor, neg: &Tensor) -> crate::tuples::Pai
     let n = neg.nonzero();
     crate::tuples::Pairs { pos_anchor: p.select(1, 0), pos_other: p.select(1, 1), neg_anchor: n.select(1, 0), neg_other: n.select(1, 1) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn collect_triplets_keeps_order_across_blocks_and_handles_none() {
+        // 3 anchors × 2 columns; every positive pair is its own block (per-pair budget).
+        let matches = Tensor::from_slice(&[false, true, true, false, true, false]).view([3, 2]);
+        let t = collect_triplets(&matches, BLOCK_ELEMENTS, Device::Cpu, |a, _| Ok(Tensor::ones([a.size()[0], 2], (Kind::Bool, Device::Cpu)))).unwrap();
+        assert_eq!(t.to_vec(), vec![(0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (2, 0, 0), (2, 0, 1)]);
+        let none = collect_triplets(&matches, 1, Device::Cpu, |a, _| Ok(Tensor::zeros([a.size()[0], 2], (Kind::Bool, Device::Cpu)))).unwrap();
+        assert!(none.is_empty());
+    }
+}

@@ -139,7 +139,7 @@ fn random_triplets(batch: &Batch, weights: &Tensor) -> Result<Triplets> {
         if rows.size()[0] == 0 {
             continue;
         }
-        let n_choice = w.index_select(0, &rows).to_kind(Kind::Float).multinomial(1, true).flatten(0, -1);
+        let n_choice = w.index_select(0, &rows).multinomial(1, true).flatten(0, -1);
         aa.push(a.index_select(0, &rows));
         pp.push(p.index_select(0, &rows));
         nn.push(n_inds.index_select(0, &n_choice));
