@@ -9,6 +9,7 @@ pub mod distance;
 pub mod error;
 pub mod loss;
 pub mod miner;
+pub mod perf;
 pub mod reducer;
 pub mod regularizer;
 pub mod tuples;

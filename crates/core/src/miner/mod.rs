@@ -6,10 +6,27 @@
 //! all B³ candidate triplets at once.
 
 mod batch_hard;
+mod angular;
+mod batch_easy_hard;
+mod blocks;
+mod distance_weighted;
+mod hdc;
+mod multi_similarity;
+mod pair_margin;
+mod triplet_margin;
+mod uniform_histogram;
 
 use serde::{Deserialize, Serialize};
 
 pub use batch_hard::BatchHardMiner;
+pub use angular::{AngularMiner, AngularMinerParams};
+pub use batch_easy_hard::{BatchEasyHardMiner, BatchEasyHardParams, Strategy};
+pub use distance_weighted::{DistanceWeightedMiner, DistanceWeightedMinerParams};
+pub use hdc::{HDCMiner, HdcMinerParams};
+pub use multi_similarity::{MultiSimilarityMiner, MultiSimilarityMinerParams};
+pub use pair_margin::{PairMarginMiner, PairMarginMinerParams};
+pub use triplet_margin::{TripletMarginMiner, TripletMarginMinerParams, TypeOfTriplets};
+pub use uniform_histogram::{UniformHistogramMiner, UniformHistogramMinerParams};
 
 use crate::distance::Distance;
 use crate::error::Result;
@@ -80,6 +97,22 @@ macro_rules! miner_kinds {
 miner_kinds! {
     /// The hardest positive and hardest negative of every anchor.
     BatchHard(batch_hard::BatchHardParams) = "batch_hard", "BatchHardMiner";
+    /// One positive and one negative per anchor, each easy, semihard, hard, or all pairs.
+    BatchEasyHard(batch_easy_hard::BatchEasyHardParams) = "batch_easy_hard", "BatchEasyHardMiner";
+    /// Pairs harder than the anchor's extreme pair of the other kind, by a margin ε.
+    MultiSimilarity(multi_similarity::MultiSimilarityMinerParams) = "multi_similarity", "MultiSimilarityMiner";
+    /// Every triplet whose margin lies in the chosen band (streamed in blocks).
+    TripletMargin(triplet_margin::TripletMarginMinerParams) = "triplet_margin", "TripletMarginMiner";
+    /// Positive pairs farther than a margin, negative pairs closer than one.
+    PairMargin(pair_margin::PairMarginMinerParams) = "pair_margin", "PairMarginMiner";
+    /// Triplets whose angle at the negative exceeds a threshold (streamed in blocks).
+    Angular(angular::AngularMinerParams) = "angular", "AngularMiner";
+    /// The hardest fraction of the positive and of the negative pairs.
+    Hdc(hdc::HdcMinerParams) = "hdc", "HDCMiner";
+    /// Random triplets with negatives drawn ∝ 1/q(distance) on the sphere.
+    DistanceWeighted(distance_weighted::DistanceWeightedMinerParams) = "distance_weighted", "DistanceWeightedMiner";
+    /// Pairs sampled evenly over equal-width bins of their distances.
+    UniformHistogram(uniform_histogram::UniformHistogramMinerParams) = "uniform_histogram", "UniformHistogramMiner";
 }
 
 impl MinerSpec {
