@@ -201,7 +201,7 @@ impl PipelineConfig {
                         return bad(format!("{t:?}: factors in [0,1], hue in [0,0.5], p in [0,1]"));
                     }
                 }
-                Transform::GaussianBlur { sigma, p } if !prob(*p) || !(sigma[0] >= 0.0 && sigma[0] <= sigma[1]) => return bad(format!("{t:?}: need 0 <= sigma[0] <= sigma[1]")),
+                Transform::GaussianBlur { sigma, p } if !(prob(*p) && sigma[0] >= 0.0 && sigma[0] <= sigma[1]) => return bad(format!("{t:?}: need 0 <= sigma[0] <= sigma[1]")),
                 Transform::Noise { std, p } if !prob(*p) || *std < 0.0 => return bad(format!("{t:?}: std >= 0, p in [0,1]")),
                 _ => {}
             }

@@ -137,7 +137,7 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
             continue;
         }
         report.annotation_lines += 1;
-        let coords: Option<Vec<i64>> = f.get(3..7).map(|c| c.iter().map(|x| x.parse().ok()).collect()).flatten();
+        let coords: Option<Vec<i64>> = f.get(3..7).and_then(|c| c.iter().map(|x| x.parse().ok()).collect());
         let (Some(coords), true) = (coords, f.len() == 7) else {
             report.issues.push(Issue::new(&ann_path, format!("line {}: expected `image brand subset x1 y1 x2 y2`, got {line:?}", i + 1)));
             continue;
@@ -157,7 +157,7 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
     let crops_dir = out.join("crops");
 
     // One task per photo: decode once, crop all its boxes.
-    let results: Vec<(Vec<(String, &Ann, [u32; 4])>, Vec<Issue>, usize)> = by_image
+    let results: Vec<PhotoResult<'_>> = by_image
         .par_iter()
         .map(|(image, boxes)| crop_photo(&images_dir, image, boxes, &crops_dir, opts))
         .collect();

@@ -15,7 +15,7 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Derives one seed from a list of parts (order-sensitive).
 pub fn derive_seed(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x5EED_0F_D47A_u64, |acc, &p| mix64(acc ^ mix64(p)))
+    parts.iter().fold(0x005E_ED0F_D47A_u64, |acc, &p| mix64(acc ^ mix64(p)))
 }
 
 /// xoshiro256** generator.

@@ -63,7 +63,7 @@ pub struct MPerClassSampler {
 impl MPerClassSampler {
     /// Builds a sampler over `labels` (one per sample; labels need not be contiguous).
     pub fn new(labels: &[usize], cfg: MPerClassConfig, seed: u64) -> Result<Self> {
-        if cfg.m == 0 || cfg.batch_size == 0 || cfg.batch_size % cfg.m != 0 {
+        if cfg.m == 0 || cfg.batch_size == 0 || !cfg.batch_size.is_multiple_of(cfg.m) {
             return Err(DataError::Config(format!("M-per-class: batch_size ({}) must be a positive multiple of m ({})", cfg.batch_size, cfg.m)));
         }
         let max_label = labels.iter().copied().max().map_or(0, |l| l + 1);
@@ -290,7 +290,7 @@ mod tests {
                         if policy == SmallClassPolicy::Skip {
                             prop_assert!(per.keys().all(|&l| sizes[l] >= m));
                         }
-                        for (&l, _) in &per {
+                        for &l in per.keys() {
                             // Without replacement whenever the class is large enough.
                             if sizes[l] >= m {
                                 let mut ids: Vec<usize> = batch.iter().copied().filter(|&i| labels[i] == l).collect();

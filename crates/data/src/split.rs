@@ -122,7 +122,7 @@ pub fn make_split(classes: &[String], cfg: &SplitConfig, seed: u64) -> Result<Sp
             if [*train, *val, *test].iter().any(|r| !(0.0..=1.0).contains(r)) || (train + val + test - 1.0).abs() > 1e-3 {
                 return Err(DataError::Config(format!("split ratios must be in [0,1] and sum to 1, got {train}/{val}/{test}")));
             }
-            let order = shuffled(classes, seed, 0x5911_7);
+            let order = shuffled(classes, seed, 0x0005_9117);
             let n_test = (n as f32 * test).round() as usize;
             let n_val = (n as f32 * val).round() as usize;
             if n_test + n_val >= n && *train > 0.0 {

@@ -194,7 +194,7 @@ struct Design {
 
 impl Design {
     fn new(seed: u64, brand: usize) -> Design {
-        let mut r = Rng::from_parts(&[seed, 0xDE51_6E, brand as u64]);
+        let mut r = Rng::from_parts(&[seed, 0x00DE_516E, brand as u64]);
         let hue = r.f32();
         let primary = hsv_to_rgb(hue, r.range_f32(0.55, 1.0), r.range_f32(0.35, 0.95));
         let secondary = if r.chance(0.3) { [1.0, 1.0, 1.0] } else { hsv_to_rgb(hue + r.range_f32(0.3, 0.7), r.range_f32(0.4, 1.0), r.range_f32(0.6, 1.0)) };
@@ -361,7 +361,7 @@ fn render_photo(mark: &Mark, o: &SynthOptions, brand: usize, index: usize) -> Rg
     let d = o.difficulty;
     let s = o.size as usize;
     let sf = s as f32;
-    let mut r = Rng::from_parts(&[o.seed, 0x9407_0, brand as u64, index as u64]);
+    let mut r = Rng::from_parts(&[o.seed, 0x0009_4070, brand as u64, index as u64]);
     let mut img = vec![0f32; s * s * 3];
 
     // Background: a gradient, then clutter shapes.
