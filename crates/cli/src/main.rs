@@ -6,6 +6,9 @@
 //! - 1: a negative answer that is not an error (for `query`: unknown brand)
 //! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
+mod data;
+mod eval;
+mod io;
 mod perf;
 
 use std::process::ExitCode;
@@ -25,14 +28,21 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 negative answer (e.g. unknown
 
 #[derive(Subcommand)]
 enum Command {
+    /// Evaluate saved embeddings: retrieval, clustering and pair-verification metrics, optional report.
+    Eval(eval::EvalArgs),
     /// Benchmark losses, miners and evaluation on random data; prints one JSON object per line.
     Perf(perf::PerfArgs),
+    /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Eval(args) => eval::run(args),
         Command::Perf(args) => perf::run(args),
+        Command::Data(cmd) => data::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -48,7 +48,19 @@ struct Workload {
 }
 
 fn workloads() -> Vec<Workload> {
-    let mut all = Vec::new();
+    let mut all: Vec<Workload> = proxima_core::perf::workloads()
+        .into_iter()
+        .map(|w| Workload {
+            name: w.name.clone(),
+            run: Box::new(move |samples| {
+                let r = proxima_core::perf::run(&w, samples);
+                match r.error {
+                    Some(e) => bail!("{e}"),
+                    None => Ok(r.median_s),
+                }
+            }),
+        })
+        .collect();
     for (n, d) in [(10_000usize, 128usize), (50_000, 128), (200_000, 128)] {
         all.push(Workload {
             name: format!("eval/accuracy/N={n},D={d}"),
@@ -59,14 +71,6 @@ fn workloads() -> Vec<Workload> {
         });
     }
     all
-}
-
-/// Peak resident memory of this process in MB (VmHWM).
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// Runs `proxima perf`.
@@ -92,7 +96,7 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
         if args.in_process {
             match (w.run)(args.samples) {
                 Ok(median) => {
-                    let line = Line { workload: &w.name, median_s: Some(median), peak_rss_mb: peak_rss_mb().map(|m| m.round()), error: None };
+                    let line = Line { workload: &w.name, median_s: Some(median), peak_rss_mb: proxima_core::perf::peak_rss_mb().map(|m| m.round()), error: None };
                     println!("{}", serde_json::to_string(&line)?);
                 }
                 Err(e) => {

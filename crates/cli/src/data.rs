@@ -1,0 +1,147 @@
+//! `proxima data …`: import, synthesise, check and benchmark image data sets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use proxima_data::{ImportOptions, SynthOptions};
+
+/// `proxima data` subcommands.
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Import a public data set into a class-per-folder tree of crops plus a manifest.
+    Import(ImportArgs),
+    /// Render built-in synthetic brand logos (deterministic by seed; no download needed).
+    Synth(SynthArgs),
+    /// Count images and classes, list undecodable files with the reason, show class sizes.
+    Check(CheckArgs),
+    /// Measure loader throughput (decode + augment + batch, images/s) on a class-per-folder tree.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ImportFormat {
+    /// FlickrLogos-27: annotation files + images folder (or the official .tar.gz archives).
+    Flickrlogos27,
+}
+
+/// Arguments of `proxima data import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Which data set layout to read.
+    format: ImportFormat,
+    /// The data set's folder (or archive).
+    #[arg(long)]
+    source: PathBuf,
+    /// Output folder: `<out>/<brand>/<crop>.png`, `manifest.jsonl`, `import_report.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Grow every box by this fraction of its size on each side before cropping.
+    #[arg(long, default_value_t = 0.0)]
+    padding: f32,
+}
+
+/// Arguments of `proxima data synth`.
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Number of brands (classes).
+    #[arg(long, default_value_t = 40)]
+    brands: usize,
+    /// Images per brand.
+    #[arg(long, default_value_t = 30)]
+    per_brand: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// Seed (same seed, same images).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Photographic difficulty in [0, 1]: scale, rotation, perspective, occlusion, clutter, noise.
+    #[arg(long, default_value_t = 0.5)]
+    difficulty: f32,
+    /// Output folder (class-per-folder tree).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `proxima data check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Class-per-folder tree to check.
+    dir: PathBuf,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `proxima data bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Class-per-folder tree of images.
+    dir: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Number of batches.
+    #[arg(long, default_value_t = 30)]
+    batches: usize,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// Runs a `proxima data` subcommand.
+pub fn run(cmd: DataCommand) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::Import(a) => {
+            let ImportFormat::Flickrlogos27 = a.format;
+            let opts = ImportOptions { padding: a.padding, ..Default::default() };
+            let report = proxima_data::import_flickrlogos27(&a.source, &a.out, &opts)
+                .with_context(|| format!("importing FlickrLogos-27 from {}", a.source.display()))?;
+            println!(
+                "imported {} crops of {} brands from {} photos into {}/crops ({} degenerate boxes skipped; query/ and no_brand/ beside it)",
+                report.crops,
+                report.crops_per_class.len(),
+                report.source_images,
+                a.out.display(),
+                report.degenerate_skipped
+            );
+        }
+        DataCommand::Synth(a) => {
+            let opts = SynthOptions { brands: a.brands, per_brand: a.per_brand, size: a.size, seed: a.seed, difficulty: a.difficulty };
+            let report = proxima_data::synth::synth_with(&opts, &a.out).with_context(|| format!("writing synthetic logos to {}", a.out.display()))?;
+            println!("wrote {} images of {} brands to {}", report.images, report.classes.len(), report.out_dir.display());
+        }
+        DataCommand::Check(a) => {
+            if !a.dir.is_dir() {
+                bail!("{} is not a folder", a.dir.display());
+            }
+            let report = proxima_data::check(&a.dir);
+            if a.json {
+                let out = serde_json::json!({"images": report.images, "classes": report.classes, "unreadable": report.unreadable, "empty_classes": report.empty_classes, "histogram": report.histogram});
+                println!("{out}");
+            } else {
+                println!("{}: {} decodable images in {} classes", a.dir.display(), report.images, report.classes);
+                for bin in &report.histogram {
+                    println!("  classes with {:>5}–{:<5} images: {}", bin.lo, bin.hi, bin.count);
+                }
+                for issue in &report.unreadable {
+                    println!("  unreadable: {}", serde_json::to_string(issue)?);
+                }
+                for c in &report.empty_classes {
+                    println!("  empty class: {c}");
+                }
+            }
+            if !report.unreadable.is_empty() || !report.empty_classes.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        DataCommand::Bench(a) => {
+            let r = proxima_data::loader::bench_loader_dir(&a.dir, a.batch_size, a.batches, a.workers)
+                .with_context(|| format!("benchmarking the loader on {}", a.dir.display()))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
