@@ -13,6 +13,11 @@ mod triplet;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
+pub mod class_common;
+mod large_margin;
+mod proxy;
+pub use large_margin::{MarginSoftmaxLoss, MarginVariant, NormalizedSoftmaxLoss, P2SGradLoss};
+pub use proxy::{ProxyAnchorLoss, ProxyNcaLoss, SoftTripleLoss};
 // End of classification and proxy losses.
 
 // Wrappers.
@@ -146,6 +151,26 @@ loss_kinds! {
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.
+    /// Proxy-Anchor loss (one learnable proxy per class).
+    ProxyAnchor(proxy::ProxyAnchorParams) = "proxy_anchor", "ProxyAnchorLoss";
+    /// ProxyNCA: NCA against one learnable proxy per class.
+    ProxyNca(proxy::ProxyNcaParams) = "proxy_nca", "ProxyNCALoss";
+    /// Cross-entropy on temperature-scaled cosines to normalised class weights.
+    NormalizedSoftmax(large_margin::NormalizedSoftmaxParams) = "normalized_softmax", "NormalizedSoftmaxLoss";
+    /// Additive angular margin softmax.
+    ArcFace(large_margin::ArcFaceParams) = "arcface", "ArcFaceLoss";
+    /// ArcFace with several centres per class.
+    SubCenterArcFace(large_margin::SubCenterArcFaceParams) = "sub_center_arcface", "SubCenterArcFaceLoss";
+    /// Additive cosine margin softmax.
+    CosFace(large_margin::CosFaceParams) = "cosface", "CosFaceLoss";
+    /// Multiplicative angular margin softmax on normalised weights.
+    SphereFace(large_margin::SphereFaceParams) = "sphereface", "SphereFaceLoss";
+    /// Multiplicative angular margin softmax (L-Softmax).
+    LargeMarginSoftmax(large_margin::LargeMarginSoftmaxParams) = "large_margin_softmax", "LargeMarginSoftmaxLoss";
+    /// SoftTriple: softmax over classes with several centres each.
+    SoftTriple(proxy::SoftTripleParams) = "soft_triple", "SoftTripleLoss";
+    /// P2SGrad: MSE between cosines to unit class weights and the one-hot target.
+    P2SGrad(large_margin::P2SGradParams) = "p2s_grad", "P2SGradLoss";
     // End of classification and proxy losses.
 
     // Wrappers.
