@@ -21,6 +21,8 @@ pub use proxy::{ProxyAnchorLoss, ProxyNcaLoss, SoftTripleLoss};
 // End of classification and proxy losses.
 
 // Wrappers.
+mod wrappers;
+pub use wrappers::{CrossBatchMemory, MultipleLosses, SelfSupervisedLoss};
 // End of wrappers.
 
 use serde::{Deserialize, Serialize};
@@ -174,6 +176,12 @@ loss_kinds! {
     // End of classification and proxy losses.
 
     // Wrappers.
+    /// A memory bank of past embeddings that the inner loss compares the batch with.
+    CrossBatchMemory(wrappers::CrossBatchMemoryParams) = "cross_batch_memory", "CrossBatchMemory";
+    /// Two views of each input as positives of each other (labels are ignored).
+    SelfSupervised(wrappers::SelfSupervisedParams) = "self_supervised", "SelfSupervisedLoss";
+    /// A weighted sum of losses, each with its own reducer and optional miner.
+    MultipleLosses(wrappers::MultipleLossesParams) = "multiple_losses", "MultipleLosses";
     // End of wrappers.
 }
 
