@@ -138,3 +138,36 @@ pub(crate) fn masked_logsumexp(x: &Tensor, keep: &Tensor, add_one: bool, dim: i6
     let any = keep.any_dim(dim, false);
     out.masked_fill(&any.logical_not(), 0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuples::Triplets;
+
+    #[test]
+    fn miner_weights_count_appearances() {
+        let t = Tuples::Triplets(Triplets { anchor: Tensor::from_slice(&[0i64, 0]), positive: Tensor::from_slice(&[1i64, 1]), negative: Tensor::from_slice(&[2i64, 3]) });
+        let w = miner_weights(Some(&t), 5, false, Kind::Float, Device::Cpu);
+        assert_eq!(Vec::<f32>::try_from(w).unwrap(), vec![1.0, 1.0, 0.5, 0.5, 0.0]);
+        let anchors_only = miner_weights(Some(&t), 5, true, Kind::Float, Device::Cpu);
+        assert_eq!(Vec::<f32>::try_from(anchors_only).unwrap(), vec![1.0, 0.0, 0.0, 0.0, 0.0]);
+        let none = miner_weights(None, 3, false, Kind::Float, Device::Cpu);
+        assert_eq!(Vec::<f32>::try_from(none).unwrap(), vec![1.0; 3]);
+    }
+
+    #[test]
+    fn masked_logsumexp_adds_one_and_zeroes_empty_lines() {
+        let x = Tensor::from_slice(&[0.0f64, 1.0, 2.0, 3.0]).view([2, 2]);
+        let keep = Tensor::from_slice(&[true, false, true, false]).view([2, 2]);
+        let v = Vec::<f64>::try_from(masked_logsumexp(&x, &keep, true, 0)).unwrap();
+        assert!((v[0] - (1.0f64 + 1.0 + 2.0f64.exp()).ln()).abs() < 1e-12);
+        assert_eq!(v[1], 0.0);
+    }
+
+    #[test]
+    fn labels_outside_the_classes_are_rejected() {
+        assert!(check_labels_in_range(&Tensor::from_slice(&[0i64, 2]), 3).is_ok());
+        assert!(matches!(check_labels_in_range(&Tensor::from_slice(&[0i64, 3]), 3), Err(CoreError::LabelOutOfRange { label: 3, num_classes: 3 })));
+        assert!(matches!(check_labels_in_range(&Tensor::from_slice(&[-2i64, 1]), 3), Err(CoreError::LabelOutOfRange { label: -2, .. })));
+    }
+}

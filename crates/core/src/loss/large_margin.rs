@@ -494,3 +494,27 @@ impl MetricLoss for P2SGradLoss {
         vec![("weight", self.w.shallow_clone())]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chebyshev_expansion_is_cos_of_multiple_angle() {
+        let c = Tensor::from_slice(&[-0.9f64, -0.3, 0.0, 0.2, 0.7, 0.99]);
+        for m in 1..=6 {
+            let got = Vec::<f64>::try_from(cos_m_theta(&c, m)).unwrap();
+            let want = Vec::<f64>::try_from((c.acos() * m as f64).cos()).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-12, "m = {m}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn binomial_coefficients() {
+        assert_eq!(binomial(4, 2), 6.0);
+        assert_eq!(binomial(5, 0), 1.0);
+        assert_eq!(binomial(6, 4), 15.0);
+    }
+}

@@ -418,7 +418,7 @@ fn f64_total(loss: &Loss, batch: &Batch) -> Tensor {
             TermLosses::Zero => continue,
             TermLosses::Streamed(_) => panic!("no streamed terms here"),
         };
-        total = total + v;
+        total += v;
     }
     total
 }
