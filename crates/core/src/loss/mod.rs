@@ -20,9 +20,16 @@ pub mod vicreg;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
+pub mod class_common;
+mod large_margin;
+mod proxy;
+pub use large_margin::{MarginSoftmaxLoss, MarginVariant, NormalizedSoftmaxLoss, P2SGradLoss};
+pub use proxy::{ProxyAnchorLoss, ProxyNcaLoss, SoftTripleLoss};
 // End of classification and proxy losses.
 
 // Wrappers.
+mod wrappers;
+pub use wrappers::{CrossBatchMemory, MultipleLosses, SelfSupervisedLoss};
 // End of wrappers.
 
 use serde::{Deserialize, Serialize};
@@ -193,9 +200,35 @@ loss_kinds! {
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.
+    /// Proxy-Anchor loss (one learnable proxy per class).
+    ProxyAnchor(proxy::ProxyAnchorParams) = "proxy_anchor", "ProxyAnchorLoss";
+    /// ProxyNCA: NCA against one learnable proxy per class.
+    ProxyNca(proxy::ProxyNcaParams) = "proxy_nca", "ProxyNCALoss";
+    /// Cross-entropy on temperature-scaled cosines to normalised class weights.
+    NormalizedSoftmax(large_margin::NormalizedSoftmaxParams) = "normalized_softmax", "NormalizedSoftmaxLoss";
+    /// Additive angular margin softmax.
+    ArcFace(large_margin::ArcFaceParams) = "arcface", "ArcFaceLoss";
+    /// ArcFace with several centres per class.
+    SubCenterArcFace(large_margin::SubCenterArcFaceParams) = "sub_center_arcface", "SubCenterArcFaceLoss";
+    /// Additive cosine margin softmax.
+    CosFace(large_margin::CosFaceParams) = "cosface", "CosFaceLoss";
+    /// Multiplicative angular margin softmax on normalised weights.
+    SphereFace(large_margin::SphereFaceParams) = "sphereface", "SphereFaceLoss";
+    /// Multiplicative angular margin softmax (L-Softmax).
+    LargeMarginSoftmax(large_margin::LargeMarginSoftmaxParams) = "large_margin_softmax", "LargeMarginSoftmaxLoss";
+    /// SoftTriple: softmax over classes with several centres each.
+    SoftTriple(proxy::SoftTripleParams) = "soft_triple", "SoftTripleLoss";
+    /// P2SGrad: MSE between cosines to unit class weights and the one-hot target.
+    P2SGrad(large_margin::P2SGradParams) = "p2s_grad", "P2SGradLoss";
     // End of classification and proxy losses.
 
     // Wrappers.
+    /// A memory bank of past embeddings that the inner loss compares the batch with.
+    CrossBatchMemory(wrappers::CrossBatchMemoryParams) = "cross_batch_memory", "CrossBatchMemory";
+    /// Two views of each input as positives of each other (labels are ignored).
+    SelfSupervised(wrappers::SelfSupervisedParams) = "self_supervised", "SelfSupervisedLoss";
+    /// A weighted sum of losses, each with its own reducer and optional miner.
+    MultipleLosses(wrappers::MultipleLossesParams) = "multiple_losses", "MultipleLosses";
     // End of wrappers.
 }
 
