@@ -411,9 +411,9 @@ fn pair_scores(q: Embeddings<'_>, ql: &[i64], r: Option<(Embeddings<'_>, &[i64])
             .map(|a| {
                 let (mut g, mut i) = (Vec::new(), Vec::new());
                 let start = if rr.is_none() { a + 1 } else { 0 };
-                for b in start..nr {
+                for (b, &lb) in rl.iter().enumerate().skip(start) {
                     let s = score(qr.row(a), refs.row(b), metric);
-                    if ql[a] == rl[b] { g.push(s) } else { i.push(s) }
+                    if ql[a] == lb { g.push(s) } else { i.push(s) }
                 }
                 (g, i)
             })

@@ -1,0 +1,308 @@
+//! End-to-end tests of the `proxima` binary: `proxima eval` on small generated files,
+//! checked against direct `proxima_eval` computations, plus its report folder and its
+//! error exits.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use proxima_eval::{Embeddings, KSpec, Metric, RetrievalConfig, ScoreKind, evaluate_clustering, evaluate_retrieval, verification_report};
+use serde_json::Value;
+
+fn proxima(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proxima")).args(args).output().expect("run proxima")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A `.npy` (format 1.0) file with the given dtype descriptor, shape and raw data.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let shape_text = match shape {
+        [n] => format!("({n},)"),
+        s => format!("({})", s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    std::fs::write(path, out).unwrap();
+}
+
+fn write_f32(path: &Path, rows: usize, dim: usize, v: &[f32]) {
+    write_npy(path, "<f4", &[rows, dim], &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>());
+}
+
+fn write_i64(path: &Path, v: &[i64]) {
+    write_npy(path, "<i8", &[v.len()], &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>());
+}
+
+/// `n` points in `dim` dimensions around one centre per class, with overlapping noise so
+/// the metrics are neither 0 nor 1.
+fn blobs(n: usize, dim: usize, classes: i64, seed: u64) -> (Vec<f32>, Vec<i64>) {
+    let mut st = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7 + 3) % classes).collect();
+    let mut data = Vec::with_capacity(n * dim);
+    for &l in &labels {
+        for j in 0..dim {
+            let centre = if j as i64 % classes == l { 1.0 } else { 0.0 };
+            data.push((centre + 1.2 * next()) as f32);
+        }
+    }
+    (data, labels)
+}
+
+/// All unordered pairs (or all query × reference pairs) scored in the given metric.
+fn brute_pairs(q: &[f32], ql: &[i64], r: Option<(&[f32], &[i64])>, dim: usize, metric: &str) -> (Vec<f64>, Vec<f64>) {
+    let prep = |d: &[f32]| -> Vec<f32> {
+        if metric != "cosine" {
+            return d.to_vec();
+        }
+        d.chunks(dim)
+            .flat_map(|row| {
+                let n = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+                row.iter().map(move |&v| (f64::from(v) / n) as f32)
+            })
+            .collect()
+    };
+    let score = |a: &[f32], b: &[f32]| -> f64 {
+        match metric {
+            "l2" => a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>().sqrt(),
+            _ => a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum(),
+        }
+    };
+    let qp = prep(q);
+    let (rp, rl, same) = match r {
+        Some((rd, rl)) => (prep(rd), rl, false),
+        None => (qp.clone(), ql, true),
+    };
+    let (mut g, mut i) = (Vec::new(), Vec::new());
+    for a in 0..ql.len() {
+        for b in if same { a + 1 } else { 0 }..rl.len() {
+            let v = score(&qp[a * dim..(a + 1) * dim], &rp[b * dim..(b + 1) * dim]);
+            if ql[a] == rl[b] { g.push(v) } else { i.push(v) }
+        }
+    }
+    (g, i)
+}
+
+fn close(json: &Value, pointer: &str, expected: f64) {
+    let got = json.pointer(pointer).unwrap_or_else(|| panic!("no {pointer} in {json}")).as_f64().unwrap();
+    assert!((got - expected).abs() < 1e-9, "{pointer}: got {got}, expected {expected}");
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let out = proxima(args);
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "--json prints one line: {stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[test]
+fn eval_json_matches_direct_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, dim) = (60, 8);
+    let (data, labels) = blobs(n, dim, 4, 1);
+    let (e, l) = (dir.path().join("e.npy"), dir.path().join("l.npy"));
+    write_f32(&e, n, dim, &data);
+    write_i64(&l, &labels);
+    let json = run_json(&["eval", "--embeddings", s(&e), "--labels", s(&l), "--json"]);
+
+    let emb = Embeddings::new("q", &data, dim).unwrap();
+    let config = RetrievalConfig { k: KSpec::MaxBinCount, avg_of_avgs: false, at_ks: vec![1, 5, 10], metric: Metric::L2 };
+    let direct = evaluate_retrieval(emb, &labels, None, &config).unwrap();
+    let m = direct.metrics;
+    assert!(m.precision_at_1 > 0.2 && m.precision_at_1 < 1.0, "the data should be neither trivial nor hopeless: {m:?}");
+    close(&json, "/retrieval/metrics/precision_at_1", m.precision_at_1);
+    close(&json, "/retrieval/metrics/r_precision", m.r_precision);
+    close(&json, "/retrieval/metrics/mean_average_precision_at_r", m.mean_average_precision_at_r);
+    close(&json, "/retrieval/metrics/mean_average_precision", m.mean_average_precision);
+    close(&json, "/retrieval/metrics/mean_reciprocal_rank", m.mean_reciprocal_rank);
+    assert_eq!(json["retrieval"]["k"], direct.k);
+    assert_eq!(json["num_queries"], n);
+    assert_eq!(json["num_classes"], 4);
+    assert_eq!(json["dim"], dim);
+    assert_eq!(json["same_set"], true);
+    assert_eq!(json["metric"], "l2");
+
+    let c = evaluate_clustering(emb, &labels, 0).unwrap();
+    close(&json, "/clustering/nmi", c.nmi);
+    close(&json, "/clustering/ami", c.ami);
+
+    let (g, i) = brute_pairs(&data, &labels, None, dim, "l2");
+    assert_eq!(g.len() + i.len(), n * (n - 1) / 2);
+    let v = verification_report(&g, &i, ScoreKind::Distance).unwrap();
+    assert_eq!(json["verification"]["pairs"]["mode"], "all");
+    assert_eq!(json["verification"]["pairs"]["evaluated_pairs"], n * (n - 1) / 2);
+    assert_eq!(json["verification"]["report"]["num_genuine"], g.len());
+    close(&json, "/verification/report/auc", v.auc);
+    close(&json, "/verification/report/eer", v.eer);
+    for (j, p) in v.fnmr_at_fmr.iter().enumerate() {
+        close(&json, &format!("/verification/report/fnmr_at_fmr/{j}/fnmr"), p.fnmr);
+        close(&json, &format!("/verification/report/fnmr_at_fmr/{j}/target_fmr"), p.target_fmr);
+    }
+}
+
+#[test]
+fn eval_with_named_labels_reference_set_and_cosine() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 6;
+    let (qd, ql) = blobs(30, dim, 3, 2);
+    let (rd, rl) = blobs(45, dim, 3, 3);
+    let names = ["nike", "adidas", "puma"];
+    let write_names = |p: &Path, l: &[i64]| std::fs::write(p, l.iter().map(|&x| format!("{}\n", names[x as usize])).collect::<String>()).unwrap();
+    let (qe, qn, re, rn) = (dir.path().join("q.npy"), dir.path().join("q.txt"), dir.path().join("r.csv"), dir.path().join("r.txt"));
+    write_f32(&qe, 30, dim, &qd);
+    write_names(&qn, &ql);
+    // The reference embeddings as CSV with a header line.
+    let mut csv = (0..dim).map(|j| format!("f{j}")).collect::<Vec<_>>().join(",") + "\n";
+    for row in rd.chunks(dim) {
+        csv += &(row.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",") + "\n");
+    }
+    std::fs::write(&re, csv).unwrap();
+    write_names(&rn, &rl);
+    let json = run_json(&[
+        "eval", "--embeddings", s(&qe), "--labels", s(&qn), "--reference-embeddings", s(&re), "--reference-labels", s(&rn),
+        "--metric", "cosine", "--k", "5", "--json",
+    ]);
+
+    // Names get ids in first-seen order over queries then references.
+    let mut order: Vec<i64> = Vec::new();
+    for &l in ql.iter().chain(&rl) {
+        if !order.contains(&l) {
+            order.push(l);
+        }
+    }
+    let remap = |l: &[i64]| -> Vec<i64> { l.iter().map(|x| order.iter().position(|o| o == x).unwrap() as i64).collect() };
+    let (qids, rids) = (remap(&ql), remap(&rl));
+    let names_json: Vec<(i64, String)> = json["class_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_i64().unwrap(), c["name"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(i64, String)> = order.iter().enumerate().map(|(i, &l)| (i as i64, names[l as usize].to_string())).collect();
+    assert_eq!(names_json, expected);
+
+    let q = Embeddings::new("q", &qd, dim).unwrap();
+    let r = Embeddings::new("r", &rd, dim).unwrap();
+    let config = RetrievalConfig { k: KSpec::Fixed(5), avg_of_avgs: false, at_ks: vec![1, 5, 10], metric: Metric::Cosine };
+    let direct = evaluate_retrieval(q, &qids, Some((r, &rids)), &config).unwrap();
+    assert_eq!(json["retrieval"]["k"], 5);
+    assert_eq!(json["same_set"], false);
+    assert_eq!(json["num_references"], 45);
+    close(&json, "/retrieval/metrics/precision_at_1", direct.metrics.precision_at_1);
+    close(&json, "/retrieval/metrics/mean_average_precision", direct.metrics.mean_average_precision);
+    close(&json, "/retrieval/recall_at/2/value", direct.recall_at[2].value);
+
+    let (g, i) = brute_pairs(&qd, &ql, Some((&rd, &rl)), dim, "cosine");
+    assert_eq!(g.len() + i.len(), 30 * 45);
+    let v = verification_report(&g, &i, ScoreKind::Similarity).unwrap();
+    assert_eq!(json["verification"]["score"], "similarity");
+    close(&json, "/verification/report/auc", v.auc);
+    close(&json, "/verification/report/eer", v.eer);
+}
+
+#[test]
+fn eval_report_folder_and_terminal_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, dim) = (40, 5);
+    let (data, labels) = blobs(n, dim, 3, 4);
+    let (e, l) = (dir.path().join("e.npy"), dir.path().join("l.txt"));
+    write_f32(&e, n, dim, &data);
+    std::fs::write(&l, labels.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
+    let report: PathBuf = dir.path().join("out/report");
+    let out = proxima(&["eval", "--embeddings", s(&e), "--labels", s(&l), "--report", s(&report)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    for row in ["P@1", "R-Precision", "MAP@R", "MAP ", "MRR", "NMI", "AMI", "AUC", "EER", "FNMR@FMR=1e-2", "FNMR@FMR=1e-3", "FNMR@FMR=1e-4", "queries", "classes"] {
+        assert!(table.contains(row), "table lacks {row:?}:\n{table}");
+    }
+    assert!(table.contains("report written to"), "{table}");
+
+    // metrics.json is the --json object.
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap()).unwrap();
+    let printed = run_json(&["eval", "--embeddings", s(&e), "--labels", s(&l), "--json"]);
+    assert_eq!(stored, printed);
+    let p1 = stored["retrieval"]["metrics"]["precision_at_1"].as_f64().unwrap();
+    assert!(table.contains(&format!("{p1:.4}")), "table shows P@1 {p1:.4}:\n{table}");
+
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("| P@1") && md.contains("![") && md.contains("pca.png"), "{md}");
+    for (name, text) in [
+        ("pr_curve", "Precision–recall"),
+        ("roc_curve", "ROC of pair verification"),
+        ("pair_scores", "positive (same class)"),
+        ("pca", "PCA of the query embeddings"),
+    ] {
+        let png = std::fs::read(report.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000, "{name}.png");
+        let svg = std::fs::read_to_string(report.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains(text), "{name}.svg lacks {text:?}");
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&report).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "metrics.json", "pair_scores.png", "pair_scores.svg", "pca.png", "pca.svg", "pr_curve.png", "pr_curve.svg", "report.md",
+            "roc_curve.png", "roc_curve.svg"
+        ]
+    );
+}
+
+fn assert_fails(args: &[&str], expected: &[&str]) {
+    let out = proxima(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    for text in expected {
+        assert!(stderr.contains(text), "stderr lacks {text:?}: {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "nothing on stdout on error");
+}
+
+#[test]
+fn eval_bad_inputs_exit_2_and_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, labels) = blobs(12, 3, 2, 5);
+    let (e, l) = (dir.path().join("emb.npy"), dir.path().join("lab.npy"));
+    write_f32(&e, 12, 3, &data);
+    write_i64(&l, &labels[..11]);
+    assert_fails(
+        &["eval", "--embeddings", s(&e), "--labels", s(&l)],
+        &["label count mismatch", "emb.npy has 12 rows", "lab.npy has 11 labels"],
+    );
+
+    let mut bad = data.clone();
+    bad[7 * 3 + 1] = f32::NAN;
+    let nan = dir.path().join("nan.npy");
+    write_f32(&nan, 12, 3, &bad);
+    write_i64(&l, &labels);
+    assert_fails(&["eval", "--embeddings", s(&nan), "--labels", s(&l)], &["nan.npy", "row 7 (0-based)", "NaN"]);
+
+    let missing = dir.path().join("missing.npy");
+    assert_fails(&["eval", "--embeddings", s(&missing), "--labels", s(&l)], &["cannot read embeddings file", "missing.npy"]);
+
+    let flat = dir.path().join("flat.npy");
+    write_npy(&flat, "<f4", &[4], &[0u8; 16]);
+    assert_fails(&["eval", "--embeddings", s(&flat), "--labels", s(&l)], &["flat.npy", "wrong shape [4]"]);
+
+    // One class only: the retrieval metrics would be trivial, so it is an error.
+    write_i64(&l, &[3; 12]);
+    assert_fails(&["eval", "--embeddings", s(&e), "--labels", s(&l)], &["only one class"]);
+
+    // A bad --k is a usage error (clap also exits with 2).
+    assert_fails(&["eval", "--embeddings", s(&e), "--labels", s(&l), "--k", "zero"], &["max-bin-count"]);
+}
