@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 /// Proxima: deep metric learning — train embeddings where distance means similarity, evaluate
 /// them on unseen classes, and recognise new classes (e.g. brand logos) by nearest neighbour.
 #[derive(Parser)]
-#[command(name = "proxima", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "proxima", version, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
