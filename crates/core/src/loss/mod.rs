@@ -17,6 +17,9 @@ pub mod margin;
 pub mod angular;
 pub mod ranking;
 pub mod vicreg;
+pub mod dynamic_soft_margin;
+pub mod tcm;
+pub mod manifold;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.
@@ -197,6 +200,12 @@ loss_kinds! {
     SmoothAP(ranking::SmoothAPParams) = "smooth_ap", "SmoothAPLoss";
     /// VICReg loss of two views (the second view is the batch's reference set).
     VICReg(vicreg::VICRegParams) = "vicreg", "VICRegLoss";
+    /// Dynamic soft margin loss (CDF-weighted triplet margins; keeps a histogram between calls).
+    DynamicSoftMargin(dynamic_soft_margin::DynamicSoftMarginParams) = "dynamic_soft_margin", "DynamicSoftMarginLoss";
+    /// Threshold-consistent margin loss (a regulariser of pair similarities).
+    ThresholdConsistentMargin(tcm::ThresholdConsistentMarginParams) = "threshold_consistent_margin", "ThresholdConsistentMarginLoss";
+    /// Manifold loss with random meta-classes and learnable proxies.
+    Manifold(manifold::ManifoldParams) = "manifold", "ManifoldLoss";
     // End of pair, triplet and embedding-based losses.
 
     // Classification and proxy losses.

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use proxima_core::loss::BuildContext;
-use proxima_core::{Batch, CoreError, Loss, LossSpec, TermIndices, Triplets, Tuples};
+use proxima_core::{Batch, CoreError, Loss, LossSpec, MetricLoss, TermIndices, Triplets, Tuples};
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -305,6 +305,8 @@ fn all_configs() -> Vec<Value> {
         json!({"type": "HistogramLoss"}),
         json!({"type": "RankedListLoss", "margin": 0.4, "Tn": 10.0}),
         json!({"type": "PNPLoss"}),
+        json!({"type": "DynamicSoftMarginLoss"}),
+        json!({"type": "ThresholdConsistentMarginLoss"}),
     ]
 }
 
@@ -335,7 +337,8 @@ proptest! {
         for cfg in all_configs() {
             let v = forward_value(&cfg, &emb, &lab);
             prop_assert!(v.is_finite(), "{} is not finite", cfg);
-            if cfg["type"] != "NCALoss" {
+            // NCA is a log-probability; the dynamic soft margin weighs signed margins.
+            if cfg["type"] != "NCALoss" && cfg["type"] != "DynamicSoftMarginLoss" {
                 prop_assert!(v >= -1e-6, "{} is negative: {}", cfg, v);
             }
             if order_free(&cfg) {
@@ -354,8 +357,8 @@ proptest! {
         for cfg in all_configs() {
             let name = cfg["type"].as_str().unwrap();
             // Losses that are not defined as zero on these batches (a softmax over the batch,
-            // or a variance among equal-class pairs).
-            let skip = matches!(name, "NCALoss" | "InstanceLoss" | "IntraPairVarianceLoss" | "GeneralizedLiftedStructureLoss" | "SignalToNoiseRatioContrastiveLoss" | "RankedListLoss" | "MultiSimilarityLoss" | "PNPLoss" | "FastAPLoss" | "NPairsLoss");
+            // or a variance among equal-class pairs; TCM penalises every pair, not tuples).
+            let skip = matches!(name, "ThresholdConsistentMarginLoss" | "NCALoss" | "InstanceLoss" | "IntraPairVarianceLoss" | "GeneralizedLiftedStructureLoss" | "SignalToNoiseRatioContrastiveLoss" | "RankedListLoss" | "MultiSimilarityLoss" | "PNPLoss" | "FastAPLoss" | "NPairsLoss");
             let (loss, _vs) = build(cfg.clone(), None);
             let v = loss.forward(&Batch::new(&emb, &lab), None).unwrap_or_else(|e| panic!("{cfg}: {e}"));
             prop_assert!(v.double_value(&[]).is_finite(), "{} not finite", cfg);
@@ -400,6 +403,9 @@ fn finite_difference_gradients() {
         json!({"type": "LiftedStructureLoss"}),
         json!({"type": "TupletMarginLoss", "scale": 4.0}),
         json!({"type": "SupConLoss", "temperature": 0.5}),
+        json!({"type": "ThresholdConsistentMarginLoss", "margin_plus": 0.6, "margin_minus": 0.0}),
+        // (Dynamic soft margin is not here: its CDF weights are detached by design; see
+        // dynamic_soft_margin_gradient_uses_detached_weights.)
     ] {
         let (loss, _vs) = build(cfg.clone(), None);
         let emb = tensor(&x, n).set_requires_grad(true);
@@ -432,6 +438,11 @@ fn configuration_errors_are_typed() {
         json!({"type": "RankedListLoss", "margin": 0.4, "Tn": 1.0, "imbalance": 2.0}),
         json!({"type": "AngularLoss", "distance": {"type": "cosine"}}),
         json!({"type": "VICRegLoss", "distance": {"type": "lp"}}),
+        json!({"type": "DynamicSoftMarginLoss", "distance": {"type": "cosine"}}),
+        json!({"type": "DynamicSoftMarginLoss", "num_bins": 0}),
+        json!({"type": "ThresholdConsistentMarginLoss", "distance": {"type": "lp"}}),
+        json!({"type": "ManifoldLoss", "l": 4, "lambdaC": -1.0}),
+        json!({"type": "ManifoldLoss", "l": 4, "alpha": 1.0}),
     ] {
         let spec: LossSpec = serde_json::from_value(cfg.clone()).unwrap();
         assert!(matches!(spec.build(&ctx), Err(CoreError::InvalidParameter { .. })), "{cfg} should be rejected");
@@ -448,6 +459,323 @@ fn ntxent_fits_a_large_batch() {
     let emb = Tensor::randn([n, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(256);
     let (loss, _vs) = build(json!({"type": "NTXentLoss"}), None);
+    let v = loss.forward(&Batch::new(&emb, &labels), None).unwrap();
+    v.backward();
+    assert!(v.double_value(&[]).is_finite());
+    assert!(emb.grad().isfinite().all().int64_value(&[]) == 1);
+}
+
+// ------------------------------------------------------------------ dynamic soft margin, TCM, manifold
+
+/// The dynamic soft margin loss of one batch by plain loops, updating `hist` as the reference.
+/// Returns the value and the CDF weight of every triplet.
+fn dsm_oracle(e: &[Vec<f64>], trip: &[(usize, usize, usize)], hist: &mut [f64], min_val: f64, momentum: f64) -> (f64, Vec<f64>) {
+    let nb = hist.len();
+    let delta = 2.0 * min_val.abs() / nb as f64;
+    let pos = |v: f64| {
+        let x = ((v - min_val) / delta).clamp(0.0, nb as f64);
+        let i = x.floor().min((nb - 1) as f64);
+        (i as usize, x - i)
+    };
+    let vs: Vec<f64> = trip.iter().map(|&(a, p, n)| euclid_normalized(&e[a], &e[p]) - euclid_normalized(&e[a], &e[n])).collect();
+    let m = if hist.iter().sum::<f64>() != 0.0 { momentum } else { 1.0 };
+    let mut batch = vec![0.0; nb + 1];
+    for &v in &vs {
+        let (i, a) = pos(v);
+        batch[i] += 1.0 - a;
+        batch[i + 1] += a;
+    }
+    batch[nb - 1] += batch[nb];
+    for k in 0..nb {
+        hist[k] = (1.0 - m) * hist[k] + m * batch[k];
+    }
+    let total: f64 = hist.iter().sum();
+    hist.iter_mut().for_each(|h| *h /= total);
+    let cdf: Vec<f64> = hist.iter().scan(0.0, |s, h| {
+        *s += h;
+        Some(*s)
+    }).collect();
+    let w: Vec<f64> = vs.iter().map(|&v| cdf[pos(v).0]).collect();
+    (vs.iter().zip(&w).map(|(v, w)| v * w).sum::<f64>() / vs.len() as f64, w)
+}
+
+fn all_triplet_list(labels: &[i64]) -> Vec<(usize, usize, usize)> {
+    let n = labels.len();
+    let mut t = Vec::new();
+    for a in 0..n {
+        for p in 0..n {
+            for q in 0..n {
+                if p != a && labels[p] == labels[a] && labels[q] != labels[a] {
+                    t.push((a, p, q));
+                }
+            }
+        }
+    }
+    t
+}
+
+#[test]
+fn dynamic_soft_margin_matches_oracle_across_calls() {
+    let (n, d) = (10, 4);
+    let labels = [0i64, 0, 1, 1, 1, 2, 2, 3, 0, 2];
+    let cfg = json!({"type": "DynamicSoftMarginLoss", "num_bins": 16, "momentum": 0.25});
+    let (loss, _vs) = build(cfg.clone(), None);
+    let (mined, _vs2) = build(cfg, None);
+    let mut hist = vec![0.0; 16];
+    let trip = all_triplet_list(&labels);
+    let lab = Tensor::from_slice(&labels);
+    for call in 0..3 {
+        let x = data(n, d, 40 + call);
+        let (want, _) = dsm_oracle(&rows(&x, n), &trip, &mut hist, -2.0, 0.25);
+        // Streamed all-triplets path.
+        let emb = tensor(&x, n).set_requires_grad(true);
+        let v = loss.forward(&Batch::new(&emb, &lab), None).unwrap();
+        close(v.double_value(&[]), want, "dynamic soft margin (streamed)");
+        let g = Tensor::run_backward(&[&v], &[&emb], false, false)[0].shallow_clone();
+        // Explicit mined path with every triplet: same value and gradient.
+        let emb2 = tensor(&x, n).set_requires_grad(true);
+        let b2 = Batch::new(&emb2, &lab);
+        let t = Tuples::Triplets(b2.all_triplets());
+        let v2 = mined.forward(&b2, Some(&t)).unwrap();
+        close(v2.double_value(&[]), want, "dynamic soft margin (mined)");
+        let g2 = Tensor::run_backward(&[&v2], &[&emb2], false, false)[0].shallow_clone();
+        assert!((&g - &g2).abs().max().double_value(&[]) < 1e-9, "streamed and explicit gradients differ");
+        assert!(g.isfinite().all().int64_value(&[]) == 1);
+    }
+}
+
+#[test]
+fn dynamic_soft_margin_gradient_uses_detached_weights() {
+    // Gradient = mean_t w_t ∂v_t with the CDF weights held constant.
+    let (n, d) = (6, 3);
+    let labels = [0i64, 0, 1, 1, 2, 2];
+    let x = data(n, d, 9);
+    let (loss, _vs) = build(json!({"type": "DynamicSoftMarginLoss"}), None);
+    let emb = tensor(&x, n).set_requires_grad(true);
+    let lab = Tensor::from_slice(&labels);
+    let v = loss.forward(&Batch::new(&emb, &lab), None).unwrap();
+    let g = Tensor::run_backward(&[&v], &[&emb], false, false)[0].shallow_clone();
+    let trip = all_triplet_list(&labels);
+    let (_, w) = dsm_oracle(&rows(&x, n), &trip, &mut [0.0; 10], -2.0, 0.01);
+    let objective = |x: &[f64]| {
+        let e = rows(x, n);
+        trip.iter().zip(&w).map(|(&(a, p, q), w)| w * (euclid_normalized(&e[a], &e[p]) - euclid_normalized(&e[a], &e[q]))).sum::<f64>() / trip.len() as f64
+    };
+    let eps = 1e-6;
+    for k in 0..n * d {
+        let (mut p, mut m) = (x.clone(), x.clone());
+        p[k] += eps;
+        m[k] -= eps;
+        let fd = (objective(&p) - objective(&m)) / (2.0 * eps);
+        let ad = g.view([-1]).double_value(&[k as i64]);
+        assert!((fd - ad).abs() <= 1e-5 * fd.abs().max(1.0), "d/dx[{k}]: autograd {ad} vs {fd}");
+    }
+}
+
+fn tcm_oracle(e: &[Vec<f64>], pos: &[(usize, usize)], neg: &[(usize, usize)]) -> f64 {
+    let (mp, mm) = (0.9, 0.5);
+    let part = |pairs: &[(usize, usize)], f: &dyn Fn(f64) -> Option<f64>| {
+        let vals: Vec<f64> = pairs.iter().filter_map(|&(i, j)| f(cosine(&e[i], &e[j]))).collect();
+        if vals.is_empty() { 0.0 } else { vals.iter().sum::<f64>() / vals.len() as f64 }
+    };
+    part(pos, &|s| (s <= mp).then_some(mp - s)) + part(neg, &|s| (s >= mm).then_some(s - mm))
+}
+
+#[test]
+fn tcm_matches_the_reference_unit_test_and_oracle() {
+    // pytorch-metric-learning's own test: ContrastiveLoss(cosine, 0.9, 0.4) = 0.4866 plus TCM
+    // 0.1929 + 0.325, total 1.0045.
+    let emb = Tensor::from_slice(&[0.0f32, 1.0, 0.43, 0.90, 1.0, 0.0, 0.5, 0.5]).view([4, 2]);
+    let labels = [0i64, 0, 1, 1];
+    let (tcm, _vs) = build(json!({"type": "ThresholdConsistentMarginLoss"}), None);
+    let (con, _vs2) = build(json!({"type": "ContrastiveLoss", "pos_margin": 0.9, "neg_margin": 0.4, "distance": {"type": "cosine"}}), None);
+    let total = value(&tcm, &emb, &labels) + value(&con, &emb, &labels);
+    assert!((total - 1.0045).abs() < 1e-4, "contrastive + TCM = {total}");
+
+    let (n, d) = (12, 5);
+    let x = data(n, d, 3);
+    let e = rows(&x, n);
+    let labels = [0i64, 0, 1, 1, 1, 2, 2, 3, 3, 3, 0, 2];
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in 0..n {
+            if i != j && labels[i] == labels[j] {
+                pos.push((i, j));
+            } else if labels[i] != labels[j] {
+                neg.push((i, j));
+            }
+        }
+    }
+    let (loss, _vs3) = build(json!({"type": "ThresholdConsistentMarginLoss"}), None);
+    close(value(&loss, &tensor(&x, n), &labels), tcm_oracle(&e, &pos, &neg), "tcm (all pairs)");
+    // Mined pairs with repetitions count every repetition.
+    let mpos = vec![(0usize, 1usize), (0, 1), (2, 3), (5, 6)];
+    let mneg = vec![(0usize, 2usize), (0, 2), (0, 2), (3, 7), (4, 5), (9, 11)];
+    let ti = |v: &[(usize, usize)], k: usize| Tensor::from_slice(&v.iter().map(|p| if k == 0 { p.0 as i64 } else { p.1 as i64 }).collect::<Vec<_>>());
+    let t = Tuples::Pairs(proxima_core::Pairs { pos_anchor: ti(&mpos, 0), pos_other: ti(&mpos, 1), neg_anchor: ti(&mneg, 0), neg_other: ti(&mneg, 1) });
+    let emb = tensor(&x, n);
+    let lab = Tensor::from_slice(&labels);
+    let got = loss.forward(&Batch::new(&emb, &lab), Some(&t)).unwrap().double_value(&[]);
+    close(got, tcm_oracle(&e, &mpos, &mneg), "tcm (mined pairs)");
+}
+
+/// Inverse of a square matrix by Gauss–Jordan elimination with partial pivoting.
+fn invert(mut a: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let n = a.len();
+    let mut inv: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
+    for c in 0..n {
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        a.swap(c, p);
+        inv.swap(c, p);
+        let d = a[c][c];
+        for j in 0..n {
+            a[c][j] /= d;
+            inv[c][j] /= d;
+        }
+        for i in 0..n {
+            if i != c {
+                let f = a[i][c];
+                for j in 0..n {
+                    a[i][j] -= f * a[c][j];
+                    inv[i][j] -= f * inv[c][j];
+                }
+            }
+        }
+    }
+    inv
+}
+
+fn manifold_oracle(e: &[Vec<f64>], proxies: &[Vec<f64>], mc: &[usize], alpha: f64, margin: f64, lambda_c: f64) -> f64 {
+    let (n, k) = (e.len(), proxies.len());
+    let x: Vec<Vec<f64>> = e.iter().chain(proxies).cloned().collect();
+    let t = n + k;
+    let mut s = vec![vec![0.0; t]; t];
+    for i in 0..t {
+        for j in 0..t {
+            if i != j {
+                s[i][j] = (cosine(&x[i], &x[j]).max(0.0) / 0.5).exp();
+            }
+        }
+    }
+    let dinv: Vec<f64> = s.iter().map(|r| r.iter().sum::<f64>().powf(-0.5)).collect();
+    let m: Vec<Vec<f64>> = (0..t).map(|i| (0..t).map(|j| (if i == j { 1.0 } else { 0.0 }) - alpha * dinv[i] * s[i][j] * dinv[j]).collect()).collect();
+    let f: Vec<Vec<f64>> = invert(m).into_iter().map(|r| r.into_iter().map(|v| v * (1.0 - alpha)).collect()).collect();
+    let soft = |sim: &dyn Fn(usize, usize) -> f64| {
+        let mut total = 0.0;
+        for (i, &own) in mc.iter().enumerate() {
+            let mut sum = 0.0;
+            for c in 0..k {
+                let v = sim(i, c) - sim(i, own) + margin;
+                if c != own && v >= 0.0 {
+                    sum += v.exp();
+                }
+            }
+            total += (1.0 + sum).ln();
+        }
+        total / n as f64
+    };
+    let int = soft(&|i, c| f[i][n + c]);
+    let ctx = soft(&|i, c| cosine(&f[i], &f[n + c]));
+    if lambda_c.is_infinite() { ctx } else { int + lambda_c * ctx }
+}
+
+fn manifold(params: Value, proxies: &[f64], k: i64, l: i64) -> (proxima_core::loss::manifold::ManifoldLoss, nn::VarStore) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let p: proxima_core::loss::manifold::ManifoldParams = serde_json::from_value(params).unwrap();
+    let loss = {
+        let root = vs.root();
+        let ctx = BuildContext { num_classes: None, embedding_size: Some(l), vars: &root };
+        proxima_core::loss::manifold::ManifoldLoss::new(p, proxima_core::Distance::cosine(), &ctx).unwrap()
+    };
+    tch::no_grad(|| {
+        let w = &loss.parameters()[0].1;
+        w.shallow_clone().copy_(&Tensor::from_slice(proxies).view([k, l]).to_kind(w.kind()));
+    });
+    (loss, vs)
+}
+
+#[test]
+fn manifold_matches_oracle() {
+    let (n, d, k) = (7usize, 3usize, 3usize);
+    let px = data(k, d, 77);
+    // Proxies are float32 parameters: the oracle uses their rounded values.
+    let px32: Vec<f64> = px.iter().map(|v| *v as f32 as f64).collect();
+    let mc = [0usize, 1, 2, 0, 2, 1, 1];
+    let mct = Tensor::from_slice(&mc.iter().map(|&c| c as i64).collect::<Vec<_>>());
+    for (lambda_c, margin) in [(1.0, 5e-4), (0.5, 0.05), (0.0, 0.0), (f64::INFINITY, 5e-4)] {
+        let (mut loss, _vs) = manifold(json!({"K": 3, "margin": margin}), &px, k as i64, d as i64);
+        // (∞ cannot be written in JSON; TOML's `inf` deserialises to it.)
+        loss.params.lambda_c = lambda_c;
+        for seed in [1u64, 2] {
+            let x = data(n, d, seed);
+            let got = loss.loss_with_meta_classes(&tensor(&x, n), &mct).unwrap().double_value(&[]);
+            let want = manifold_oracle(&rows(&x, n), &rows(&px32, k), &mc, 0.8, margin, lambda_c);
+            assert!((got - want).abs() <= 1e-8 * want.abs().max(1.0), "lambdaC {lambda_c}: got {got}, oracle {want}");
+        }
+    }
+}
+
+#[test]
+fn manifold_gradients_and_errors() {
+    let (n, d, k) = (6usize, 3usize, 2usize);
+    let px = data(k, d, 5);
+    let (loss, _vs) = manifold(json!({"K": 2, "margin": 0.1}), &px, k as i64, d as i64);
+    let mc = Tensor::from_slice(&[0i64, 1, 1, 0, 1, 0]);
+    let x = data(n, d, 21);
+    let emb = tensor(&x, n).set_requires_grad(true);
+    let v = loss.loss_with_meta_classes(&emb, &mc).unwrap();
+    let g = Tensor::run_backward(&[&v], &[&emb], false, false)[0].shallow_clone();
+    let eps = 1e-6;
+    for i in 0..n * d {
+        let (mut p, mut m) = (x.clone(), x.clone());
+        p[i] += eps;
+        m[i] -= eps;
+        let f = |y: &[f64]| loss.loss_with_meta_classes(&tensor(y, n), &mc).unwrap().double_value(&[]);
+        let fd = (f(&p) - f(&m)) / (2.0 * eps);
+        let ad = g.view([-1]).double_value(&[i as i64]);
+        assert!((fd - ad).abs() <= 1e-5 * fd.abs().max(1.0), "manifold d/dx[{i}]: autograd {ad} vs {fd}");
+    }
+    // Through the public API (random meta-classes, labels unused): proxies get gradients.
+    let lab = Tensor::from_slice(&[0i64; 6]);
+    let emb = tensor(&x, n).to_kind(Kind::Float);
+    let (spec_loss, _vs2) = {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec: LossSpec = serde_json::from_value(json!({"type": "ManifoldLoss", "K": 2})).unwrap();
+        let l = {
+            let root = vs.root();
+            spec.build(&BuildContext { num_classes: None, embedding_size: Some(3), vars: &root }).unwrap()
+        };
+        (l, vs)
+    };
+    let params = spec_loss.parameters();
+    assert_eq!(params[0].0, "proxies");
+    assert_eq!(params[0].1.size(), vec![2, 3]);
+    let out = spec_loss.forward(&Batch::new(&emb, &lab), None).unwrap();
+    out.backward();
+    assert!(params[0].1.grad().isfinite().all().int64_value(&[]) == 1);
+    assert!(out.double_value(&[]).is_finite() && out.double_value(&[]) >= 0.0);
+    // Errors: too few embeddings for K, meta-classes out of range, wrong size, mined tuples.
+    let small = tensor(&data(1, d, 1), 1).to_kind(Kind::Float);
+    assert!(matches!(spec_loss.forward(&Batch::new(&small, &Tensor::from_slice(&[0i64])), None), Err(CoreError::Shape(_))));
+    assert!(matches!(loss.loss_with_meta_classes(&tensor(&x, n), &Tensor::from_slice(&[0i64, 1, 2, 0, 1, 0])), Err(CoreError::LabelOutOfRange { .. })));
+    assert!(matches!(loss.loss_with_meta_classes(&tensor(&data(n, 4, 1), n), &mc), Err(CoreError::Shape(_))));
+    let b = Batch::new(&emb, &lab);
+    let t = Tuples::Triplets(b.all_triplets());
+    assert!(matches!(spec_loss.forward(&b, Some(&t)), Err(CoreError::Unsupported(_))));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let no_size = BuildContext { num_classes: None, embedding_size: None, vars: &root };
+    let spec: LossSpec = serde_json::from_value(json!({"type": "ManifoldLoss"})).unwrap();
+    assert!(matches!(spec.build(&no_size), Err(CoreError::InvalidParameter { .. })));
+}
+
+#[test]
+fn dynamic_soft_margin_fits_a_large_batch() {
+    // All triplets of B = 1024 (≈ 3·10⁶) are streamed from the [B × B] distance matrix.
+    let n = 1024;
+    let emb = Tensor::randn([n, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(256);
+    let (loss, _vs) = build(json!({"type": "DynamicSoftMarginLoss"}), None);
     let v = loss.forward(&Batch::new(&emb, &labels), None).unwrap();
     v.backward();
     assert!(v.double_value(&[]).is_finite());
