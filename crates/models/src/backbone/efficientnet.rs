@@ -1,0 +1,210 @@
+//! EfficientNet-Lite0 in the lukemelas `EfficientNet` parameter layout (`_conv_stem`, `_bn0`,
+//! `_blocks.N._expand_conv`/`_bn0`/`_depthwise_conv`/`_bn1`/`_project_conv`/`_bn2`, `_conv_head`,
+//! `_bn1`, `_fc`).
+//!
+//! The Lite variants drop squeeze-excitation and use ReLU6 so they quantise well; the published
+//! weights were converted from TensorFlow, so convolutions use TF 'SAME' padding: on strided
+//! convolutions the odd pixel of padding goes to the bottom/right, which a symmetric PyTorch
+//! padding cannot express and would shift every feature map by one pixel.
+
+use tch::{Tensor, nn, nn::ModuleT};
+
+use super::{Backbone, batch_norm, conv, global_pool};
+
+const BN_EPS: f64 = 1e-3;
+/// lukemelas uses `1 - 0.99`, TensorFlow's decay of 0.99.
+const BN_MOMENTUM: f64 = 0.01;
+const STEM: i64 = 32;
+const HEAD: i64 = 1280;
+const DROPOUT: f64 = 0.2;
+const DROP_CONNECT: f64 = 0.2;
+
+/// Lite0 stages: (repeats, kernel, stride, expand ratio, output channels).
+const LITE0_STAGES: [(usize, i64, i64, i64, i64); 7] =
+    [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)];
+
+/// A convolution with TF 'SAME' padding.
+#[derive(Debug)]
+struct SameConv {
+    conv: nn::Conv2D,
+    kernel: i64,
+    stride: i64,
+}
+
+impl SameConv {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> Self {
+        // Stride 1 with an odd kernel is symmetric: let the convolution pad. Strided convolutions
+        // are padded explicitly in `forward`, from the actual input size.
+        let padding = if stride == 1 { (kernel - 1) / 2 } else { 0 };
+        SameConv { conv: conv(p, c_in, c_out, kernel, stride, padding, groups), kernel, stride }
+    }
+
+    /// # Shapes
+    /// `xs`: `[N, C, H, W]` → `[N, C', ⌈H/s⌉, ⌈W/s⌉]`.
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        if self.stride == 1 {
+            return xs.apply(&self.conv);
+        }
+        let pad = |size: i64| {
+            let out = (size + self.stride - 1) / self.stride;
+            ((out - 1) * self.stride + self.kernel - size).max(0)
+        };
+        let (ph, pw) = (pad(xs.size()[2]), pad(xs.size()[3]));
+        xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]).apply(&self.conv)
+    }
+}
+
+fn relu6(xs: Tensor) -> Tensor {
+    xs.clamp(0.0, 6.0)
+}
+
+/// Inverted-residual block without squeeze-excitation.
+#[derive(Debug)]
+struct MbConv {
+    expand: Option<(nn::Conv2D, nn::BatchNorm)>,
+    depthwise: SameConv,
+    bn1: nn::BatchNorm,
+    project: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    skip: bool,
+    drop_connect: f64,
+}
+
+impl MbConv {
+    fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, drop_connect: f64) -> Self {
+        let mid = c_in * expand;
+        let expand = (expand != 1)
+            .then(|| (conv(p / "_expand_conv", c_in, mid, 1, 1, 0, 1), batch_norm(p / "_bn0", mid, BN_EPS, BN_MOMENTUM)));
+        MbConv {
+            expand,
+            depthwise: SameConv::new(p / "_depthwise_conv", mid, mid, kernel, stride, mid),
+            bn1: batch_norm(p / "_bn1", mid, BN_EPS, BN_MOMENTUM),
+            project: conv(p / "_project_conv", mid, c_out, 1, 1, 0, 1),
+            bn2: batch_norm(p / "_bn2", c_out, BN_EPS, BN_MOMENTUM),
+            skip: stride == 1 && c_in == c_out,
+            drop_connect,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = match &self.expand {
+            Some((c, bn)) => relu6(xs.apply(c).apply_t(bn, train)),
+            None => xs.shallow_clone(),
+        };
+        ys = relu6(self.depthwise.forward(&ys).apply_t(&self.bn1, train));
+        ys = ys.apply(&self.project).apply_t(&self.bn2, train);
+        if !self.skip {
+            return ys;
+        }
+        if train && self.drop_connect > 0.0 {
+            // Stochastic depth: drop the residual branch per sample, rescale the kept ones.
+            let keep = 1.0 - self.drop_connect;
+            let mask = (Tensor::rand([ys.size()[0], 1, 1, 1], (ys.kind(), ys.device())) + keep).floor();
+            ys = ys / keep * mask;
+        }
+        ys + xs
+    }
+}
+
+/// EfficientNet-Lite.
+#[derive(Debug)]
+pub struct EfficientNetLite {
+    stem: SameConv,
+    bn0: nn::BatchNorm,
+    blocks: Vec<MbConv>,
+    conv_head: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    fc: Option<nn::Linear>,
+    num_classes: Option<i64>,
+}
+
+impl EfficientNetLite {
+    /// EfficientNet-Lite0 under `p`, with an `_fc` of `num_classes` when given.
+    pub fn lite0(p: &nn::Path, num_classes: Option<i64>) -> Self {
+        let total: usize = LITE0_STAGES.iter().map(|s| s.0).sum();
+        let mut blocks = Vec::with_capacity(total);
+        let mut c_in = STEM;
+        let bp = p / "_blocks";
+        for &(repeats, kernel, stride, expand, c_out) in &LITE0_STAGES {
+            for r in 0..repeats {
+                let idx = blocks.len();
+                let rate = DROP_CONNECT * idx as f64 / total as f64;
+                let s = if r == 0 { stride } else { 1 };
+                blocks.push(MbConv::new(&(&bp / idx.to_string()), c_in, c_out, kernel, s, expand, rate));
+                c_in = c_out;
+            }
+        }
+        EfficientNetLite {
+            stem: SameConv::new(p / "_conv_stem", 3, STEM, 3, 2, 1),
+            bn0: batch_norm(p / "_bn0", STEM, BN_EPS, BN_MOMENTUM),
+            blocks,
+            conv_head: conv(p / "_conv_head", c_in, HEAD, 1, 1, 0, 1),
+            bn1: batch_norm(p / "_bn1", HEAD, BN_EPS, BN_MOMENTUM),
+            fc: num_classes.map(|n| nn::linear(p / "_fc", HEAD, n, Default::default())),
+            num_classes,
+        }
+    }
+}
+
+impl Backbone for EfficientNetLite {
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = relu6(self.stem.forward(xs).apply_t(&self.bn0, train));
+        for b in &self.blocks {
+            ys = b.forward(&ys, train);
+        }
+        global_pool(&relu6(ys.apply(&self.conv_head).apply_t(&self.bn1, train)))
+    }
+
+    fn classify(&self, features: &Tensor, train: bool) -> Option<Tensor> {
+        self.fc.as_ref().map(|fc| features.dropout(DROPOUT, train).apply(fc))
+    }
+
+    fn feature_dim(&self) -> i64 {
+        HEAD
+    }
+
+    fn num_classes(&self) -> Option<i64> {
+        self.num_classes
+    }
+}
+
+impl ModuleT for EfficientNetLite {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.logits(xs, train).unwrap_or_else(|| self.features(xs, train))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn lite0_layout_and_size() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = EfficientNetLite::lite0(&vs.root(), Some(1000));
+        let vars = vs.variables();
+        assert_eq!(net.blocks.len(), 16);
+        assert!(!vars.contains_key("_blocks.0._expand_conv.weight"), "expand ratio 1 has no expansion");
+        assert_eq!(vars["_blocks.15._expand_conv.weight"].size(), [1152, 192, 1, 1]);
+        assert_eq!(vars["_blocks.3._depthwise_conv.weight"].size(), [144, 1, 5, 5]);
+        // Published size of EfficientNet-Lite0: 4,652,008 parameters.
+        let n: usize = vs.trainable_variables().iter().map(Tensor::numel).sum();
+        assert_eq!(n, 4_652_008);
+        // 296 state-dict entries = 247 variables + 49 num_batches_tracked.
+        assert_eq!(vars.len(), 296 - 49);
+    }
+
+    #[test]
+    fn same_padding_is_asymmetric_on_strided_convs() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let c = SameConv::new(vs.root() / "c", 1, 1, 3, 2, 1);
+        tch::no_grad(|| c.conv.ws.copy_(&Tensor::ones([1, 1, 3, 3], (Kind::Float, Device::Cpu))));
+        let xs = Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let ys = c.forward(&xs);
+        assert_eq!(ys.size(), [1, 1, 2, 2]);
+        // Pad 0 at top/left, 1 at bottom/right: the first window is all inside, the last is not.
+        let v: Vec<f32> = Vec::try_from(ys.flatten(0, -1)).unwrap();
+        assert_eq!(v, [9.0, 6.0, 6.0, 4.0]);
+    }
+}

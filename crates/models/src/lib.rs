@@ -1,0 +1,18 @@
+//! Proxima's models: image backbones, the embedding model built on them, and pretrained-weight
+//! import.
+//!
+//! Metric learning almost always starts from ImageNet weights, and those exist as PyTorch files.
+//! The backbones therefore mirror the reference implementations' parameter names exactly, and
+//! [`weights`] reads PyTorch checkpoints (zip and legacy pickles) and safetensors without Python,
+//! so a torchvision `state_dict` loads by name into a `tch::nn::VarStore`. The parity suite in
+//! `tests/` checks features and logits against PyTorch on a real image.
+
+pub mod backbone;
+pub mod embedding;
+pub mod error;
+pub mod weights;
+
+pub use backbone::{Backbone, BackboneSpec, EfficientNetLite, Normalization, ResNet, ResNetDepth, SmallCnn};
+pub use embedding::{EmbeddingConfig, EmbeddingModel, HeadSpec};
+pub use error::{ModelError, Result};
+pub use weights::{ImportOptions, ImportReport, StateDict, WeightFormat, load_file, load_into};
