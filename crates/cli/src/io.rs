@@ -327,8 +327,13 @@ fn labels_from_npy(arr: NpyArray<'_>) -> Result<Vec<i64>> {
     }
 }
 
-/// Minimal `.npy` (version 1.0) writer, for tests.
-#[cfg(test)]
+/// A float32 `[n, d]` matrix as `.npy` bytes.
+pub fn npy_f32(data: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    npy_bytes("<f4", &[n, d], &bytes)
+}
+
+/// Minimal `.npy` (version 1.0) writer.
 pub fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let shape_text = match shape {
         [n] => format!("({n},)"),

@@ -10,6 +10,7 @@ mod data;
 mod eval;
 mod io;
 mod perf;
+mod train;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Benchmark losses, miners and evaluation on random data; prints one JSON object per line.
     Perf(perf::PerfArgs),
+    /// Train an embedding model from an experiment file (TOML); `--resume` continues a killed run.
+    Train(train::TrainArgs),
+    /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
+    Embed(train::EmbedArgs),
     /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Perf(args) => perf::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Embed(args) => train::embed(args),
     };
     match result {
         Ok(code) => code,

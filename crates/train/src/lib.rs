@@ -1,8 +1,10 @@
 //! Training of embedding models: experiment configuration, optimizers, learning-rate
 //! schedules, crash-safe checkpoints and the training loop.
 
+pub mod artifact;
 pub mod checkpoint;
 pub mod error;
+pub mod experiment;
 pub mod model;
 pub mod optim;
 pub mod schedule;

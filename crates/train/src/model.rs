@@ -15,6 +15,25 @@ pub trait EmbeddingNet: Send {
     fn forward_t(&self, images: &Tensor, train: bool) -> Tensor;
     /// The embedding size E.
     fn embedding_size(&self) -> i64;
+    /// Called at the start of every epoch (0-based), e.g. to freeze or unfreeze the trunk.
+    fn begin_epoch(&mut self, _epoch: usize) {}
+    /// Every variable (parameters and buffers) by name, for checkpoints.
+    fn variables(&self) -> Vec<(String, Tensor)>;
+}
+
+impl EmbeddingNet for proxima_models::EmbeddingModel {
+    fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
+        self.embed_t(images, train)
+    }
+    fn embedding_size(&self) -> i64 {
+        proxima_models::EmbeddingModel::embedding_size(self)
+    }
+    fn begin_epoch(&mut self, epoch: usize) {
+        proxima_models::EmbeddingModel::begin_epoch(self, epoch)
+    }
+    fn variables(&self) -> Vec<(String, Tensor)> {
+        self.var_store().variables().into_iter().collect()
+    }
 }
 
 /// The trainable variables of `vs` (not buffers such as BatchNorm statistics) whose names start

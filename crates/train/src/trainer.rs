@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
-use crate::model::{EmbeddingNet, set_trainable};
+use crate::model::EmbeddingNet;
 use crate::optim::Optimizer;
 use crate::schedule::Schedule;
 
@@ -36,9 +36,6 @@ pub struct LoopConfig {
     /// Clip the global gradient norm to this value.
     #[serde(default)]
     pub grad_clip: Option<f64>,
-    /// Keep the trunk frozen for the first epochs (train the head only).
-    #[serde(default)]
-    pub freeze_trunk_epochs: usize,
     /// Write a checkpoint every this many steps within an epoch (0 = end of epoch only).
     #[serde(default)]
     pub checkpoint_every_steps: usize,
@@ -105,9 +102,7 @@ pub struct EpochRecord {
 pub struct Parts<'a> {
     pub device: Device,
     pub seed: u64,
-    /// Variables of the model (trunk under `trunk.`, head under `head.`).
-    pub model_vars: &'a nn::VarStore,
-    pub model: &'a dyn EmbeddingNet,
+    pub model: &'a mut dyn EmbeddingNet,
     /// Variables of the loss (proxies, class weights) and the optional classifier head.
     pub loss_vars: &'a nn::VarStore,
     pub loss: &'a Loss,
@@ -134,16 +129,16 @@ pub fn best_checkpoint(run_dir: &Path) -> PathBuf {
     run_dir.join("best.safetensors")
 }
 
-fn named(prefix: &str, vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
+fn named(prefix: &str, vars: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vars.into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 /// Saves model, loss variables, optimizer and state atomically.
 fn save(parts: &Parts, path: &Path, state: &TrainState) -> Result<()> {
-    let mut tensors = named("model/", parts.model_vars);
-    tensors.extend(named("loss/", parts.loss_vars));
+    let mut tensors = named("model/", parts.model.variables());
+    tensors.extend(named("loss/", parts.loss_vars.variables().into_iter().collect()));
     tensors.extend(parts.optimizer.state_tensors().into_iter().map(|(n, t)| (format!("optim/{n}"), t)));
     checkpoint::save(path, &tensors, &serde_json::to_value(state).expect("state serialises"))
 }
@@ -152,8 +147,9 @@ fn save(parts: &Parts, path: &Path, state: &TrainState) -> Result<()> {
 pub fn restore(parts: &mut Parts, path: &Path) -> Result<TrainState> {
     let (tensors, state) = checkpoint::load(path)?;
     let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
-    for (prefix, vs) in [("model/", parts.model_vars), ("loss/", parts.loss_vars)] {
-        for (name, var) in vs.variables() {
+    let loss_vars: Vec<(String, Tensor)> = parts.loss_vars.variables().into_iter().collect();
+    for (prefix, vars) in [("model/", parts.model.variables()), ("loss/", loss_vars)] {
+        for (name, var) in vars {
             let key = format!("{prefix}{name}");
             let (_, src) = tensors.iter().find(|(n, _)| *n == key).ok_or_else(|| err(format!("missing variable '{key}'")))?;
             if src.size() != var.size() {
@@ -213,7 +209,7 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
     while !state.finished && (state.sampler.epoch as usize) < cfg.epochs {
         let epoch = state.sampler.epoch as usize;
         let start_position = state.sampler.position;
-        set_trainable(parts.model_vars, "trunk", epoch >= cfg.freeze_trunk_epochs);
+        parts.model.begin_epoch(epoch);
         emit(&Event::EpochStart { epoch, steps: steps_per_epoch }, on_event)?;
         let started = Instant::now();
         let batches: Vec<Vec<usize>> = parts.sampler.epoch(epoch as u64).into_iter().skip(start_position).collect();
@@ -268,7 +264,7 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         if let Some(val) = parts.val_loader
             && ((epoch + 1) % cfg.eval_every.max(1) == 0 || is_last)
         {
-            let metrics = EvalSummary::from(&evaluate(parts.model, val, parts.device)?);
+            let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
             emit(&Event::Eval { epoch, metrics }, on_event)?;
             record.eval = Some(metrics);
             if state.best_map_at_r.is_none_or(|b| metrics.map_at_r > b) {

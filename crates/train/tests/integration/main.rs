@@ -14,6 +14,8 @@ use tch::{Device, Tensor, nn, nn::Module};
 
 /// A tiny CNN: conv → ReLU → conv → global average pool → linear head.
 struct TinyNet {
+    vars: Vec<(String, Tensor)>,
+    trunk_params: Vec<Tensor>,
     c1: nn::Conv2D,
     c2: nn::Conv2D,
     head: nn::Linear,
@@ -24,7 +26,10 @@ impl TinyNet {
         let root = vs.root();
         let t = &root / "trunk";
         let cfg = nn::ConvConfig { stride: 2, padding: 1, ..Default::default() };
-        TinyNet { c1: nn::conv2d(&t / "c1", 3, 8, 3, cfg), c2: nn::conv2d(&t / "c2", 8, 16, 3, cfg), head: nn::linear(&root / "head" / "fc", 16, 8, Default::default()) }
+        let (c1, c2) = (nn::conv2d(&t / "c1", 3, 8, 3, cfg), nn::conv2d(&t / "c2", 8, 16, 3, cfg));
+        let trunk_params = trainable_with_prefix(vs, "trunk").into_iter().map(|(_, t)| t).collect();
+        let head = nn::linear(&root / "head" / "fc", 16, 8, Default::default());
+        TinyNet { vars: vs.variables().into_iter().collect(), trunk_params, c1, c2, head }
     }
 }
 
@@ -35,6 +40,15 @@ impl EmbeddingNet for TinyNet {
     }
     fn embedding_size(&self) -> i64 {
         8
+    }
+    fn variables(&self) -> Vec<(String, Tensor)> {
+        self.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+    }
+    fn begin_epoch(&mut self, epoch: usize) {
+        // Exercise trunk freezing: the first epoch trains the head only.
+        for t in &self.trunk_params {
+            let _ = t.set_requires_grad(epoch >= 1);
+        }
     }
 }
 
@@ -57,7 +71,7 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
     let (train_ds, val_ds) = data;
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = TinyNet::new(&vs);
+    let mut net = TinyNet::new(&vs);
     let loss_vs = nn::VarStore::new(Device::Cpu);
     let spec: LossSpec = toml::from_str("type = \"triplet_margin\"\nmargin = 0.2").unwrap();
     let root = loss_vs.root();
@@ -72,12 +86,11 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
     let train_loader = Loader::new(Arc::new(train_ds.clone()), Pipeline::new(PipelineConfig::train(32), 9).unwrap(), lcfg).unwrap();
     let val_loader = Loader::new(Arc::new(val_ds.clone()), Pipeline::new(PipelineConfig::eval(32), 0).unwrap(), lcfg).unwrap();
     let schedule = Schedule::Cosine { warmup_epochs: 0.5, min_factor: 0.1 };
-    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), freeze_trunk_epochs: 1, checkpoint_every_steps: 2, classifier_weight: 0.0 };
+    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), checkpoint_every_steps: 2, classifier_weight: 0.0 };
     let parts = Parts {
         device: Device::Cpu,
         seed: 7,
-        model_vars: &vs,
-        model: &net,
+        model: &mut net,
         loss_vars: &loss_vs,
         loss: &loss,
         miner: None,

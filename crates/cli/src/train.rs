@@ -1,0 +1,173 @@
+//! `proxima train` and `proxima embed`: run an experiment file; embed images with a trained model.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use proxima_train::experiment;
+use proxima_train::trainer::Event;
+
+/// Arguments of `proxima train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Experiment file (TOML): data, split, sampler, model, loss, miner, optimizer, schedule, train.
+    #[arg(long)]
+    config: PathBuf,
+    /// Run directory: config.toml, split.json, log.jsonl, checkpoints, plots, metrics.json, model/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Override a configuration value, e.g. `--set train.epochs=5 --set loss.margin=0.2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue the run in `--out` from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bars (log lines only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A progress display for training events.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A display; `quiet` prints one line per epoch instead of bars.
+    pub fn new(quiet: bool) -> Self {
+        Progress { bar: None, quiet }
+    }
+
+    /// Shows one event.
+    pub fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::EpochStart { epoch, steps } if !self.quiet => {
+                let bar = ProgressBar::new(*steps as u64);
+                bar.set_style(ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+                bar.set_prefix(format!("{}", epoch + 1));
+                self.bar = Some(bar);
+            }
+            Event::Step { loss, .. } => {
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("loss {loss:.4}"));
+                    b.inc(1);
+                }
+            }
+            Event::Eval { epoch, metrics } => {
+                let line = format!("epoch {:>3} validation: MAP@R {:.4}  R-Precision {:.4}  P@1 {:.4}", epoch + 1, metrics.map_at_r, metrics.r_precision, metrics.precision_at_1);
+                match &self.bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::EpochEnd { epoch, mean_loss, seconds, images_per_second } => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                eprintln!("epoch {:>3} done: mean loss {mean_loss:.4}, {seconds:.1} s, {images_per_second:.1} images/s", epoch + 1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `proxima train`.
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let cfg = experiment::load_file(&args.config, &args.overrides).context("loading the experiment")?;
+    if !args.resume && args.out.join("last.safetensors").exists() {
+        bail!("{} already holds a run; use --resume to continue it or choose another --out", args.out.display());
+    }
+    let mut progress = Progress::new(args.quiet);
+    let summary = experiment::run(&cfg, &args.out, args.resume, &mut |e| progress.on_event(e)).with_context(|| format!("training into {}", args.out.display()))?;
+    print_summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the before/after table of a finished run.
+pub fn print_summary(s: &experiment::RunSummary) {
+    println!("classes: {} train, {} validation, {} test (never seen in training)", s.train_classes, s.val_classes, s.test_classes);
+    if let (Some(b), Some(a)) = (s.test_before, s.test_after) {
+        println!("{:<24} {:>10} {:>10}", "test metric", "untrained", "trained");
+        println!("{:<24} {:>10.4} {:>10.4}", "MAP@R", b.map_at_r, a.map_at_r);
+        println!("{:<24} {:>10.4} {:>10.4}", "R-Precision", b.r_precision, a.r_precision);
+        println!("{:<24} {:>10.4} {:>10.4}", "Precision@1", b.precision_at_1, a.precision_at_1);
+    }
+    println!("model: {}", s.run_dir.join("model").display());
+}
+
+/// Arguments of `proxima embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Model directory (or the run directory holding it).
+    #[arg(long)]
+    model: PathBuf,
+    /// Images, or class-per-folder trees (their folder names become labels).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output: `.npy` (float32 [N, E]) plus a `.json` sidecar with paths and labels, or `.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Runs `proxima embed`.
+pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
+    let device = experiment::parse_device(&args.device)?;
+    let model = proxima_train::artifact::load_model_dir(&args.model, device).with_context(|| format!("loading the model {}", args.model.display()))?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut labels: Vec<Option<String>> = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            let scan = proxima_data::Dataset::scan_folder(input, &proxima_data::ScanOptions::default()).with_context(|| format!("reading {}", input.display()))?;
+            for issue in &scan.issues {
+                eprintln!("skipped {}: {}", issue.path, issue.reason);
+            }
+            for s in &scan.dataset.samples {
+                paths.push(s.path.clone());
+                labels.push(Some(scan.dataset.classes[s.label].clone()));
+            }
+        } else {
+            paths.push(input.clone());
+            labels.push(None);
+        }
+    }
+    if paths.is_empty() {
+        bail!("no images found in the inputs");
+    }
+    let mut emb = Vec::with_capacity(paths.len() * model.card.model.embedding_size as usize);
+    for chunk in paths.chunks(256) {
+        emb.extend(model.embed_files(chunk)?);
+    }
+    let dim = model.card.model.embedding_size as usize;
+    write_embeddings(&args.out, &emb, dim, &paths, &labels, &model.card.fingerprint)?;
+    println!("embedded {} images ({} dimensions) into {}", paths.len(), dim, args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_embeddings(out: &Path, emb: &[f32], dim: usize, paths: &[PathBuf], labels: &[Option<String>], fingerprint: &str) -> Result<()> {
+    let n = emb.len() / dim;
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let sidecar = serde_json::json!({
+        "model_fingerprint": fingerprint,
+        "paths": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "labels": labels,
+    });
+    match ext {
+        "npy" => {
+            proxima_report::write_atomic(out, &crate::io::npy_f32(emb, n, dim)).with_context(|| format!("writing {}", out.display()))?;
+            let side = out.with_extension("json");
+            proxima_report::write_atomic(&side, serde_json::to_string_pretty(&sidecar)?.as_bytes()).with_context(|| format!("writing {}", side.display()))?;
+        }
+        "safetensors" => {
+            let t = tch::Tensor::from_slice(emb).view([n as i64, dim as i64]);
+            proxima_train::checkpoint::save(out, &[("embeddings".to_string(), t)], &sidecar).with_context(|| format!("writing {}", out.display()))?;
+        }
+        _ => bail!("--out must end in .npy or .safetensors, got {}", out.display()),
+    }
+    Ok(())
+}

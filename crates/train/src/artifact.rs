@@ -1,0 +1,172 @@
+//! The trained-model directory (`<run>/model/`): what `--model` takes everywhere.
+//!
+//! It holds `model.json` (the embedding-model configuration, the input size and normalisation,
+//! and a fingerprint of the weights) and `weights.safetensors`. The fingerprint lets a gallery
+//! refuse embeddings from a different model: vectors of two models live in different spaces.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proxima_data::{Dataset, DecodeOptions, Loader, LoaderConfig, Normalize, Pipeline, PipelineConfig};
+use proxima_models::{EmbeddingConfig, EmbeddingModel};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+
+/// Contents of `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// Format version of the model directory.
+    pub format: u32,
+    pub model: EmbeddingConfig,
+    /// Square input side in pixels.
+    pub image_size: u32,
+    pub normalize: Normalize,
+    /// FNV-1a 64 of `weights.safetensors`, hex.
+    pub fingerprint: String,
+}
+
+const FORMAT: u32 = 1;
+
+/// A loaded model ready to embed images.
+pub struct TrainedModel {
+    pub card: ModelCard,
+    pub model: EmbeddingModel,
+    pub device: Device,
+    pub dir: PathBuf,
+}
+
+/// FNV-1a 64-bit hash of `bytes`, as 16 hex digits.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Copies the `model/…` variables of a training checkpoint into `model`.
+pub fn load_model_weights(model: &EmbeddingModel, checkpoint_path: &Path) -> Result<()> {
+    let (tensors, _) = checkpoint::load(checkpoint_path)?;
+    copy_into(model, tensors.iter().filter_map(|(n, t)| n.strip_prefix("model/").map(|n| (n, t))), checkpoint_path)
+}
+
+fn copy_into<'a>(model: &EmbeddingModel, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>, path: &Path) -> Result<()> {
+    let tensors: Vec<(&str, &Tensor)> = tensors.collect();
+    let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
+    for (name, var) in model.var_store().variables() {
+        let (_, src) = tensors.iter().find(|(n, _)| *n == name).ok_or_else(|| err(format!("missing variable '{name}'")))?;
+        if src.size() != var.size() {
+            return Err(err(format!("variable '{name}' has shape {:?} in the file but {:?} in the model", src.size(), var.size())));
+        }
+        tch::no_grad(|| var.shallow_clone().copy_(&src.to_device(var.device())));
+    }
+    Ok(())
+}
+
+/// Writes `model` as a model directory (atomically per file).
+pub fn save_model_dir(model: &EmbeddingModel, image_size: u32, dir: &Path) -> Result<ModelCard> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut vars: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let weights = dir.join("weights.safetensors");
+    checkpoint::save(&weights, &vars, &serde_json::json!({"kind": "proxima-model"}))?;
+    let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
+    let n = model.normalization();
+    let mut config = model.config().clone();
+    config.pretrained = None;
+    config.freeze_trunk_epochs = 0;
+    let card = ModelCard {
+        format: FORMAT,
+        model: config,
+        image_size,
+        normalize: Normalize { mean: n.mean.map(|x| x as f32), std: n.std.map(|x| x as f32) },
+        fingerprint: fingerprint(&bytes),
+    };
+    checkpoint::write_atomic(&dir.join("model.json"), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
+    Ok(card)
+}
+
+/// Resolves `path` to a model directory: the directory itself or its `model/` child.
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
+    for candidate in [path.to_path_buf(), path.join("model")] {
+        if candidate.join("model.json").is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(TrainError::Config(format!("{} is not a model directory (no model.json in it or in its model/ folder)", path.display())))
+}
+
+/// Loads a model directory (a run directory works too) onto `device`.
+pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
+    let dir = resolve_model_dir(path)?;
+    let card_path = dir.join("model.json");
+    let text = std::fs::read_to_string(&card_path).map_err(|e| TrainError::io(&card_path, e))?;
+    let card: ModelCard = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: card_path.clone(), message: format!("invalid model card: {e}") })?;
+    if card.format != FORMAT {
+        return Err(TrainError::Checkpoint { path: card_path, message: format!("model format {} is not supported (expected {FORMAT})", card.format) });
+    }
+    let weights = dir.join("weights.safetensors");
+    let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
+    if fingerprint(&bytes) != card.fingerprint {
+        return Err(TrainError::Checkpoint { path: weights, message: "the weights do not match model.json's fingerprint (file changed or corrupted)".into() });
+    }
+    let mut model = EmbeddingModel::new(card.model.clone(), device).map_err(|e| TrainError::Config(format!("model: {e}")))?;
+    let (tensors, _) = checkpoint::load(&weights)?;
+    copy_into(&model, tensors.iter().map(|(n, t)| (n.as_str(), t)), &weights)?;
+    model.eval();
+    Ok(TrainedModel { card, model, device, dir })
+}
+
+impl TrainedModel {
+    /// The evaluation pipeline (resize + normalisation) this model expects.
+    pub fn pipeline(&self) -> PipelineConfig {
+        let mut p = PipelineConfig::eval(self.card.image_size);
+        p.normalize = self.card.normalize;
+        p
+    }
+
+    /// Embeds every sample of `dataset` (rows in dataset order).
+    pub fn embed_dataset(&self, dataset: &Dataset) -> Result<Vec<f32>> {
+        let size = self.card.image_size;
+        let cfg = LoaderConfig { image_size: [size, size], ..Default::default() };
+        let pipe = Pipeline::new(self.pipeline(), 0).map_err(|e| TrainError::Config(e.to_string()))?;
+        let loader = Loader::new(Arc::new(dataset.clone()), pipe, cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        let (emb, _) = crate::trainer::embed_all(&self.model, &loader, self.device, 64)?;
+        Ok(emb)
+    }
+
+    /// Embeds decoded RGB images.
+    ///
+    /// # Shapes
+    /// n images → n × E floats (row-major).
+    pub fn embed_images(&self, images: &[image::RgbImage]) -> Result<Vec<f32>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size = self.card.image_size;
+        let pipe = Pipeline::new(self.pipeline(), 0).map_err(|e| TrainError::Config(e.to_string()))?;
+        let per = (3 * size * size) as usize;
+        let mut buf = vec![0f32; per * images.len()];
+        for (i, img) in images.iter().enumerate() {
+            pipe.run_into(img, 0, i as u64, [size, size], &mut buf[i * per..(i + 1) * per]);
+        }
+        let x = Tensor::from_slice(&buf).view([images.len() as i64, 3, size as i64, size as i64]).to_device(self.device);
+        let e = tch::no_grad(|| self.model.embed_t(&x, false)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        Ok(Vec::<f32>::try_from(e.flatten(0, -1))?)
+    }
+
+    /// Decodes and embeds image files (clear errors name the file).
+    pub fn embed_files(&self, paths: &[PathBuf]) -> Result<Vec<f32>> {
+        let opts = DecodeOptions::default();
+        let images = paths
+            .iter()
+            .map(|p| proxima_data::decode_file(p, &opts).map_err(|e| TrainError::Config(format!("{e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        self.embed_images(&images)
+    }
+}
