@@ -263,7 +263,7 @@ impl<'a> Machine<'a> {
         self.memo.get(&idx).cloned().ok_or_else(|| format!("pickle memo entry {idx} is missing"))
     }
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let target = self.top()?;
@@ -481,10 +481,9 @@ impl<'a> Machine<'a> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match self.top()? {
-                        Value::Object(o) => o.borrow_mut().state = Some(state),
-                        // OrderedDict attributes (state_dict._metadata) and tensor state: not needed.
-                        _ => {}
+                    // OrderedDict attributes (state_dict._metadata) and tensor state are not needed.
+                    if let Value::Object(o) = self.top()? {
+                        o.borrow_mut().state = Some(state);
                     }
                 }
                 b'Q' => {

@@ -87,10 +87,10 @@ pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
         f.read_to_end(&mut out).map_err(|e| corrupt(format!("cannot read `{name}` in the archive: {e}")))?;
         Ok(Some(out))
     };
-    if let Some(order) = read_entry(&format!("{prefix}byteorder"))? {
-        if order.trim_ascii() != b"little" {
-            return Err(corrupt(format!("byte order `{}` is not supported", String::from_utf8_lossy(&order))));
-        }
+    if let Some(order) = read_entry(&format!("{prefix}byteorder"))?
+        && order.trim_ascii() != b"little"
+    {
+        return Err(corrupt(format!("byte order `{}` is not supported", String::from_utf8_lossy(&order))));
     }
     let pkl = read_entry(&pkl_name)?.ok_or_else(|| corrupt("data.pkl vanished".into()))?;
     let mut pos = 0;
