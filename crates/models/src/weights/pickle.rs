@@ -113,6 +113,7 @@ impl Value {
     fn describe(&self) -> String {
         match self {
             Value::Global(m, n) => format!("{m}.{n}"),
+            Value::Object(o) => format!("an object built by {}", o.borrow().callable.describe()),
             other => format!("{other:?}").chars().take(80).collect(),
         }
     }
@@ -211,6 +212,7 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    storages: Vec<StorageRef>,
 }
 
 impl<'a> Machine<'a> {
@@ -489,6 +491,7 @@ impl<'a> Machine<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = storage_from_pid(&pid)?;
+                    self.storages.push(storage.clone());
                     self.stack.push(Value::Storage(storage));
                 }
                 other => {
@@ -501,10 +504,15 @@ impl<'a> Machine<'a> {
 
 /// Reads one pickle starting at `*pos`; on success `*pos` is just past its STOP opcode.
 pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, String> {
-    let mut m = Machine { data, pos: *pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    load_with_storages(data, pos).map(|(v, _)| v)
+}
+
+/// Like [`load`], also returning every storage the pickle references (in order of appearance).
+pub fn load_with_storages(data: &[u8], pos: &mut usize) -> Result<(Value, Vec<StorageRef>), String> {
+    let mut m = Machine { data, pos: *pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: Vec::new() };
     let v = m.run()?;
     *pos = m.pos;
-    Ok(v)
+    Ok((v, m.storages))
 }
 
 /// The `(name, tensor)` entries of a state dict, in file order.
