@@ -354,7 +354,7 @@ mod tests {
             "embedding_size = 128\nfreeze_trunk_epochs = 2\n[backbone]\ntype = \"resnet18\"\n[head]\ntype = \"mlp\"\nhidden = [512]\nbatch_norm = true\n",
         )
         .unwrap();
-        assert_eq!(c.backbone, BackboneSpec::Resnet18);
+        assert_eq!(c.backbone, BackboneSpec::Resnet18 {});
         assert_eq!(c.head, HeadSpec::Mlp { hidden: vec![512], batch_norm: true, dropout: 0.0 });
         assert!(c.normalize);
         let again = EmbeddingConfig::from_toml_str(&toml::to_string(&c).unwrap()).unwrap();

@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn same_padding_is_asymmetric_on_strided_convs() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let c = SameConv::new(vs.root() / "c", 1, 1, 3, 2, 1);
+        let mut c = SameConv::new(vs.root() / "c", 1, 1, 3, 2, 1);
         tch::no_grad(|| c.conv.ws.copy_(&Tensor::ones([1, 1, 3, 3], (Kind::Float, Device::Cpu))));
         let xs = Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu));
         let ys = c.forward(&xs);

@@ -88,14 +88,16 @@ fn default_widths() -> Vec<i64> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackboneSpec {
+    // Empty struct variants, not unit variants: serde ignores unknown fields of unit variants
+    // in internally tagged enums even with deny_unknown_fields.
     /// torchvision ResNet-18 (512 features).
-    Resnet18,
+    Resnet18 {},
     /// torchvision ResNet-34 (512 features).
-    Resnet34,
+    Resnet34 {},
     /// torchvision ResNet-50 (2048 features).
-    Resnet50,
+    Resnet50 {},
     /// EfficientNet-Lite0 (1280 features).
-    EfficientnetLite0,
+    EfficientnetLite0 {},
     /// A small CNN for fast tests: 3×3 conv–BN–ReLU–max-pool stages of the given widths.
     SmallCnn {
         #[serde(default = "default_widths")]
@@ -106,10 +108,10 @@ pub enum BackboneSpec {
 impl BackboneSpec {
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
-        if let BackboneSpec::SmallCnn { widths } = self {
-            if widths.is_empty() || widths.iter().any(|&w| w <= 0) {
-                return Err(ModelError::Config(format!("small_cnn widths must be positive and non-empty, got {widths:?}")));
-            }
+        if let BackboneSpec::SmallCnn { widths } = self
+            && (widths.is_empty() || widths.iter().any(|&w| w <= 0))
+        {
+            return Err(ModelError::Config(format!("small_cnn widths must be positive and non-empty, got {widths:?}")));
         }
         Ok(())
     }
@@ -117,9 +119,9 @@ impl BackboneSpec {
     /// Width of the pooled features.
     pub fn feature_dim(&self) -> i64 {
         match self {
-            BackboneSpec::Resnet18 | BackboneSpec::Resnet34 => 512,
-            BackboneSpec::Resnet50 => 2048,
-            BackboneSpec::EfficientnetLite0 => 1280,
+            BackboneSpec::Resnet18 {} | BackboneSpec::Resnet34 {} => 512,
+            BackboneSpec::Resnet50 {} => 2048,
+            BackboneSpec::EfficientnetLite0 {} => 1280,
             BackboneSpec::SmallCnn { widths } => *widths.last().unwrap_or(&0),
         }
     }
@@ -127,7 +129,7 @@ impl BackboneSpec {
     /// The input normalisation the backbone's pretrained weights expect.
     pub fn normalization(&self) -> Normalization {
         match self {
-            BackboneSpec::EfficientnetLite0 => Normalization::HALF,
+            BackboneSpec::EfficientnetLite0 {} => Normalization::HALF,
             _ => Normalization::IMAGENET,
         }
     }
@@ -136,10 +138,10 @@ impl BackboneSpec {
     pub fn build(&self, p: &nn::Path, num_classes: Option<i64>) -> Result<Box<dyn Backbone>> {
         self.validate()?;
         Ok(match self {
-            BackboneSpec::Resnet18 => Box::new(ResNet::new(p, ResNetDepth::R18, num_classes)),
-            BackboneSpec::Resnet34 => Box::new(ResNet::new(p, ResNetDepth::R34, num_classes)),
-            BackboneSpec::Resnet50 => Box::new(ResNet::new(p, ResNetDepth::R50, num_classes)),
-            BackboneSpec::EfficientnetLite0 => Box::new(EfficientNetLite::lite0(p, num_classes)),
+            BackboneSpec::Resnet18 {} => Box::new(ResNet::new(p, ResNetDepth::R18, num_classes)),
+            BackboneSpec::Resnet34 {} => Box::new(ResNet::new(p, ResNetDepth::R34, num_classes)),
+            BackboneSpec::Resnet50 {} => Box::new(ResNet::new(p, ResNetDepth::R50, num_classes)),
+            BackboneSpec::EfficientnetLite0 {} => Box::new(EfficientNetLite::lite0(p, num_classes)),
             BackboneSpec::SmallCnn { widths } => Box::new(SmallCnn::new(p, widths, num_classes)),
         })
     }
@@ -168,4 +170,28 @@ pub(crate) fn batch_norm(p: nn::Path, c: i64, eps: f64, momentum: f64) -> nn::Ba
 /// Global average pooling to `[N, C]`.
 pub(crate) fn global_pool(xs: &Tensor) -> Tensor {
     xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_from_tagged_json() {
+        let s: BackboneSpec = serde_json::from_str(r#"{"type": "efficientnet_lite0"}"#).unwrap();
+        assert_eq!(s, BackboneSpec::EfficientnetLite0 {});
+        assert_eq!(serde_json::to_string(&BackboneSpec::Resnet50 {}).unwrap(), r#"{"type":"resnet50"}"#);
+        let s: BackboneSpec = serde_json::from_str(r#"{"type": "small_cnn"}"#).unwrap();
+        assert_eq!(s.feature_dim(), 64);
+        assert!(serde_json::from_str::<BackboneSpec>(r#"{"type": "resnet18", "depth": 18}"#).is_err());
+        assert!(serde_json::from_str::<BackboneSpec>(r#"{"type": "resnet101"}"#).is_err());
+    }
+
+    #[test]
+    fn normalization_matches_the_formula() {
+        let xs = Tensor::ones([1, 3, 2, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let ys = Normalization::IMAGENET.apply(&xs);
+        let v = ys.double_value(&[0, 2, 1, 1]);
+        assert!((v - (1.0 - 0.406) / 0.225).abs() < 1e-6);
+    }
 }

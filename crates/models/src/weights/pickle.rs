@@ -113,6 +113,7 @@ impl Value {
     fn describe(&self) -> String {
         match self {
             Value::Global(m, n) => format!("{m}.{n}"),
+            Value::Object(o) => format!("an object built by {}", o.borrow().callable.describe()),
             other => format!("{other:?}").chars().take(80).collect(),
         }
     }
@@ -211,6 +212,7 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    storages: Vec<StorageRef>,
 }
 
 impl<'a> Machine<'a> {
@@ -263,7 +265,7 @@ impl<'a> Machine<'a> {
         self.memo.get(&idx).cloned().ok_or_else(|| format!("pickle memo entry {idx} is missing"))
     }
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let target = self.top()?;
@@ -481,15 +483,15 @@ impl<'a> Machine<'a> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match self.top()? {
-                        Value::Object(o) => o.borrow_mut().state = Some(state),
-                        // OrderedDict attributes (state_dict._metadata) and tensor state: not needed.
-                        _ => {}
+                    // OrderedDict attributes (state_dict._metadata) and tensor state are not needed.
+                    if let Value::Object(o) = self.top()? {
+                        o.borrow_mut().state = Some(state);
                     }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = storage_from_pid(&pid)?;
+                    self.storages.push(storage.clone());
                     self.stack.push(Value::Storage(storage));
                 }
                 other => {
@@ -502,10 +504,15 @@ impl<'a> Machine<'a> {
 
 /// Reads one pickle starting at `*pos`; on success `*pos` is just past its STOP opcode.
 pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, String> {
-    let mut m = Machine { data, pos: *pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
+    load_with_storages(data, pos).map(|(v, _)| v)
+}
+
+/// Like [`load`], also returning every storage the pickle references (in order of appearance).
+pub fn load_with_storages(data: &[u8], pos: &mut usize) -> Result<(Value, Vec<StorageRef>), String> {
+    let mut m = Machine { data, pos: *pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: Vec::new() };
     let v = m.run()?;
     *pos = m.pos;
-    Ok(v)
+    Ok((v, m.storages))
 }
 
 /// The `(name, tensor)` entries of a state dict, in file order.

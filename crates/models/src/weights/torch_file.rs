@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::pickle::{self, StorageRef, TensorRef, Value};
 use crate::error::{ModelError, Result};
@@ -87,10 +87,10 @@ pub fn read_zip(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
         f.read_to_end(&mut out).map_err(|e| corrupt(format!("cannot read `{name}` in the archive: {e}")))?;
         Ok(Some(out))
     };
-    if let Some(order) = read_entry(&format!("{prefix}byteorder"))? {
-        if order.trim_ascii() != b"little" {
-            return Err(corrupt(format!("byte order `{}` is not supported", String::from_utf8_lossy(&order))));
-        }
+    if let Some(order) = read_entry(&format!("{prefix}byteorder"))?
+        && order.trim_ascii() != b"little"
+    {
+        return Err(corrupt(format!("byte order `{}` is not supported", String::from_utf8_lossy(&order))));
     }
     let pkl = read_entry(&pkl_name)?.ok_or_else(|| corrupt("data.pkl vanished".into()))?;
     let mut pos = 0;
@@ -130,14 +130,14 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
             return Err(corrupt("big-endian checkpoints are not supported".into()));
         }
     }
-    let root = pickle::load(bytes, &mut pos).map_err(|e| corrupt(format!("state dict: {e}")))?;
+    let (root, referenced) = pickle::load_with_storages(bytes, &mut pos).map_err(|e| corrupt(format!("state dict: {e}")))?;
     let entries = pickle::state_dict_entries(&root).map_err(corrupt)?;
     let keys = pickle::load(bytes, &mut pos).map_err(|e| corrupt(format!("storage key list: {e}")))?;
     let Value::List(keys) = keys else {
         return Err(corrupt("the storage key list is not a list".into()));
     };
-    // Element type of each root storage, from the tensors that use it.
-    let kinds: HashMap<&str, &StorageRef> = entries.iter().map(|(_, t)| (t.storage.key.as_str(), &t.storage)).collect();
+    // Element type of each root storage, from the persistent ids that reference it.
+    let kinds: HashMap<&str, &StorageRef> = referenced.iter().map(|s| (s.key.as_str(), s)).collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in keys.borrow().iter() {
         let key = match key {
@@ -145,7 +145,11 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
             Value::Int(i) => i.to_string(),
             other => return Err(corrupt(format!("storage key {other:?} is not a string"))),
         };
-        let elem = kinds.get(key.as_str()).map_or(Kind::Uint8, |s| s.kind).elt_size_in_bytes();
+        let elem = kinds
+            .get(key.as_str())
+            .ok_or_else(|| corrupt(format!("storage `{key}` is listed but never referenced")))?
+            .kind
+            .elt_size_in_bytes();
         let count_bytes =
             bytes.get(pos..pos + 8).ok_or_else(|| corrupt(format!("file ends before storage `{key}` (truncated?)")))?;
         let count = i64::from_le_bytes(count_bytes.try_into().unwrap());
