@@ -6,6 +6,7 @@
 //! - 1: a negative answer that is not an error (for `query`: unknown brand)
 //! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
+mod bench;
 mod data;
 mod demo;
 mod eval;
@@ -40,6 +41,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
     Embed(train::EmbedArgs),
+    /// Run an experiment grid with class-disjoint cross-validation (resumable) and write a report.
+    Bench(bench::BenchArgs),
     /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Embed(args) => train::embed(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
