@@ -600,6 +600,7 @@ impl Gallery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Three brands in 3-D: a near e0, b near e1, c near e2.
     fn gallery() -> Gallery {
@@ -782,6 +783,60 @@ mod tests {
             empty.rank_brands(&[1.0, 0.0, 0.0], 1),
             Err(IndexError::EmptyGallery)
         ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn rank_brands_is_the_brute_force_per_brand_maximum(
+            labels in proptest::collection::vec(0u32..6, 1..80),
+            seed in any::<u64>(),
+            k in 1usize..8,
+            l2 in any::<bool>(),
+            drop_brand in 0u32..6,
+        ) {
+            // Small-integer rows: every L2 distance is exact, so ranks must match exactly
+            // (cosine is compared by value).
+            let d = 3;
+            let mut s = seed;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 33) % 7) as f32 - 3.0 };
+            let metric = if l2 { Metric::L2Squared } else { Metric::Cosine };
+            let mut g = Gallery::with_metric(d, "m", metric).unwrap();
+            for (i, &l) in labels.iter().enumerate() {
+                let mut row: Vec<f32> = (0..d).map(|_| next()).collect();
+                if row.iter().all(|&v| v == 0.0) { row[0] = 1.0; }
+                g.add(&format!("brand{l}"), &row, &[format!("{i}.png")]).unwrap();
+            }
+            // Removing a brand must keep rows, labels and paths aligned.
+            let dropped = format!("brand{drop_brand}");
+            if g.brands().len() > 1 && g.remove(&dropped).is_ok() {
+                prop_assert!(g.list().iter().all(|b| b.rows > 0 && b.brand != dropped));
+                // Every surviving row still carries its original brand and path.
+                for i in 0..g.len() {
+                    let original: usize = g.paths()[i].to_str().unwrap().trim_end_matches(".png").parse().unwrap();
+                    prop_assert_eq!(&g.brands()[g.labels()[i] as usize], &format!("brand{}", labels[original]));
+                }
+            }
+            prop_assert_eq!(g.list().iter().map(|b| b.rows).sum::<usize>(), g.len());
+            let q: Vec<f32> = vec![1.0, -2.0, 0.5];
+            let got = g.rank_brands(&q, k).unwrap();
+            // Brute force: best similarity per brand.
+            let qn = if l2 { q.clone() } else { let n = q.iter().map(|v| v * v).sum::<f32>().sqrt(); q.iter().map(|v| v / n).collect() };
+            let mut best: Vec<(f32, usize)> = vec![(f32::NEG_INFINITY, usize::MAX); g.brands().len()];
+            for i in 0..g.len() {
+                let sim = crate::backend::similarity(metric, &qn, g.row(i));
+                let b = &mut best[g.labels()[i] as usize];
+                if sim > b.0 { *b = (sim, i); }
+            }
+            let mut want: Vec<(f32, usize)> = best;
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            prop_assert_eq!(got.len(), k.min(g.brands().len()));
+            for (m, w) in got.iter().zip(&want) {
+                prop_assert!((m.similarity - w.0).abs() < 1e-5, "{} vs {}", m.similarity, w.0);
+                prop_assert_eq!(g.brand_id(&m.brand), Some(g.labels()[m.row]));
+                if l2 { prop_assert_eq!(m.row, w.1); }
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Modules:
 //! * [`gallery`] — enrolment (`add`, `remove`, `list`), `search` (rows), `identify` (brands + decision).
-//! * [`format`] — the versioned, checksummed, atomically written file format.
+//! * [`format`](mod@format) — the versioned, checksummed, atomically written file format.
 //! * [`backend`] — exact (`proxima_eval::knn`) and HNSW (`hnsw_rs`) search, one enum.
 //! * [`calibrate`] — thresholds for a target FMR (`proxima_eval::threshold_for_fmr`).
 //! * [`bench`] — recall@10 and queries/s of HNSW vs exact, for `proxima perf`.
