@@ -13,7 +13,7 @@
 //! * [`format`](mod@format) — the versioned, checksummed, atomically written file format.
 //! * [`backend`] — exact (`proxima_eval::knn`) and HNSW (`hnsw_rs`) search, one enum.
 //! * [`calibrate`] — thresholds for a target FMR (`proxima_eval::threshold_for_fmr`).
-//! * [`bench`] — recall@10 and queries/s of HNSW vs exact, for `proxima perf`.
+//! * [`bench`](mod@bench) — recall@10 and queries/s of HNSW vs exact, for `proxima perf`.
 //! * [`error`] — typed errors; file errors name their path.
 
 pub mod backend;
