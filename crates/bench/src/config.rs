@@ -291,7 +291,9 @@ pub fn short(v: &toml::Value) -> String {
 /// Expands the grid, the named runs and the search into configurations (names unique).
 pub fn expand(cfg: &BenchConfig) -> Result<Vec<Variant>> {
     // Cartesian product of the grid, keys in sorted order.
-    let mut points: Vec<(Vec<String>, Vec<(String, toml::Value)>)> = vec![(Vec::new(), Vec::new())];
+    // (name parts, overrides) of every grid point built so far.
+    type Point = (Vec<String>, Vec<(String, toml::Value)>);
+    let mut points: Vec<Point> = vec![(Vec::new(), Vec::new())];
     for (key, values) in &cfg.grid {
         let values = values.as_array().expect("validated");
         let mut next = Vec::with_capacity(points.len() * values.len());

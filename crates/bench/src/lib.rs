@@ -50,6 +50,19 @@ pub enum Progress<'a> {
     Failed { spec: &'a RunSpec, error: &'a BenchError },
 }
 
+/// A run that failed (it is retried when the bench runs again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Configuration name.
+    pub config: String,
+    /// Training seed.
+    pub seed: u64,
+    /// Fold (0-based).
+    pub fold: usize,
+    /// The error.
+    pub message: String,
+}
+
 /// What a bench did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -57,8 +70,8 @@ pub struct Outcome {
     pub ran: usize,
     /// Runs skipped because their result line existed.
     pub skipped: usize,
-    /// Runs that failed: (configuration, seed, fold, message).
-    pub failed: Vec<(String, u64, usize, String)>,
+    /// Runs that failed.
+    pub failed: Vec<Failure>,
     /// The report written at the end.
     pub report: ReportFiles,
 }
@@ -111,7 +124,7 @@ pub type Runner<'r> = dyn FnMut(&RunSpec, &Path, bool, &mut dyn FnMut(&Event)) -
 
 /// Runs every spec without a result line (resuming a run whose directory holds a checkpoint),
 /// appending one result line per finished run. Returns (ran, skipped, failed).
-pub fn execute(specs: &[RunSpec], out: &Path, store: &mut ResultsStore, runner: &mut Runner, on: &mut dyn FnMut(Progress)) -> Result<(usize, usize, Vec<(String, u64, usize, String)>)> {
+pub fn execute(specs: &[RunSpec], out: &Path, store: &mut ResultsStore, runner: &mut Runner, on: &mut dyn FnMut(Progress)) -> Result<(usize, usize, Vec<Failure>)> {
     let commit = git_commit();
     let (mut ran, mut skipped, mut failed) = (0, 0, Vec::new());
     for (index, spec) in specs.iter().enumerate() {
@@ -133,7 +146,7 @@ pub fn execute(specs: &[RunSpec], out: &Path, store: &mut ResultsStore, runner: 
             }
             Err(error) => {
                 on(Progress::Failed { spec, error: &error });
-                failed.push((spec.config.clone(), spec.seed, spec.fold, error.to_string()));
+                failed.push(Failure { config: spec.config.clone(), seed: spec.seed, fold: spec.fold, message: error.to_string() });
             }
         }
     }
@@ -198,7 +211,7 @@ mod tests {
         let (ran, skipped, failed) = execute(&specs, out, &mut store, &mut runner, &mut |_| {}).unwrap();
         assert_eq!(calls, [("bbbb".to_string(), false), ("cccc".to_string(), true), ("dddd".to_string(), false)]);
         assert_eq!((ran, skipped, failed.len()), (2, 1, 1));
-        assert!(failed[0].3.contains("boom"));
+        assert!(failed[0].message.contains("boom"));
         let lines = store::load(&out.join("results.jsonl")).unwrap().results;
         assert_eq!(lines.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["aaaa", "bbbb", "cccc"]);
         assert!(lines[2].resumed && !lines[1].resumed);

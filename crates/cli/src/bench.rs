@@ -70,8 +70,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
     println!("report: {} and {}", outcome.report.markdown.display(), outcome.report.html.display());
     if !outcome.failed.is_empty() {
-        for (config, seed, fold, message) in &outcome.failed {
-            eprintln!("failed: {config} (seed {seed}, fold {fold}): {message}");
+        for f in &outcome.failed {
+            eprintln!("failed: {} (seed {}, fold {}): {}", f.config, f.seed, f.fold, f.message);
         }
         bail!("{} runs failed; run the same command again to retry them (finished runs are skipped)", outcome.failed.len());
     }
