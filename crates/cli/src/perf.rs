@@ -2,12 +2,21 @@
 //!
 //! Peak memory is a per-process high-water mark, so by default every workload runs in a fresh
 //! child process (`proxima perf --only NAME --in-process`) and the parent forwards its line.
+//!
+//! `--device cuda` runs the loss, miner and training workloads on the GPU (a `--features cuda`
+//! build); the evaluation workloads always run on the CPU. Peak memory is host memory only.
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use proxima_core::loss::BuildContext;
+use proxima_core::{Batch, LossSpec};
+use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
+use proxima_train::trainer::autocast_bf16;
+use proxima_train::{Optimizer, OptimizerConfig, ParamGroup};
 use serde::Serialize;
+use tch::{Device, Kind, Tensor, nn};
 
 /// Arguments of `proxima perf`.
 #[derive(Args)]
@@ -27,6 +36,9 @@ pub struct PerfArgs {
     /// List the workload names and exit.
     #[arg(long)]
     list: bool,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// One result line, fields in the documented order.
@@ -37,14 +49,22 @@ struct Line<'a> {
     median_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_rss_mb: Option<f64>,
+    /// Training workloads: images per second at the median step time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images_per_s: Option<f64>,
+    /// Set when not the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
-/// One benchmark workload.
+/// One benchmark workload: `run(samples, device)` returns the median seconds of one sample.
 struct Workload {
     name: String,
-    run: Box<dyn Fn(usize) -> Result<f64>>,
+    /// Images per sample (training workloads), for `images_per_s`.
+    images: Option<usize>,
+    run: Box<dyn Fn(usize, Device) -> Result<f64>>,
 }
 
 fn workloads() -> Vec<Workload> {
@@ -52,8 +72,9 @@ fn workloads() -> Vec<Workload> {
         .into_iter()
         .map(|w| Workload {
             name: w.name.clone(),
-            run: Box::new(move |samples| {
-                let r = proxima_core::perf::run(&w, samples);
+            images: None,
+            run: Box::new(move |samples, device| {
+                let r = proxima_core::perf::run_on(&w, samples, device);
                 match r.error {
                     Some(e) => bail!("{e}"),
                     None => Ok(r.median_s),
@@ -64,13 +85,63 @@ fn workloads() -> Vec<Workload> {
     for (n, d) in [(10_000usize, 128usize), (50_000, 128), (200_000, 128)] {
         all.push(Workload {
             name: format!("eval/accuracy/N={n},D={d}"),
-            run: Box::new(move |samples| {
+            images: None,
+            run: Box::new(move |samples, _device| {
                 let report = proxima_eval::perf_accuracy_runs(n, d, 0, samples).with_context(|| format!("eval/accuracy N={n}"))?;
                 Ok(report.median_seconds)
             }),
         });
     }
+    for (size, batch) in [(224, 256), (64, 32)] {
+        for (variant, bf16) in [("resnet18", false), ("resnet18-bf16", true)] {
+            all.push(Workload {
+                name: format!("train/{variant}/size={size},batch={batch}"),
+                images: Some(batch as usize),
+                run: Box::new(move |samples, device| train_steps(size, batch, bf16, samples, device)),
+            });
+        }
+    }
     all
+}
+
+/// Full training steps of a ResNet-18 embedding model (linear 512→128 head, L2-normalised) on
+/// random images: forward, triplet margin loss (margin 0.1, all triplets, 4 images per class),
+/// backward and SGD with momentum 0.9 — the same work as `benchmarks/pytorch_train_step.py`.
+/// With `bf16` the forward runs under bfloat16 autocast (`[train] autocast_bf16`).
+/// One untimed warm-up step, then `samples` timed steps; returns the median step time.
+fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::Resnet18 {}, 128), device)?;
+    let loss_vs = nn::VarStore::new(device);
+    let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "TripletMarginLoss", "margin": 0.1, "triplets_per_anchor": "all"}))?;
+    let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
+    let params = proxima_train::model::trainable_with_prefix(model.var_store(), "");
+    let sgd = OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+    let mut optimizer = Optimizer::new(sgd, vec![ParamGroup { name: "model".into(), lr: 0.01, params }])?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let labels = (Tensor::arange(batch, (Kind::Int64, device)) / 4).to_kind(Kind::Int64);
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut times = Vec::with_capacity(samples.max(1));
+    for i in 0..=samples.max(1) {
+        sync();
+        let start = std::time::Instant::now();
+        optimizer.zero_grad();
+        let emb = if bf16 { autocast_bf16(device, || model.embed_t(&x, true)).to_kind(Kind::Float) } else { model.embed_t(&x, true) };
+        let value = loss.forward(&Batch::new(&emb, &labels), None)?;
+        value.backward();
+        optimizer.step(1.0);
+        sync();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 })
 }
 
 /// Runs `proxima perf`.
@@ -91,24 +162,33 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
         selected.iter().for_each(|w| println!("{}", w.name));
         return Ok(ExitCode::SUCCESS);
     }
+    let device = proxima_train::experiment::available_device(&args.device)?;
+    let device_field = (device != Device::Cpu).then(|| args.device.clone());
     let mut failed = false;
     for w in selected {
         if args.in_process {
-            match (w.run)(args.samples) {
+            match (w.run)(args.samples, device) {
                 Ok(median) => {
-                    let line = Line { workload: &w.name, median_s: Some(median), peak_rss_mb: proxima_core::perf::peak_rss_mb().map(|m| m.round()), error: None };
+                    let line = Line {
+                        workload: &w.name,
+                        median_s: Some(median),
+                        peak_rss_mb: proxima_core::perf::peak_rss_mb().map(|m| m.round()),
+                        images_per_s: w.images.map(|n| (n as f64 / median * 10.0).round() / 10.0),
+                        device: device_field.clone(),
+                        error: None,
+                    };
                     println!("{}", serde_json::to_string(&line)?);
                 }
                 Err(e) => {
                     failed = true;
-                    let line = Line { workload: &w.name, median_s: None, peak_rss_mb: None, error: Some(format!("{e:#}")) };
+                    let line = Line { workload: &w.name, median_s: None, peak_rss_mb: None, images_per_s: None, device: device_field.clone(), error: Some(format!("{e:#}")) };
                     println!("{}", serde_json::to_string(&line)?);
                 }
             }
         } else {
             let exe = std::env::current_exe().context("cannot locate the proxima executable")?;
             let out = Command::new(exe)
-                .args(["perf", "--in-process", "--samples", &args.samples.to_string(), "--only", &w.name])
+                .args(["perf", "--in-process", "--device", &args.device, "--samples", &args.samples.to_string(), "--only", &w.name])
                 .output()
                 .with_context(|| format!("cannot start a child process for {}", w.name))?;
             print!("{}", String::from_utf8_lossy(&out.stdout));

@@ -117,7 +117,7 @@ pub struct EmbedArgs {
 
 /// Runs `proxima embed`.
 pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
-    let device = experiment::parse_device(&args.device)?;
+    let device = experiment::available_device(&args.device)?;
     let model = proxima_train::artifact::load_model_dir(&args.model, device).with_context(|| format!("loading the model {}", args.model.display()))?;
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut labels: Vec<Option<String>> = Vec::new();

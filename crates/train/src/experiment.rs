@@ -171,6 +171,25 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// [`parse_device`], then checks that the device can be used: `cuda` needs a CUDA-enabled build
+/// (`--features cuda`, which links `libtorch_cuda.so`) and a visible GPU; `cuda:N` needs more than
+/// N GPUs. Device selection consults `tch::Cuda::is_available()` here and nowhere else.
+pub fn available_device(s: &str) -> Result<Device> {
+    let device = parse_device(s)?;
+    if let Device::Cuda(i) = device {
+        if !tch::Cuda::is_available() {
+            return Err(TrainError::Config(format!(
+                "device '{s}': CUDA is not available (build with `--features cuda`, and check that the GPU and its driver are visible: nvidia-smi)"
+            )));
+        }
+        let count = tch::Cuda::device_count();
+        if i as i64 >= count {
+            return Err(TrainError::Config(format!("device '{s}': only {count} CUDA device(s) are visible")));
+        }
+    }
+    Ok(device)
+}
+
 /// Loads the data set of an experiment (scan problems are reported, not fatal, unless no class is left).
 pub fn load_dataset(cfg: &DataConfig) -> Result<(Dataset, Vec<proxima_data::Issue>)> {
     let data_err = |e: proxima_data::DataError| TrainError::Config(format!("data: {e}"));
@@ -208,6 +227,7 @@ fn normalize_of(model: &EmbeddingModel) -> Normalize {
 
 /// Runs (or resumes) an experiment into `run_dir`.
 pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<RunSummary> {
+    let device = available_device(&cfg.device)?;
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
     let resolved_path = run_dir.join("config.toml");
     if resume && resolved_path.exists() {
@@ -217,7 +237,6 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
         }
     }
     crate::checkpoint::write_atomic(&resolved_path, toml::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?.as_bytes())?;
-    let device = parse_device(&cfg.device)?;
     let (dataset, _issues) = load_dataset(&cfg.data)?;
     let split_path = run_dir.join("split.json");
     let split = match (&cfg.split_file, resume && split_path.exists()) {

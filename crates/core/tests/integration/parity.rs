@@ -1,6 +1,10 @@
 //! Parity with pytorch-metric-learning 2.9: every case of every reference file is run and must
 //! match within 1e-4 relative / 1e-5 absolute. The directory comes from `PROXIMA_PARITY_DIR`
 //! (default `../shared/parity` beside the workspace). A case that cannot be run is a failure.
+//!
+//! `PROXIMA_TEST_DEVICE` (`cpu`, the default, `cuda` or `cuda:N`) is where inputs, loss weights and
+//! every computation live, with the same tolerances; CUDA needs the test binary built with
+//! `--features cuda` (it links `libtorch_cuda.so`) and a visible GPU, else the tests fail.
 
 use std::path::PathBuf;
 
@@ -11,6 +15,25 @@ use tch::{Device, Kind, Tensor, nn};
 
 const RTOL: f64 = 1e-4;
 const ATOL: f64 = 1e-5;
+
+/// The device of the parity tests, from `PROXIMA_TEST_DEVICE` (default `cpu`).
+pub fn test_device() -> Device {
+    let s = std::env::var("PROXIMA_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = match s.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .unwrap_or_else(|| panic!("PROXIMA_TEST_DEVICE must be cpu, cuda or cuda:N, got '{s}'")),
+    };
+    if let Device::Cuda(i) = device {
+        assert!(tch::Cuda::is_available(), "PROXIMA_TEST_DEVICE={s} but CUDA is not available (build the tests with --features cuda; is a GPU visible?)");
+        assert!((i as i64) < tch::Cuda::device_count(), "PROXIMA_TEST_DEVICE={s} but only {} CUDA device(s) are visible", tch::Cuda::device_count());
+    }
+    device
+}
 
 /// The parity directory, or None (with a message) when it is absent.
 pub fn parity_dir() -> Option<PathBuf> {
@@ -83,7 +106,7 @@ pub fn compare(what: &str, got: &[f64], want: &[f64]) -> Result<(), String> {
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).expect("tensor values")
+    Vec::<f64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double).flatten(0, -1)).expect("tensor values")
 }
 
 /// `{name, params}` of the reference as this crate's tagged JSON configuration.
@@ -132,10 +155,11 @@ fn run_run(what: &str, cases: &[Value], run: impl Fn(&Value) -> Result<(), Strin
 #[test]
 fn parity_distances() {
     let Some(cases) = cases("distances.json") else { return };
+    let device = test_device();
     run_run("distances", &cases, |case| {
         let d = distance(&case["distance"])?;
-        let q = matrix(&case["inputs"]["query"]);
-        let r = matrix(&case["inputs"]["reference"]);
+        let q = matrix(&case["inputs"]["query"]).to_device(device);
+        let r = matrix(&case["inputs"]["reference"]).to_device(device);
         let m = d.matrix(&q, Some(&r)).map_err(|e| e.to_string())?;
         let (want, shape) = flat(&case["expected"]["matrix"]);
         if m.size() != shape {
@@ -157,6 +181,7 @@ fn mined(case: &Value, emb: &Tensor, labels: &Tensor) -> Result<Option<Tuples>, 
 #[test]
 fn parity_losses() {
     let Some(cases) = cases("losses.json") else { return };
+    let device = test_device();
     run_run("losses", &cases, |case| {
         let loss_cfg = &case["loss"];
         let mut spec = component(loss_cfg, &["num_classes", "embedding_size"]);
@@ -167,7 +192,7 @@ fn parity_losses() {
             spec["reducer"] = component(&case["reducer"], &[]);
         }
         let spec: LossSpec = serde_json::from_value(spec).map_err(|e| format!("loss config: {e}"))?;
-        let vs = nn::VarStore::new(Device::Cpu);
+        let vs = nn::VarStore::new(device);
         let root = vs.root();
         let ctx = BuildContext {
             num_classes: loss_cfg["params"]["num_classes"].as_i64(),
@@ -183,12 +208,12 @@ fn parity_losses() {
                 if p.size() != shape {
                     return Err(format!("parameter '{name}' has shape {:?}, the reference {shape:?}", p.size()));
                 }
-                let src = Tensor::from_slice(&data).to_kind(p.kind()).view(shape.as_slice());
+                let src = Tensor::from_slice(&data).to_kind(p.kind()).view(shape.as_slice()).to_device(p.device());
                 tch::no_grad(|| p.shallow_clone().copy_(&src));
             }
         }
-        let emb = matrix(&case["inputs"]["embeddings"]).set_requires_grad(true);
-        let lab = labels(&case["inputs"]["labels"]);
+        let emb = matrix(&case["inputs"]["embeddings"]).to_device(device).set_requires_grad(true);
+        let lab = labels(&case["inputs"]["labels"]).to_device(device);
         let tuples = mined(case, &emb, &lab)?;
         let value = loss.forward(&Batch::new(&emb, &lab), tuples.as_ref()).map_err(|e| e.to_string())?;
         let exp = &case["expected"];
@@ -214,9 +239,10 @@ fn parity_losses() {
 #[test]
 fn parity_miners() {
     let Some(cases) = cases("miners.json") else { return };
+    let device = test_device();
     run_run("miners", &cases, |case| {
-        let emb = matrix(&case["inputs"]["embeddings"]);
-        let lab = labels(&case["inputs"]["labels"]);
+        let emb = matrix(&case["inputs"]["embeddings"]).to_device(device);
+        let lab = labels(&case["inputs"]["labels"]).to_device(device);
         let mut mcase = case["miner"].clone();
         mcase["distance"] = case["distance"].clone();
         let wrapper = json!({ "miner": mcase });

@@ -86,7 +86,7 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
     let train_loader = Loader::new(Arc::new(train_ds.clone()), Pipeline::new(PipelineConfig::train(32), 9).unwrap(), lcfg).unwrap();
     let val_loader = Loader::new(Arc::new(val_ds.clone()), Pipeline::new(PipelineConfig::eval(32), 0).unwrap(), lcfg).unwrap();
     let schedule = Schedule::Cosine { warmup_epochs: 0.5, min_factor: 0.1 };
-    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), checkpoint_every_steps: 2, classifier_weight: 0.0 };
+    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), checkpoint_every_steps: 2, classifier_weight: 0.0, autocast_bf16: false };
     let parts = Parts {
         device: Device::Cpu,
         seed: 7,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU check, run ON the device machine (x86-64, NVIDIA GPU, PyTorch 2.11 in its python3, no Rust).
+#
+#   scripts/gpu-check.sh BUNDLE [PARITY_DIR]
+#
+# BUNDLE is what scripts/build-gpu-bundle.sh made (.gpu-bundle/): bin/proxima and
+# bin/core-integration built with --features cuda, parity/ (the reference JSONs) and
+# pytorch_train_step.py. PARITY_DIR defaults to BUNDLE/parity. libtorch comes from the machine's
+# own PyTorch install (LD_LIBRARY_PATH = its torch/lib, which finds the CUDA libraries through its
+# rpath). Steps, each under its own time limit (under 8 minutes in all):
+#   1. nvidia-smi, and which libtorch/CUDA libraries the binary resolves;
+#   2. the core parity tests (distances, losses + gradients, miners) with PROXIMA_TEST_DEVICE=cuda;
+#   3. `proxima perf --device cuda --filter B=4096` (losses and miners at B=4096);
+#   4. ResNet-18 training throughput, 224×224, batch 256, triplet loss, fp32 and bf16 autocast,
+#      next to PyTorch eager on the same work (benchmarks/pytorch_train_step.py).
+# Everything is tee'd to $OUT/gpu-check.log ($OUT defaults to ./gpu-check-out). Exit status 1
+# when any step failed; the later steps still run.
+set -uo pipefail
+bundle=$(cd "${1:?usage: gpu-check.sh BUNDLE [PARITY_DIR]}" && pwd)
+parity=$(cd "${2:-$bundle/parity}" && pwd)
+out=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$out"
+exec > >(tee -a "$out/gpu-check.log") 2>&1
+
+torch_dir=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))') || { echo "python3 cannot import torch"; exit 1; }
+export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+proxima="$bundle/bin/proxima"
+failed=()
+step() { echo; echo "=== $* [$(date +%T)]"; }
+# run LIMIT_SECONDS NAME COMMAND...: runs with a time limit, records a failure, never aborts.
+run() {
+  local limit=$1 name=$2; shift 2
+  local start=$SECONDS
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  echo "--- $name: exit $rc after $((SECONDS - start)) s"
+  [[ $rc -eq 0 ]] || failed+=("$name (exit $rc)")
+}
+
+step "machine"
+run 20 nvidia-smi nvidia-smi
+python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+ldd "$proxima" | grep -E 'torch|c10|cuda|not found'
+if ! ldd "$proxima" | grep -q 'libtorch_cuda.so'; then
+  echo "proxima does not link libtorch_cuda.so: rebuild with --features cuda"
+  failed+=("libtorch_cuda.so not linked")
+fi
+
+step "parity tests on cuda (PROXIMA_TEST_DEVICE=cuda, same tolerances as on the CPU)"
+PROXIMA_TEST_DEVICE=cuda PROXIMA_PARITY_DIR="$parity" run 120 parity "$bundle/bin/core-integration" parity --nocapture
+
+step "proxima perf --device cuda --filter B=4096"
+run 120 perf-B4096 "$proxima" perf --device cuda --filter B=4096
+
+step "ResNet-18 training steps, 224x224, batch 256, triplet loss (proxima, fp32 then bf16 autocast)"
+run 75 train-fp32 "$proxima" perf --device cuda --only train/resnet18/size=224,batch=256 --samples 20
+run 75 train-bf16 "$proxima" perf --device cuda --only train/resnet18-bf16/size=224,batch=256 --samples 20
+
+step "the same in PyTorch eager: pytorch_train_step.py 224 256 20 16 cuda"
+run 60 pytorch-reference python3 "$bundle/pytorch_train_step.py" 224 256 20 16 cuda
+
+step "summary"
+if [[ ${#failed[@]} -eq 0 ]]; then
+  echo "all steps passed"
+  exit 0
+fi
+printf 'FAILED: %s\n' "${failed[@]}"
+exit 1
