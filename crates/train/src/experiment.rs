@@ -282,9 +282,11 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     ];
     let mut optimizer = Optimizer::new(cfg.optimizer.clone(), groups)?;
 
-    let test_before = match (&test_loader, resume) {
-        (Some(l), false) => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
-        _ => None,
+    // The model is freshly initialised from the seed here (a resume restores its weights inside
+    // the loop), so this is the untrained baseline for a resumed run too.
+    let test_before = match &test_loader {
+        Some(l) => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
+        None => None,
     };
     let state = trainer::run(
         Parts {
