@@ -49,11 +49,26 @@ const AT_KS: [usize; 3] = [1, 5, 10];
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Query embeddings: .npy (float32/float64, rows × dim), .csv or .tsv (one row per line).
-    #[arg(long)]
-    embeddings: PathBuf,
+    #[arg(long, required_unless_present = "model", requires = "labels", conflicts_with = "model")]
+    embeddings: Option<PathBuf>,
     /// Query labels: .npy (int32/int64) or text, one label per line (names allowed).
-    #[arg(long)]
-    labels: PathBuf,
+    #[arg(long, requires = "embeddings")]
+    labels: Option<PathBuf>,
+    /// Embed images with this trained model (run or model directory) instead of reading embeddings.
+    #[arg(long, requires = "data")]
+    model: Option<PathBuf>,
+    /// With --model: a class-per-folder tree or a manifest (CSV/JSONL) of labelled images.
+    #[arg(long, requires = "model")]
+    data: Option<PathBuf>,
+    /// With --model: a split file (a run's split.json) selecting which classes to evaluate.
+    #[arg(long, requires = "model")]
+    split: Option<PathBuf>,
+    /// With --split: the part to evaluate.
+    #[arg(long, value_enum, default_value_t = PartArg::Test)]
+    part: PartArg,
+    /// With --model: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Reference (gallery) embeddings; without them each query searches the other queries.
     #[arg(long, requires = "reference_labels")]
     reference_embeddings: Option<PathBuf>,
@@ -75,6 +90,46 @@ pub struct EvalArgs {
     /// Seed of k-means and of pair sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// Which part of a split to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PartArg {
+    Train,
+    Val,
+    Test,
+}
+
+/// Embeds the labelled images of `--data` (optionally one part of a split) with `--model`.
+fn embed_data(args: &EvalArgs, model_dir: &Path, data: &Path) -> Result<(EmbeddingFile, RawLabels)> {
+    let device = proxima_train::experiment::available_device(&args.device)?;
+    let model = proxima_train::artifact::load_model_dir(model_dir, device).with_context(|| format!("loading the model {}", model_dir.display()))?;
+    let dataset = if data.is_dir() {
+        let scan = proxima_data::Dataset::scan_folder(data, &proxima_data::ScanOptions::default()).with_context(|| format!("reading {}", data.display()))?;
+        for issue in &scan.issues {
+            eprintln!("skipped {}: {}", issue.path, issue.reason);
+        }
+        scan.dataset
+    } else {
+        proxima_data::Dataset::from_manifest(data).with_context(|| format!("reading the manifest {}", data.display()))?
+    };
+    let dataset = match &args.split {
+        Some(f) => {
+            let split = proxima_data::Split::load(f).with_context(|| format!("reading the split {}", f.display()))?;
+            let (train, val, test) = split.apply(&dataset).with_context(|| format!("applying the split {}", f.display()))?;
+            match args.part {
+                PartArg::Train => train,
+                PartArg::Val => val,
+                PartArg::Test => test,
+            }
+        }
+        None => dataset,
+    };
+    ensure!(!dataset.is_empty(), "no images to evaluate in {}", data.display());
+    let values = model.embed_dataset(&dataset)?;
+    let dim = model.card.model.embedding_size as usize;
+    let names = dataset.samples.iter().map(|s| dataset.classes[s.label].clone()).collect();
+    Ok((EmbeddingFile { path: data.to_path_buf(), rows: dataset.len(), dim, data: values }, RawLabels::Names(names)))
 }
 
 /// The closeness measures offered on the command line.
@@ -125,8 +180,14 @@ fn parse_k(s: &str) -> std::result::Result<KSpec, String> {
 /// Input files as given.
 #[derive(Serialize)]
 struct Inputs {
-    embeddings: PathBuf,
-    labels: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embeddings: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference_embeddings: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,9 +247,16 @@ struct EvalOutput {
 
 /// Runs `proxima eval`.
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let query = read_embeddings(&args.embeddings)?;
-    let query_raw = read_labels(&args.labels)?;
-    check_count(&query, &args.labels, &query_raw)?;
+    let (query, query_raw) = match (&args.model, &args.data, &args.embeddings, &args.labels) {
+        (Some(m), Some(d), _, _) => embed_data(&args, m, d)?,
+        (_, _, Some(e), Some(l)) => {
+            let query = read_embeddings(e)?;
+            let raw = read_labels(l)?;
+            check_count(&query, l, &raw)?;
+            (query, raw)
+        }
+        _ => bail!("give --embeddings with --labels, or --model with --data"),
+    };
     let reference = match (&args.reference_embeddings, &args.reference_labels) {
         (Some(e), Some(l)) => {
             let emb = read_embeddings(e)?;
@@ -310,6 +378,8 @@ fn evaluate(
         inputs: Inputs {
             embeddings: args.embeddings.clone(),
             labels: args.labels.clone(),
+            model: args.model.clone(),
+            data: args.data.clone(),
             reference_embeddings: args.reference_embeddings.clone(),
             reference_labels: args.reference_labels.clone(),
         },
@@ -644,7 +714,11 @@ fn sample_rows(n: usize, max: usize, seed: u64) -> Vec<usize> {
 
 fn markdown_report(o: &EvalOutput, labels: &ResolvedLabels, plots: &[(&str, &str)]) -> Result<String> {
     let mut md = String::from("# Evaluation report\n\n");
-    md.push_str(&format!("- embeddings: `{}`\n- labels: `{}`\n", o.inputs.embeddings.display(), o.inputs.labels.display()));
+    let shown = |p: &Option<PathBuf>| p.as_ref().map_or_else(|| "-".to_string(), |p| p.display().to_string());
+    match (&o.inputs.model, &o.inputs.data) {
+        (Some(m), Some(d)) => md.push_str(&format!("- model: `{}`\n- images: `{}`\n", m.display(), d.display())),
+        _ => md.push_str(&format!("- embeddings: `{}`\n- labels: `{}`\n", shown(&o.inputs.embeddings), shown(&o.inputs.labels))),
+    }
     if let (Some(e), Some(l)) = (&o.inputs.reference_embeddings, &o.inputs.reference_labels) {
         md.push_str(&format!("- reference embeddings: `{}`\n- reference labels: `{}`\n", e.display(), l.display()));
     }

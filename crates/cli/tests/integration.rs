@@ -306,3 +306,31 @@ fn eval_bad_inputs_exit_2_and_name_the_problem() {
     // A bad --k is a usage error (clap also exits with 2).
     assert_fails(&["eval", "--embeddings", s(&e), "--labels", s(&l), "--k", "zero"], &["max-bin-count"]);
 }
+
+#[test]
+fn eval_with_a_model_embeds_the_images_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    proxima_data::synth(4, 5, 32, 3, 0.3, &data).unwrap();
+    tch::manual_seed(0);
+    let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![8, 16] }, 16);
+    let model = proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
+    let model_dir = dir.path().join("model");
+    proxima_train::artifact::save_model_dir(&model, 32, &model_dir).unwrap();
+
+    let json = run_json(&["eval", "--model", s(&model_dir), "--data", s(&data), "--json"]);
+    assert_eq!(json["num_queries"].as_u64(), Some(20));
+    assert_eq!(json["num_classes"].as_u64(), Some(4));
+    // The same numbers as embedding with the library and evaluating directly.
+    let loaded = proxima_train::artifact::load_model_dir(&model_dir, tch::Device::Cpu).unwrap();
+    let ds = proxima_data::Dataset::scan_folder(&data, &proxima_data::ScanOptions::default()).unwrap().dataset;
+    let emb = loaded.embed_dataset(&ds).unwrap();
+    let labels: Vec<i64> = ds.labels().iter().map(|&l| l as i64).collect();
+    let direct = evaluate_retrieval(Embeddings::new("e", &emb, 16).unwrap(), &labels, None, &RetrievalConfig::default()).unwrap();
+    close(&json, "/retrieval/metrics/mean_average_precision_at_r", direct.metrics.mean_average_precision_at_r);
+
+    // A model directory that is not one is a clear error.
+    let out = proxima(&["eval", "--model", s(&data), "--data", s(&data)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a model directory"));
+}
