@@ -139,6 +139,11 @@ impl ExperimentConfig {
         }
         parse_device(&self.device)?;
         self.model.validate().map_err(|e| TrainError::Config(format!("model: {e}")))?;
+        if let Some(p) = &self.model.pretrained
+            && !p.is_file()
+        {
+            return bad(format!("model.pretrained: no weight file at {} (scripts/fetch-weights.sh fetches the EfficientNet-Lite0 one)", p.display()));
+        }
         self.loss.validate().map_err(|e| TrainError::Config(format!("loss: {e}")))?;
         if let Some(m) = &self.miner {
             m.validate().map_err(|e| TrainError::Config(format!("miner: {e}")))?;
@@ -354,4 +359,48 @@ pub fn write_plots(state: &TrainState, dir: &Path) -> Result<()> {
         line_chart(dir, "validation", &chart).map_err(plot_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = include_str!("../../../examples/experiments/synth_small_cnn.toml");
+
+    #[test]
+    fn the_example_experiment_loads_and_overrides_apply() {
+        let cfg = load(BASE, &["train.epochs=3".into(), "loss.type=\"contrastive\"".into(), "data.root=\"/tmp/x\"".into()]).unwrap();
+        assert_eq!(cfg.train.epochs, 3);
+        assert_eq!(cfg.loss.kind.reference_name(), "ContrastiveLoss");
+        assert_eq!(cfg.data.root.as_deref(), Some(Path::new("/tmp/x")));
+    }
+
+    #[test]
+    fn bad_configurations_fail_when_loaded_with_a_clear_message() {
+        let err = |overrides: &[&str]| load(BASE, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err().to_string();
+        assert!(err(&["train.epochz=3"]).contains("epochz"), "unknown keys are named");
+        assert!(err(&["train.epochs=\"many\""]).contains("epochs"), "wrong types are named");
+        assert!(err(&["sampler.batch_size=30"]).contains("multiple of m"));
+        assert!(err(&["device=\"gpu\""]).contains("device"));
+        assert!(err(&["loss.margin=1"]).contains("margin"), "a parameter the loss does not have");
+        assert!(err(&["optimizer.lr=-1"]).contains("lr"));
+        assert!(err(&["model.backbone.type=\"resnet19\""]).contains("resnet19"));
+        assert!(load(BASE, &["train.epochs".into()]).unwrap_err().to_string().contains("key=value"));
+    }
+
+    #[test]
+    fn data_problems_are_reported_before_training() {
+        let dir = tempfile::tempdir().unwrap();
+        proxima_data::synth(1, 4, 16, 0, 0.0, &dir.path().join("one")).unwrap();
+        let cfg = DataConfig { root: Some(dir.path().join("one")), manifest: None, image_size: 16, workers: 1, cache: false };
+        assert!(load_dataset(&cfg).unwrap_err().to_string().contains("at least 2 classes"));
+        let missing = DataConfig { root: Some(dir.path().join("nope")), ..cfg };
+        assert!(load_dataset(&missing).unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn a_missing_pretrained_file_is_named_when_loading() {
+        let e = load(BASE, &["model.pretrained=\"/no/such/weights.pth\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("/no/such/weights.pth"), "{e}");
+    }
 }
