@@ -12,6 +12,7 @@ mod demo;
 mod eval;
 mod io;
 mod perf;
+mod recognize;
 mod train;
 
 use std::process::ExitCode;
@@ -46,6 +47,15 @@ enum Command {
     /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Brand galleries: build from class folders (optionally calibrated), add or remove a brand, list.
+    #[command(subcommand)]
+    Gallery(recognize::GalleryCommand),
+    /// Identify images against a gallery: top-k brands and known/unknown (exit 0 all known, 1 any unknown).
+    Query(recognize::QueryArgs),
+    /// Compare two logos: cosine similarity and same/different (exit 0 same, 1 different).
+    Match(recognize::MatchArgs),
+    /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
+    Serve(recognize::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +68,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Embed(args) => train::embed(args),
         Command::Bench(args) => bench::run(args),
+        Command::Gallery(cmd) => recognize::gallery(cmd),
+        Command::Query(args) => recognize::query(args),
+        Command::Match(args) => recognize::matches(args),
+        Command::Serve(args) => recognize::serve(args),
     };
     match result {
         Ok(code) => code,

@@ -334,3 +334,92 @@ fn eval_with_a_model_embeds_the_images_itself() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a model directory"));
 }
+
+fn code(args: &[&str]) -> (i32, String, String) {
+    let out = proxima(args);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn gallery_build_add_query_match_remove_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    proxima_data::synth(5, 6, 32, 4, 0.3, &data).unwrap();
+    let make_model = |name: &str, seed: i64| {
+        tch::manual_seed(seed);
+        let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
+        let model = proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
+        let d = dir.path().join(name);
+        proxima_train::artifact::save_model_dir(&model, 32, &d).unwrap();
+        d
+    };
+    let (model, other) = (make_model("model", 0), make_model("other", 1));
+    // Enrol brands 0-2 from photos 0-2, calibrate on photos 3-5 of brands 0-3 (brand 3 is unknown).
+    let classes: Vec<String> = {
+        let mut c: Vec<String> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        c.sort();
+        c
+    };
+    let (enrol, cal) = (dir.path().join("enrol"), dir.path().join("cal"));
+    for (ci, class) in classes.iter().enumerate().take(4) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for (i, f) in files.iter().enumerate() {
+            let to = if i < 3 && ci < 3 { enrol.join(class) } else if i >= 3 { cal.join(class) } else { continue };
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let g = dir.path().join("brands.gallery");
+    let (c, out, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g), "--calibrate", s(&cal), "--target-fmr", "0.25"]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("calibrated threshold") && out.contains("3 brands, 9 images"), "{out}");
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 2);
+    assert!(err.contains("--force"), "{err}");
+
+    // A new brand from a folder: no retraining.
+    let new_brand = data.join(&classes[4]);
+    let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "newco", s(&new_brand)]);
+    assert_eq!(c, 0, "{err}");
+    assert!(out.contains("enrolled new brand \"newco\": +6 images"), "{out}");
+    // Another model's embeddings are refused, and the gallery is untouched.
+    let (c, _, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&other), "--brand", "x", s(&new_brand)]);
+    assert_eq!(c, 2);
+    assert!(err.contains("was built with model"), "{err}");
+    let v = run_json(&["gallery", "list", "--gallery", s(&g), "--json"]);
+    assert_eq!(v["rows"], 15);
+    assert_eq!(v["brands"][3]["brand"], "newco");
+    assert!(v["calibration"]["threshold"].is_number());
+
+    // An enrolled photo is its own nearest row: known at any threshold up to ~1 (exit 0).
+    let photo = std::fs::read_dir(&new_brand).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo), "--threshold", "0.9999", "--top-k", "2", "--json"]);
+    assert_eq!(c, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v[0]["decision"].as_str(), v[0]["brand"].as_str()), (Some("known"), Some("newco")));
+    assert_eq!(v[0]["candidates"].as_array().unwrap().len(), 2);
+    // No cosine reaches 1.5: unknown, exit 1.
+    let (c, out, _) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo), "--threshold", "1.5"]);
+    assert_eq!(c, 1);
+    assert!(out.contains("unknown"), "{out}");
+    let (c, _, err) = code(&["query", "--gallery", s(&g), "--model", s(&other), s(&photo)]);
+    assert_eq!(c, 2, "{err}");
+
+    // match: the same photo twice is "same" (exit 0); with an impossible threshold "different" (exit 1).
+    let (c, out, _) = code(&["match", s(&photo), s(&photo), "--model", s(&model), "--threshold", "0.9999", "--json"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["decision"], "same");
+    let (c, out, _) = code(&["match", s(&photo), s(&photo), "--model", s(&model), "--threshold", "1.5"]);
+    assert_eq!(c, 1);
+    assert!(out.contains("different"), "{out}");
+    let (c, _, _) = code(&["match", s(&photo), s(&photo), "--model", s(&model), "--gallery", s(&g)]);
+    assert_eq!(c, 0);
+
+    let (c, out, _) = code(&["gallery", "remove", "--gallery", s(&g), "--brand", "newco"]);
+    assert_eq!(c, 0);
+    assert!(out.contains("6 images"), "{out}");
+    let (c, _, err) = code(&["gallery", "remove", "--gallery", s(&g), "--brand", "newco"]);
+    assert_eq!(c, 2);
+    assert!(err.contains("not in the gallery"), "{err}");
+}

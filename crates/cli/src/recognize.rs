@@ -1,0 +1,448 @@
+//! Recognition commands: `proxima gallery build|add|remove|list`, `query`, `match` and `serve`.
+//!
+//! Why these live apart from training: recognising a brand needs only a trained model and a
+//! gallery of enrolled embeddings, and enrolling a new brand is a gallery edit, not a training
+//! run. Every command that embeds checks that the gallery was built with the same model (the
+//! fingerprint in the gallery file), because vectors of two models are not comparable and a
+//! mix gives confident nonsense. `query` and `match` answer through their exit status (0 known /
+//! same, 1 unknown / different, 2 error) so that scripts can use them without parsing output.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use proxima_data::{Dataset, ScanOptions};
+use proxima_index::{Decision, Gallery, ImpostorScores};
+use proxima_server::api::{CompareAnswer, IdentifyAnswer, cosine};
+use proxima_server::{BatchConfig, ServerConfig};
+use proxima_train::artifact::{TrainedModel, load_model_dir};
+use proxima_train::experiment;
+use serde::Serialize;
+
+/// `proxima gallery …`.
+#[derive(Subcommand)]
+pub enum GalleryCommand {
+    /// Build a gallery from class folders (or a manifest): one brand per class, optionally calibrated.
+    Build(BuildArgs),
+    /// Enrol images of a brand (new or existing) — no retraining; the gallery's model must be `--model`.
+    Add(AddArgs),
+    /// Remove a brand and all its images.
+    Remove(RemoveArgs),
+    /// List brands with their image counts, the model fingerprint and the threshold.
+    List(ListArgs),
+}
+
+/// Arguments of `proxima gallery build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Model directory (or the run directory holding it).
+    #[arg(long)]
+    model: PathBuf,
+    /// Class-per-folder tree `<dir>/<brand>/<image>`, or a manifest (.csv or .jsonl).
+    #[arg(long)]
+    data: PathBuf,
+    /// Gallery file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Class folders of *other* photos (not the enrolled ones) to calibrate the "unknown" threshold;
+    /// brands not in the gallery count as unknowns.
+    #[arg(long)]
+    calibrate: Option<PathBuf>,
+    /// False-match rate the threshold is calibrated for.
+    #[arg(long, default_value_t = 0.01)]
+    target_fmr: f64,
+    /// Replace `--out` if it exists.
+    #[arg(long)]
+    force: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima gallery add`.
+#[derive(Args)]
+pub struct AddArgs {
+    /// Gallery file to change (rewritten atomically).
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Model directory; must be the model the gallery was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Brand name.
+    #[arg(long)]
+    brand: String,
+    /// Images, or folders of images (not recursive).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima gallery remove`.
+#[derive(Args)]
+pub struct RemoveArgs {
+    /// Gallery file to change (rewritten atomically).
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Brand name.
+    #[arg(long)]
+    brand: String,
+}
+
+/// Arguments of `proxima gallery list`.
+#[derive(Args)]
+pub struct ListArgs {
+    /// Gallery file.
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `proxima query`.
+#[derive(Args)]
+#[command(after_help = "Exit status: 0 every image is a known brand, 1 at least one is unknown, 2 error.")]
+pub struct QueryArgs {
+    /// Gallery file.
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Model directory; must be the model the gallery was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images to identify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Brands to show per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Decision threshold (cosine similarity); default: the gallery's calibrated one.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Print JSON (an array, one object per image) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima match`.
+#[derive(Args)]
+#[command(after_help = "Exit status: 0 same brand, 1 different, 2 error.")]
+pub struct MatchArgs {
+    /// First image.
+    a: PathBuf,
+    /// Second image.
+    b: PathBuf,
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Decision threshold (cosine similarity).
+    #[arg(long, conflicts_with = "gallery", required_unless_present = "gallery")]
+    threshold: Option<f32>,
+    /// Take the threshold calibrated in this gallery (built with the same model).
+    #[arg(long)]
+    gallery: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima serve`.
+#[derive(Args)]
+#[command(after_help = "Routes: POST /v1/identify (raw image or multipart `image`, ?top_k=N), POST /v1/compare (multipart `a`, `b`), GET /v1/gallery, POST|DELETE /v1/gallery/{brand} (multipart files), GET /healthz, GET /metrics. Stops on Ctrl-C or SIGTERM.")]
+pub struct ServeArgs {
+    /// Model directory; must be the model the gallery was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Gallery file (enrolment and deletion rewrite it atomically).
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Largest request body in bytes (larger → 413).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// Largest image in pixels (width × height, read from the header; larger → 413).
+    #[arg(long, default_value_t = 4096 * 4096)]
+    max_pixels: u64,
+    /// Per-request deadline in milliseconds (later → 503).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Requests waiting for the model before new ones get 429.
+    #[arg(long, default_value_t = 256)]
+    queue: usize,
+    /// Most images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Longest wait in milliseconds for more requests to fill a batch.
+    #[arg(long, default_value_t = 2)]
+    batch_wait_ms: u64,
+    /// Decision threshold; default: the gallery's calibrated one.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
+    let device = experiment::available_device(device)?;
+    load_model_dir(path, device).with_context(|| format!("loading the model {}", path.display()))
+}
+
+fn load_gallery_for(path: &Path, model: &TrainedModel) -> Result<Gallery> {
+    Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
+}
+
+fn save_gallery(g: &Gallery, path: &Path) -> Result<()> {
+    g.save(path).with_context(|| format!("writing the gallery {}", path.display()))
+}
+
+/// A class-folder tree or a manifest.
+fn read_dataset(path: &Path) -> Result<Dataset> {
+    if path.is_dir() {
+        let scan = Dataset::scan_folder(path, &ScanOptions::default()).with_context(|| format!("reading {}", path.display()))?;
+        for issue in &scan.issues {
+            eprintln!("skipped {}: {}", issue.path, issue.reason);
+        }
+        Ok(scan.dataset)
+    } else {
+        Dataset::from_manifest(path).with_context(|| format!("reading the manifest {}", path.display()))
+    }
+}
+
+/// Image files of `inputs`: files as given, folders expanded to their image files (sorted).
+fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("listing {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && proxima_data::decode::has_image_extension(p))
+                .collect();
+            if files.is_empty() {
+                bail!("{} holds no image files", input.display());
+            }
+            files.sort();
+            out.extend(files);
+        } else if input.is_file() {
+            out.push(input.clone());
+        } else {
+            bail!("{} is neither an image file nor a folder", input.display());
+        }
+    }
+    Ok(out)
+}
+
+fn embed_files(model: &TrainedModel, paths: &[PathBuf]) -> Result<Vec<f32>> {
+    let mut emb = Vec::new();
+    for chunk in paths.chunks(64) {
+        emb.extend(model.embed_files(chunk).context("embedding images")?);
+    }
+    Ok(emb)
+}
+
+/// Runs `proxima gallery …`.
+pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
+    match cmd {
+        GalleryCommand::Build(a) => build(a),
+        GalleryCommand::Add(a) => add(a),
+        GalleryCommand::Remove(a) => {
+            let mut g = Gallery::load(&a.gallery).with_context(|| format!("opening the gallery {}", a.gallery.display()))?;
+            let removed = g.remove(&a.brand).with_context(|| format!("removing from {}", a.gallery.display()))?;
+            save_gallery(&g, &a.gallery)?;
+            println!("removed brand {:?} ({removed} images); {} brands left in {}", a.brand, g.brands().len(), a.gallery.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        GalleryCommand::List(a) => list(a),
+    }
+}
+
+fn build(a: BuildArgs) -> Result<ExitCode> {
+    if a.out.exists() && !a.force {
+        bail!("{} exists; pass --force to replace it, or use `proxima gallery add` to extend it", a.out.display());
+    }
+    let model = load_model(&a.model, &a.device)?;
+    let data = read_dataset(&a.data)?;
+    if data.is_empty() {
+        bail!("no images in {}", a.data.display());
+    }
+    let dim = model.card.model.embedding_size as usize;
+    let emb = model.embed_dataset(&data).with_context(|| format!("embedding {}", a.data.display()))?;
+    let mut g = Gallery::new(dim, model.card.fingerprint.clone())?;
+    for (c, idx) in data.indices_by_class().iter().enumerate() {
+        if idx.is_empty() {
+            continue;
+        }
+        let rows: Vec<f32> = idx.iter().flat_map(|&i| emb[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let paths: Vec<&Path> = idx.iter().map(|&i| data.samples[i].path.as_path()).collect();
+        g.add(&data.classes[c], &rows, &paths).with_context(|| format!("enrolling brand {}", data.classes[c]))?;
+    }
+    if let Some(cal_dir) = &a.calibrate {
+        let cal = read_dataset(cal_dir)?;
+        let cal_emb = model.embed_dataset(&cal).with_context(|| format!("embedding {}", cal_dir.display()))?;
+        let truth: Vec<&str> = cal.samples.iter().map(|s| cal.classes[s.label].as_str()).collect();
+        let c = g.calibrate(&cal_emb, &truth, a.target_fmr, ImpostorScores::BestWrongBrand).with_context(|| format!("calibrating on {}", cal_dir.display()))?;
+        let fnmr = c.fnmr.map_or("n/a".to_string(), |f| format!("{f:.3}"));
+        println!("calibrated threshold {:.4} for FMR ≤ {} (achieved {:.4} on {} impostor scores, FNMR {fnmr})", c.threshold, a.target_fmr, c.achieved_fmr, c.num_impostor);
+    } else {
+        eprintln!("note: no --calibrate folder, so the gallery has no threshold; query and serve will need --threshold");
+    }
+    save_gallery(&g, &a.out)?;
+    println!("built {}: {} brands, {} images, model {}", a.out.display(), g.brands().len(), g.len(), g.model_fingerprint());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(a: AddArgs) -> Result<ExitCode> {
+    let model = load_model(&a.model, &a.device)?;
+    let mut g = load_gallery_for(&a.gallery, &model)?;
+    let paths = expand_images(&a.inputs)?;
+    let emb = embed_files(&model, &paths)?;
+    let new = g.brand_id(&a.brand).is_none();
+    let added = g.add(&a.brand, &emb, &paths).with_context(|| format!("enrolling brand {:?}", a.brand))?;
+    save_gallery(&g, &a.gallery)?;
+    let rows = g.list().into_iter().find(|b| b.brand == a.brand).map_or(0, |b| b.rows);
+    println!("{} brand {:?}: +{added} images ({rows} in all); {} brands in {}", if new { "enrolled new" } else { "extended" }, a.brand, g.brands().len(), a.gallery.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(a: ListArgs) -> Result<ExitCode> {
+    let g = Gallery::load(&a.gallery).with_context(|| format!("opening the gallery {}", a.gallery.display()))?;
+    if a.json {
+        let v = serde_json::json!({
+            "model_fingerprint": g.model_fingerprint(),
+            "dim": g.dim(),
+            "rows": g.len(),
+            "calibration": g.calibration(),
+            "brands": g.list(),
+        });
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let threshold = g.calibration().map_or("none (uncalibrated)".to_string(), |c| format!("{:.4} (FMR ≤ {})", c.threshold, c.target_fmr));
+    println!("{}: {} brands, {} images, dim {}, model {}, threshold {threshold}", a.gallery.display(), g.brands().len(), g.len(), g.dim(), g.model_fingerprint());
+    for b in g.list() {
+        println!("  {:<24} {:>5}", b.brand, b.rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct QueryLine<'a> {
+    image: &'a Path,
+    #[serde(flatten)]
+    answer: IdentifyAnswer,
+}
+
+/// Runs `proxima query`: exit 0 when every image is a known brand, 1 when any is unknown.
+pub fn query(a: QueryArgs) -> Result<ExitCode> {
+    if a.top_k == 0 {
+        bail!("--top-k must be >= 1");
+    }
+    let model = load_model(&a.model, &a.device)?;
+    let g = load_gallery_for(&a.gallery, &model)?;
+    let threshold = match (a.threshold, g.calibration()) {
+        (Some(t), _) => t,
+        (None, Some(c)) => c.threshold,
+        (None, None) => bail!("the gallery {} has no calibrated threshold; pass --threshold", a.gallery.display()),
+    };
+    let emb = embed_files(&model, &a.images)?;
+    let dim = g.dim();
+    let mut all_known = true;
+    let mut lines = Vec::new();
+    for (i, image) in a.images.iter().enumerate() {
+        let id = g.identify_with_threshold(&emb[i * dim..(i + 1) * dim], a.top_k, threshold).with_context(|| format!("identifying {}", image.display()))?;
+        all_known &= matches!(id.decision, Decision::Known { .. });
+        let answer = IdentifyAnswer { decision: id.decision, threshold: id.threshold, candidates: id.candidates };
+        if !a.json {
+            match &answer.decision {
+                Decision::Known { brand, similarity } => println!("{}: {brand} (similarity {similarity:.4} ≥ threshold {threshold:.4})", image.display()),
+                Decision::Unknown { best_similarity } => println!("{}: unknown (best similarity {best_similarity:.4} < threshold {threshold:.4})", image.display()),
+            }
+            for (r, c) in answer.candidates.iter().enumerate() {
+                println!("  {}. {:<24} {:.4}", r + 1, c.brand, c.similarity);
+            }
+        }
+        lines.push(QueryLine { image, answer });
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&lines)?);
+    }
+    Ok(if all_known { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Runs `proxima match`: exit 0 when the two images are the same brand, 1 when different.
+pub fn matches(a: MatchArgs) -> Result<ExitCode> {
+    let model = load_model(&a.model, &a.device)?;
+    let threshold = match (&a.gallery, a.threshold) {
+        (Some(path), _) => {
+            let g = load_gallery_for(path, &model)?;
+            g.calibration().with_context(|| format!("the gallery {} has no calibrated threshold; pass --threshold", path.display()))?.threshold
+        }
+        (None, Some(t)) => t,
+        (None, None) => bail!("pass --threshold or --gallery"),
+    };
+    let emb = embed_files(&model, &[a.a.clone(), a.b.clone()])?;
+    let d = emb.len() / 2;
+    let similarity = cosine(&emb[..d], &emb[d..]);
+    let same = similarity >= threshold;
+    let answer = CompareAnswer { similarity, threshold, decision: if same { "same" } else { "different" }.into() };
+    if a.json {
+        println!("{}", serde_json::to_string(&answer)?);
+    } else {
+        println!("{} vs {}: similarity {similarity:.4} {} threshold {threshold:.4} → {}", a.a.display(), a.b.display(), if same { "≥" } else { "<" }, answer.decision);
+    }
+    Ok(if same { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Runs `proxima serve` until Ctrl-C or SIGTERM.
+pub fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let device = experiment::available_device(&a.device)?;
+    let cfg = ServerConfig {
+        addr: a.addr,
+        max_body_bytes: a.max_body_bytes,
+        max_pixels: a.max_pixels,
+        request_timeout: Duration::from_millis(a.timeout_ms),
+        batch: BatchConfig { queue_capacity: a.queue, max_batch: a.max_batch, batch_wait: Duration::from_millis(a.batch_wait_ms) },
+        threshold: a.threshold,
+        ..Default::default()
+    };
+    let model = a.model.clone();
+    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), &a.gallery, |addr| {
+        eprintln!("serving {} with model {} on http://{addr} (Ctrl-C to stop)", a.gallery.display(), a.model.display());
+    })
+    .with_context(|| format!("serving {} on {}", a.gallery.display(), a.addr))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_images_takes_files_and_the_images_of_folders_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.png", "a.JPG", "notes.txt"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let single = dir.path().join("notes.txt");
+        let got = expand_images(&[dir.path().to_path_buf(), single.clone()]).unwrap();
+        assert_eq!(got, vec![dir.path().join("a.JPG"), dir.path().join("b.png"), single]);
+        let err = expand_images(&[dir.path().join("missing.png")]).unwrap_err().to_string();
+        assert!(err.contains("missing.png"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(expand_images(&[empty]).unwrap_err().to_string().contains("no image files"));
+    }
+}

@@ -1,0 +1,495 @@
+//! Routes, request limits and the mapping of every failure to a status and a JSON error.
+//!
+//! Why this shape: a scanner sends whatever it scraped, so bad input is normal traffic. Each
+//! kind of bad input has its own status — empty or malformed request 400, body over the limit
+//! or image over the pixel limit 413, bytes that are no image format 415, an image that is
+//! recognised but broken 422, a full queue 429 with `Retry-After`, a request past its deadline
+//! 503 — and a JSON body `{"error": "..."}`, so clients can tell "retry" from "give up" and an
+//! operator can read the reason. None of them is a 500.
+//!
+//! The gallery is an `Arc` swapped under a lock: readers take a snapshot and never wait for a
+//! writer; writers (enrol, delete) are serialised, change a copy, write it to the gallery file
+//! atomically (`Gallery::save`: temp file, fsync, rename) and only then publish it, so the
+//! file and what the server answers never disagree after a successful response.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use proxima_data::{DataError, DecodeOptions, Pipeline};
+use proxima_index::{BrandCount, BrandMatch, Calibration, Decision, Gallery, IndexError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::ServerConfig;
+use crate::metrics::{Gauges, Metrics};
+use crate::worker::{ModelInfo, SubmitError, WorkerHandle};
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// Limits and batching.
+    pub config: ServerConfig,
+    /// The model behind the worker.
+    pub info: ModelInfo,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    worker: WorkerHandle,
+    pipeline: Pipeline,
+    gallery: RwLock<Arc<Gallery>>,
+    gallery_path: PathBuf,
+    writer: tokio::sync::Mutex<()>,
+    decode_slots: Semaphore,
+}
+
+impl AppState {
+    /// State for a loaded gallery and a running worker.
+    pub fn new(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, gallery_path: PathBuf, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let pipeline = Pipeline::new(info.pipeline.clone(), 0).map_err(|e| format!("model pipeline: {e}"))?;
+        // Decoding is CPU work off the async threads; more parallel decodes than cores only
+        // adds memory (each holds a decoded image).
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(AppState {
+            config,
+            info,
+            metrics,
+            worker,
+            pipeline,
+            gallery: RwLock::new(Arc::new(gallery)),
+            gallery_path,
+            writer: tokio::sync::Mutex::new(()),
+            decode_slots: Semaphore::new(2 * cores),
+        })
+    }
+
+    /// The gallery as of now.
+    pub fn gallery(&self) -> Arc<Gallery> {
+        self.gallery.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Jobs waiting for the model worker.
+    pub fn queue_depth(&self) -> usize {
+        self.worker.depth()
+    }
+
+    fn publish(&self, g: Gallery) {
+        *self.gallery.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
+    }
+
+    /// The decision threshold: the configured one, else the gallery's calibration.
+    fn threshold(&self, g: &Gallery) -> Result<f32, ApiError> {
+        self.config
+            .threshold
+            .or(g.calibration().map(|c| c.threshold))
+            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the gallery has no calibrated threshold"))
+    }
+
+    /// Decodes and preprocesses uploads (name, bytes) into model input, off the async threads.
+    async fn prepare(self: &Arc<Self>, uploads: Vec<(String, Bytes)>) -> Result<Vec<f32>, ApiError> {
+        let _slot = self.decode_slots.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let size = s.info.image_size;
+            let per = 3 * (size as usize) * (size as usize);
+            let opts = DecodeOptions { max_pixels: s.config.max_pixels, ..Default::default() };
+            let mut out = vec![0f32; per * uploads.len()];
+            for (i, (name, bytes)) in uploads.iter().enumerate() {
+                if bytes.is_empty() {
+                    return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: empty image (0 bytes)")));
+                }
+                let img = proxima_data::decode_bytes(bytes, Path::new(name), &opts).map_err(decode_error)?;
+                s.pipeline.run_into(&img, 0, 0, [size, size], &mut out[i * per..(i + 1) * per]);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the image could not be processed (decoder failure)"))?
+    }
+
+    /// Embeds `n` preprocessed images through the worker queue.
+    async fn embed(&self, pixels: Vec<f32>, n: usize) -> Result<Vec<f32>, ApiError> {
+        let rx = match self.worker.submit(pixels, n) {
+            Ok(rx) => rx,
+            Err(SubmitError::Full) => {
+                self.metrics.record_queue_full();
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("the model queue is full ({} waiting); retry later", self.config.batch.queue_capacity));
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+            Err(SubmitError::Closed) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model worker has stopped")),
+        };
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding failed: {e}"))),
+            Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model worker has stopped")),
+        }
+    }
+
+    /// Runs a request body under the request timeout.
+    async fn timed<T>(&self, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+        let t = self.config.request_timeout;
+        tokio::time::timeout(t, f)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("request timed out after {:.1} s", t.as_secs_f64()))))
+    }
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable reason.
+    pub message: String,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+/// The status for an image that failed to decode: 413 over the pixel limit, 415 not an
+/// image format at all, 422 a recognised but broken or unsupported image.
+pub fn decode_error(e: DataError) -> ApiError {
+    let status = match &e {
+        DataError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        DataError::Decode { reason, .. } if reason.starts_with("not a recognised image format") => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn index_error(e: IndexError) -> ApiError {
+    let status = match &e {
+        IndexError::InvalidBrand { .. } => StatusCode::BAD_REQUEST,
+        IndexError::UnknownBrand(_) => StatusCode::NOT_FOUND,
+        IndexError::EmptyGallery => StatusCode::CONFLICT,
+        IndexError::ZeroVector { .. } | IndexError::NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// One multipart part: field name, file name (if any), bytes.
+struct Part {
+    field: String,
+    file_name: Option<String>,
+    bytes: Bytes,
+}
+
+fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// An error reading the body; a 413 names the configured limit.
+fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, format!("request body over the limit of {limit} bytes ({text})"))
+    } else {
+        ApiError::new(status, text)
+    }
+}
+
+/// Reads every part of a multipart body (at most `max_parts`, at most `limit` bytes in all).
+async fn read_parts(req: Request, max_parts: usize, limit: usize) -> Result<Vec<Part>, ApiError> {
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|r| body_error(r.status(), r.body_text(), limit))?;
+    let mut parts = Vec::new();
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(body_error(e.status(), format!("reading the multipart body: {}", e.body_text()), limit)),
+        };
+        if parts.len() == max_parts {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("too many parts: at most {max_parts} images per request")));
+        }
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(|e| body_error(e.status(), format!("reading part {name:?}: {}", e.body_text()), limit))?;
+        parts.push(Part { field: name, file_name, bytes });
+    }
+    Ok(parts)
+}
+
+fn take_part(parts: &mut Vec<Part>, name: &str) -> Result<Part, ApiError> {
+    let i = parts
+        .iter()
+        .position(|p| p.field == name)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("multipart field {name:?} is missing")))?;
+    Ok(parts.swap_remove(i))
+}
+
+/// The body of `/v1/identify`: a raw image, or the multipart field `image`.
+async fn image_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let bytes = if is_multipart(&req) {
+        take_part(&mut read_parts(req, 8, limit).await?, "image")?.bytes
+    } else {
+        Bytes::from_request(req, &()).await.map_err(|r| body_error(r.status(), format!("reading the body: {}", r.body_text()), limit))?
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty body: send the image bytes, or multipart/form-data with a field named image"));
+    }
+    Ok(bytes)
+}
+
+/// Query parameters of `/v1/identify`.
+#[derive(Debug, Deserialize)]
+pub struct IdentifyParams {
+    /// Brands to return (default from the configuration).
+    pub top_k: Option<usize>,
+}
+
+/// The answer of `/v1/identify` (and of `proxima query --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentifyAnswer {
+    /// `known` (with `brand` and `similarity`) or `unknown` (with `best_similarity`).
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Threshold of the decision.
+    pub threshold: f32,
+    /// Best brands, most similar first.
+    pub candidates: Vec<BrandMatch>,
+}
+
+/// The answer of `/v1/compare` (and of `proxima match --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareAnswer {
+    /// Cosine similarity of the two embeddings.
+    pub similarity: f32,
+    /// Threshold of the decision.
+    pub threshold: f32,
+    /// `same` when `similarity >= threshold`, else `different`.
+    pub decision: String,
+}
+
+/// The answer of `GET /v1/gallery`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GalleryInfo {
+    /// Fingerprint of the model the gallery belongs to.
+    pub model_fingerprint: String,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Enrolled rows.
+    pub rows: usize,
+    /// Decision threshold in use.
+    pub threshold: Option<f32>,
+    /// The gallery's calibration.
+    pub calibration: Option<Calibration>,
+    /// Brands and their rows.
+    pub brands: Vec<BrandCount>,
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    if aa == 0.0 || bb == 0.0 { 0.0 } else { (ab / (aa.sqrt() * bb.sqrt())) as f32 }
+}
+
+type Shared = State<Arc<AppState>>;
+
+async fn identify(State(s): Shared, q: Result<Query<IdentifyParams>, axum::extract::rejection::QueryRejection>, req: Request) -> Result<Json<IdentifyAnswer>, ApiError> {
+    let q = q.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
+    let k = q.top_k.unwrap_or(s.config.default_top_k);
+    if k == 0 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "top_k must be >= 1"));
+    }
+    s.timed(async {
+        let bytes = image_body(req, s.config.max_body_bytes).await?;
+        let pixels = s.prepare(vec![("upload".into(), bytes)]).await?;
+        let emb = s.embed(pixels, 1).await?;
+        let g = s.gallery();
+        let t = s.threshold(&g)?;
+        let id = tokio::task::spawn_blocking(move || g.identify_with_threshold(&emb, k, t))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
+            .map_err(index_error)?;
+        Ok(Json(IdentifyAnswer { decision: id.decision, threshold: id.threshold, candidates: id.candidates }))
+    })
+    .await
+}
+
+async fn compare(State(s): Shared, req: Request) -> Result<Json<CompareAnswer>, ApiError> {
+    s.timed(async {
+        if !is_multipart(&req) {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with fields a and b"));
+        }
+        let mut parts = read_parts(req, 8, s.config.max_body_bytes).await?;
+        let a = take_part(&mut parts, "a")?;
+        let b = take_part(&mut parts, "b")?;
+        let pixels = s.prepare(vec![("a".into(), a.bytes), ("b".into(), b.bytes)]).await?;
+        let emb = s.embed(pixels, 2).await?;
+        let d = emb.len() / 2;
+        let similarity = cosine(&emb[..d], &emb[d..]);
+        let threshold = s.threshold(&s.gallery())?;
+        let decision = if similarity >= threshold { "same" } else { "different" }.to_string();
+        Ok(Json(CompareAnswer { similarity, threshold, decision }))
+    })
+    .await
+}
+
+async fn list(State(s): Shared) -> Json<GalleryInfo> {
+    let g = s.gallery();
+    Json(GalleryInfo {
+        model_fingerprint: g.model_fingerprint().to_string(),
+        dim: g.dim(),
+        rows: g.len(),
+        threshold: s.threshold(&g).ok(),
+        calibration: g.calibration().cloned(),
+        brands: g.list(),
+    })
+}
+
+async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>, req: Request) -> Result<Response, ApiError> {
+    let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
+    s.timed(async {
+        if !is_multipart(&req) {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with one file part per image"));
+        }
+        let parts = read_parts(req, s.config.max_images_per_request, s.config.max_body_bytes).await?;
+        if parts.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "no images in the request"));
+        }
+        let names: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("upload/{brand}/{}", p.file_name.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| format!("{}-{i}", p.field))))
+            .collect();
+        let uploads: Vec<(String, Bytes)> = names.iter().cloned().zip(parts.into_iter().map(|p| p.bytes)).collect();
+        let n = uploads.len();
+        let pixels = s.prepare(uploads).await?;
+        let emb = s.embed(pixels, n).await?;
+        let _w = s.writer.lock().await;
+        let mut g = (*s.gallery()).clone();
+        let added = g.add(&brand, &emb, &names).map_err(index_error)?;
+        let g = save(&s, g).await?;
+        let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
+        let brands = g.brands().len();
+        s.publish(g);
+        Ok((StatusCode::CREATED, Json(serde_json::json!({ "brand": brand, "added": added, "rows": rows, "brands": brands }))).into_response())
+    })
+    .await
+}
+
+async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
+    s.timed(async {
+        let _w = s.writer.lock().await;
+        let mut g = (*s.gallery()).clone();
+        let removed = g.remove(&brand).map_err(index_error)?;
+        let g = save(&s, g).await?;
+        let brands = g.brands().len();
+        s.publish(g);
+        Ok(Json(serde_json::json!({ "brand": brand, "removed": removed, "brands": brands })))
+    })
+    .await
+}
+
+/// Writes `g` to the gallery file atomically and hands it back.
+async fn save(s: &Arc<AppState>, g: Gallery) -> Result<Gallery, ApiError> {
+    let path = s.gallery_path.clone();
+    tokio::task::spawn_blocking(move || g.save(&path).map(|()| g))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the gallery: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the gallery (unchanged): {e}")))
+}
+
+async fn healthz(State(s): Shared) -> Json<serde_json::Value> {
+    let g = s.gallery();
+    Json(serde_json::json!({ "status": "ok", "model_fingerprint": s.info.fingerprint, "brands": g.brands().len(), "rows": g.len(), "queue_depth": s.worker.depth() }))
+}
+
+async fn metrics(State(s): Shared) -> Response {
+    let g = s.gallery();
+    let text = s.metrics.render(&Gauges { queue_depth: s.worker.depth(), queue_capacity: s.config.batch.queue_capacity, brands: g.brands().len(), rows: g.len() });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/identify, /v1/compare, /v1/gallery, /healthz, /metrics")
+}
+
+async fn track(State(s): Shared, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics.record_request(&route, resp.status().as_u16(), t.elapsed());
+    resp
+}
+
+/// The service's routes with their limits and request accounting.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/identify", post(identify))
+        .route("/v1/compare", post(compare))
+        .route("/v1/gallery", get(list))
+        .route("/v1/gallery/{brand}", post(enrol).delete(remove))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_failures_map_to_client_statuses() {
+        let opts = DecodeOptions { max_pixels: 100, ..Default::default() };
+        let garbage = proxima_data::decode_bytes(b"<html>not an image</html>", Path::new("x"), &opts).unwrap_err();
+        assert_eq!(decode_error(garbage).status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let mut png = Vec::new();
+        image::RgbImage::new(20, 20).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let big = proxima_data::decode_bytes(&png, Path::new("x"), &opts).unwrap_err();
+        assert_eq!(decode_error(big).status, StatusCode::PAYLOAD_TOO_LARGE);
+        let truncated = proxima_data::decode_bytes(&png[..png.len() / 2], Path::new("x"), &DecodeOptions::default()).unwrap_err();
+        assert_eq!(decode_error(truncated).status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn cosine_is_scale_free_and_zero_safe() {
+        assert!((cosine(&[1.0, 0.0], &[5.0, 0.0]) - 1.0).abs() < 1e-7);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-7);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn identify_answer_flattens_the_decision() {
+        let a = IdentifyAnswer { decision: Decision::Unknown { best_similarity: 0.25 }, threshold: 0.5, candidates: vec![] };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["decision"], "unknown");
+        assert_eq!(v["best_similarity"], 0.25);
+        assert_eq!(v["threshold"], 0.5);
+    }
+}

@@ -1,0 +1,230 @@
+//! `proxima serve`: brand identification over HTTP.
+//!
+//! Why a service: a scanner that crawls web pages finds logo crops by the thousand, and loading
+//! a model per query (as the CLI does) costs far more than the query. The service loads the
+//! model and the gallery once, embeds concurrent requests in micro-batches, and stays up and
+//! bounded whatever it is sent: every limit (body size, decoded pixels, queue length, request
+//! time) answers with a specific status and a JSON `{"error": …}` instead of growing memory,
+//! latency or a crash.
+//!
+//! Modules: [`worker`] (the model thread and its bounded, micro-batching queue), [`api`] (routes,
+//! limits and error mapping), [`metrics`] (Prometheus text).
+//!
+//! Routes: `POST /v1/identify`, `POST /v1/compare`, `GET /v1/gallery`,
+//! `POST|DELETE /v1/gallery/{brand}`, `GET /healthz`, `GET /metrics`.
+
+pub mod api;
+pub mod metrics;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxima_index::{Gallery, IndexError};
+use proxima_train::artifact::TrainedModel;
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use worker::{BatchConfig, BeforeBatch, ModelInfo};
+
+/// Limits and batching of one server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Largest accepted request body in bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Largest decoded image in pixels, checked on the header before decoding (larger → 413).
+    pub max_pixels: u64,
+    /// Most images in one enrolment request (more → 413).
+    pub max_images_per_request: usize,
+    /// Time from the start of a request to its answer (longer → 503).
+    pub request_timeout: Duration,
+    /// Queue length, micro-batch size and wait of the model worker.
+    pub batch: BatchConfig,
+    /// Brands returned by `/v1/identify` when `top_k` is not given.
+    pub default_top_k: usize,
+    /// Decision threshold; `None` takes the gallery's calibrated one.
+    pub threshold: Option<f32>,
+    /// Called by the model worker before every forward pass (tests use it to hold the worker).
+    pub before_batch: Option<BeforeBatch>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 8 << 20,
+            max_pixels: 4096 * 4096,
+            max_images_per_request: 64,
+            request_timeout: Duration::from_secs(10),
+            batch: BatchConfig { queue_capacity: 256, max_batch: 32, batch_wait: Duration::from_millis(2) },
+            default_top_k: 5,
+            threshold: None,
+            before_batch: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("addr", &self.addr)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_pixels", &self.max_pixels)
+            .field("max_images_per_request", &self.max_images_per_request)
+            .field("request_timeout", &self.request_timeout)
+            .field("batch", &self.batch)
+            .field("default_top_k", &self.default_top_k)
+            .field("threshold", &self.threshold)
+            .field("before_batch", &self.before_batch.is_some())
+            .finish()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The model could not be loaded.
+    #[error("{0}")]
+    Model(String),
+    /// The gallery could not be loaded or does not fit the model.
+    #[error("gallery: {0}")]
+    Gallery(#[from] IndexError),
+    /// Neither the gallery nor the configuration gives a decision threshold.
+    #[error("gallery {} has no calibrated threshold; calibrate it (proxima gallery build --calibrate …) or pass a threshold", .0.display())]
+    NotCalibrated(PathBuf),
+    /// A configuration value is unusable.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    /// Binding, serving or building the runtime failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (names the address).
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the model inside the worker thread.
+pub type ModelLoader = Box<dyn FnOnce() -> proxima_train::Result<TrainedModel> + Send>;
+
+/// A server running on the current tokio runtime.
+pub struct RunningServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Shared state, for tests and embedding applications.
+    pub state: Arc<api::AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, finishes in-flight requests and waits for the server task.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let io = |source| ServeError::Io { what: format!("serving {}", self.addr), source };
+        match (&mut self.task).await {
+            Ok(r) => r.map_err(io),
+            Err(e) => Err(io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Loads the model (in its worker thread) and the gallery, binds `config.addr` and serves.
+pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: &Path) -> Result<RunningServer, ServeError> {
+    check_config(&config)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (m, batch, hook) = (metrics.clone(), config.batch, config.before_batch.clone());
+    let (worker, info) = tokio::task::spawn_blocking(move || worker::spawn(load_model, batch, m, hook))
+        .await
+        .map_err(|e| ServeError::Model(format!("model thread: {e}")))?
+        .map_err(ServeError::Model)?;
+    let path = gallery_path.to_path_buf();
+    let fp = info.fingerprint.clone();
+    let gallery: Gallery = tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp))
+        .await
+        .map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
+    if config.threshold.is_none() && gallery.calibration().is_none() {
+        return Err(ServeError::NotCalibrated(gallery_path.to_path_buf()));
+    }
+    let state = Arc::new(api::AppState::new(config.clone(), worker, info, gallery, gallery_path.to_path_buf(), metrics).map_err(ServeError::Config)?);
+    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Io { what: format!("binding {}", config.addr), source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: format!("reading the address bound for {}", config.addr), source })?;
+    // Small JSON answers on kept-alive connections: without TCP_NODELAY, Nagle's algorithm and
+    // the client's delayed ACK add up to ~200 ms to some responses.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = api::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, state, shutdown: Some(tx), task })
+}
+
+fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
+    let bad = |m: &str| Err(ServeError::Config(m.to_string()));
+    if c.max_body_bytes == 0 {
+        return bad("max_body_bytes must be >= 1");
+    }
+    if c.max_pixels == 0 {
+        return bad("max_pixels must be >= 1");
+    }
+    if c.batch.max_batch == 0 || c.batch.queue_capacity == 0 {
+        return bad("max_batch and queue_capacity must be >= 1");
+    }
+    if c.default_top_k == 0 || c.max_images_per_request == 0 {
+        return bad("default_top_k and max_images_per_request must be >= 1");
+    }
+    if c.request_timeout.is_zero() {
+        return bad("request_timeout must be > 0");
+    }
+    if c.threshold.is_some_and(|t| !t.is_finite()) {
+        return bad("threshold must be a finite number");
+    }
+    Ok(())
+}
+
+/// Runs a server on a new multi-threaded runtime until Ctrl-C (or SIGTERM); for `proxima serve`.
+///
+/// `on_ready` is called with the bound address once the server accepts connections.
+pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, gallery_path: &Path, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Io { what: "starting the async runtime".into(), source })?;
+    rt.block_on(async move {
+        let server = start(config, load_model, gallery_path).await?;
+        on_ready(server.addr);
+        shutdown_signal().await?;
+        server.shutdown().await
+    })
+}
+
+async fn shutdown_signal() -> Result<(), ServeError> {
+    let io = |source| ServeError::Io { what: "installing the signal handler".into(), source };
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(io),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(io)
+    }
+}

@@ -1,0 +1,313 @@
+//! The service end to end over real HTTP on 127.0.0.1: a tiny untrained model saved as a model
+//! directory, a two-brand gallery, and a server started in-process on port 0.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use image::{Rgb, RgbImage};
+use proxima_index::{Calibration, Gallery};
+use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
+use proxima_server::{BatchConfig, RunningServer, ServerConfig};
+use proxima_train::artifact::{load_model_dir, save_model_dir};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use tch::Device;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    model: PathBuf,
+    gallery: PathBuf,
+}
+
+/// A patterned 48×48 logo: `kind` picks colours and stripe direction.
+fn logo(kind: u8) -> RgbImage {
+    RgbImage::from_fn(48, 48, |x, y| match kind {
+        0 => if (x / 6 + y / 6) % 2 == 0 { Rgb([220, 20, 20]) } else { Rgb([255, 255, 255]) },
+        1 => Rgb([(x * 5) as u8, 40, 200]),
+        _ => if y % 8 < 4 { Rgb([10, 160, 30]) } else { Rgb([0, 0, 0]) },
+    })
+}
+
+fn png(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+fn make_model(dir: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8), Device::Cpu).unwrap();
+    save_model_dir(&model, 32, dir).unwrap();
+}
+
+/// A model and a gallery of brands "red" (logo 0) and "blue" (logo 1), threshold 0.999.
+fn fixture() -> Fixture {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    make_model(&model, 7);
+    let m = load_model_dir(&model, Device::Cpu).unwrap();
+    let emb = m.embed_images(&[logo(0), logo(1)]).unwrap();
+    let d = emb.len() / 2;
+    let mut g = Gallery::new(d, m.card.fingerprint.clone()).unwrap();
+    g.add("red", &emb[..d], &["red.png"]).unwrap();
+    g.add("blue", &emb[d..], &["blue.png"]).unwrap();
+    g.set_calibration(Some(Calibration { threshold: 0.999, target_fmr: 0.01, achieved_fmr: 0.0, fnmr: None, num_genuine: 0, num_impostor: 1 }));
+    let gallery = dir.path().join("gallery");
+    g.save(&gallery).unwrap();
+    Fixture { _dir: dir, model, gallery }
+}
+
+fn config() -> ServerConfig {
+    ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() }
+}
+
+async fn serve(f: &Fixture, cfg: ServerConfig) -> RunningServer {
+    let dir = f.model.clone();
+    proxima_server::start(cfg, Box::new(move || load_model_dir(&dir, Device::Cpu)), &f.gallery).await.expect("server starts")
+}
+
+fn url(s: &RunningServer, path: &str) -> String {
+    format!("http://{}{path}", s.addr)
+}
+
+async fn json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text}")))
+}
+
+fn image_form(field: &str, bytes: Vec<u8>) -> Form {
+    Form::new().part(field.to_string(), Part::bytes(bytes).file_name("logo.png"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_compare_and_gallery_crud_round_trip() {
+    let f = fixture();
+    let s = serve(&f, config()).await;
+    let c = reqwest::Client::new();
+
+    let (st, h) = json(c.get(url(&s, "/healthz")).send().await.unwrap()).await;
+    assert_eq!((st, h["status"].as_str(), h["brands"].as_u64()), (200, Some("ok"), Some(2)));
+
+    // Raw body: the enrolled red logo is red, with (almost) identical embedding.
+    let (st, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(0))).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["decision"], "known", "{v}");
+    assert_eq!(v["brand"], "red");
+    assert!(v["similarity"].as_f64().unwrap() > 0.999);
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(v["candidates"][1]["brand"], "blue");
+    assert!(v["candidates"][1]["similarity"].as_f64().unwrap() < v["similarity"].as_f64().unwrap());
+
+    // Multipart field `image` and top_k.
+    let (st, v) = json(c.post(url(&s, "/v1/identify?top_k=1")).multipart(image_form("image", png(&logo(1)))).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["decision"].as_str(), v["brand"].as_str()), (Some("known"), Some("blue")));
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1);
+
+    // A logo never enrolled is below the 0.999 threshold: unknown.
+    let (st, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(2))).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["decision"], "unknown", "{v}");
+    assert!(v["best_similarity"].as_f64().unwrap() < 0.999);
+
+    // Compare: same image → same; different logos → a lower similarity.
+    let form = Form::new().part("a", Part::bytes(png(&logo(0)))).part("b", Part::bytes(png(&logo(0))));
+    let (st, v) = json(c.post(url(&s, "/v1/compare")).multipart(form).send().await.unwrap()).await;
+    assert_eq!((st, v["decision"].as_str()), (200, Some("same")), "{v}");
+    let form = Form::new().part("a", Part::bytes(png(&logo(0)))).part("b", Part::bytes(png(&logo(2))));
+    let (st, v) = json(c.post(url(&s, "/v1/compare")).multipart(form).send().await.unwrap()).await;
+    assert_eq!((st, v["decision"].as_str()), (200, Some("different")), "{v}");
+    assert!((v["threshold"].as_f64().unwrap() - 0.999).abs() < 1e-6);
+
+    // Enrol a new brand with two images (no retraining), persisted to the gallery file.
+    let form = Form::new().part("file", Part::bytes(png(&logo(2))).file_name("g1.png")).part("file", Part::bytes(png(&logo(2))).file_name("g2.png"));
+    let (st, v) = json(c.post(url(&s, "/v1/gallery/green")).multipart(form).send().await.unwrap()).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!((v["added"].as_u64(), v["rows"].as_u64(), v["brands"].as_u64()), (Some(2), Some(2), Some(3)));
+    let on_disk = Gallery::load(&f.gallery).unwrap();
+    assert_eq!(on_disk.brands(), ["red", "blue", "green"]);
+    assert_eq!(on_disk.paths()[3], Path::new("upload/green/g2.png"));
+    assert!(on_disk.calibration().is_some(), "enrolment keeps the threshold");
+    let (_, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(2))).send().await.unwrap()).await;
+    assert_eq!((v["decision"].as_str(), v["brand"].as_str()), (Some("known"), Some("green")), "{v}");
+    let (st, v) = json(c.get(url(&s, "/v1/gallery")).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["rows"], 4);
+    assert_eq!(v["brands"][2]["brand"], "green");
+
+    // Delete it: gone from the answers and from the file; a second delete is 404.
+    let (st, v) = json(c.delete(url(&s, "/v1/gallery/green")).send().await.unwrap()).await;
+    assert_eq!((st, v["removed"].as_u64()), (200, Some(2)));
+    assert_eq!(Gallery::load(&f.gallery).unwrap().brands(), ["red", "blue"]);
+    let (st, v) = json(c.delete(url(&s, "/v1/gallery/green")).send().await.unwrap()).await;
+    assert_eq!(st, 404);
+    assert!(v["error"].as_str().unwrap().contains("green"));
+    let (_, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(2))).send().await.unwrap()).await;
+    assert_eq!(v["decision"], "unknown");
+
+    // Metrics: counts by route and status, the latency histogram, the queue gauge.
+    let m = c.get(url(&s, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("proxima_http_requests_total{route=\"/v1/identify\",status=\"200\"} 5\n"), "{m}");
+    assert!(m.contains("proxima_http_requests_total{route=\"/v1/gallery/{brand}\",status=\"404\"} 1\n"), "{m}");
+    assert!(m.contains("proxima_http_request_duration_seconds_count{route=\"/v1/compare\"} 2\n"), "{m}");
+    assert!(m.contains("proxima_queue_depth 0\n") && m.contains("proxima_gallery_brands 2\n"), "{m}");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_client_error_and_the_server_survives() {
+    let f = fixture();
+    let s = serve(&f, ServerConfig { max_body_bytes: 64 * 1024, max_pixels: 128 * 128, ..config() }).await;
+    let c = reqwest::Client::new();
+    let identify = url(&s, "/v1/identify");
+    let good = png(&logo(0));
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("oversize body", c.post(&identify).body(vec![0u8; 100 * 1024]), 413, "length limit"),
+        ("oversize multipart", c.post(&identify).multipart(image_form("image", vec![1u8; 100 * 1024])), 413, "limit"),
+        ("garbage bytes", c.post(&identify).body("<html>hello</html>"), 415, "not a recognised image format"),
+        ("truncated png", c.post(&identify).body(good[..good.len() / 2].to_vec()), 422, "cannot decode"),
+        ("empty body", c.post(&identify), 400, "empty body"),
+        ("over the pixel limit", c.post(&identify).body(png(&RgbImage::new(200, 200))), 413, "over the limit"),
+        ("no image field", c.post(&identify).multipart(image_form("picture", good.clone())), 400, "\"image\" is missing"),
+        ("bad top_k", c.post(format!("{identify}?top_k=abc")).body(good.clone()), 400, "top_k"),
+        ("zero top_k", c.post(format!("{identify}?top_k=0")).body(good.clone()), 400, "top_k"),
+        ("compare without b", c.post(url(&s, "/v1/compare")).multipart(image_form("a", good.clone())), 400, "\"b\" is missing"),
+        ("compare raw body", c.post(url(&s, "/v1/compare")).body(good.clone()), 415, "multipart"),
+        ("enrol truncated", c.post(url(&s, "/v1/gallery/evil")).multipart(image_form("file", good[..good.len() / 2].to_vec())), 422, "cannot decode"),
+        ("enrol bad brand", c.post(url(&s, "/v1/gallery/%20padded")).multipart(image_form("file", good.clone())), 400, "invalid brand"),
+        ("enrol nothing", c.post(url(&s, "/v1/gallery/x")).multipart(Form::new()), 400, "multipart"),
+        ("delete unknown", c.delete(url(&s, "/v1/gallery/nobody")), 404, "not in the gallery"),
+        ("unknown route", c.get(url(&s, "/v2/nothing")), 404, "no such route"),
+    ];
+    for (what, req, status, needle) in cases {
+        let (st, v) = json(req.send().await.unwrap()).await;
+        assert_eq!(st, status, "{what}: {v}");
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{what}: no error field in {v}"));
+        assert!(msg.contains(needle), "{what}: {msg:?} does not mention {needle:?}");
+    }
+    // Nothing was enrolled by the failed requests, and the server still answers.
+    assert_eq!(Gallery::load(&f.gallery).unwrap().brands(), ["red", "blue"]);
+    let (st, v) = json(c.post(&identify).body(good).send().await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (200, Some("red")));
+    let m = c.get(url(&s, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("proxima_http_requests_total{route=\"/v1/identify\",status=\"415\"} 1\n"), "{m}");
+    assert!(!m.contains("status=\"500\""), "{m}");
+    s.shutdown().await.unwrap();
+}
+
+/// A gate the model worker waits at before each forward pass; `entered` reports arrivals.
+struct Gate {
+    open: Arc<(Mutex<bool>, Condvar)>,
+    entered: Mutex<mpsc::Receiver<usize>>,
+}
+
+fn gated(cfg: ServerConfig) -> (ServerConfig, Gate) {
+    let open = Arc::new((Mutex::new(false), Condvar::new()));
+    let (tx, rx) = mpsc::channel();
+    let o = open.clone();
+    let tx = Mutex::new(tx);
+    let hook = Arc::new(move |n: usize| {
+        let _ = tx.lock().unwrap().send(n);
+        let (m, cv) = &*o;
+        let mut g = m.lock().unwrap();
+        while !*g {
+            g = cv.wait(g).unwrap();
+        }
+    });
+    (ServerConfig { before_batch: Some(hook), ..cfg }, Gate { open, entered: Mutex::new(rx) })
+}
+
+impl Gate {
+    /// Waits (off the async threads) until the worker has reached the gate.
+    async fn wait_entered(self: &Arc<Self>) {
+        let g = self.clone();
+        tokio::task::spawn_blocking(move || g.entered.lock().unwrap().recv_timeout(Duration::from_secs(60)).expect("the worker reaches the gate"))
+            .await
+            .unwrap();
+    }
+
+    fn release(&self) {
+        let (m, cv) = &*self.open;
+        *m.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let f = fixture();
+    let batch = BatchConfig { queue_capacity: 1, max_batch: 1, batch_wait: Duration::ZERO };
+    let (cfg, gate) = gated(ServerConfig { batch, ..config() });
+    let gate = Arc::new(gate);
+    let s = serve(&f, cfg).await;
+    let c = reqwest::Client::new();
+    let send = |c: &reqwest::Client| c.post(url(&s, "/v1/identify")).body(png(&logo(0))).send();
+
+    // A is taken by the worker and held at the gate; B waits in the one-slot queue.
+    let a = tokio::spawn(send(&c));
+    gate.wait_entered().await;
+    let b = tokio::spawn(send(&c));
+    let mut polls = 0;
+    while s.state.queue_depth() < 1 {
+        polls += 1;
+        assert!(polls < 10_000, "request B never reached the queue");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // C finds the queue full.
+    let r = send(&c).await.unwrap();
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let (st, v) = json(r).await;
+    assert_eq!(st, 429);
+    assert!(v["error"].as_str().unwrap().contains("queue is full"));
+
+    gate.release();
+    for r in [a.await.unwrap().unwrap(), b.await.unwrap().unwrap()] {
+        let (st, v) = json(r).await;
+        assert_eq!((st, v["brand"].as_str()), (200, Some("red")), "{v}");
+    }
+    let m = c.get(url(&s, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("proxima_http_requests_total{route=\"/v1/identify\",status=\"429\"} 1\n"), "{m}");
+    assert!(m.contains("proxima_queue_rejected_total 1\n"), "{m}");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_past_its_timeout_gets_503_and_the_next_one_succeeds() {
+    let f = fixture();
+    let (cfg, gate) = gated(ServerConfig { request_timeout: Duration::from_millis(300), ..config() });
+    let gate = Arc::new(gate);
+    let s = serve(&f, cfg).await;
+    let c = reqwest::Client::new();
+    // The worker is held at the gate until after the deadline, however slow the machine.
+    let (st, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(1))).send().await.unwrap()).await;
+    assert_eq!(st, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("timed out"));
+    gate.wait_entered().await;
+    gate.release();
+    let (st, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(1))).send().await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (200, Some("blue")), "{v}");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_of_another_model_or_without_threshold_is_refused_at_start() {
+    let f = fixture();
+    let other = f._dir.path().join("other");
+    make_model(&other, 8);
+    let err = proxima_server::start(config(), Box::new(move || load_model_dir(&other, Device::Cpu)), &f.gallery).await.err().expect("mismatch refused");
+    assert!(err.to_string().contains("was built with model"), "{err}");
+
+    let mut g = Gallery::load(&f.gallery).unwrap();
+    g.set_calibration(None);
+    g.save(&f.gallery).unwrap();
+    let dir = f.model.clone();
+    let err = proxima_server::start(config(), Box::new(move || load_model_dir(&dir, Device::Cpu)), &f.gallery).await.err().expect("uncalibrated refused");
+    assert!(err.to_string().contains("no calibrated threshold"), "{err}");
+    // An explicit threshold makes it usable.
+    let s = serve(&f, ServerConfig { threshold: Some(0.5), ..config() }).await;
+    s.shutdown().await.unwrap();
+}
