@@ -7,6 +7,8 @@
 //! is the snake-case name (`triplet_margin`) or the reference class name (`TripletMarginLoss`) and
 //! whose parameters have the reference library's names and defaults.
 
+mod checks;
+
 // Pair, triplet and embedding-based losses.
 mod contrastive;
 mod triplet;

@@ -12,26 +12,11 @@ use tch::Tensor;
 
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, weighted_row_lse};
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::{cosine_only, finite, positive};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, TermIndices};
 use crate::tuples::{Batch, Tuples};
-
-fn finite(component: &str, values: &[(&str, f64)]) -> Result<()> {
-    for (name, v) in values {
-        if !v.is_finite() {
-            return Err(invalid(component, format!("{name} must be finite, got {v}")));
-        }
-    }
-    Ok(())
-}
-
-fn positive(component: &str, name: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v > 0.0) {
-        return Err(invalid(component, format!("{name} must be a positive number, got {v}")));
-    }
-    Ok(())
-}
 
 fn ref_of<'a>(batch: &Batch<'a>) -> Option<&'a Tensor> {
     batch.reference.map(|r| r.0)
@@ -156,10 +141,7 @@ impl LossParams for CircleParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid("circle loss", "only the cosine similarity is supported"));
-        }
+        let distance = cosine_only("circle loss", distance)?;
         Ok(Box::new(CircleLoss { params: self.clone(), distance }))
     }
 }
@@ -383,10 +365,7 @@ impl LossParams for TupletMarginParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid("tuplet_margin loss", "only the cosine similarity is supported"));
-        }
+        let distance = cosine_only("tuplet_margin loss", distance)?;
         Ok(Box::new(TupletMarginLoss { params: self.clone(), distance }))
     }
 }

@@ -12,17 +12,11 @@ use tch::{Kind, Tensor};
 
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, small_val, weighted_row_lse};
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::{cosine_only, positive};
 use crate::distance::Distance;
-use crate::error::{CoreError, Result, invalid};
+use crate::error::{CoreError, Result};
 use crate::reducer::{LossTerm, Reducer, TermIndices};
 use crate::tuples::{Batch, Tuples};
-
-fn positive(component: &str, name: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v > 0.0) {
-        return Err(invalid(component, format!("{name} must be a positive number, got {v}")));
-    }
-    Ok(())
-}
 
 /// The matrix as a similarity (negated for a distance).
 fn as_similarity(distance: &Distance, mat: Tensor) -> Tensor {
@@ -344,10 +338,7 @@ impl LossParams for InstanceParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid("instance loss", "only the cosine similarity is supported"));
-        }
+        let distance = cosine_only("instance loss", distance)?;
         Ok(Box::new(InstanceLoss { params: self.clone(), distance }))
     }
 }

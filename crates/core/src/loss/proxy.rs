@@ -9,6 +9,7 @@ use tch::{Kind, Tensor, nn};
 
 use super::class_common::{as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, kaiming_uniform_sqrt5, masked_logsumexp, miner_weights, one_hot, weight};
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::finite;
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, TermIndices};
@@ -36,13 +37,6 @@ fn soft_triple_margin() -> f64 {
     0.01
 }
 
-fn finite(loss: &str, what: &str, x: f64) -> Result<()> {
-    if !x.is_finite() {
-        return Err(invalid(loss, format!("{what} must be finite, got {x}")));
-    }
-    Ok(())
-}
-
 /// Parameters of ProxyAnchorLoss (reference defaults: `margin = 0.1`, `alpha = 32`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,8 +49,7 @@ pub struct ProxyAnchorParams {
 
 impl LossParams for ProxyAnchorParams {
     fn validate(&self) -> Result<()> {
-        finite("ProxyAnchorLoss", "margin", self.margin)?;
-        finite("ProxyAnchorLoss", "alpha", self.alpha)
+        finite("ProxyAnchorLoss", &[("margin", self.margin), ("alpha", self.alpha)])
     }
     fn default_distance(&self) -> Option<Distance> {
         Some(Distance::cosine())
@@ -137,7 +130,7 @@ pub struct ProxyNcaParams {
 
 impl LossParams for ProxyNcaParams {
     fn validate(&self) -> Result<()> {
-        finite("ProxyNCALoss", "softmax_scale", self.softmax_scale)
+        finite("ProxyNCALoss", &[("softmax_scale", self.softmax_scale)])
     }
     fn default_distance(&self) -> Option<Distance> {
         Some(Distance::lp_squared())
@@ -222,8 +215,7 @@ impl LossParams for SoftTripleParams {
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
             return Err(invalid(name, format!("gamma must be positive, got {}", self.gamma)));
         }
-        finite(name, "la", self.la)?;
-        finite(name, "margin", self.margin)
+        finite(name, &[("la", self.la), ("margin", self.margin)])
     }
     fn default_distance(&self) -> Option<Distance> {
         Some(Distance::cosine())

@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::pair_softmax::miner_weights;
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::cosine_only;
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
 use crate::reducer::{LossTerm, TermIndices};
@@ -383,10 +384,7 @@ impl LossParams for PNPParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid("pnp loss", "only the cosine similarity is supported"));
-        }
+        let distance = cosine_only("pnp loss", distance)?;
         Ok(Box::new(PNPLoss { params: self.clone(), distance }))
     }
 }
@@ -470,10 +468,7 @@ impl LossParams for SmoothAPParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid("smooth_ap loss", "only the cosine similarity is supported"));
-        }
+        let distance = cosine_only("smooth_ap loss", distance)?;
         Ok(Box::new(SmoothAPLoss { params: self.clone(), distance }))
     }
 }

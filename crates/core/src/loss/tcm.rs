@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::cosine_only;
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::LossTerm;
@@ -63,10 +64,7 @@ impl LossParams for ThresholdConsistentMarginParams {
         Some(Distance::cosine())
     }
     fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::cosine);
-        if !matches!(distance, Distance::Cosine { .. }) {
-            return Err(invalid(NAME, "the distance must be cosine (as the reference asserts)"));
-        }
+        let distance = cosine_only(NAME, distance)?;
         Ok(Box::new(ThresholdConsistentMarginLoss { params: self.clone(), distance }))
     }
 }
