@@ -14,6 +14,7 @@ use tch::{Kind, Tensor, nn};
 
 use super::class_common::{as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, miner_weights, one_hot, weight};
 use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::positive;
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
 use crate::reducer::LossTerm;
@@ -57,10 +58,7 @@ pub enum MarginVariant {
 }
 
 fn check_scale(loss: &str, scale: f64) -> Result<()> {
-    if !scale.is_finite() || scale <= 0.0 {
-        return Err(invalid(loss, format!("scale must be a positive number, got {scale}")));
-    }
-    Ok(())
+    positive(loss, "scale", scale)
 }
 
 fn integer_margin(loss: &str, margin: f64) -> Result<i64> {
