@@ -61,6 +61,14 @@ fn synthetic_data(dir: &Path) -> (Dataset, Dataset) {
     (train, val)
 }
 
+/// libtorch's random generator and thread count are process-wide: tests that seed it must not
+/// interleave, or two runs of the same seed draw different weights.
+static TORCH_GLOBALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_GLOBALS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Run {
     state: TrainState,
     final_params: Vec<f32>,
@@ -123,6 +131,7 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
 
 #[test]
 fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
+    let _guard = torch_lock();
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let data = synthetic_data(&dir.path().join("data"));
@@ -152,6 +161,7 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
+    let _guard = torch_lock();
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let data = synthetic_data(&dir.path().join("data"));
