@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use proxima_data::{ImportOptions, SynthOptions};
+use proxima_data::{BrandPart, ImportOptions, SceneOptions, SynthOptions};
 
 /// `proxima data` subcommands.
 #[derive(Subcommand)]
@@ -14,6 +14,10 @@ pub enum DataCommand {
     Import(ImportArgs),
     /// Render built-in synthetic brand logos (deterministic by seed; no download needed).
     Synth(SynthArgs),
+    /// Render whole scenes (sign-in-page screenshots, cluttered photos) carrying simple-icons logos, with boxes.
+    Scenes(ScenesArgs),
+    /// Render simple-icons logos as class-per-folder crops (enrolment sets, embedding training).
+    Icons(IconsArgs),
     /// Count images and classes, list undecodable files with the reason, show class sizes.
     Check(CheckArgs),
     /// Measure loader throughput (decode + augment + batch, images/s) on a class-per-folder tree.
@@ -40,6 +44,79 @@ pub struct ImportArgs {
     /// Grow every box by this fraction of its size on each side before cropping.
     #[arg(long, default_value_t = 0.0)]
     padding: f32,
+}
+
+/// Which simple-icons brands to use.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PartArg {
+    /// The training brands (85 %, fixed by a hash of the slug).
+    Train,
+    /// The held-out brands (15 %), never trained on.
+    Heldout,
+    /// Every brand.
+    All,
+}
+
+impl From<PartArg> for BrandPart {
+    fn from(p: PartArg) -> Self {
+        match p {
+            PartArg::Train => BrandPart::Train,
+            PartArg::Heldout => BrandPart::Heldout,
+            PartArg::All => BrandPart::All,
+        }
+    }
+}
+
+/// Arguments of `proxima data scenes`.
+#[derive(Args)]
+pub struct ScenesArgs {
+    /// The simple-icons folder (`data/simple-icons.json` + `icons/*.svg`).
+    #[arg(long, default_value = "../shared/data/simple-icons")]
+    icons: PathBuf,
+    /// Screenshots to render.
+    #[arg(long, default_value_t = 200)]
+    screenshots: usize,
+    /// Photos to render.
+    #[arg(long, default_value_t = 100)]
+    photos: usize,
+    /// Share of scenes with no logo.
+    #[arg(long, default_value_t = 0.15)]
+    no_logo_fraction: f32,
+    /// Which brands the logos come from.
+    #[arg(long, value_enum, default_value = "train")]
+    part: PartArg,
+    /// Seed (same seed, same scenes).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder: `images/` and `scenes.jsonl`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `proxima data icons`.
+#[derive(Args)]
+pub struct IconsArgs {
+    /// The simple-icons folder.
+    #[arg(long, default_value = "../shared/data/simple-icons")]
+    icons: PathBuf,
+    /// Which brands.
+    #[arg(long, value_enum, default_value = "heldout")]
+    part: PartArg,
+    /// Crops per brand (the first is the clean mark on white).
+    #[arg(long, default_value_t = 6)]
+    per_brand: usize,
+    /// Crop side in pixels.
+    #[arg(long, default_value_t = 128)]
+    size: u32,
+    /// At most this many brands (a seeded sample).
+    #[arg(long)]
+    max_brands: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (class-per-folder tree).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Arguments of `proxima data synth`.
@@ -112,6 +189,23 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
             let opts = SynthOptions { brands: a.brands, per_brand: a.per_brand, size: a.size, seed: a.seed, difficulty: a.difficulty };
             let report = proxima_data::synth::synth_with(&opts, &a.out).with_context(|| format!("writing synthetic logos to {}", a.out.display()))?;
             println!("wrote {} images of {} brands to {}", report.images, report.classes.len(), report.out_dir.display());
+        }
+        DataCommand::Scenes(a) => {
+            let opts = SceneOptions {
+                screenshots: a.screenshots,
+                photos: a.photos,
+                no_logo_fraction: a.no_logo_fraction,
+                part: a.part.into(),
+                seed: a.seed,
+                ..Default::default()
+            };
+            let r = proxima_data::synth_scenes(&a.icons, &opts, &a.out).with_context(|| format!("rendering scenes into {}", a.out.display()))?;
+            println!("wrote {} scenes with {} logo boxes of {} brands; manifest {}", r.scenes, r.boxes, r.brands, r.manifest.display());
+        }
+        DataCommand::Icons(a) => {
+            let n = proxima_data::render_icon_crops(&a.icons, a.part.into(), a.per_brand, a.size, a.seed, a.max_brands, &a.out)
+                .with_context(|| format!("rendering icon crops into {}", a.out.display()))?;
+            println!("wrote {n} logo crops to {}", a.out.display());
         }
         DataCommand::Check(a) => {
             if !a.dir.is_dir() {

@@ -10,6 +10,7 @@ mod bench;
 mod data;
 mod demo;
 mod eval;
+mod find;
 mod io;
 mod perf;
 mod recognize;
@@ -54,6 +55,11 @@ enum Command {
     Query(recognize::QueryArgs),
     /// Compare two logos: cosine similarity and same/different (exit 0 same, 1 different).
     Match(recognize::MatchArgs),
+    /// Find and identify logos anywhere in photos and screenshots (exit 0 a brand found, 1 none).
+    Find(find::FindArgs),
+    /// The class-agnostic logo localiser behind `find`: train it, evaluate box AP and identification.
+    #[command(subcommand)]
+    Localiser(find::LocaliserCommand),
     /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
     Serve(recognize::ServeArgs),
 }
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
         Command::Query(args) => recognize::query(args),
         Command::Match(args) => recognize::matches(args),
         Command::Serve(args) => recognize::serve(args),
+        Command::Find(args) => find::find(args),
+        Command::Localiser(cmd) => find::localiser(cmd),
     };
     match result {
         Ok(code) => code,

@@ -163,6 +163,9 @@ pub struct ServeArgs {
     /// Model directory; must be the model the gallery was built with.
     #[arg(long)]
     model: PathBuf,
+    /// Localiser directory for `POST /v1/find`; default: `localiser/` in the model directory if there is one.
+    #[arg(long)]
+    localiser: Option<PathBuf>,
     /// Gallery file (enrolment and deletion rewrite it atomically).
     #[arg(long)]
     gallery: PathBuf,
@@ -222,7 +225,7 @@ fn read_dataset(path: &Path) -> Result<Dataset> {
 }
 
 /// Image files of `inputs`: files as given, folders expanded to their image files (sorted).
-fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -419,8 +422,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let model = a.model.clone();
-    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), &a.gallery, |addr| {
-        eprintln!("serving {} with model {} on http://{addr} (Ctrl-C to stop)", a.gallery.display(), a.model.display());
+    // An explicit --localiser must load; the default one is used only when present.
+    let localiser = match &a.localiser {
+        Some(p) => Some(proxima_detect::resolve_localiser_dir(p).with_context(|| format!("--localiser {}", p.display()))?),
+        None => proxima_detect::resolve_localiser_dir(&a.model).ok(),
+    };
+    let find_note = localiser.as_ref().map_or("no localiser: /v1/find answers 501".to_string(), |l| format!("localiser {}", l.display()));
+    let load_localiser: Option<proxima_server::LocaliserLoader> =
+        localiser.map(|l| Box::new(move || proxima_detect::load_localiser(&l, device).map(|(loc, _)| loc)) as proxima_server::LocaliserLoader);
+    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, &a.gallery, |addr| {
+        eprintln!("serving {} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.gallery.display(), a.model.display());
     })
     .with_context(|| format!("serving {} on {}", a.gallery.display(), a.addr))?;
     Ok(ExitCode::SUCCESS)

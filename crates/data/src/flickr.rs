@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Issue, reason_of, write_file};
 use crate::decode::{DecodeOptions, decode_file, has_image_extension};
 use crate::error::{DataError, Result};
+use crate::scene::{Scene, SceneBox, write_scenes};
 
 /// Name of the official training-set annotation file.
 pub const TRAIN_ANNOTATION: &str = "flickr_logos_27_dataset_training_set_annotation.txt";
@@ -85,6 +86,12 @@ pub struct ImportReport {
     pub query_manifest: PathBuf,
     /// JSONL manifest of the no-brand photos.
     pub no_brand_manifest: PathBuf,
+    /// Scene manifest of the annotated training photos (every box, unpadded).
+    #[serde(default)]
+    pub train_scenes: PathBuf,
+    /// Scene manifest of the query photos (brand only) and the no-brand photos (no logo).
+    #[serde(default)]
+    pub query_scenes: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +231,28 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
             report.no_brand_images += 1;
         }
     }
+    // Whole photos with their boxes (localiser training) and the query photos (identification).
+    let mut train_scenes = Vec::new();
+    for (image, boxes) in &by_image {
+        let boxes: Vec<SceneBox> = boxes
+            .iter()
+            .filter(|a| a.b[2] > a.b[0] && a.b[3] > a.b[1])
+            .map(|a| SceneBox { bbox: a.b.map(|v| v as f32), brand: a.brand.clone() })
+            .collect();
+        let mut brands: Vec<String> = boxes.iter().map(|b| b.brand.clone()).collect();
+        brands.sort();
+        brands.dedup();
+        train_scenes.push(Scene { image: images_dir.join(image), brands, boxes: Some(boxes), kind: "flickrlogos27".into() });
+    }
+    report.train_scenes = out.join("scenes_train.jsonl");
+    write_scenes(&report.train_scenes, &train_scenes)?;
+    let query_scenes: Vec<Scene> = query
+        .iter()
+        .map(|(p, brand)| Scene { image: p.clone(), brands: vec![brand.clone()], boxes: None, kind: "flickrlogos27".into() })
+        .chain(none.iter().map(|p| Scene { image: p.clone(), brands: vec![], boxes: Some(vec![]), kind: "flickrlogos27".into() }))
+        .collect();
+    report.query_scenes = out.join("scenes_query.jsonl");
+    write_scenes(&report.query_scenes, &query_scenes)?;
     report.query_manifest = out.join("query.jsonl");
     report.no_brand_manifest = out.join("no_brand.jsonl");
     write_file(&report.query_manifest, &qlines)?;

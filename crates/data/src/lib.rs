@@ -5,7 +5,7 @@
 //! testable without a GPU or a Torch install; the training crates consume its `f32` batches.
 //!
 //! Modules, in pipeline order: [`dataset`] (what images exist) → [`decode`] (robust RGB8
-//! decoding) → [`check`] (audit a tree) → [`flickr`] / [`synth`] (produce trees) → [`split`]
+//! decoding) → [`check`] (audit a tree) → [`flickr`] / [`synth`] (produce trees; [`scenes_synth`] renders whole scenes with boxes, [`scene`] reads them) → [`split`]
 //! (class-disjoint splits) → [`sampler`] (M-per-class batches) → [`augment`] (seeded
 //! transforms to CHW `f32`) → [`loader`] (parallel, prefetching batches).
 
@@ -19,6 +19,8 @@ pub mod loader;
 pub mod raster;
 pub mod rng;
 pub mod sampler;
+pub mod scene;
+pub mod scenes_synth;
 pub mod split;
 pub mod synth;
 
@@ -31,4 +33,6 @@ pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
 pub use loader::{Batch, BatchIter, BenchResult, Loader, LoaderConfig, bench_loader};
 pub use sampler::{MPerClassConfig, MPerClassSampler, SamplerState, SmallClassPolicy, TripletSampler};
 pub use split::{QueryGallery, Split, SplitConfig, kfold_class_disjoint, make_split, query_gallery_split};
+pub use scene::{Scene, SceneBox, iou, read_scenes, write_scenes};
+pub use scenes_synth::{BrandPart, Icon, SceneOptions, SceneReport, load_icons, render_icon, render_icon_crops, synth_scenes};
 pub use synth::{SynthOptions, SynthReport, synth};

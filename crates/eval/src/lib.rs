@@ -17,6 +17,7 @@
 
 pub mod classify;
 pub mod clustering;
+pub mod detection;
 pub mod error;
 pub mod knn;
 pub mod matrix;
@@ -27,6 +28,7 @@ pub mod verification;
 
 pub use classify::{Classifier, OpenSetMetrics, Prediction, classify, open_set_metrics};
 pub use clustering::{ClusteringMetrics, KMeans, ami, evaluate_clustering, kmeans, nmi};
+pub use detection::{ApResult, AtFalseAlarm, IdentificationReport, ImageAnswer, ScoredBox, average_precision, box_iou, identification_report};
 pub use error::{EvalError, Result};
 pub use knn::{KnnResult, KnnStats, Metric, knn, knn_with_stats};
 pub use matrix::Embeddings;

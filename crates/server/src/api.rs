@@ -25,12 +25,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use proxima_data::{DataError, DecodeOptions, Pipeline};
+use proxima_detect::FindAnswer;
+use proxima_detect::find::{FindOptions, answer as find_answer, crop, downscale, regions as find_regions};
 use proxima_index::{BrandCount, BrandMatch, Calibration, Decision, Gallery, IndexError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::ServerConfig;
 use crate::metrics::{Gauges, Metrics};
+use crate::locate::LocaliserHandle;
 use crate::worker::{ModelInfo, SubmitError, WorkerHandle};
 
 /// Everything a request handler needs.
@@ -47,6 +50,7 @@ pub struct AppState {
     gallery_path: PathBuf,
     writer: tokio::sync::Mutex<()>,
     decode_slots: Semaphore,
+    localiser: Option<LocaliserHandle>,
 }
 
 impl AppState {
@@ -66,7 +70,14 @@ impl AppState {
             gallery_path,
             writer: tokio::sync::Mutex::new(()),
             decode_slots: Semaphore::new(2 * cores),
+            localiser: None,
         })
+    }
+
+    /// Serves `POST /v1/find` with this localiser.
+    pub fn with_localiser(mut self, localiser: LocaliserHandle) -> Self {
+        self.localiser = Some(localiser);
+        self
     }
 
     /// The gallery as of now.
@@ -256,6 +267,14 @@ async fn image_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     Ok(bytes)
 }
 
+/// Query parameters of `/v1/find`.
+#[derive(Debug, Deserialize)]
+pub struct FindParams {
+    /// Also identify the whole image as one region.
+    #[serde(default)]
+    pub whole_image: bool,
+}
+
 /// Query parameters of `/v1/identify`.
 #[derive(Debug, Deserialize)]
 pub struct IdentifyParams {
@@ -335,6 +354,66 @@ async fn identify(State(s): Shared, q: Result<Query<IdentifyParams>, axum::extra
         Ok(Json(IdentifyAnswer { decision: id.decision, threshold: id.threshold, candidates: id.candidates }))
     })
     .await
+}
+
+/// `POST /v1/find`: localise logos anywhere in the image, identify each region (same answer as `proxima find`).
+async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::rejection::QueryRejection>, req: Request) -> Result<Json<FindAnswer>, ApiError> {
+    let q = q.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
+    let Some(loc) = s.localiser.clone() else {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server has no localiser: start it with `proxima serve --localiser DIR`"));
+    };
+    s.timed(async {
+        let bytes = image_body(req, s.config.max_body_bytes).await?;
+        let opts = FindOptions { whole_image: q.whole_image, ..Default::default() };
+        let (img, scale) = {
+            let _slot = s.decode_slots.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+            let (max_pixels, o) = (s.config.max_pixels, opts.clone());
+            tokio::task::spawn_blocking(move || {
+                let dec = DecodeOptions { max_pixels, ..Default::default() };
+                let img = proxima_data::decode_bytes(&bytes, Path::new("upload"), &dec).map_err(decode_error)?;
+                let (img, scale) = downscale(&img, &o).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+                Ok::<_, ApiError>((img.into_owned(), scale))
+            })
+            .await
+            .map_err(|_| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "the image could not be processed (decoder failure)"))??
+        };
+        let rx = loc.submit(img.clone()).map_err(|e| match e {
+            SubmitError::Full => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "the localiser queue is full; retry later");
+                e.retry_after = Some(1);
+                e
+            }
+            SubmitError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the localiser has stopped"),
+        })?;
+        let dets = rx
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the localiser has stopped"))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("localisation failed: {e}")))?;
+        let regions = find_regions(&dets, &img, &opts);
+        let g = s.gallery();
+        let t = s.threshold(&g)?;
+        if regions.is_empty() {
+            return Ok(Json(find_answer("upload", &[], &[], scale, &g, t).map_err(detect_error)?));
+        }
+        let size = s.info.image_size;
+        let per = 3 * (size as usize) * (size as usize);
+        let mut pixels = vec![0f32; per * regions.len()];
+        for (i, (b, _)) in regions.iter().enumerate() {
+            let c = crop(&img, *b, opts.padding);
+            s.pipeline.run_into(&c, 0, 0, [size, size], &mut pixels[i * per..(i + 1) * per]);
+        }
+        let emb = s.embed(pixels, regions.len()).await?;
+        let ans = tokio::task::spawn_blocking(move || find_answer("upload", &regions, &emb, scale, &g, t))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
+            .map_err(detect_error)?;
+        Ok(Json(ans))
+    })
+    .await
+}
+
+fn detect_error(e: proxima_detect::DetectError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 async fn compare(State(s): Shared, req: Request) -> Result<Json<CompareAnswer>, ApiError> {
@@ -434,7 +513,7 @@ async fn metrics(State(s): Shared) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/identify, /v1/compare, /v1/gallery, /healthz, /metrics")
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/identify, /v1/find, /v1/compare, /v1/gallery, /healthz, /metrics")
 }
 
 async fn track(State(s): Shared, req: Request, next: Next) -> Response {
@@ -450,6 +529,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/identify", post(identify))
         .route("/v1/compare", post(compare))
+        .route("/v1/find", post(find))
         .route("/v1/gallery", get(list))
         .route("/v1/gallery/{brand}", post(enrol).delete(remove))
         .route("/healthz", get(healthz))

@@ -10,10 +10,11 @@
 //! Modules: [`worker`] (the model thread and its bounded, micro-batching queue), [`api`] (routes,
 //! limits and error mapping), [`metrics`] (Prometheus text).
 //!
-//! Routes: `POST /v1/identify`, `POST /v1/compare`, `GET /v1/gallery`,
+//! Routes: `POST /v1/identify`, `POST /v1/find` (with a localiser), `POST /v1/compare`, `GET /v1/gallery`,
 //! `POST|DELETE /v1/gallery/{brand}`, `GET /healthz`, `GET /metrics`.
 
 pub mod api;
+pub mod locate;
 pub mod metrics;
 pub mod worker;
 
@@ -28,6 +29,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use locate::LocaliserLoader;
 pub use worker::{BatchConfig, BeforeBatch, ModelInfo};
 
 /// Limits and batching of one server.
@@ -139,7 +141,24 @@ impl RunningServer {
 
 /// Loads the model (in its worker thread) and the gallery, binds `config.addr` and serves.
 pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: &Path) -> Result<RunningServer, ServeError> {
+    start_with_localiser(config, load_model, None, gallery_path).await
+}
+
+/// As [`start`], with a localiser for `POST /v1/find` (loaded in its own thread).
+pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, gallery_path: &Path) -> Result<RunningServer, ServeError> {
     check_config(&config)?;
+    let localiser = match load_localiser {
+        Some(load) => {
+            let cap = config.batch.queue_capacity;
+            Some(
+                tokio::task::spawn_blocking(move || locate::spawn(load, cap))
+                    .await
+                    .map_err(|e| ServeError::Model(format!("localiser thread: {e}")))?
+                    .map_err(ServeError::Model)?,
+            )
+        }
+        None => None,
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     let (m, batch, hook) = (metrics.clone(), config.batch, config.before_batch.clone());
     let (worker, info) = tokio::task::spawn_blocking(move || worker::spawn(load_model, batch, m, hook))
@@ -154,7 +173,11 @@ pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: 
     if config.threshold.is_none() && gallery.calibration().is_none() {
         return Err(ServeError::NotCalibrated(gallery_path.to_path_buf()));
     }
-    let state = Arc::new(api::AppState::new(config.clone(), worker, info, gallery, gallery_path.to_path_buf(), metrics).map_err(ServeError::Config)?);
+    let mut state = api::AppState::new(config.clone(), worker, info, gallery, gallery_path.to_path_buf(), metrics).map_err(ServeError::Config)?;
+    if let Some(l) = localiser {
+        state = state.with_localiser(l);
+    }
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Io { what: format!("binding {}", config.addr), source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Io { what: format!("reading the address bound for {}", config.addr), source })?;
     // Small JSON answers on kept-alive connections: without TCP_NODELAY, Nagle's algorithm and
@@ -200,13 +223,13 @@ fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
 /// Runs a server on a new multi-threaded runtime until Ctrl-C (or SIGTERM); for `proxima serve`.
 ///
 /// `on_ready` is called with the bound address once the server accepts connections.
-pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, gallery_path: &Path, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, gallery_path: &Path, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| ServeError::Io { what: "starting the async runtime".into(), source })?;
     rt.block_on(async move {
-        let server = start(config, load_model, gallery_path).await?;
+        let server = start_with_localiser(config, load_model, load_localiser, gallery_path).await?;
         on_ready(server.addr);
         shutdown_signal().await?;
         server.shutdown().await

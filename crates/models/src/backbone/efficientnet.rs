@@ -146,6 +146,29 @@ impl EfficientNetLite {
     }
 }
 
+/// Blocks after which [`EfficientNetLite::feature_maps`] taps the trunk: the ends of the stride-8,
+/// stride-16 and stride-32 stages (40, 112 and 320 channels).
+pub const LITE0_TAPS: [(usize, i64, i64); 3] = [(4, 8, 40), (10, 16, 112), (15, 32, 320)];
+
+impl EfficientNetLite {
+    /// Feature maps at strides 8, 16 and 32 (see [`LITE0_TAPS`]), for dense heads such as a localiser.
+    ///
+    /// # Shapes
+    /// `xs`: `[N, 3, H, W]` → `[N, 40, ⌈H/8⌉, ⌈W/8⌉]`, `[N, 112, ⌈H/16⌉, ⌈W/16⌉]`, `[N, 320, ⌈H/32⌉, ⌈W/32⌉]`.
+    pub fn feature_maps(&self, xs: &Tensor, train: bool) -> [Tensor; 3] {
+        let mut ys = relu6(self.stem.forward(xs).apply_t(&self.bn0, train));
+        let mut taps: Vec<Tensor> = Vec::with_capacity(3);
+        for (i, b) in self.blocks.iter().enumerate() {
+            ys = b.forward(&ys, train);
+            if LITE0_TAPS.iter().any(|t| t.0 == i) {
+                taps.push(ys.shallow_clone());
+            }
+        }
+        let [a, b, c]: [Tensor; 3] = taps.try_into().expect("three taps");
+        [a, b, c]
+    }
+}
+
 impl Backbone for EfficientNetLite {
     fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = relu6(self.stem.forward(xs).apply_t(&self.bn0, train));
@@ -193,6 +216,17 @@ mod tests {
         assert_eq!(n, 4_652_008);
         // 296 state-dict entries = 247 variables + 49 num_batches_tracked.
         assert_eq!(vars.len(), 296 - 49);
+    }
+
+    #[test]
+    fn feature_maps_have_the_documented_strides_and_widths() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = EfficientNetLite::lite0(&vs.root(), None);
+        let xs = Tensor::zeros([2, 3, 96, 64], (Kind::Float, Device::Cpu));
+        let [a, b, c] = net.feature_maps(&xs, false);
+        assert_eq!(a.size(), [2, 40, 12, 8]);
+        assert_eq!(b.size(), [2, 112, 6, 4]);
+        assert_eq!(c.size(), [2, 320, 3, 2]);
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! Finding logos in whole images: `proxima localiser train|eval` and `proxima find`.
+//!
+//! Why a separate module from `recognize`: `query` identifies an image that *is* a logo crop;
+//! `find` first localises logos anywhere in a photo or screenshot (class-agnostic localiser),
+//! then identifies each region against the gallery. Exit status of `find`: 0 when some image
+//! shows a known brand, 1 when none does, 2 on error (nothing is written in any case).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use proxima_data::{DecodeOptions, Scene, decode_file, read_scenes};
+use proxima_detect::{FindAnswer, FindOptions, Finder, Localiser, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
+use proxima_eval::{ImageAnswer, identification_report};
+use proxima_index::Gallery;
+use proxima_train::artifact::{TrainedModel, load_model_dir};
+use proxima_train::experiment;
+use serde::Serialize;
+
+/// `proxima localiser …`.
+#[derive(Subcommand)]
+pub enum LocaliserCommand {
+    /// Train the class-agnostic logo localiser on scene manifests (boxes), trunk frozen, features cached.
+    Train(LocaliserTrainArgs),
+    /// Box AP@0.5 on scenes it did not train on; with --model and --gallery also image-level identification.
+    Eval(LocaliserEvalArgs),
+}
+
+/// Arguments of `proxima localiser train`.
+#[derive(Args)]
+pub struct LocaliserTrainArgs {
+    /// Scene manifests (JSONL from `proxima data scenes` or `data import`'s scenes_train.jsonl); repeatable.
+    #[arg(long, required = true)]
+    scenes: Vec<PathBuf>,
+    /// Output localiser directory (e.g. `<model dir>/localiser`, where `find` looks by default).
+    #[arg(long)]
+    out: PathBuf,
+    /// EfficientNet-Lite0 ImageNet weights for the trunk.
+    #[arg(long, default_value = ".weights/efficientnet-lite0-57934424.pth")]
+    pretrained: PathBuf,
+    /// Square input side (multiple of 32).
+    #[arg(long, default_value_t = 512)]
+    input_size: u32,
+    /// Augmented views cached per scene.
+    #[arg(long, default_value_t = 2)]
+    views: usize,
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Share of scenes held out for validation AP.
+    #[arg(long, default_value_t = 0.15)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima localiser eval`.
+#[derive(Args)]
+pub struct LocaliserEvalArgs {
+    /// Localiser directory (or a model directory holding `localiser/`).
+    #[arg(long)]
+    localiser: PathBuf,
+    /// Scene manifest; scenes the localiser trained on are left out.
+    #[arg(long, required = true)]
+    scenes: Vec<PathBuf>,
+    /// Embedding model for identification (needs --gallery).
+    #[arg(long, requires = "gallery")]
+    model: Option<PathBuf>,
+    /// Gallery for identification.
+    #[arg(long, requires = "model")]
+    gallery: Option<PathBuf>,
+    /// Also identify the whole image as a region.
+    #[arg(long)]
+    whole_image: bool,
+    /// Write the report as JSON to this file (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Arguments of `proxima find`.
+#[derive(Args)]
+#[command(after_help = "Exit status: 0 a known brand was found in some image, 1 none found, 2 error.")]
+pub struct FindArgs {
+    /// Model directory; must be the model the gallery was built with.
+    #[arg(long)]
+    model: PathBuf,
+    /// Gallery file.
+    #[arg(long)]
+    gallery: PathBuf,
+    /// Localiser directory; default: `localiser/` inside the model or run directory.
+    #[arg(long)]
+    localiser: Option<PathBuf>,
+    /// Images (photos, screenshots) or folders of them.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Decision threshold; default: the gallery's calibrated one.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Also identify the whole image as one region.
+    #[arg(long)]
+    whole_image: bool,
+    /// Regions identified per image at most.
+    #[arg(long, default_value_t = 8)]
+    max_regions: usize,
+    /// Print the JSON array (one object per image) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn read_all_scenes(paths: &[PathBuf]) -> Result<Vec<Scene>> {
+    let mut all = Vec::new();
+    for p in paths {
+        all.extend(read_scenes(p).with_context(|| format!("reading the scene manifest {}", p.display()))?);
+    }
+    Ok(all)
+}
+
+/// Runs `proxima localiser …`.
+pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
+    match cmd {
+        LocaliserCommand::Train(a) => {
+            let device = experiment::available_device(&a.device)?;
+            let scenes = read_all_scenes(&a.scenes)?;
+            if !a.pretrained.is_file() {
+                bail!("{}: pretrained EfficientNet-Lite0 weights not found (scripts/fetch-weights.sh fetches them)", a.pretrained.display());
+            }
+            let opts = TrainLocaliserOptions {
+                config: LocaliserConfig { input_size: a.input_size, ..Default::default() },
+                pretrained: Some(a.pretrained.clone()),
+                views_per_scene: a.views,
+                epochs: a.epochs,
+                batch_size: a.batch_size,
+                lr: a.lr,
+                val_fraction: a.val_fraction,
+                seed: a.seed,
+            };
+            let t = Instant::now();
+            let report = train_localiser(&scenes, &opts, device, &a.out, &mut |m| eprintln!("{m}"))
+                .with_context(|| format!("training the localiser into {}", a.out.display()))?;
+            println!(
+                "trained on {} scenes ({} views) in {:.0} s (features {:.0} s, head {:.0} s); validation AP@0.5 {}; wrote {}",
+                report.train_scenes,
+                report.views,
+                t.elapsed().as_secs_f64(),
+                report.feature_seconds,
+                report.head_seconds,
+                report.val_ap50.iter().map(|(k, v)| format!("{k} {:.3}", v.ap)).collect::<Vec<_>>().join(", "),
+                a.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LocaliserCommand::Eval(a) => eval(a),
+    }
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    scenes: usize,
+    left_out_trained_on: usize,
+    ap50: std::collections::BTreeMap<String, proxima_eval::ApResult>,
+    identification: Option<proxima_eval::IdentificationReport>,
+    find_seconds_median: Option<f64>,
+    find_seconds_mean: Option<f64>,
+}
+
+fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
+    let device = experiment::available_device(&a.device)?;
+    let (loc, card) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
+    let all = read_all_scenes(&a.scenes)?;
+    let n_all = all.len();
+    let scenes: Vec<Scene> = all.into_iter().filter(|s| !card.trained_on.contains(&s.image)).collect();
+    if scenes.is_empty() {
+        bail!("every scene of the manifest was used to train this localiser; nothing left to evaluate");
+    }
+    let with_boxes: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
+    let ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
+    let mut report = EvalReport { scenes: scenes.len(), left_out_trained_on: n_all - scenes.len(), ap50, identification: None, find_seconds_median: None, find_seconds_mean: None };
+    for (k, v) in &report.ap50 {
+        println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
+    }
+    if let (Some(model_path), Some(gallery_path)) = (&a.model, &a.gallery) {
+        let model = load_model(model_path, device)?;
+        let gallery = load_gallery(gallery_path, &model)?;
+        // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
+        let opts = FindOptions { whole_image: a.whole_image, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
+        let finder = Finder::new(&loc, &model, &gallery, opts)?;
+        let mut answers = Vec::new();
+        let mut times = Vec::new();
+        for s in &scenes {
+            let t = Instant::now();
+            let img = decode_file(&s.image, &DecodeOptions::default()).with_context(|| format!("decoding {}", s.image.display()))?;
+            let ans = finder.find(&s.image.to_string_lossy(), &img)?;
+            times.push(t.elapsed().as_secs_f64());
+            let best = ans.regions.first();
+            answers.push(ImageAnswer {
+                brand: best.map(|r| r.best_brand.clone()),
+                similarity: best.map_or(f32::NEG_INFINITY, |r| r.similarity),
+                truth: s.brands.clone(),
+            });
+        }
+        let id = identification_report(&answers, &[0.01, 0.05])?;
+        println!("image-level top-1: {:.4} of {} logo images ({} without a logo)", id.top1, id.num_logo_images, id.num_no_logo_images);
+        for f in &id.at_false_alarm {
+            println!(
+                "identified at ≤{:.0}% false alarms: {:.4} (threshold {:.4}, false alarms {:.4})",
+                f.target * 100.0,
+                f.identified,
+                f.threshold,
+                f.false_alarm_rate
+            );
+        }
+        times.sort_by(f64::total_cmp);
+        report.find_seconds_median = Some(times[times.len() / 2]);
+        report.find_seconds_mean = Some(times.iter().sum::<f64>() / times.len() as f64);
+        println!("find latency per image (decode included): median {:.3} s, mean {:.3} s", times[times.len() / 2], report.find_seconds_mean.unwrap_or(0.0));
+        report.identification = Some(id);
+    }
+    if let Some(out) = &a.out {
+        let text = serde_json::to_string_pretty(&report)?;
+        proxima_train::checkpoint::write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_model(path: &Path, device: tch::Device) -> Result<TrainedModel> {
+    load_model_dir(path, device).with_context(|| format!("loading the model {}", path.display()))
+}
+
+fn load_gallery(path: &Path, model: &TrainedModel) -> Result<Gallery> {
+    Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
+}
+
+/// Loads the localiser at `explicit`, else the one inside the model or run directory.
+fn find_localiser(explicit: Option<&Path>, model: &Path, device: tch::Device) -> Result<Localiser> {
+    let path = explicit.unwrap_or(model);
+    let (loc, _) = load_localiser(path, device).with_context(|| {
+        if explicit.is_some() {
+            format!("loading the localiser {}", path.display())
+        } else {
+            format!("no localiser given and none found in {} (train one with `proxima localiser train --out {}/localiser`)", model.display(), model.display())
+        }
+    })?;
+    Ok(loc)
+}
+
+/// Runs `proxima find`.
+pub fn find(a: FindArgs) -> Result<ExitCode> {
+    let device = experiment::available_device(&a.device)?;
+    let model = load_model(&a.model, device)?;
+    let gallery = load_gallery(&a.gallery, &model)?;
+    let loc = find_localiser(a.localiser.as_deref(), &a.model, device)?;
+    let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, ..Default::default() };
+    let finder = Finder::new(&loc, &model, &gallery, opts)?;
+    let images = crate::recognize::expand_images(&a.images)?;
+    let mut answers: Vec<FindAnswer> = Vec::with_capacity(images.len());
+    for path in &images {
+        let img = decode_file(path, &DecodeOptions::default()).with_context(|| format!("decoding {}", path.display()))?;
+        let ans = finder.find(&path.to_string_lossy(), &img).with_context(|| format!("finding logos in {}", path.display()))?;
+        if !a.json {
+            match &ans.brand {
+                Some(b) => println!("{}: {b} (similarity {:.4} ≥ threshold {:.4})", path.display(), ans.similarity.unwrap_or(f32::NAN), ans.threshold),
+                None => println!("{}: no known brand (best similarity {} < threshold {:.4})", path.display(), ans.similarity.map_or("-".into(), |s| format!("{s:.4}")), ans.threshold),
+            }
+            if ans.scale != 1.0 {
+                println!("  (scaled by {:.4} first: the image is larger than {} px)", ans.scale, FindOptions::default().max_side);
+            }
+            for r in &ans.regions {
+                println!(
+                    "  [{:.0}, {:.0}, {:.0}, {:.0}] localiser {:.3}: {} {:.4}{}",
+                    r.bbox[0], r.bbox[1], r.bbox[2], r.bbox[3], r.score, r.best_brand, r.similarity,
+                    if r.brand.is_some() { " (known)" } else { "" }
+                );
+            }
+        }
+        answers.push(ans);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&answers)?);
+    }
+    Ok(if answers.iter().any(|a| a.brand.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,163 @@
+//! Scenes: whole images (photos, web-page screenshots) with the logo boxes they contain.
+//!
+//! Why a separate record from [`crate::Sample`]: a metric-learning sample is one crop with one
+//! label, while a scene is what a user really holds — a large image where zero, one or several
+//! logos sit somewhere. The localiser trains on scene boxes (class-agnostic), and the find
+//! evaluation scores image-level answers against scene brands. Some sets know only which brand
+//! an image shows, not where (the FlickrLogos-27 query set): `boxes` is then `None`, and such
+//! scenes count for identification but not for box AP.
+//!
+//! A scene manifest is JSONL, one [`Scene`] per line; relative image paths are resolved against
+//! the manifest's folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+
+/// One annotated logo in a scene.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneBox {
+    /// `[x0, y0, x1, y1]` in pixels of the scene image (`x1`, `y1` exclusive).
+    pub bbox: [f32; 4],
+    /// The brand shown in the box.
+    pub brand: String,
+}
+
+/// A whole image and the logos in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scene {
+    /// The image file (absolute, or relative to the manifest's folder in the file).
+    pub image: PathBuf,
+    /// Brands present in the image; empty when it shows no known logo.
+    #[serde(default)]
+    pub brands: Vec<String>,
+    /// Logo boxes, when known (`None`: only image-level labels).
+    #[serde(default)]
+    pub boxes: Option<Vec<SceneBox>>,
+    /// Where the scene comes from (`"photo"`, `"screenshot"`, `"flickrlogos27"` …), for reports.
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// Intersection over union of two `[x0, y0, x1, y1]` boxes (0 when either has no area).
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+/// Reads a scene manifest; relative image paths become paths under the manifest's folder.
+pub fn read_scenes(path: &Path) -> Result<Vec<Scene>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut s: Scene = serde_json::from_str(line)
+            .map_err(|e| DataError::Invalid(format!("{}: line {}: not a scene record: {e}", path.display(), i + 1)))?;
+        if s.image.is_relative() {
+            s.image = base.join(&s.image);
+        }
+        if let Some(boxes) = &s.boxes {
+            for b in boxes {
+                let [x0, y0, x1, y1] = b.bbox;
+                if !(b.bbox.iter().all(|v| v.is_finite()) && x1 > x0 && y1 > y0) {
+                    return Err(DataError::Invalid(format!("{}: line {}: box {:?} has no area", path.display(), i + 1, b.bbox)));
+                }
+            }
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Writes a scene manifest atomically; image paths under the manifest's folder are stored relative.
+pub fn write_scenes(path: &Path, scenes: &[Scene]) -> Result<()> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut buf = Vec::new();
+    for s in scenes {
+        let mut s = s.clone();
+        // Relative paths are relative to the working directory here but to the manifest when read.
+        if s.image.is_relative() {
+            s.image = std::path::absolute(&s.image).map_err(|e| DataError::io(&s.image, e))?;
+        }
+        let base = std::path::absolute(base).map_err(|e| DataError::io(base, e))?;
+        if let Ok(rel) = s.image.strip_prefix(&base) {
+            s.image = rel.to_path_buf();
+        }
+        serde_json::to_writer(&mut buf, &s).expect("scene serialises");
+        buf.push(b'\n');
+    }
+    write_atomic(path, &buf)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::io(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_known_boxes() {
+        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
+        assert!((iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 3.0, 2.0]) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
+        assert_eq!(iou(&[0.0, 0.0, 0.0, 1.0], &[0.0, 0.0, 0.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn manifest_round_trip_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("scenes.jsonl");
+        let scenes = vec![
+            Scene {
+                image: dir.path().join("img/a.png"),
+                brands: vec!["acme".into()],
+                boxes: Some(vec![SceneBox { bbox: [1.0, 2.0, 30.0, 40.0], brand: "acme".into() }]),
+                kind: "screenshot".into(),
+            },
+            Scene { image: "/elsewhere/b.jpg".into(), brands: vec![], boxes: None, kind: "photo".into() },
+        ];
+        write_scenes(&m, &scenes).unwrap();
+        let text = std::fs::read_to_string(&m).unwrap();
+        assert!(text.contains("\"img/a.png\""), "stored relative: {text}");
+        assert_eq!(read_scenes(&m).unwrap(), scenes);
+    }
+
+    #[test]
+    fn bad_records_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("s.jsonl");
+        std::fs::write(&m, "{\"image\":\"a.png\",\"boxes\":[{\"bbox\":[5,5,5,9],\"brand\":\"x\"}]}\n").unwrap();
+        let e = read_scenes(&m).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("no area"), "{e}");
+        std::fs::write(&m, "{\"image\":\"a.png\",\"colour\":1}\n").unwrap();
+        assert!(read_scenes(&m).unwrap_err().to_string().contains("not a scene record"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The class-agnostic logo localiser: a CenterNet-style head on EfficientNet-Lite0 feature maps.
+//!
+//! The head fuses the trunk's stride-32, -16 and -8 maps top-down (1×1 lateral convolutions,
+//! nearest upsampling, one 3×3 mixing convolution per level) and predicts, per stride-8 cell,
+//! five channels: a logo-centre logit, `ln(w/8)`, `ln(h/8)` and the centre's sub-cell offset.
+//! Detections are the local maxima of the centre heat map (3×3 max-pool), decoded to boxes and
+//! pruned by class-agnostic non-maximum suppression.
+//!
+//! A localiser directory holds `localiser.json` ([`LocaliserCard`]: configuration, fingerprint of
+//! the weights, which scene images it trained on) and `weights.safetensors` (trunk and head).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use proxima_eval::box_iou;
+use proxima_models::{EfficientNetLite, Normalization};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn, nn::Module};
+
+use crate::error::{DetectError, Result};
+use crate::letterbox::{Letterbox, letterbox};
+
+/// Output stride of the head.
+pub const STRIDE: i64 = 8;
+/// Prior probability of a logo centre, for the heat-map bias (CenterNet's −2.19).
+const PRIOR: f64 = 0.1;
+
+/// Localiser configuration (serde-tagged fields are validated when loaded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocaliserConfig {
+    /// Side of the square network input in pixels (a multiple of 32).
+    pub input_size: u32,
+    /// Channels of the fused stride-16 level.
+    pub width16: i64,
+    /// Channels of the fused stride-8 level.
+    pub width8: i64,
+    /// At most this many detections per image.
+    pub max_detections: usize,
+    /// Drop detections whose centre score is below this.
+    pub min_score: f32,
+    /// Suppress a detection overlapping a better one by more than this IoU.
+    pub nms_iou: f32,
+}
+
+impl Default for LocaliserConfig {
+    fn default() -> Self {
+        LocaliserConfig { input_size: 512, width16: 64, width8: 48, max_detections: 10, min_score: 0.05, nms_iou: 0.5 }
+    }
+}
+
+impl LocaliserConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.input_size < 64 || self.input_size > 2048 || self.input_size % 32 != 0 {
+            return Err(DetectError::Config(format!("input_size must be a multiple of 32 in 64..=2048, got {}", self.input_size)));
+        }
+        if self.width16 <= 0 || self.width8 <= 0 {
+            return Err(DetectError::Config("head widths must be > 0".into()));
+        }
+        if self.max_detections == 0 {
+            return Err(DetectError::Config("max_detections must be > 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.min_score) || !(0.0..=1.0).contains(&self.nms_iou) {
+            return Err(DetectError::Config(format!("min_score must be in [0, 1) and nms_iou in [0, 1], got {} and {}", self.min_score, self.nms_iou)));
+        }
+        Ok(())
+    }
+}
+
+/// One detected logo region, in image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// `[x0, y0, x1, y1]`.
+    pub bbox: [f32; 4],
+    /// Centre-heat-map score in `[0, 1]`.
+    pub score: f32,
+}
+
+#[derive(Debug)]
+struct Head {
+    lat32: nn::Conv2D,
+    lat16: nn::Conv2D,
+    mix16: nn::Conv2D,
+    from16: nn::Conv2D,
+    lat8: nn::Conv2D,
+    mix8: nn::Conv2D,
+    out: nn::Conv2D,
+}
+
+impl Head {
+    fn new(p: &nn::Path, c: &LocaliserConfig) -> Self {
+        let k1 = nn::ConvConfig::default();
+        let k3 = nn::ConvConfig { padding: 1, ..Default::default() };
+        let out = nn::conv2d(p / "out", c.width8, 5, 1, k1);
+        // Heat-map bias at the logit of the prior, so training starts from "almost no logo".
+        tch::no_grad(|| {
+            if let Some(b) = &out.bs {
+                let _ = b.narrow(0, 0, 1).shallow_clone().fill_((PRIOR / (1.0 - PRIOR)).ln());
+            }
+        });
+        Head {
+            lat32: nn::conv2d(p / "lat32", 320, c.width16, 1, k1),
+            lat16: nn::conv2d(p / "lat16", 112, c.width16, 1, k1),
+            mix16: nn::conv2d(p / "mix16", c.width16, c.width16, 3, k3),
+            from16: nn::conv2d(p / "from16", c.width16, c.width8, 1, k1),
+            lat8: nn::conv2d(p / "lat8", 40, c.width8, 1, k1),
+            mix8: nn::conv2d(p / "mix8", c.width8, c.width8, 3, k3),
+            out,
+        }
+    }
+
+    /// # Shapes
+    /// `f8`: `[N, 40, H, W]`, `f16`: `[N, 112, H/2, W/2]`, `f32`: `[N, 320, H/4, W/4]` → `[N, 5, H, W]`.
+    fn forward(&self, f8: &Tensor, f16: &Tensor, f32: &Tensor) -> Tensor {
+        let s16 = f16.size();
+        let s8 = f8.size();
+        let up32 = self.lat32.forward(f32).upsample_nearest2d([s16[2], s16[3]], None, None);
+        let p16 = (self.lat16.forward(f16) + up32).relu().apply(&self.mix16).relu();
+        let up16 = self.from16.forward(&p16).upsample_nearest2d([s8[2], s8[3]], None, None);
+        let p8 = (self.lat8.forward(f8) + up16).relu().apply(&self.mix8).relu();
+        self.out.forward(&p8)
+    }
+}
+
+/// Contents of `localiser.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocaliserCard {
+    /// Format version.
+    pub format: u32,
+    pub config: LocaliserConfig,
+    /// FNV-1a 64 of `weights.safetensors`.
+    pub fingerprint: String,
+    /// Scene images the head was trained on (so evaluations can leave them out).
+    pub trained_on: BTreeSet<PathBuf>,
+    /// Free-form training summary (epochs, losses, held-out AP).
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+const FORMAT: u32 = 1;
+
+/// The localiser: frozen trunk + head.
+#[derive(Debug)]
+pub struct Localiser {
+    vs: nn::VarStore,
+    trunk: EfficientNetLite,
+    head: Head,
+    config: LocaliserConfig,
+    norm: Normalization,
+}
+
+impl Localiser {
+    /// A new localiser on `device` (random head; trunk random unless `pretrained` is given).
+    pub fn new(config: LocaliserConfig, pretrained: Option<&Path>, device: Device) -> Result<Self> {
+        config.validate()?;
+        let vs = nn::VarStore::new(device);
+        let trunk = EfficientNetLite::lite0(&(vs.root() / "trunk"), None);
+        let head = Head::new(&(vs.root() / "head"), &config);
+        if let Some(path) = pretrained {
+            let opts = proxima_models::ImportOptions { store_prefix: "trunk.".into(), file_prefix: String::new() };
+            proxima_models::load_file(&vs, path, &opts)?;
+        }
+        let mut loc = Localiser { vs, trunk, head, config, norm: Normalization::HALF };
+        loc.freeze_trunk();
+        Ok(loc)
+    }
+
+    fn freeze_trunk(&mut self) {
+        for (name, t) in self.vs.variables() {
+            if name.starts_with("trunk.") {
+                let _ = t.set_requires_grad(false);
+            }
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LocaliserConfig {
+        &self.config
+    }
+    /// The input normalisation.
+    pub fn normalization(&self) -> Normalization {
+        self.norm
+    }
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+    /// The variables (the trunk's are frozen: the optimiser only moves the head).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    /// The head's trainable variables.
+    pub fn head_parameters(&self) -> Vec<Tensor> {
+        self.vs.trainable_variables()
+    }
+    /// Every variable by name (trunk and head).
+    pub fn variables(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The frozen trunk's feature maps (no gradient; BatchNorm in eval mode).
+    ///
+    /// # Shapes
+    /// `xs`: `[N, 3, S, S]` → `[N, 40, S/8, S/8]`, `[N, 112, S/16, S/16]`, `[N, 320, S/32, S/32]`.
+    pub fn trunk_features(&self, xs: &Tensor) -> [Tensor; 3] {
+        tch::no_grad(|| self.trunk.feature_maps(xs, false))
+    }
+
+    /// Head output from trunk feature maps.
+    ///
+    /// # Shapes
+    /// → `[N, 5, S/8, S/8]`: centre logit, `ln(w/8)`, `ln(h/8)`, offset x, offset y.
+    pub fn head_forward(&self, f8: &Tensor, f16: &Tensor, f32: &Tensor) -> Tensor {
+        self.head.forward(f8, f16, f32)
+    }
+
+    /// Detects logos in one image (boxes in image pixels, best first).
+    pub fn detect(&self, img: &image::RgbImage) -> Result<(Vec<Detection>, Letterbox)> {
+        let mut out = self.detect_batch(std::slice::from_ref(img))?;
+        Ok(out.pop().expect("one image"))
+    }
+
+    /// Detects logos in several images at once.
+    pub fn detect_batch(&self, imgs: &[image::RgbImage]) -> Result<Vec<(Vec<Detection>, Letterbox)>> {
+        if imgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.config.input_size as usize;
+        let mut buf = vec![0f32; imgs.len() * 3 * s * s];
+        let mut boxes = Vec::with_capacity(imgs.len());
+        for (i, img) in imgs.iter().enumerate() {
+            if img.width() == 0 || img.height() == 0 {
+                return Err(DetectError::Input("the image is empty (0 pixels)".into()));
+            }
+            boxes.push(letterbox(img, s as u32, &self.norm, &mut buf[i * 3 * s * s..(i + 1) * 3 * s * s]));
+        }
+        let xs = Tensor::from_slice(&buf).view([imgs.len() as i64, 3, s as i64, s as i64]).to_device(self.device());
+        let out = tch::no_grad(|| {
+            let [f8, f16, f32] = self.trunk.feature_maps(&xs, false);
+            self.head.forward(&f8, &f16, &f32)
+        });
+        let out = out.to_device(Device::Cpu).to_kind(Kind::Float);
+        let mut res = Vec::with_capacity(imgs.len());
+        for (i, lb) in boxes.into_iter().enumerate() {
+            let dets = decode(&out.get(i as i64), &self.config)?;
+            let img = &imgs[i];
+            let (w, h) = (img.width() as f32, img.height() as f32);
+            let dets = dets
+                .into_iter()
+                .filter_map(|d| {
+                    let b = lb.to_image(d.bbox);
+                    let b = [b[0].clamp(0.0, w), b[1].clamp(0.0, h), b[2].clamp(0.0, w), b[3].clamp(0.0, h)];
+                    (b[2] - b[0] >= 2.0 && b[3] - b[1] >= 2.0).then_some(Detection { bbox: b, score: d.score })
+                })
+                .collect();
+            res.push((dets, lb));
+        }
+        Ok(res)
+    }
+
+    /// Writes the localiser directory (`localiser.json` + `weights.safetensors`), atomically per file.
+    pub fn save(&self, dir: &Path, trained_on: BTreeSet<PathBuf>, training: serde_json::Value) -> Result<LocaliserCard> {
+        std::fs::create_dir_all(dir).map_err(|e| DetectError::io(dir, e))?;
+        let weights = dir.join("weights.safetensors");
+        proxima_train::checkpoint::save(&weights, &self.variables(), &serde_json::json!({"kind": "proxima-localiser"}))?;
+        let bytes = std::fs::read(&weights).map_err(|e| DetectError::io(&weights, e))?;
+        let card = LocaliserCard { format: FORMAT, config: self.config.clone(), fingerprint: proxima_train::artifact::fingerprint(&bytes), trained_on, training };
+        let text = serde_json::to_string_pretty(&card).expect("card serialises");
+        proxima_train::checkpoint::write_atomic(&dir.join("localiser.json"), text.as_bytes())?;
+        Ok(card)
+    }
+}
+
+/// Resolves a localiser directory: the folder itself or its `localiser/` child.
+pub fn resolve_localiser_dir(path: &Path) -> Result<PathBuf> {
+    for c in [path.to_path_buf(), path.join("localiser"), path.join("model").join("localiser")] {
+        if c.join("localiser.json").is_file() {
+            return Ok(c);
+        }
+    }
+    Err(DetectError::Artifact { path: path.to_path_buf(), message: "not a localiser directory (no localiser.json in it or in its localiser/ folder)".into() })
+}
+
+/// Loads a localiser directory onto `device`, checking the weights' fingerprint.
+pub fn load_localiser(path: &Path, device: Device) -> Result<(Localiser, LocaliserCard)> {
+    let dir = resolve_localiser_dir(path)?;
+    let card_path = dir.join("localiser.json");
+    let text = std::fs::read_to_string(&card_path).map_err(|e| DetectError::io(&card_path, e))?;
+    let card: LocaliserCard =
+        serde_json::from_str(&text).map_err(|e| DetectError::Artifact { path: card_path.clone(), message: format!("invalid localiser card: {e}") })?;
+    if card.format != FORMAT {
+        return Err(DetectError::Artifact { path: card_path, message: format!("localiser format {} is not supported (expected {FORMAT})", card.format) });
+    }
+    let weights = dir.join("weights.safetensors");
+    let bytes = std::fs::read(&weights).map_err(|e| DetectError::io(&weights, e))?;
+    if proxima_train::artifact::fingerprint(&bytes) != card.fingerprint {
+        return Err(DetectError::Artifact { path: weights, message: "the weights do not match localiser.json's fingerprint (file changed or corrupted)".into() });
+    }
+    let loc = Localiser::new(card.config.clone(), None, device)?;
+    let (tensors, _) = proxima_train::checkpoint::load(&weights)?;
+    for (name, var) in loc.vs.variables() {
+        let src = tensors
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| DetectError::Artifact { path: weights.clone(), message: format!("missing variable '{name}'") })?;
+        if src.1.size() != var.size() {
+            return Err(DetectError::Artifact { path: weights.clone(), message: format!("variable '{name}' has shape {:?}, expected {:?}", src.1.size(), var.size()) });
+        }
+        tch::no_grad(|| var.shallow_clone().copy_(&src.1.to_device(var.device())));
+    }
+    Ok((loc, card))
+}
+
+/// Decodes one head output into boxes in input pixels, best first, after NMS.
+///
+/// # Shapes
+/// `out`: `[5, H, W]` (CPU, float).
+pub fn decode(out: &Tensor, cfg: &LocaliserConfig) -> Result<Vec<Detection>> {
+    let size = out.size();
+    let (h, w) = (size[1], size[2]);
+    let heat = out.get(0).sigmoid();
+    let peaks = heat.unsqueeze(0).max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false).squeeze_dim(0);
+    let keep = heat.eq_tensor(&peaks).to_kind(Kind::Float);
+    let scores = (&heat * keep).flatten(0, -1);
+    let k = (cfg.max_detections as i64 * 4).min(h * w);
+    let (top, idx) = scores.topk(k, 0, true, true);
+    let top: Vec<f32> = Vec::try_from(top)?;
+    let idx: Vec<i64> = Vec::try_from(idx)?;
+    let flat = out.view([5, h * w]);
+    let fields: Vec<Vec<f32>> = (1..5).map(|c| Vec::<f32>::try_from(flat.get(c).index_select(0, &Tensor::from_slice(&idx)))).collect::<std::result::Result<_, _>>()?;
+    let mut cands = Vec::new();
+    for (j, (&s, &i)) in top.iter().zip(&idx).enumerate() {
+        if !s.is_finite() {
+            return Err(DetectError::Input("the localiser produced a non-finite score".into()));
+        }
+        if s < cfg.min_score {
+            break;
+        }
+        let (cy, cx) = ((i / w) as f32, (i % w) as f32);
+        let st = STRIDE as f32;
+        let bw = fields[0][j].clamp(-4.0, 8.0).exp() * st;
+        let bh = fields[1][j].clamp(-4.0, 8.0).exp() * st;
+        let x = (cx + fields[2][j]) * st;
+        let y = (cy + fields[3][j]) * st;
+        cands.push(Detection { bbox: [x - bw / 2.0, y - bh / 2.0, x + bw / 2.0, y + bh / 2.0], score: s });
+    }
+    Ok(nms(cands, cfg.nms_iou, cfg.max_detections))
+}
+
+/// Greedy class-agnostic non-maximum suppression of detections sorted best first.
+pub fn nms(dets: Vec<Detection>, iou: f32, max: usize) -> Vec<Detection> {
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in dets {
+        if kept.len() >= max {
+            break;
+        }
+        if kept.iter().all(|k| box_iou(&k.bbox, &d.bbox) <= iou) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_finds_a_planted_peak_with_its_box() {
+        let cfg = LocaliserConfig { max_detections: 3, min_score: 0.3, ..Default::default() };
+        let out = Tensor::full([5, 8, 8], -10.0, (Kind::Float, Device::Cpu));
+        // Centre at cell (x=2, y=5) + offset (0.5, 0.25), size 32×16 px.
+        let _ = out.get(0).get(5).get(2).fill_(4.0);
+        let _ = out.get(1).get(5).get(2).fill_((32.0f64 / 8.0).ln());
+        let _ = out.get(2).get(5).get(2).fill_((16.0f64 / 8.0).ln());
+        let _ = out.get(3).get(5).get(2).fill_(0.5);
+        let _ = out.get(4).get(5).get(2).fill_(0.25);
+        let dets = decode(&out, &cfg).unwrap();
+        assert_eq!(dets.len(), 1);
+        let b = dets[0].bbox;
+        let want = [20.0 - 16.0, 42.0 - 8.0, 20.0 + 16.0, 42.0 + 8.0];
+        for k in 0..4 {
+            assert!((b[k] - want[k]).abs() < 1e-3, "{b:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes() {
+        let d = |b: [f32; 4], s| Detection { bbox: b, score: s };
+        let kept = nms(vec![d([0.0, 0.0, 10.0, 10.0], 0.9), d([1.0, 0.0, 10.0, 10.0], 0.8), d([20.0, 0.0, 30.0, 10.0], 0.7)], 0.5, 10);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[1].score, 0.7);
+        assert_eq!(nms(kept, 0.5, 1).len(), 1);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(LocaliserConfig { input_size: 500, ..Default::default() }.validate().is_err());
+        assert!(LocaliserConfig { min_score: 1.5, ..Default::default() }.validate().is_err());
+        assert!(LocaliserConfig::default().validate().is_ok());
+    }
+}

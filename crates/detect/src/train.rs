@@ -1,0 +1,391 @@
+//! Training the localiser head on cached trunk features.
+//!
+//! Why cache: the trunk is frozen, so its feature maps of a training view never change; computing
+//! them once (a few augmented views per scene: random scale, placement and mirror) and training
+//! the light head for many epochs over the cache costs minutes on two CPU cores instead of hours.
+//! The price is that augmentation is fixed per view, which more views per scene buys back.
+//!
+//! Targets follow CenterNet: an elliptical Gaussian per box on the stride-8 heat map (peak cell
+//! exactly 1), penalty-reduced focal loss on it, L1 on `ln(w/8)`, `ln(h/8)` and the sub-cell
+//! offset at the peak cell. Scenes are split into training and validation by a hash of their
+//! image path and the seed; validation AP@0.5 is reported per scene kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::RgbImage;
+use proxima_data::{DecodeOptions, Scene, decode_file};
+use proxima_eval::{ApResult, ScoredBox, average_precision};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+
+use crate::error::{DetectError, Result};
+use crate::letterbox::place;
+use crate::localiser::{Localiser, LocaliserConfig, STRIDE};
+
+/// Localiser training options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainLocaliserOptions {
+    pub config: LocaliserConfig,
+    /// EfficientNet-Lite0 ImageNet weights for the trunk (`.pth` or safetensors).
+    pub pretrained: Option<PathBuf>,
+    /// Augmented views cached per training scene (the first is the plain letterbox).
+    pub views_per_scene: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Adam learning rate (cosine-annealed to 1 % over the epochs).
+    pub lr: f64,
+    /// Share of scenes held out for validation.
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainLocaliserOptions {
+    fn default() -> Self {
+        TrainLocaliserOptions {
+            config: LocaliserConfig::default(),
+            pretrained: None,
+            views_per_scene: 2,
+            epochs: 12,
+            batch_size: 16,
+            lr: 2e-3,
+            val_fraction: 0.15,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainLocaliserOptions {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        if self.views_per_scene == 0 || self.epochs == 0 || self.batch_size == 0 {
+            return Err(DetectError::Config("views_per_scene, epochs and batch_size must be > 0".into()));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(DetectError::Config(format!("lr must be > 0, got {}", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(DetectError::Config(format!("val_fraction must be in [0, 1), got {}", self.val_fraction)));
+        }
+        Ok(())
+    }
+}
+
+/// What [`train_localiser`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainLocaliserReport {
+    pub train_scenes: usize,
+    pub val_scenes: usize,
+    pub views: usize,
+    /// Mean training loss per epoch.
+    pub epoch_loss: Vec<f64>,
+    /// Validation AP@0.5 per scene kind and `"all"`.
+    pub val_ap50: BTreeMap<String, ApResult>,
+    /// Seconds spent computing trunk features.
+    pub feature_seconds: f64,
+    /// Seconds spent training the head.
+    pub head_seconds: f64,
+}
+
+/// True when `path` falls in the validation part for `seed`.
+pub fn is_validation(path: &Path, seed: u64, fraction: f64) -> bool {
+    let h = path.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let u = (proxima_data::rng::mix64(h) >> 11) as f64 / (1u64 << 53) as f64;
+    u < fraction
+}
+
+/// One cached view: trunk features and boxes in input pixels.
+struct View {
+    f8: Tensor,
+    f16: Tensor,
+    f32: Tensor,
+    boxes: Vec<[f32; 4]>,
+}
+
+/// Trains a localiser on `scenes` (only those with boxes) and saves it to `out`.
+pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: Device, out: &Path, log: &mut dyn FnMut(&str)) -> Result<TrainLocaliserReport> {
+    opts.validate()?;
+    let annotated: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
+    let (val, train): (Vec<&Scene>, Vec<&Scene>) = annotated.iter().partition(|s| is_validation(&s.image, opts.seed, opts.val_fraction));
+    if train.is_empty() {
+        return Err(DetectError::Training("no scene with boxes to train on".into()));
+    }
+    if train.iter().all(|s| s.boxes.as_ref().is_some_and(Vec::is_empty)) {
+        return Err(DetectError::Training("the training scenes contain no logo box".into()));
+    }
+    let loc = Localiser::new(opts.config.clone(), opts.pretrained.as_deref(), device)?;
+    let side = opts.config.input_size;
+
+    // 1. Cache trunk features of every view.
+    let t0 = Instant::now();
+    let mut views: Vec<View> = Vec::with_capacity(train.len() * opts.views_per_scene);
+    let chunk = 16;
+    for (ci, part) in train.chunks(chunk).enumerate() {
+        let decoded: Vec<Result<RgbImage>> = part.par_iter().map(|s| Ok(decode_file(&s.image, &DecodeOptions::default())?)).collect();
+        let mut bufs: Vec<f32> = Vec::new();
+        let mut boxes: Vec<Vec<[f32; 4]>> = Vec::new();
+        for (k, (scene, img)) in part.iter().zip(decoded).enumerate() {
+            let img = img?;
+            for v in 0..opts.views_per_scene {
+                let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x7a1e, (ci * chunk + k) as u64, v as u64]);
+                let (b, data) = make_view(&img, scene.boxes.as_deref().unwrap_or(&[]), side, v == 0, &mut rng, &loc);
+                bufs.extend(data);
+                boxes.push(b);
+            }
+        }
+        let n = boxes.len() as i64;
+        let s = side as i64;
+        let xs = Tensor::from_slice(&bufs).view([n, 3, s, s]);
+        for start in (0..n).step_by(8) {
+            let len = (n - start).min(8);
+            let [f8, f16, f32] = loc.trunk_features(&xs.narrow(0, start, len).to_device(device));
+            for i in 0..len {
+                views.push(View {
+                    f8: f8.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    f16: f16.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    f32: f32.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    boxes: boxes[(start + i) as usize].clone(),
+                });
+            }
+        }
+        if ci % 10 == 0 {
+            log(&format!("features: {}/{} scenes ({:.0} s)", (ci + 1) * chunk.min(part.len()), train.len(), t0.elapsed().as_secs_f64()));
+        }
+    }
+    let feature_seconds = t0.elapsed().as_secs_f64();
+    log(&format!("cached {} views of {} scenes in {feature_seconds:.0} s", views.len(), train.len()));
+
+    // 2. Train the head.
+    let t1 = Instant::now();
+    let mut opt = nn::Adam::default().build(loc.var_store(), opts.lr)?;
+    let grid = side as i64 / STRIDE;
+    let mut order: Vec<usize> = (0..views.len()).collect();
+    let mut epoch_loss = Vec::new();
+    let steps_per_epoch = views.len().div_ceil(opts.batch_size);
+    for epoch in 0..opts.epochs {
+        let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0xe90c, epoch as u64]);
+        rng.shuffle(&mut order);
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (step, batch) in order.chunks(opts.batch_size).enumerate() {
+            let progress = (epoch * steps_per_epoch + step) as f64 / (opts.epochs * steps_per_epoch) as f64;
+            opt.set_lr(opts.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+            let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&batch.iter().map(|&i| f(&views[i])).collect::<Vec<_>>(), 0).to_device(device).to_kind(Kind::Float);
+            let out = loc.head_forward(&stack(|v| &v.f8), &stack(|v| &v.f16), &stack(|v| &v.f32));
+            let targets = Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid);
+            let loss = targets.loss(&out, device);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(DetectError::Training(format!("loss became {value} at epoch {epoch}, step {step}")));
+            }
+            opt.backward_step(&loss);
+            sum += value;
+            count += 1;
+        }
+        let mean = sum / count.max(1) as f64;
+        epoch_loss.push(mean);
+        log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t1.elapsed().as_secs_f64()));
+    }
+    let head_seconds = t1.elapsed().as_secs_f64();
+    drop(views);
+
+    // 3. Validation AP@0.5 per kind.
+    let val_ap50 = evaluate_ap(&loc, &val, 0.5)?;
+    if let Some(all) = val_ap50.get("all") {
+        log(&format!("validation AP@0.5 {:.3} (recall {:.3}) on {} scenes", all.ap, all.recall, val.len()));
+    }
+    let report = TrainLocaliserReport { train_scenes: train.len(), val_scenes: val.len(), views: train.len() * opts.views_per_scene, epoch_loss, val_ap50, feature_seconds, head_seconds };
+    let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
+    loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
+    Ok(report)
+}
+
+/// AP@`iou` of the localiser on `scenes` with boxes, per scene kind and over all (`"all"`).
+pub fn evaluate_ap(loc: &Localiser, scenes: &[&Scene], iou: f32) -> Result<BTreeMap<String, ApResult>> {
+    let mut per_kind: BTreeMap<String, (Vec<Vec<ScoredBox>>, Vec<Vec<[f32; 4]>>)> = BTreeMap::new();
+    for part in scenes.chunks(8) {
+        let imgs: Vec<RgbImage> = part.par_iter().map(|s| decode_file(&s.image, &DecodeOptions::default())).collect::<std::result::Result<_, _>>()?;
+        let dets = loc.detect_batch(&imgs)?;
+        for (s, (d, _)) in part.iter().zip(dets) {
+            let det: Vec<ScoredBox> = d.iter().map(|d| ScoredBox { bbox: d.bbox, score: d.score }).collect();
+            let gt: Vec<[f32; 4]> = s.boxes.as_ref().map(|b| b.iter().map(|b| b.bbox).collect()).unwrap_or_default();
+            for key in [s.kind.clone(), "all".to_string()] {
+                let e = per_kind.entry(key).or_default();
+                e.0.push(det.clone());
+                e.1.push(gt.clone());
+            }
+        }
+    }
+    per_kind.into_iter().map(|(k, (d, g))| Ok((k, average_precision(&d, &g, iou)?))).collect()
+}
+
+/// A training view of `img`: letterbox (plain) or random scale/placement/mirror; boxes follow.
+fn make_view(img: &RgbImage, boxes: &[proxima_data::SceneBox], side: u32, plain: bool, rng: &mut proxima_data::rng::Rng, loc: &Localiser) -> (Vec<[f32; 4]>, Vec<f32>) {
+    let s = side as f32;
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let base = s / w.max(h);
+    let (scale, offset, flip) = if plain {
+        (base, [0.0, 0.0], false)
+    } else {
+        let scale = base * rng.range_f32(0.6, 1.8);
+        let (sw, sh) = (w * scale, h * scale);
+        // Keep a random box in view when the image is larger than the input.
+        let focus = if boxes.is_empty() { [w / 2.0, h / 2.0] } else {
+            let b = boxes[rng.below(boxes.len())].bbox;
+            [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]
+        };
+        let pick = |size: f32, f: f32, r: &mut proxima_data::rng::Rng| {
+            if size <= s { r.range_f32(0.0, s - size) } else { (s / 2.0 - f * scale + r.range_f32(-s / 4.0, s / 4.0)).clamp(s - size, 0.0) }
+        };
+        let ox = pick(sw, focus[0], rng);
+        let oy = pick(sh, focus[1], rng);
+        (scale, [ox, oy], rng.chance(0.5))
+    };
+    let mut data = vec![0f32; 3 * (side * side) as usize];
+    let lb = place(img, side, scale, offset, flip, &loc.normalization(), &mut data);
+    let mut out = Vec::new();
+    for b in boxes {
+        let mut t = b.bbox;
+        if flip {
+            t = [w - t[2], t[1], w - t[0], t[3]];
+        }
+        let t = lb.to_input(t);
+        let c = [t[0].clamp(0.0, s), t[1].clamp(0.0, s), t[2].clamp(0.0, s), t[3].clamp(0.0, s)];
+        let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+        if area(&c) >= 0.5 * area(&t) && c[2] - c[0] >= 3.0 && c[3] - c[1] >= 3.0 {
+            out.push(c);
+        }
+    }
+    (out, data)
+}
+
+/// CenterNet targets of a batch.
+struct Targets {
+    heat: Vec<f32>,
+    ind: Vec<i64>,
+    reg: Vec<f32>,
+    mask: Vec<f32>,
+    n: i64,
+    m: i64,
+    grid: i64,
+    num_pos: f64,
+}
+
+impl Targets {
+    fn build<'a>(batch: impl Iterator<Item = &'a [[f32; 4]]>, grid: i64) -> Targets {
+        let batch: Vec<&[[f32; 4]]> = batch.collect();
+        let n = batch.len() as i64;
+        let m = batch.iter().map(|b| b.len()).max().unwrap_or(0).max(1) as i64;
+        let g = grid as usize;
+        let mut t = Targets {
+            heat: vec![0.0; n as usize * g * g],
+            ind: vec![0; (n * m) as usize],
+            reg: vec![0.0; (n * 4 * m) as usize],
+            mask: vec![0.0; (n * m) as usize],
+            n,
+            m,
+            grid,
+            num_pos: 0.0,
+        };
+        let st = STRIDE as f32;
+        for (i, boxes) in batch.iter().enumerate() {
+            let heat = &mut t.heat[i * g * g..(i + 1) * g * g];
+            for (j, b) in boxes.iter().enumerate() {
+                let (cx, cy) = ((b[0] + b[2]) / 2.0 / st, (b[1] + b[3]) / 2.0 / st);
+                let (bw, bh) = ((b[2] - b[0]) / st, (b[3] - b[1]) / st);
+                let (ix, iy) = ((cx.floor() as i64).clamp(0, grid - 1), (cy.floor() as i64).clamp(0, grid - 1));
+                let (sx, sy) = ((0.54 * bw / 6.0 * 2.0).max(0.5), (0.54 * bh / 6.0 * 2.0).max(0.5));
+                let (rx, ry) = ((3.0 * sx).ceil() as i64, (3.0 * sy).ceil() as i64);
+                for y in (iy - ry).max(0)..=(iy + ry).min(grid - 1) {
+                    for x in (ix - rx).max(0)..=(ix + rx).min(grid - 1) {
+                        let (dx, dy) = ((x - ix) as f32, (y - iy) as f32);
+                        let v = (-(dx * dx) / (2.0 * sx * sx) - (dy * dy) / (2.0 * sy * sy)).exp();
+                        let cell = &mut heat[y as usize * g + x as usize];
+                        *cell = cell.max(v);
+                    }
+                }
+                heat[iy as usize * g + ix as usize] = 1.0;
+                let k = i * m as usize + j;
+                t.ind[k] = iy * grid + ix;
+                t.mask[k] = 1.0;
+                let base = i * 4 * m as usize;
+                t.reg[base + j] = bw.max(1e-3).ln();
+                t.reg[base + m as usize + j] = bh.max(1e-3).ln();
+                t.reg[base + 2 * m as usize + j] = cx - ix as f32;
+                t.reg[base + 3 * m as usize + j] = cy - iy as f32;
+                t.num_pos += 1.0;
+            }
+        }
+        t
+    }
+
+    /// Focal loss on the heat map plus L1 on sizes and offsets at the peaks.
+    ///
+    /// # Shapes
+    /// `out`: `[N, 5, G, G]`.
+    fn loss(&self, out: &Tensor, device: Device) -> Tensor {
+        let (n, m, g) = (self.n, self.m, self.grid);
+        let heat_t = Tensor::from_slice(&self.heat).view([n, 1, g, g]).to_device(device);
+        let logit = out.narrow(1, 0, 1);
+        let pos = heat_t.eq(1.0).to_kind(Kind::Float);
+        let neg = pos.ones_like() - &pos;
+        let p = logit.sigmoid();
+        let pos_loss = (logit.log_sigmoid() * (p.ones_like() - &p).pow_tensor_scalar(2) * &pos).sum(Kind::Float);
+        let neg_w = (heat_t.ones_like() - &heat_t).pow_tensor_scalar(4);
+        let neg_loss = ((-&logit).log_sigmoid() * p.pow_tensor_scalar(2) * neg_w * neg).sum(Kind::Float);
+        let norm = self.num_pos.max(1.0);
+        let focal = -(pos_loss + neg_loss) / norm;
+        let ind = Tensor::from_slice(&self.ind).view([n, 1, m]).to_device(device).expand([n, 4, m], false);
+        let pred = out.narrow(1, 1, 4).reshape([n, 4, g * g]).gather(2, &ind, false);
+        let target = Tensor::from_slice(&self.reg).view([n, 4, m]).to_device(device);
+        let mask = Tensor::from_slice(&self.mask).view([n, 1, m]).to_device(device);
+        let l1 = ((pred - target).abs() * mask).sum(Kind::Float) / norm;
+        focal + l1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_put_one_peak_per_box_with_log_sizes() {
+        let boxes = [[16.0f32, 8.0, 48.0, 24.0]];
+        let t = Targets::build([&boxes[..], &[][..]].into_iter(), 8);
+        assert_eq!((t.n, t.m), (2, 1));
+        // Centre (32, 16) → cell (4, 2).
+        assert_eq!(t.ind[0], 2 * 8 + 4);
+        assert_eq!(t.heat[2 * 8 + 4], 1.0);
+        assert_eq!(t.heat.iter().filter(|&&v| v == 1.0).count(), 1);
+        assert!((t.reg[0] - 4f32.ln()).abs() < 1e-6 && (t.reg[1] - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(t.mask, [1.0, 0.0]);
+        assert!(t.heat[64..].iter().all(|&v| v == 0.0), "the empty view has no heat");
+    }
+
+    #[test]
+    fn loss_is_lower_for_the_right_answer() {
+        let boxes = [[16.0f32, 8.0, 48.0, 24.0]];
+        let t = Targets::build([&boxes[..]].into_iter(), 8);
+        let wrong = Tensor::zeros([1, 5, 8, 8], (Kind::Float, Device::Cpu));
+        let right = Tensor::full([1, 5, 8, 8], -8.0, (Kind::Float, Device::Cpu));
+        let _ = right.get(0).get(0).get(2).get(4).fill_(8.0);
+        let _ = right.get(0).get(1).get(2).get(4).fill_(4f64.ln());
+        let _ = right.get(0).get(2).get(2).get(4).fill_(2f64.ln());
+        let _ = right.get(0).get(3).get(2).get(4).fill_(0.0);
+        let _ = right.get(0).get(4).get(2).get(4).fill_(0.0);
+        let lw = t.loss(&wrong, Device::Cpu).double_value(&[]);
+        let lr = t.loss(&right, Device::Cpu).double_value(&[]);
+        assert!(lr < 0.1 && lw > 1.0, "right {lr}, wrong {lw}");
+    }
+
+    #[test]
+    fn validation_split_is_stable() {
+        let p = Path::new("/data/x.jpg");
+        assert_eq!(is_validation(p, 3, 0.5), is_validation(p, 3, 0.5));
+        let n = (0..1000).filter(|i| is_validation(Path::new(&format!("/d/{i}.jpg")), 0, 0.2)).count();
+        assert!((150..250).contains(&n), "{n}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Integration tests of proxima-detect: a tiny localiser learns where planted marks are, its
+//! directory round-trips exactly and refuses tampering, and the find pipeline refuses a gallery of
+//! another model, rejects empty images and answers "none" when nothing passes the threshold.
+
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use proxima_data::{Scene, SceneBox};
+use proxima_detect::{DetectError, FindOptions, Finder, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
+use proxima_index::Gallery;
+use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
+use tch::Device;
+
+/// White 128² scenes with one dark square (a "logo") at a seeded place, and some without.
+fn scenes(dir: &Path, n: usize) -> Vec<Scene> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut img = RgbImage::from_pixel(128, 96, Rgb([245, 245, 245]));
+        let path = dir.join(format!("s{i}.png"));
+        let boxes = if i % 5 == 4 {
+            vec![]
+        } else {
+            let side = 16 + (i * 7 % 24) as u32;
+            let (x0, y0) = ((i * 37 % (128 - side as usize)) as u32, (i * 23 % (96 - side as usize)) as u32);
+            for y in y0..y0 + side {
+                for x in x0..x0 + side {
+                    img.put_pixel(x, y, Rgb([(i * 40 % 200) as u8, 20, 120]));
+                }
+            }
+            vec![SceneBox { bbox: [x0 as f32, y0 as f32, (x0 + side) as f32, (y0 + side) as f32], brand: "mark".into() }]
+        };
+        img.save(&path).unwrap();
+        let brands = if boxes.is_empty() { vec![] } else { vec!["mark".to_string()] };
+        out.push(Scene { image: path, brands, boxes: Some(boxes), kind: "test".into() });
+    }
+    out
+}
+
+fn tiny_options() -> TrainLocaliserOptions {
+    TrainLocaliserOptions {
+        config: LocaliserConfig { input_size: 128, width16: 16, width8: 16, ..Default::default() },
+        pretrained: None,
+        views_per_scene: 1,
+        epochs: 6,
+        batch_size: 8,
+        lr: 5e-3,
+        val_fraction: 0.2,
+        seed: 3,
+    }
+}
+
+#[test]
+fn localiser_trains_saves_reloads_and_refuses_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = scenes(dir.path(), 30);
+    let out = dir.path().join("loc");
+    let mut lines = Vec::new();
+    let report = train_localiser(&scenes, &tiny_options(), Device::Cpu, &out, &mut |m| lines.push(m.to_string())).unwrap();
+    assert_eq!(report.train_scenes + report.val_scenes, 30);
+    assert_eq!(report.epoch_loss.len(), 6);
+    assert!(report.epoch_loss[5] < report.epoch_loss[0], "the head learns: {:?}", report.epoch_loss);
+    assert!(lines.iter().any(|l| l.contains("epoch 6/6")));
+
+    let (loc, card) = load_localiser(&out, Device::Cpu).unwrap();
+    assert_eq!(card.trained_on.len(), report.train_scenes);
+    assert!(card.training["val_ap50"].is_object());
+    // Reloaded weights give the same detections as a second reload (deterministic decode).
+    let img = image::open(&scenes[0].image).unwrap().to_rgb8();
+    let (a, lb) = loc.detect(&img).unwrap();
+    let (again, _) = load_localiser(&out, Device::Cpu).unwrap();
+    assert_eq!(a, again.detect(&img).unwrap().0);
+    assert!((lb.scale - 1.0).abs() < 1e-6, "128-wide image at input 128");
+    for d in &a {
+        assert!(d.bbox[0] >= 0.0 && d.bbox[2] <= 128.0 && d.bbox[3] <= 96.0 && d.score >= 0.05);
+    }
+    assert!(matches!(loc.detect(&RgbImage::new(0, 0)), Err(DetectError::Input(_))));
+
+    // A changed weights file is refused, naming the file.
+    let w = out.join("weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    std::fs::write(&w, bytes).unwrap();
+    let e = load_localiser(&out, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("weights.safetensors") && e.contains("fingerprint"), "{e}");
+    assert!(load_localiser(dir.path(), Device::Cpu).unwrap_err().to_string().contains("not a localiser directory"));
+}
+
+#[test]
+fn training_without_boxes_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let none: Vec<Scene> = scenes(dir.path(), 10).into_iter().map(|mut s| {
+        s.boxes = Some(vec![]);
+        s
+    }).collect();
+    let e = train_localiser(&none, &tiny_options(), Device::Cpu, &dir.path().join("x"), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("no logo box"), "{e}");
+    assert!(!dir.path().join("x").exists(), "nothing written on failure");
+    let bad = TrainLocaliserOptions { epochs: 0, ..tiny_options() };
+    assert!(matches!(train_localiser(&none, &bad, Device::Cpu, &dir.path().join("y"), &mut |_| {}), Err(DetectError::Config(_))));
+}
+
+/// A small-CNN embedding model directory.
+fn model_dir(dir: &Path, seed: i64) -> PathBuf {
+    tch::manual_seed(seed);
+    let cfg = EmbeddingConfig::new(BackboneSpec::SmallCnn { widths: vec![8, 16] }, 8);
+    let m = EmbeddingModel::new(cfg, Device::Cpu).unwrap();
+    let out = dir.join(format!("model{seed}"));
+    proxima_train::artifact::save_model_dir(&m, 32, &out).unwrap();
+    out
+}
+
+#[test]
+fn find_checks_the_gallery_model_and_answers_none_below_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = scenes(dir.path(), 12);
+    let out = dir.path().join("loc");
+    train_localiser(&scenes, &TrainLocaliserOptions { epochs: 1, ..tiny_options() }, Device::Cpu, &out, &mut |_| {}).unwrap();
+    let (loc, _) = load_localiser(&out, Device::Cpu).unwrap();
+    let model = proxima_train::artifact::load_model_dir(&model_dir(dir.path(), 1), Device::Cpu).unwrap();
+
+    let other = Gallery::new(8, "another-model").unwrap();
+    let e = Finder::new(&loc, &model, &other, FindOptions::default()).err().expect("mismatch refused");
+    assert!(matches!(e, DetectError::ModelMismatch { .. }), "{e}");
+
+    let mut g = Gallery::new(8, model.card.fingerprint.clone()).unwrap();
+    let crop = RgbImage::from_pixel(20, 20, Rgb([10, 20, 120]));
+    let emb = model.embed_images(std::slice::from_ref(&crop)).unwrap();
+    g.add("mark", &emb, &["mark.png"]).unwrap();
+    assert!(Finder::new(&loc, &model, &g, FindOptions::default()).is_err(), "uncalibrated gallery and no threshold");
+
+    // A threshold above any cosine: every region is unknown, the image answer is null.
+    let finder = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(1.5), whole_image: true, ..Default::default() }).unwrap();
+    let img = image::open(&scenes[0].image).unwrap().to_rgb8();
+    let ans = finder.find("s0", &img).unwrap();
+    assert_eq!(ans.brand, None);
+    assert!(!ans.regions.is_empty(), "the whole image is always a region");
+    assert!(ans.regions.iter().all(|r| r.brand.is_none() && r.best_brand == "mark"));
+    assert_eq!(ans.similarity, Some(ans.regions[0].similarity));
+    // A threshold below any cosine: the best region is known.
+    let finder = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(-1.5), whole_image: true, ..Default::default() }).unwrap();
+    assert_eq!(finder.find("s0", &img).unwrap().brand.as_deref(), Some("mark"));
+    assert!(matches!(finder.find("empty", &RgbImage::new(0, 5)), Err(DetectError::Input(_))));
+
+    // A huge image is scaled down first and the factor reported; boxes come back in its pixels.
+    let finder = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(-1.5), whole_image: true, max_side: 64, ..Default::default() }).unwrap();
+    let ans = finder.find("big", &img).unwrap();
+    assert!((ans.scale - 0.5).abs() < 1e-6);
+    let whole = ans.regions.iter().find(|r| r.score == 0.0).unwrap();
+    assert_eq!(whole.bbox, [0.0, 0.0, 128.0, 96.0]);
+}
