@@ -15,14 +15,28 @@
 //! becomes `ValueError` (bad input) or `OSError` (a file, with its path).
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use proxima_eval::{
-    EvalError, Embeddings, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering, metrics_from_knn,
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
-use proxima_index::{BackendConfig, Calibration, Decision, Gallery, HnswConfig, IndexError, ImpostorScores};
+use proxima_eval::{
+    Embeddings, EvalError, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering,
+    metrics_from_knn,
+};
+use proxima_index::{
+    BackendConfig, Calibration, Decision, Gallery, HnswConfig, ImpostorScores, IndexError,
+};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+
+/// Row search result: (similarities, rows), both `nq × k`.
+type ScoresAndRows<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
+/// One brand candidate: (brand, similarity, row, path).
+type BrandHit = (String, f32, usize, String);
+/// One open-set answer: (brand if known, best similarity, threshold, candidates).
+type Answer = (Option<String>, f32, f32, Vec<BrandHit>);
+/// Retrieval metrics and (NMI, AMI), each only when asked for.
+type Computed = (Option<RetrievalMetrics>, Option<(f64, f64)>);
 
 fn eval_err(e: EvalError) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -31,8 +45,13 @@ fn eval_err(e: EvalError) -> PyErr {
 fn index_err(e: IndexError) -> PyErr {
     match e {
         // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError, ...).
-        IndexError::Io { ref path, ref source } => match source.raw_os_error() {
-            Some(code) => PyOSError::new_err((code, source.to_string(), path.display().to_string())),
+        IndexError::Io {
+            ref path,
+            ref source,
+        } => match source.raw_os_error() {
+            Some(code) => {
+                PyOSError::new_err((code, source.to_string(), path.display().to_string()))
+            }
             None => PyOSError::new_err(e.to_string()),
         },
         other => PyValueError::new_err(other.to_string()),
@@ -62,24 +81,37 @@ fn metric_name(m: Metric) -> &'static str {
 }
 
 /// Borrow a C-contiguous 2-D array as validated embeddings (`what` names it in errors).
-fn matrix<'a>(what: &'static str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize)> {
+fn matrix<'a>(
+    what: &'static str,
+    a: &'a PyReadonlyArray2<'_, f32>,
+) -> PyResult<(&'a [f32], usize)> {
     let dim = a.shape()[1];
     let data = a
         .as_slice()
         .map_err(|_| PyValueError::new_err(format!("{what}: the array must be C-contiguous")))?;
     if a.shape()[0] == 0 {
-        return Err(PyValueError::new_err(format!("{what}: the array has no rows")));
+        return Err(PyValueError::new_err(format!(
+            "{what}: the array has no rows"
+        )));
     }
     Embeddings::new(what, data, dim).map_err(eval_err)?;
     Ok((data, dim))
 }
 
 fn labels<'a>(what: &'static str, a: &'a PyReadonlyArray1<'_, i64>) -> PyResult<&'a [i64]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{what}: the array must be contiguous")))
+    a.as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{what}: the array must be contiguous")))
 }
 
-fn to_2d<'py, T: numpy::Element>(py: Python<'py>, v: Vec<T>, rows: usize, cols: usize) -> Bound<'py, PyArray2<T>> {
-    Array2::from_shape_vec((rows, cols), v).expect("rows × cols values").into_pyarray(py)
+fn to_2d<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    rows: usize,
+    cols: usize,
+) -> Bound<'py, PyArray2<T>> {
+    Array2::from_shape_vec((rows, cols), v)
+        .expect("rows × cols values")
+        .into_pyarray(py)
 }
 
 /// The k of pytorch-metric-learning: an int, `"max_bin_count"`, or `None` (every reference).
@@ -92,7 +124,9 @@ enum KArg {
 fn parse_k(k: Option<KArg>) -> PyResult<KSpec> {
     match k {
         None => Ok(KSpec::AllReferences),
-        Some(KArg::Fixed(0)) => Err(PyValueError::new_err("k: must be a positive integer, 'max_bin_count' or None")),
+        Some(KArg::Fixed(0)) => Err(PyValueError::new_err(
+            "k: must be a positive integer, 'max_bin_count' or None",
+        )),
         Some(KArg::Fixed(k)) => Ok(KSpec::Fixed(k)),
         Some(KArg::Named(s)) if s == "max_bin_count" => Ok(KSpec::MaxBinCount),
         Some(KArg::Named(s)) => Err(PyValueError::new_err(format!(
@@ -149,38 +183,48 @@ fn accuracy<'py>(
             Some((r, rl))
         }
         (None, None) => None,
-        _ => return Err(PyValueError::new_err("reference and reference_labels must be given together")),
+        _ => {
+            return Err(PyValueError::new_err(
+                "reference and reference_labels must be given together",
+            ));
+        }
     };
-    let config = RetrievalConfig { k, avg_of_avgs, at_ks: vec![], metric };
+    let config = RetrievalConfig {
+        k,
+        avg_of_avgs,
+        at_ks: vec![],
+        metric,
+    };
     let out = PyDict::new(py);
-    let (retrieval, cluster) = py.detach(|| -> Result<(Option<RetrievalMetrics>, Option<(f64, f64)>), EvalError> {
-        let qe = Embeddings::new("query", q, d)?;
-        let retrieval = if knn_metrics {
-            Some(match reference {
-                None => proxima_eval::evaluate_retrieval(qe, ql, None, &config)?,
-                Some((r, rl)) => {
-                    let re = Embeddings::new("reference", r, d)?;
-                    if ref_includes_query {
-                        // pytorch-metric-learning's ref_includes_query: search one deeper and
-                        // drop each query's first neighbour (itself), counting it out of R.
-                        same_set_metrics(qe, ql, re, rl, &config)?
-                    } else {
-                        proxima_eval::evaluate_retrieval(qe, ql, Some((re, rl)), &config)?
+    let (retrieval, cluster) = py
+        .detach(|| -> Result<Computed, EvalError> {
+            let qe = Embeddings::new("query", q, d)?;
+            let retrieval = if knn_metrics {
+                Some(match reference {
+                    None => proxima_eval::evaluate_retrieval(qe, ql, None, &config)?,
+                    Some((r, rl)) => {
+                        let re = Embeddings::new("reference", r, d)?;
+                        if ref_includes_query {
+                            // pytorch-metric-learning's ref_includes_query: search one deeper and
+                            // drop each query's first neighbour (itself), counting it out of R.
+                            same_set_metrics(qe, ql, re, rl, &config)?
+                        } else {
+                            proxima_eval::evaluate_retrieval(qe, ql, Some((re, rl)), &config)?
+                        }
                     }
-                }
-            })
-        } else {
-            None
-        };
-        let cluster = if clustering {
-            let c = evaluate_clustering(qe, ql, seed)?;
-            Some((c.nmi, c.ami))
-        } else {
-            None
-        };
-        Ok((retrieval, cluster))
-    })
-    .map_err(eval_err)?;
+                })
+            } else {
+                None
+            };
+            let cluster = if clustering {
+                let c = evaluate_clustering(qe, ql, seed)?;
+                Some((c.nmi, c.ami))
+            } else {
+                None
+            };
+            Ok((retrieval, cluster))
+        })
+        .map_err(eval_err)?;
     if let Some(m) = retrieval {
         out.set_item("k", m.k)?;
         out.set_item("num_queries", m.num_queries)?;
@@ -193,18 +237,29 @@ fn accuracy<'py>(
         out.set_item("mean_reciprocal_rank", c.mean_reciprocal_rank)?;
         let per = PyDict::new(py);
         let pc = &m.per_class;
-        per.set_item("labels", PyArray1::from_vec(py, pc.iter().map(|c| c.label).collect()))?;
-        per.set_item("num_queries", PyArray1::from_vec(py, pc.iter().map(|c| c.num_queries as i64).collect()))?;
+        per.set_item(
+            "labels",
+            PyArray1::from_vec(py, pc.iter().map(|c| c.label).collect()),
+        )?;
+        per.set_item(
+            "num_queries",
+            PyArray1::from_vec(py, pc.iter().map(|c| c.num_queries as i64).collect()),
+        )?;
         type Get = fn(&proxima_eval::CoreMetrics) -> f64;
         let fields: [(&str, Get); 5] = [
             ("precision_at_1", |c| c.precision_at_1),
             ("r_precision", |c| c.r_precision),
-            ("mean_average_precision_at_r", |c| c.mean_average_precision_at_r),
+            ("mean_average_precision_at_r", |c| {
+                c.mean_average_precision_at_r
+            }),
             ("mean_average_precision", |c| c.mean_average_precision),
             ("mean_reciprocal_rank", |c| c.mean_reciprocal_rank),
         ];
         for (name, get) in fields {
-            per.set_item(name, PyArray1::from_vec(py, pc.iter().map(|c| get(&c.metrics)).collect()))?;
+            per.set_item(
+                name,
+                PyArray1::from_vec(py, pc.iter().map(|c| get(&c.metrics)).collect()),
+            )?;
         }
         out.set_item("per_class", per)?;
     }
@@ -224,8 +279,8 @@ fn same_set_metrics(
     rl: &[i64],
     config: &RetrievalConfig,
 ) -> Result<RetrievalMetrics, EvalError> {
-    // Resolve k and the depth exactly as metrics_from_knn will, with a one-column dummy probe:
-    // the depth is k (at_ks is empty here).
+    // Resolve k as metrics_from_knn will (the query counts as one of its class's references);
+    // at_ks is empty here, so the depth needed is k itself.
     let counts = {
         let mut m = std::collections::HashMap::new();
         for &l in rl {
@@ -235,12 +290,22 @@ fn same_set_metrics(
     };
     let depth = match config.k {
         KSpec::Fixed(k) => k,
-        KSpec::MaxBinCount => ql.iter().map(|l| counts.get(l).copied().unwrap_or(0)).max().unwrap_or(0).saturating_sub(1),
+        KSpec::MaxBinCount => ql
+            .iter()
+            .map(|l| counts.get(l).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(1),
         KSpec::AllReferences => r.rows().saturating_sub(1),
     };
     if depth == 0 || depth + 1 > r.rows() {
         // Let metrics_from_knn produce the precise error with an empty result.
-        let empty = proxima_eval::KnnResult { k: 0, metric: config.metric, indices: vec![], scores: vec![] };
+        let empty = proxima_eval::KnnResult {
+            k: 0,
+            metric: config.metric,
+            indices: vec![],
+            scores: vec![],
+        };
         return metrics_from_knn(&empty, ql, rl, true, config);
     }
     let full = proxima_eval::knn(q, Some(r), depth + 1, config.metric)?;
@@ -251,7 +316,12 @@ fn same_set_metrics(
         indices.extend_from_slice(&full.row_indices(i)[1..]);
         scores.extend_from_slice(&full.row_scores(i)[1..]);
     }
-    let knn = proxima_eval::KnnResult { k: depth, metric: config.metric, indices, scores };
+    let knn = proxima_eval::KnnResult {
+        k: depth,
+        metric: config.metric,
+        indices,
+        scores,
+    };
     metrics_from_knn(&knn, ql, rl, true, config)
 }
 
@@ -264,7 +334,7 @@ fn knn<'py>(
     reference: Option<PyReadonlyArray2<'py, f32>>,
     k: usize,
     metric: &str,
-) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+) -> PyResult<ScoresAndRows<'py>> {
     let metric = parse_metric(metric)?;
     let (q, d) = matrix("query", &query)?;
     let r = match &reference {
@@ -308,7 +378,11 @@ struct PyGallery {
     inner: Gallery,
 }
 
-fn gallery_rows<'a>(g: &Gallery, what: &'static str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<&'a [f32]> {
+fn gallery_rows<'a>(
+    g: &Gallery,
+    what: &'static str,
+    a: &'a PyReadonlyArray2<'_, f32>,
+) -> PyResult<&'a [f32]> {
     if a.shape()[1] != g.dim() {
         return Err(PyValueError::new_err(format!(
             "{what}: dimension {} differs from the gallery's dimension {}",
@@ -326,13 +400,19 @@ impl PyGallery {
     #[pyo3(signature = (dim, model_fingerprint, metric = "cosine"))]
     fn new(dim: usize, model_fingerprint: String, metric: &str) -> PyResult<Self> {
         let metric = parse_metric(metric)?;
-        Ok(Self { inner: Gallery::with_metric(dim, model_fingerprint, metric).map_err(index_err)? })
+        Ok(Self {
+            inner: Gallery::with_metric(dim, model_fingerprint, metric).map_err(index_err)?,
+        })
     }
 
     /// Read a gallery file; with `model_fingerprint`, refuse one built with another model.
     #[staticmethod]
     #[pyo3(signature = (path, model_fingerprint = None))]
-    fn load(py: Python<'_>, path: std::path::PathBuf, model_fingerprint: Option<String>) -> PyResult<Self> {
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        model_fingerprint: Option<String>,
+    ) -> PyResult<Self> {
         let g = py
             .detach(|| match &model_fingerprint {
                 Some(fp) => Gallery::load_for_model(&path, fp),
@@ -349,7 +429,12 @@ impl PyGallery {
     }
 
     /// Enrol rows under `brand`; returns the number of rows added.
-    fn add(&mut self, brand: &str, embeddings: PyReadonlyArray2<'_, f32>, paths: Vec<String>) -> PyResult<usize> {
+    fn add(
+        &mut self,
+        brand: &str,
+        embeddings: PyReadonlyArray2<'_, f32>,
+        paths: Vec<String>,
+    ) -> PyResult<usize> {
         let rows = gallery_rows(&self.inner, "embeddings", &embeddings)?;
         self.inner.add(brand, rows, &paths).map_err(index_err)
     }
@@ -365,14 +450,20 @@ impl PyGallery {
         py: Python<'py>,
         queries: PyReadonlyArray2<'py, f32>,
         k: usize,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+    ) -> PyResult<ScoresAndRows<'py>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let hits = py.detach(|| g.search_batch(q, k)).map_err(index_err)?;
         let nq = hits.len();
         let kk = hits.first().map_or(0, Vec::len);
-        let sims = hits.iter().flat_map(|h| h.iter().map(|x| x.similarity)).collect();
-        let rows = hits.iter().flat_map(|h| h.iter().map(|x| x.row as i64)).collect();
+        let sims = hits
+            .iter()
+            .flat_map(|h| h.iter().map(|x| x.similarity))
+            .collect();
+        let rows = hits
+            .iter()
+            .flat_map(|h| h.iter().map(|x| x.row as i64))
+            .collect();
         Ok((to_2d(py, sims, nq, kk), to_2d(py, rows, nq, kk)))
     }
 
@@ -382,26 +473,29 @@ impl PyGallery {
         py: Python<'py>,
         queries: PyReadonlyArray2<'py, f32>,
         k: usize,
-    ) -> PyResult<Vec<Vec<(String, f32, usize, String)>>> {
+    ) -> PyResult<Vec<Vec<BrandHit>>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let ranked = py.detach(|| g.rank_brands_batch(q, k)).map_err(index_err)?;
         Ok(ranked
             .into_iter()
-            .map(|r| r.into_iter().map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string())).collect())
+            .map(|r| {
+                r.into_iter()
+                    .map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string()))
+                    .collect()
+            })
             .collect())
     }
 
     /// Open-set decisions per query: (brand or None, similarity, threshold, candidates).
     #[pyo3(signature = (queries, k, threshold = None))]
-    #[allow(clippy::type_complexity)]
     fn identify<'py>(
         &self,
         py: Python<'py>,
         queries: PyReadonlyArray2<'py, f32>,
         k: usize,
         threshold: Option<f32>,
-    ) -> PyResult<Vec<(Option<String>, f32, f32, Vec<(String, f32, usize, String)>)>> {
+    ) -> PyResult<Vec<Answer>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let d = g.dim();
@@ -422,8 +516,11 @@ impl PyGallery {
                     Decision::Known { brand, similarity } => (Some(brand), similarity),
                     Decision::Unknown { best_similarity } => (None, best_similarity),
                 };
-                let cands =
-                    id.candidates.into_iter().map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string())).collect();
+                let cands = id
+                    .candidates
+                    .into_iter()
+                    .map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string()))
+                    .collect();
                 (brand, sim, id.threshold, cands)
             })
             .collect())
@@ -450,7 +547,9 @@ impl PyGallery {
         };
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &mut self.inner;
-        let c = py.detach(|| g.calibrate(q, &true_brands, target_fmr, mode).cloned()).map_err(index_err)?;
+        let c = py
+            .detach(|| g.calibrate(q, &true_brands, target_fmr, mode).cloned())
+            .map_err(index_err)?;
         calibration_dict(py, &c)
     }
 
@@ -462,7 +561,11 @@ impl PyGallery {
         impostor: Vec<f64>,
         target_fmr: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let c = self.inner.calibrate_from_scores(&genuine, &impostor, target_fmr).map_err(index_err)?.clone();
+        let c = self
+            .inner
+            .calibrate_from_scores(&genuine, &impostor, target_fmr)
+            .map_err(index_err)?
+            .clone();
         calibration_dict(py, &c)
     }
 
@@ -474,19 +577,35 @@ impl PyGallery {
     /// The calibration as a dict, or None.
     #[getter]
     fn calibration<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.inner.calibration().map(|c| calibration_dict(py, c)).transpose()
+        self.inner
+            .calibration()
+            .map(|c| calibration_dict(py, c))
+            .transpose()
     }
 
     /// Use exact search (the default).
     fn use_exact(&mut self) -> PyResult<()> {
-        self.inner.set_backend(BackendConfig::Exact).map_err(index_err)
+        self.inner
+            .set_backend(BackendConfig::Exact)
+            .map_err(index_err)
     }
 
     /// Use HNSW search for galleries of at least `exact_below` rows.
     #[pyo3(signature = (m = 16, ef_construction = 100, ef_search = 64, exact_below = 10_000))]
-    fn use_hnsw(&mut self, m: usize, ef_construction: usize, ef_search: usize, exact_below: usize) -> PyResult<()> {
+    fn use_hnsw(
+        &mut self,
+        m: usize,
+        ef_construction: usize,
+        ef_search: usize,
+        exact_below: usize,
+    ) -> PyResult<()> {
         self.inner
-            .set_backend(BackendConfig::Hnsw(HnswConfig { m, ef_construction, ef_search, exact_below }))
+            .set_backend(BackendConfig::Hnsw(HnswConfig {
+                m,
+                ef_construction,
+                ef_search,
+                exact_below,
+            }))
             .map_err(index_err)
     }
 
@@ -534,19 +653,31 @@ impl PyGallery {
     /// Brand id of every row.
     #[getter]
     fn labels<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        PyArray1::from_vec(py, self.inner.labels().iter().map(|&l| i64::from(l)).collect())
+        PyArray1::from_vec(
+            py,
+            self.inner.labels().iter().map(|&l| i64::from(l)).collect(),
+        )
     }
 
     /// Source path of every row.
     #[getter]
     fn paths(&self) -> Vec<String> {
-        self.inner.paths().iter().map(|p| p.display().to_string()).collect()
+        self.inner
+            .paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// A copy of the stored rows (unit-norm for cosine galleries).
     #[getter]
     fn embeddings<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f32>> {
-        to_2d(py, self.inner.data().to_vec(), self.inner.len(), self.inner.dim())
+        to_2d(
+            py,
+            self.inner.data().to_vec(),
+            self.inner.len(),
+            self.inner.dim(),
+        )
     }
 
     /// (brand, rows) per brand, in brand-id order.
