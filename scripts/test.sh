@@ -11,8 +11,8 @@ scripts/fetch-weights.sh
 # relinks the default target/release/proxima, which is the one that runs on this machine.
 cargo build --release -p proxima-cli --features cuda
 cargo test --workspace --release "$@"
-# The `proxima` Python package: wheel built into a throwaway venv, pytest on python/tests (about
-# 2 minutes cold on 2 cores, under 30 s when target/ is warm). The CLI just built by the tests
+# The `proxima` Python package: wheel built into a throwaway venv, pytest on python/tests (4 minutes
+# with an empty target/ on the shared 2-core machine, about 30 s when target/ is warm). The CLI just built by the tests
 # above checks that galleries saved from Python open in `proxima gallery` and back.
 if [[ -x "$root/target/release/proxima" ]]; then export PROXIMA_CLI="$root/target/release/proxima"; fi
 exec scripts/test-python.sh
