@@ -141,7 +141,9 @@ class AccuracyCalculator:
     """pytorch-metric-learning's ``AccuracyCalculator``, computed by Proxima's exact Rust k-NN.
 
     Same constructor arguments, ``get_accuracy`` signature, keys and values (checked against
-    recorded pytorch-metric-learning 2.9 outputs). Differences: ``metric`` chooses the k-NN
+    recorded pytorch-metric-learning 2.9 outputs). Neighbour lists are computed in chunks of
+    queries when they would exceed 512 MiB, so ``k=None`` (every reference) works on large sets.
+    Differences: ``metric`` chooses the k-NN
     closeness (default ``"euclidean"``, the reference's); ``knn_func``, ``kmeans_func`` and
     ``label_comparison_fn`` are not supported; ``device`` is ignored (CPU, all cores); a query
     set where no query has a same-class reference raises ValueError instead of returning 0;
@@ -181,6 +183,8 @@ class AccuracyCalculator:
         self.k = int(k) if isinstance(k, (int, np.integer)) else k
         self.metric = metric
         self.seed = int(seed)
+        # Queries per k-NN chunk; None: as many as fit 512 MiB of neighbour lists (tests set it).
+        self._chunk_rows: Optional[int] = None
 
     def get_curr_metrics(self) -> List[str]:
         """The metric names ``get_accuracy`` returns by default."""
@@ -222,7 +226,7 @@ class AccuracyCalculator:
         want_clustering = any(m in _CLUSTERING_METRICS for m in metrics)
         res = _proxima.accuracy(
             q, ql, r, rl, bool(ref_includes_query), self.k, self.avg_of_avgs and not self.return_per_class,
-            self.metric, want_knn, want_clustering, self.seed,
+            self.metric, want_knn, want_clustering, self.seed, self._chunk_rows,
         )
         out: Dict[str, Union[float, List[float]]] = {}
         for m in metrics:

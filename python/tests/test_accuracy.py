@@ -181,6 +181,31 @@ def test_ref_includes_query_equals_the_query_set_as_reference():
     assert c["precision_at_1"] == 1.0 and a["precision_at_1"] < 1.0
 
 
+@pytest.mark.parametrize("k", [None, "max_bin_count", 5])
+@pytest.mark.parametrize("mode", ["mean", "avg_of_avgs", "per_class"])
+def test_chunked_evaluation_equals_one_shot(k, mode):
+    """Large query sets are evaluated in chunks of queries; forcing tiny chunks changes nothing."""
+    x, y = clustered(97, 6, 5, seed=21, spread=1.3)
+    y[:2] = [50, 51]  # lone queries, some chunks lose them
+    r, rl = clustered(130, 8, 5, seed=22, spread=1.3)
+    kw = dict(include=tuple(KNN_METRICS), k=k, avg_of_avgs=mode == "avg_of_avgs", return_per_class=mode == "per_class")
+    whole, chunked = proxima.AccuracyCalculator(**kw), proxima.AccuracyCalculator(**kw)
+    chunked._chunk_rows = 7
+    for args, kwargs in [((x, y), {}), ((x, y, r, rl), {}),
+                         ((x, y, np.r_[r, x], np.r_[rl, y]), {"ref_includes_query": True})]:
+        a, b = whole.get_accuracy(*args, **kwargs), chunked.get_accuracy(*args, **kwargs)
+        for name in KNN_METRICS:
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-14, err_msg=f"{name} {kwargs}")
+    with pytest.raises(ValueError, match="no query has a same-class reference"):
+        chunked.get_accuracy(x[:6], np.arange(6))
+    # A chunk made only of lone queries is skipped, not an error.
+    lone_first = np.r_[np.arange(100, 107), y]
+    xs = np.r_[x[:7] + 50, x]
+    a, b = whole.get_accuracy(xs, lone_first), chunked.get_accuracy(xs, lone_first)
+    for name in KNN_METRICS:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
 def test_hand_computed_values_of_the_rust_unit_test():
     """The 1-D example of crates/eval/src/retrieval.rs (hand-computed there)."""
     pts = np.array([[0.0], [1.0], [2.1], [3.3], [4.6], [10.0]], np.float32)
