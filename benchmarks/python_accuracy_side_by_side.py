@@ -3,7 +3,7 @@
 Usage (run by hand, never in CI; needs torch, pytorch-metric-learning 2.9 and faiss-cpu, e.g. in
 the ignored .peer-venv, plus the proxima wheel):
     python benchmarks/python_accuracy_side_by_side.py [--n 50000] [--dim 128] [--classes 1000]
-        [--repeats 3] [--threads 2] [--k max_bin_count]
+        [--repeats 3] [--threads 2] [--k max_bin_count|None|<int>] [--proxima-only]
 
 Data: n float32 embeddings around `classes` random centres (equal class sizes), evaluated against
 themselves (reference=None: each query's own row excluded), the five k-NN metrics
@@ -12,12 +12,15 @@ mean_reciprocal_rank). k defaults to "max_bin_count": k=None (pytorch-metric-lea
 every reference) would need n x n neighbour lists (20 GB at n = 50 000) in both libraries.
 The runs alternate (proxima, peer, proxima, peer, ...) so that load from other processes hits
 both alike; the median wall time of each is reported, with the largest metric difference.
+--proxima-only times proxima alone (e.g. k=None at n = 50 000, where the peer's one-shot
+neighbour lists would need about 30 GB); the peak RSS of the process is reported too.
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 
@@ -39,6 +42,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--k", default="max_bin_count")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--proxima-only", action="store_true")
     a = ap.parse_args()
     k = None if a.k == "None" else (a.k if a.k == "max_bin_count" else int(a.k))
 
@@ -66,18 +70,22 @@ def main():
     peer = PeerCalculator(include=KNN_METRICS, k=k, device=torch.device("cpu"))
     xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
 
-    times = {"proxima": [], "pytorch-metric-learning": []}
+    names = ["proxima"] if a.proxima_only else ["proxima", "pytorch-metric-learning"]
+    times = {name: [] for name in names}
     results = {}
     for _ in range(a.repeats):
         t = time.perf_counter()
         results["proxima"] = ours.get_accuracy(x, labels)
         times["proxima"].append(time.perf_counter() - t)
+        if a.proxima_only:
+            continue
         t = time.perf_counter()
         results["pytorch-metric-learning"] = peer.get_accuracy(xt, lt)
         times["pytorch-metric-learning"].append(time.perf_counter() - t)
 
     med = {name: statistics.median(v) for name, v in times.items()}
-    diff = max(abs(results["proxima"][m] - results["pytorch-metric-learning"][m]) for m in KNN_METRICS)
+    diff = None if a.proxima_only else max(
+        abs(results["proxima"][m] - results["pytorch-metric-learning"][m]) for m in KNN_METRICS)
     print(json.dumps({
         "n": a.n, "dim": a.dim, "classes": a.classes, "k": a.k, "threads": a.threads, "repeats": a.repeats,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -85,7 +93,8 @@ def main():
                      "torch": torch.__version__, "faiss": faiss.__version__},
         "seconds": {name: [round(s, 3) for s in v] for name, v in times.items()},
         "median_seconds": {name: round(s, 3) for name, s in med.items()},
-        "speedup": round(med["pytorch-metric-learning"] / med["proxima"], 2),
+        "speedup": None if a.proxima_only else round(med["pytorch-metric-learning"] / med["proxima"], 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "max_metric_difference": diff,
         "metrics": {name: {m: round(v, 6) for m, v in r.items()} for name, r in results.items()},
     }, indent=1))
