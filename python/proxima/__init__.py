@@ -237,6 +237,18 @@ class AccuracyCalculator:
         return out
 
 
+def _available_memory() -> Optional[int]:
+    """MemAvailable of /proc/meminfo in bytes, or None where there is none (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def knn(
     query: Any, reference: Any = None, k: int = 10, metric: str = "euclidean"
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -252,6 +264,14 @@ def knn(
     r = None if reference is None else _as_matrix("reference", reference)
     if k < 1:
         raise ValueError(f"k: must be a positive integer, not {k}")
+    # Indices (8 bytes) and scores (4) per neighbour, plus the int64 copy handed to NumPy: refuse
+    # up front what cannot fit rather than let the kernel's OOM killer pick a process.
+    need, avail = 20 * q.shape[0] * int(k), _available_memory()
+    if avail is not None and need > avail:
+        raise MemoryError(
+            f"knn: {q.shape[0]} queries x k={k} neighbours need about {need / 2**30:.1f} GiB, "
+            f"more than the {avail / 2**30:.1f} GiB available; lower k or search fewer queries at a time"
+        )
     return _proxima.knn(q, r, int(k), metric)
 
 

@@ -260,6 +260,14 @@ def test_knn_of_a_set_against_itself_excludes_each_row():
     np.testing.assert_allclose(s, ws, rtol=1e-4, atol=1e-4)
 
 
+def test_knn_refuses_results_larger_than_available_memory(monkeypatch):
+    monkeypatch.setattr(proxima, "_available_memory", lambda: 500_000)
+    x, _ = clustered(200, 4, 3, seed=2)
+    with pytest.raises(MemoryError, match=r"200 queries x k=199 .* GiB available"):
+        proxima.knn(x, None, k=199)
+    assert proxima.knn(x, None, k=100)[1].shape == (200, 100)  # 400 kB fits in 500 kB
+
+
 # ---------------------------------------------------------------- bad input
 
 
