@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of the README: installs libtorch if needed, then runs every test of the workspace
-# (unit, integration, property and parity tests) in release mode.
+# (unit, integration, property and parity tests) in release mode, then the Python package's tests.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,4 +10,9 @@ scripts/fetch-weights.sh
 # The CUDA variant links here without a GPU (about 15 s incrementally); the test build below then
 # relinks the default target/release/proxima, which is the one that runs on this machine.
 cargo build --release -p proxima-cli --features cuda
-exec cargo test --workspace --release "$@"
+cargo test --workspace --release "$@"
+# The `proxima` Python package: wheel built into a throwaway venv, pytest on python/tests (4 minutes
+# with an empty target/ on the shared 2-core machine, about 30 s when target/ is warm). The CLI just built by the tests
+# above checks that galleries saved from Python open in `proxima gallery` and back.
+if [[ -x "$root/target/release/proxima" ]]; then export PROXIMA_CLI="$root/target/release/proxima"; fi
+exec scripts/test-python.sh
