@@ -50,13 +50,16 @@ pub struct LocaliserTrainArgs {
     epochs: usize,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     /// Share of scenes held out for validation AP.
     #[arg(long, default_value_t = 0.15)]
     val_fraction: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Keep the trunk features in this file and reuse them on a rerun with the same scenes and views.
+    #[arg(long)]
+    feature_cache: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -116,6 +119,9 @@ pub struct FindArgs {
     /// Print the JSON array (one object per image) instead of text.
     #[arg(long)]
     json: bool,
+    /// Write each image with its regions framed (known green, unknown grey) as `<DIR>/<stem>.find.png`.
+    #[arg(long)]
+    draw: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -147,6 +153,7 @@ pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
                 lr: a.lr,
                 val_fraction: a.val_fraction,
                 seed: a.seed,
+                feature_cache: a.feature_cache.clone(),
             };
             let t = Instant::now();
             let report = train_localiser(&scenes, &opts, device, &a.out, &mut |m| eprintln!("{m}"))
@@ -285,6 +292,16 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
                     if r.brand.is_some() { " (known)" } else { "" }
                 );
             }
+        }
+        if let Some(dir) = &a.draw {
+            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+            let out = dir.join(format!("{stem}.find.png"));
+            let mut png = Vec::new();
+            image::DynamicImage::ImageRgb8(proxima_detect::draw_answer(&img, &ans))
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .with_context(|| format!("encoding {}", out.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            proxima_train::checkpoint::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
         }
         answers.push(ans);
     }

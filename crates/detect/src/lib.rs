@@ -14,12 +14,14 @@
 //! runs the very same code. [`find`] glues localiser, embedding model and gallery into the answer
 //! `proxima find` and `POST /v1/find` return.
 
+pub mod draw;
 pub mod error;
 pub mod find;
 pub mod letterbox;
 pub mod localiser;
 pub mod train;
 
+pub use draw::draw_answer;
 pub use error::{DetectError, Result};
 pub use find::{FindAnswer, FindOptions, Finder, RegionAnswer};
 pub use letterbox::{Letterbox, letterbox};

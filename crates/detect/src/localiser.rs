@@ -81,18 +81,28 @@ pub struct Detection {
 struct Head {
     lat32: nn::Conv2D,
     lat16: nn::Conv2D,
+    gn16a: nn::GroupNorm,
     mix16: nn::Conv2D,
+    gn16b: nn::GroupNorm,
     from16: nn::Conv2D,
     lat8: nn::Conv2D,
+    gn8a: nn::GroupNorm,
     mix8: nn::Conv2D,
+    gn8b: nn::GroupNorm,
     out: nn::Conv2D,
+}
+
+/// Groups of the head's GroupNorm layers (at most, and dividing the width).
+fn groups(width: i64) -> i64 {
+    (1..=8).rev().find(|g| width % g == 0).unwrap_or(1)
 }
 
 impl Head {
     fn new(p: &nn::Path, c: &LocaliserConfig) -> Self {
         let k1 = nn::ConvConfig::default();
         let k3 = nn::ConvConfig { padding: 1, ..Default::default() };
-        let out = nn::conv2d(p / "out", c.width8, 5, 1, k1);
+        // Small output weights (CenterNet): the first steps start from the prior, not from noise.
+        let out = nn::conv2d(p / "out", c.width8, 5, 1, nn::ConvConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 }, ..Default::default() });
         // Heat-map bias at the logit of the prior, so training starts from "almost no logo".
         tch::no_grad(|| {
             if let Some(b) = &out.bs {
@@ -102,10 +112,14 @@ impl Head {
         Head {
             lat32: nn::conv2d(p / "lat32", 320, c.width16, 1, k1),
             lat16: nn::conv2d(p / "lat16", 112, c.width16, 1, k1),
+            gn16a: nn::group_norm(p / "gn16a", groups(c.width16), c.width16, Default::default()),
             mix16: nn::conv2d(p / "mix16", c.width16, c.width16, 3, k3),
+            gn16b: nn::group_norm(p / "gn16b", groups(c.width16), c.width16, Default::default()),
             from16: nn::conv2d(p / "from16", c.width16, c.width8, 1, k1),
             lat8: nn::conv2d(p / "lat8", 40, c.width8, 1, k1),
+            gn8a: nn::group_norm(p / "gn8a", groups(c.width8), c.width8, Default::default()),
             mix8: nn::conv2d(p / "mix8", c.width8, c.width8, 3, k3),
+            gn8b: nn::group_norm(p / "gn8b", groups(c.width8), c.width8, Default::default()),
             out,
         }
     }
@@ -116,9 +130,11 @@ impl Head {
         let s16 = f16.size();
         let s8 = f8.size();
         let up32 = self.lat32.forward(f32).upsample_nearest2d([s16[2], s16[3]], None, None);
-        let p16 = (self.lat16.forward(f16) + up32).relu().apply(&self.mix16).relu();
+        // GroupNorm after every fusion: the trunk's un-activated block outputs are large and vary
+        // by channel; without it the first Adam steps blow the head up and its ReLUs die.
+        let p16 = (self.lat16.forward(f16) + up32).apply(&self.gn16a).relu().apply(&self.mix16).apply(&self.gn16b).relu();
         let up16 = self.from16.forward(&p16).upsample_nearest2d([s8[2], s8[3]], None, None);
-        let p8 = (self.lat8.forward(f8) + up16).relu().apply(&self.mix8).relu();
+        let p8 = (self.lat8.forward(f8) + up16).apply(&self.gn8a).relu().apply(&self.mix8).apply(&self.gn8b).relu();
         self.out.forward(&p8)
     }
 }
@@ -139,7 +155,7 @@ pub struct LocaliserCard {
     pub training: serde_json::Value,
 }
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The localiser: frozen trunk + head.
 #[derive(Debug)]

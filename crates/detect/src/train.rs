@@ -41,6 +41,9 @@ pub struct TrainLocaliserOptions {
     /// Share of scenes held out for validation.
     pub val_fraction: f64,
     pub seed: u64,
+    /// Keep the cached trunk features in this file and reuse them when the scenes, views, input
+    /// size and seed are the same (retraining the head then skips the trunk entirely).
+    pub feature_cache: Option<PathBuf>,
 }
 
 impl Default for TrainLocaliserOptions {
@@ -51,9 +54,10 @@ impl Default for TrainLocaliserOptions {
             views_per_scene: 2,
             epochs: 12,
             batch_size: 16,
-            lr: 2e-3,
+            lr: 1e-3,
             val_fraction: 0.15,
             seed: 0,
+            feature_cache: None,
         }
     }
 }
@@ -120,44 +124,28 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     let loc = Localiser::new(opts.config.clone(), opts.pretrained.as_deref(), device)?;
     let side = opts.config.input_size;
 
-    // 1. Cache trunk features of every view.
+    // 1. Cache trunk features of every view (or reuse the cache file).
     let t0 = Instant::now();
-    let mut views: Vec<View> = Vec::with_capacity(train.len() * opts.views_per_scene);
-    let chunk = 16;
-    for (ci, part) in train.chunks(chunk).enumerate() {
-        let decoded: Vec<Result<RgbImage>> = part.par_iter().map(|s| Ok(decode_file(&s.image, &DecodeOptions::default())?)).collect();
-        let mut bufs: Vec<f32> = Vec::new();
-        let mut boxes: Vec<Vec<[f32; 4]>> = Vec::new();
-        for (k, (scene, img)) in part.iter().zip(decoded).enumerate() {
-            let img = img?;
-            for v in 0..opts.views_per_scene {
-                let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x7a1e, (ci * chunk + k) as u64, v as u64]);
-                let (b, data) = make_view(&img, scene.boxes.as_deref().unwrap_or(&[]), side, v == 0, &mut rng, &loc);
-                bufs.extend(data);
-                boxes.push(b);
+    let key = cache_key(&train, opts);
+    let cached = match &opts.feature_cache {
+        Some(p) if p.is_file() => load_cache(p, &key).ok().flatten(),
+        _ => None,
+    };
+    let views = match cached {
+        Some(v) => {
+            log(&format!("reusing {} cached views from {}", v.len(), opts.feature_cache.as_ref().map_or(String::new(), |p| p.display().to_string())));
+            v
+        }
+        None => {
+            let v = compute_views(&loc, &train, opts, device, &t0, log)?;
+            if let Some(p) = &opts.feature_cache {
+                save_cache(p, &key, &v)?;
             }
+            v
         }
-        let n = boxes.len() as i64;
-        let s = side as i64;
-        let xs = Tensor::from_slice(&bufs).view([n, 3, s, s]);
-        for start in (0..n).step_by(8) {
-            let len = (n - start).min(8);
-            let [f8, f16, f32] = loc.trunk_features(&xs.narrow(0, start, len).to_device(device));
-            for i in 0..len {
-                views.push(View {
-                    f8: f8.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
-                    f16: f16.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
-                    f32: f32.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
-                    boxes: boxes[(start + i) as usize].clone(),
-                });
-            }
-        }
-        if ci % 10 == 0 {
-            log(&format!("features: {}/{} scenes ({:.0} s)", (ci + 1) * chunk.min(part.len()), train.len(), t0.elapsed().as_secs_f64()));
-        }
-    }
+    };
     let feature_seconds = t0.elapsed().as_secs_f64();
-    log(&format!("cached {} views of {} scenes in {feature_seconds:.0} s", views.len(), train.len()));
+    log(&format!("{} views of {} scenes ready in {feature_seconds:.0} s", views.len(), train.len()));
 
     // 2. Train the head.
     let t1 = Instant::now();
@@ -181,7 +169,7 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
             if !value.is_finite() {
                 return Err(DetectError::Training(format!("loss became {value} at epoch {epoch}, step {step}")));
             }
-            opt.backward_step(&loss);
+            opt.backward_step_clip_norm(&loss, 10.0);
             sum += value;
             count += 1;
         }
@@ -201,6 +189,75 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
     loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
     Ok(report)
+}
+
+/// Trunk features of `views_per_scene` augmented views of every training scene.
+fn compute_views(loc: &Localiser, train: &[&Scene], opts: &TrainLocaliserOptions, device: Device, t0: &Instant, log: &mut dyn FnMut(&str)) -> Result<Vec<View>> {
+    let side = opts.config.input_size;
+    let mut views: Vec<View> = Vec::with_capacity(train.len() * opts.views_per_scene);
+    let chunk = 16;
+    for (ci, part) in train.chunks(chunk).enumerate() {
+        let decoded: Vec<Result<RgbImage>> = part.par_iter().map(|s| Ok(decode_file(&s.image, &DecodeOptions::default())?)).collect();
+        let mut bufs: Vec<f32> = Vec::new();
+        let mut boxes: Vec<Vec<[f32; 4]>> = Vec::new();
+        for (k, (scene, img)) in part.iter().zip(decoded).enumerate() {
+            let img = img?;
+            for v in 0..opts.views_per_scene {
+                let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x7a1e, (ci * chunk + k) as u64, v as u64]);
+                let (b, data) = make_view(&img, scene.boxes.as_deref().unwrap_or(&[]), side, v == 0, &mut rng, loc);
+                bufs.extend(data);
+                boxes.push(b);
+            }
+        }
+        let n = boxes.len() as i64;
+        let s = side as i64;
+        let xs = Tensor::from_slice(&bufs).view([n, 3, s, s]);
+        for start in (0..n).step_by(8) {
+            let len = (n - start).min(8);
+            let [f8, f16, f32] = loc.trunk_features(&xs.narrow(0, start, len).to_device(device));
+            for i in 0..len {
+                views.push(View {
+                    f8: f8.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    f16: f16.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    f32: f32.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    boxes: boxes[(start + i) as usize].clone(),
+                });
+            }
+        }
+        if ci % 10 == 0 {
+            log(&format!("features: {}/{} scenes ({:.0} s)", (ci * chunk + part.len()), train.len(), t0.elapsed().as_secs_f64()));
+        }
+    }
+    Ok(views)
+}
+
+/// Identifies a feature cache: the training scenes, views, input size and seed.
+fn cache_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
+    let text = serde_json::to_string(&(train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(), opts.views_per_scene, opts.config.input_size, opts.seed, &opts.pretrained, 2u32)).expect("key serialises");
+    proxima_train::artifact::fingerprint(text.as_bytes())
+}
+
+fn save_cache(path: &Path, key: &str, views: &[View]) -> Result<()> {
+    let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&views.iter().map(f).collect::<Vec<_>>(), 0);
+    let boxes = serde_json::to_value(views.iter().map(|v| &v.boxes).collect::<Vec<_>>()).expect("boxes serialise");
+    let tensors = vec![("f8".to_string(), stack(|v| &v.f8)), ("f16".to_string(), stack(|v| &v.f16)), ("f32".to_string(), stack(|v| &v.f32))];
+    proxima_train::checkpoint::save(path, &tensors, &serde_json::json!({"key": key, "boxes": boxes}))?;
+    Ok(())
+}
+
+/// The cached views when `path` holds the cache for `key`, else None.
+fn load_cache(path: &Path, key: &str) -> Result<Option<Vec<View>>> {
+    let (tensors, state) = proxima_train::checkpoint::load(path)?;
+    if state["key"].as_str() != Some(key) {
+        return Ok(None);
+    }
+    let boxes: Vec<Vec<[f32; 4]>> = serde_json::from_value(state["boxes"].clone()).map_err(|e| DetectError::Artifact { path: path.to_path_buf(), message: format!("corrupt cache: {e}") })?;
+    let get = |n: &str| tensors.iter().find(|(k, _)| k == n).map(|(_, t)| t.shallow_clone());
+    let (Some(f8), Some(f16), Some(f32)) = (get("f8"), get("f16"), get("f32")) else { return Ok(None) };
+    if f8.size()[0] as usize != boxes.len() {
+        return Ok(None);
+    }
+    Ok(Some(boxes.into_iter().enumerate().map(|(i, b)| View { f8: f8.get(i as i64), f16: f16.get(i as i64), f32: f32.get(i as i64), boxes: b }).collect()))
 }
 
 /// AP@`iou` of the localiser on `scenes` with boxes, per scene kind and over all (`"all"`).

@@ -46,6 +46,7 @@ fn tiny_options() -> TrainLocaliserOptions {
         lr: 5e-3,
         val_fraction: 0.2,
         seed: 3,
+        feature_cache: None,
     }
 }
 

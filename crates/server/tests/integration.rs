@@ -311,3 +311,51 @@ async fn a_gallery_of_another_model_or_without_threshold_is_refused_at_start() {
     let s = serve(&f, ServerConfig { threshold: Some(0.5), ..config() }).await;
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_answers_like_the_cli_and_is_501_without_a_localiser() {
+    let f = fixture();
+    // An untrained localiser (random head) at a small input: the route's shape and errors are under
+    // test here; what a trained one finds is measured by `proxima localiser eval`.
+    let loc_dir = f.model.parent().unwrap().join("localiser");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+    proxima_detect::Localiser::new(cfg, None, Device::Cpu).unwrap().save(&loc_dir, Default::default(), Value::Null).unwrap();
+    let dir = f.model.clone();
+    let l = loc_dir.clone();
+    let s = proxima_server::start_with_localiser(
+        config(),
+        Box::new(move || load_model_dir(&dir, Device::Cpu)),
+        Some(Box::new(move || proxima_detect::load_localiser(&l, Device::Cpu).map(|(loc, _)| loc))),
+        &f.gallery,
+    )
+    .await
+    .expect("server starts");
+    let c = reqwest::Client::new();
+    // A "screenshot": the red logo on a white page.
+    let mut page = RgbImage::from_pixel(160, 120, Rgb([255, 255, 255]));
+    image::imageops::overlay(&mut page, &logo(0), 90, 40);
+    let (st, v) = json(c.post(url(&s, "/v1/find?whole_image=true")).body(png(&page)).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["image"], "upload");
+    assert_eq!(v["scale"], 1.0);
+    assert!((v["threshold"].as_f64().unwrap() - 0.999).abs() < 1e-6);
+    let regions = v["regions"].as_array().unwrap();
+    assert!(!regions.is_empty(), "the whole image is a region: {v}");
+    for r in regions {
+        let b: Vec<f64> = r["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!(b.len() == 4 && b[0] >= 0.0 && b[2] <= 160.0 && b[3] <= 120.0, "{r}");
+        assert!(["red", "blue"].contains(&r["best_brand"].as_str().unwrap()));
+    }
+    let best = regions.iter().map(|r| r["similarity"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert!((v["similarity"].as_f64().unwrap() - best).abs() < 1e-6);
+    // Bad input keeps its statuses.
+    assert_eq!(c.post(url(&s, "/v1/find")).body(Vec::<u8>::new()).send().await.unwrap().status().as_u16(), 400);
+    assert_eq!(c.post(url(&s, "/v1/find")).body(b"not an image".to_vec()).send().await.unwrap().status().as_u16(), 415);
+    s.shutdown().await.unwrap();
+
+    let plain = serve(&f, config()).await;
+    let (st, v) = json(c.post(url(&plain, "/v1/find")).body(png(&page)).send().await.unwrap()).await;
+    assert_eq!(st, 501, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--localiser"));
+    plain.shutdown().await.unwrap();
+}

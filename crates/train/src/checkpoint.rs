@@ -20,6 +20,8 @@ fn dtype_of(kind: Kind) -> Option<Dtype> {
     match kind {
         Kind::Float => Some(Dtype::F32),
         Kind::Double => Some(Dtype::F64),
+        Kind::Half => Some(Dtype::F16),
+        Kind::BFloat16 => Some(Dtype::BF16),
         Kind::Int64 => Some(Dtype::I64),
         Kind::Int => Some(Dtype::I32),
         Kind::Uint8 => Some(Dtype::U8),
@@ -31,6 +33,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     match dtype {
         Dtype::F32 => Some(Kind::Float),
         Dtype::F64 => Some(Kind::Double),
+        Dtype::F16 => Some(Kind::Half),
+        Dtype::BF16 => Some(Kind::BFloat16),
         Dtype::I64 => Some(Kind::Int64),
         Dtype::I32 => Some(Kind::Int),
         Dtype::U8 => Some(Kind::Uint8),
