@@ -9,6 +9,14 @@
 //! top-k survives. Query blocks run in parallel with rayon. Memory is
 //! `O(threads · QB · RB + N · k)`.
 //!
+//! When the reference is the query set itself (the usual evaluation, query = reference) the
+//! distance matrix is symmetric, so only the tiles on and above the block diagonal are
+//! computed: each off-diagonal tile feeds the heaps of its rows *and*, transposed, the heaps of
+//! its columns. That halves the GEMM work (`N²D` instead of `2N²D` flops). Each pair's key is
+//! then computed once and used for both rows, so the result does not depend on which thread
+//! touched which heap first: a heap keeps the `k` smallest `(key, index)` pairs, a set that is
+//! independent of insertion order.
+//!
 //! Ordering is total and deterministic: by distance (or negated similarity), then by
 //! lower reference index — the same tie rule as faiss's exact `IndexFlatL2`.
 //!
@@ -16,6 +24,7 @@
 //! the product in `f32`, and the result clamped at 0 (cancellation can make it slightly
 //! negative for near-identical vectors, exactly as faiss clamps).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -93,15 +102,18 @@ impl KnnResult {
 /// Timing of one k-NN search.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnStats {
-    /// Floating-point operations of the inner products, `2·nq·nr·d`.
+    /// Floating-point operations of all inner products, `2·nq·nr·d` (the nominal work).
     pub flops: f64,
+    /// Floating-point operations the GEMM calls actually did (about half of `flops` when the
+    /// reference is the query set: symmetric tiles are computed once).
+    pub gemm_flops: f64,
     /// Wall-clock seconds of the whole search (GEMM + selection + setup).
     pub seconds: f64,
     /// Summed thread-seconds spent inside GEMM calls.
     pub gemm_thread_seconds: f64,
-    /// `flops / seconds / 1e9`: end-to-end rate.
+    /// `flops / seconds / 1e9`: end-to-end rate, counting the nominal work.
     pub effective_gflops: f64,
-    /// `flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
+    /// `gemm_flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
     pub gemm_gflops_per_thread: f64,
 }
 
@@ -126,6 +138,18 @@ pub fn knn_with_stats(
     reference: Option<Embeddings<'_>>,
     k: usize,
     metric: Metric,
+) -> Result<(KnnResult, KnnStats)> {
+    knn_impl(query, reference, k, metric, true)
+}
+
+/// The search; `symmetric` allows the half-matrix path when the reference is the query set
+/// (false only in tests, to compare both paths).
+fn knn_impl(
+    query: Embeddings<'_>,
+    reference: Option<Embeddings<'_>>,
+    k: usize,
+    metric: Metric,
+    symmetric: bool,
 ) -> Result<(KnnResult, KnnStats)> {
     let start = Instant::now();
     let same = reference.is_none();
@@ -173,6 +197,25 @@ pub fn knn_with_stats(
     let mut indices = vec![0usize; nq * k];
     let mut scores = vec![0f32; nq * k];
     let gemm_nanos = AtomicU64::new(0);
+    let finish = |indices, scores, gemm_flops: f64, gemm_nanos: &AtomicU64| {
+        let seconds = start.elapsed().as_secs_f64();
+        let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
+        let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
+        let stats = KnnStats {
+            flops,
+            gemm_flops,
+            seconds,
+            gemm_thread_seconds,
+            effective_gflops: flops / seconds.max(1e-12) / 1e9,
+            gemm_gflops_per_thread: gemm_flops / gemm_thread_seconds.max(1e-12) / 1e9,
+        };
+        (KnnResult { k, metric, indices, scores }, stats)
+    };
+    if same && symmetric {
+        let block = qb.min(SYM_B);
+        let gemm_flops = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, &gemm_nanos);
+        return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
+    }
 
     indices
         .par_chunks_mut(qb * k)
@@ -191,40 +234,12 @@ pub fn knn_with_stats(
                 let t = Instant::now();
                 // tile[i, j] = -2 q_i · r_j  (or -q_i · r_j for similarities)
                 let beta = if l2 { -2.0f32 } else { -1.0f32 };
-                // SAFETY: all pointers cover the stated extents: tile is m×n row-major
-                // (row stride n), qblock is m×d row-major, rblock is n×d row-major read
-                // as the d×n matrix rblockᵀ (column stride d, row stride 1).
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        d,
-                        tile.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        qblock.as_ptr(),
-                        1,
-                        d as isize,
-                        rblock.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0f32,
-                        beta,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                gemm_abt(&mut tile, qblock, rblock, m, n, d, beta);
                 gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 for (i, heap) in heaps.iter_mut().enumerate() {
                     let row = &mut tile[i * n..(i + 1) * n];
                     if l2 {
-                        let qi = qn[q0 + i];
-                        for (v, &r) in row.iter_mut().zip(&rn[r0..r0 + n]) {
-                            *v = (qi + r + *v).max(0.0);
-                        }
+                        keys_in_place(row, qn[q0 + i], &rn[r0..r0 + n], true);
                     }
                     let self_j = if same { (q0 + i).checked_sub(r0).filter(|&j| j < n) } else { None };
                     if let Some(j) = self_j {
@@ -237,26 +252,152 @@ pub fn knn_with_stats(
             for (i, heap) in heaps.into_iter().enumerate() {
                 for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
                     idx_out[i * k + slot] = j;
-                    score_out[i * k + slot] = match metric {
-                        Metric::L2Squared => key,
-                        Metric::L2 => key.sqrt(),
-                        Metric::Cosine | Metric::Dot => -key,
-                    };
+                    score_out[i * k + slot] = final_score(metric, key);
                 }
             }
         });
 
-    let seconds = start.elapsed().as_secs_f64();
-    let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
-    let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
-    let stats = KnnStats {
-        flops,
-        seconds,
-        gemm_thread_seconds,
-        effective_gflops: flops / seconds.max(1e-12) / 1e9,
-        gemm_gflops_per_thread: flops / gemm_thread_seconds.max(1e-12) / 1e9,
-    };
-    Ok((KnnResult { k, metric, indices, scores }, stats))
+    let gemm_flops = 2.0 * nq as f64 * nr as f64 * d as f64;
+    Ok(finish(indices, scores, gemm_flops, &gemm_nanos))
+}
+
+/// `tile[i, j] = beta · a_i · b_j` for row-major `a` (`m × d`) and `b` (`n × d`); `tile` is
+/// `m × n` row-major. Single-threaded (callers parallelise over tiles).
+fn gemm_abt(tile: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, d: usize, beta: f32) {
+    assert!(tile.len() >= m * n && a.len() >= m * d && b.len() >= n * d, "gemm_abt: buffers too small");
+    // SAFETY: the assertion above makes all pointers cover the stated extents: tile is m×n
+    // row-major (row stride n), a is m×d row-major, b is n×d row-major read as the d×n matrix
+    // bᵀ (column stride d, row stride 1).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            d,
+            tile.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            d as isize,
+            b.as_ptr(),
+            d as isize,
+            1,
+            0.0f32,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Turns raw tile values into keys (smaller is closer): for L2, `‖a_i‖² + ‖b_j‖² − 2 a_i·b_j`
+/// clamped at 0 (the tile holds `−2 a_i·b_j`); for similarities the tile already holds `−a_i·b_j`.
+#[inline]
+fn keys_in_place(row: &mut [f32], a_norm: f32, b_norms: &[f32], l2: bool) {
+    if l2 {
+        for (v, &r) in row.iter_mut().zip(b_norms) {
+            *v = (a_norm + r + *v).max(0.0);
+        }
+    }
+}
+
+/// `dst` (`n × m`) = transpose of `src` (`m × n`), both row-major; blocked for the cache.
+fn transpose(src: &[f32], dst: &mut [f32], m: usize, n: usize) {
+    const T: usize = 16;
+    for i0 in (0..m).step_by(T) {
+        for j0 in (0..n).step_by(T) {
+            for i in i0..(i0 + T).min(m) {
+                for j in j0..(j0 + T).min(n) {
+                    dst[j * m + i] = src[i * n + j];
+                }
+            }
+        }
+    }
+}
+
+/// Square blocks of the symmetric (query = reference) search.
+const SYM_B: usize = 512;
+
+/// The query-set-is-reference search over the upper block triangle only (see the module docs);
+/// writes `indices`/`scores` (`n × k`) and returns the flops of the GEMM calls made.
+#[allow(clippy::too_many_arguments)]
+fn knn_self_symmetric(
+    data: &[f32],
+    norms: &[f32],
+    d: usize,
+    k: usize,
+    block: usize,
+    l2: bool,
+    metric: Metric,
+    indices: &mut [usize],
+    scores: &mut [f32],
+    gemm_nanos: &AtomicU64,
+) -> f64 {
+    let n = data.len() / d;
+    let nb = n.div_ceil(block);
+    let rows_of = |b: usize| block.min(n - b * block);
+    let heaps: Vec<Mutex<Vec<TopK>>> = (0..nb).map(|b| Mutex::new((0..rows_of(b)).map(|_| TopK::new(k)).collect())).collect();
+    let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+    let beta = if l2 { -2.0f32 } else { -1.0f32 };
+    let no_norms = [0f32; 0];
+    let norm = |i: usize| if l2 { norms[i] } else { 0.0 };
+    pairs.par_iter().for_each_init(
+        || (vec![0f32; block * block], vec![0f32; block * block]),
+        |(tile, tt), &(bi, bj)| {
+            let (i0, j0) = (bi * block, bj * block);
+            let (m, w) = (rows_of(bi), rows_of(bj));
+            let t = Instant::now();
+            gemm_abt(tile, &data[i0 * d..(i0 + m) * d], &data[j0 * d..(j0 + w) * d], m, w, d, beta);
+            gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let col_norms = if l2 { &norms[j0..j0 + w] } else { &no_norms[..] };
+            for i in 0..m {
+                keys_in_place(&mut tile[i * w..(i + 1) * w], norm(i0 + i), col_norms, l2);
+            }
+            {
+                // A poisoned lock only means another tile panicked; the heaps are still valid.
+                let mut hs = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
+                for (i, heap) in hs.iter_mut().enumerate() {
+                    let row = &mut tile[i * w..(i + 1) * w];
+                    let self_j = (bi == bj).then_some(i);
+                    if let Some(j) = self_j {
+                        row[j] = f32::INFINITY;
+                    }
+                    scan_row(row, j0, self_j, heap);
+                }
+            }
+            if bi != bj {
+                transpose(&tile[..m * w], &mut tt[..m * w], m, w);
+                let mut hs = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
+                for (j, heap) in hs.iter_mut().enumerate() {
+                    scan_row(&tt[j * m..(j + 1) * m], i0, None, heap);
+                }
+            }
+        },
+    );
+    for (b, hs) in heaps.into_iter().enumerate() {
+        let hs = hs.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (i, heap) in hs.into_iter().enumerate() {
+            let q = b * block + i;
+            for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
+                indices[q * k + slot] = j;
+                scores[q * k + slot] = final_score(metric, key);
+            }
+        }
+    }
+    pairs.iter().map(|&(i, j)| 2.0 * (rows_of(i) * rows_of(j) * d) as f64).sum()
+}
+
+/// The reported score of a heap key.
+#[inline]
+fn final_score(metric: Metric, key: f32) -> f32 {
+    match metric {
+        Metric::L2Squared => key,
+        Metric::L2 => key.sqrt(),
+        Metric::Cosine | Metric::Dot => -key,
+    }
 }
 
 /// Push every entry of `row` (keys of references `r0..`) that can enter the heap.
@@ -482,6 +623,57 @@ mod tests {
         let b = brute(&data, &data, d, 5, Metric::L2Squared, true);
         for (i, want) in b.iter().enumerate() {
             assert_eq!(r.row_indices(i), want.as_slice(), "row {i}");
+        }
+    }
+
+    #[test]
+    fn symmetric_tiling_equals_full_tiling_ties_included() {
+        // Several blocks in both directions (last one partial), small-integer data so many
+        // distances tie exactly: the half-matrix path must give the same neighbours and scores.
+        let d = 4;
+        let n = 2 * SYM_B + 77;
+        let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919 + 13) % 7) as f32 - 3.0).collect();
+        let e = Embeddings::new("q", &data, d).unwrap();
+        for metric in [Metric::L2, Metric::L2Squared, Metric::Dot] {
+            let (sym, s1) = knn_impl(e, None, 6, metric, true).unwrap();
+            let (full, s2) = knn_impl(e, None, 6, metric, false).unwrap();
+            assert_eq!(sym.indices, full.indices, "{metric:?}");
+            assert_eq!(sym.scores, full.scores, "{metric:?}");
+            assert!(s1.gemm_flops < 0.6 * s2.gemm_flops && s1.flops == s2.flops);
+        }
+        // Cosine on rows with one non-zero entry (exact norms).
+        let cos: Vec<f32> = (0..n).flat_map(|i| { let mut r = vec![0.0f32; d]; r[i % d] = 1.0 + (i % 3) as f32; r }).collect();
+        let ce = Embeddings::new("q", &cos, d).unwrap();
+        assert_eq!(knn_impl(ce, None, 5, Metric::Cosine, true).unwrap().0, knn_impl(ce, None, 5, Metric::Cosine, false).unwrap().0);
+    }
+
+    #[test]
+    fn symmetric_kernel_with_small_blocks_agrees_with_brute_force() {
+        // Blocks of 64 rows (as when a large k shrinks them), a partial last block, ties.
+        let d = 2;
+        let n = 300;
+        let data: Vec<f32> = (0..n * d).map(|i| ((i * 31 + 5) % 11) as f32).collect();
+        let norms: Vec<f32> = data.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        let k = 40;
+        let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
+        let nanos = AtomicU64::new(0);
+        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, &nanos);
+        let b = brute(&data, &data, d, k, Metric::L2Squared, true);
+        for (i, want) in b.iter().enumerate() {
+            assert_eq!(&idx[i * k..(i + 1) * k], want.as_slice(), "row {i}");
+        }
+    }
+
+    #[test]
+    fn transpose_matches_definition() {
+        let (m, n) = (37, 21);
+        let src: Vec<f32> = (0..m * n).map(|v| v as f32).collect();
+        let mut dst = vec![0f32; m * n];
+        transpose(&src, &mut dst, m, n);
+        for i in 0..m {
+            for j in 0..n {
+                assert_eq!(dst[j * m + i], src[i * n + j]);
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Batch-hard mining (Hermans et al., "In Defense of the Triplet Loss").
 
 use serde::{Deserialize, Serialize};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use super::{Miner, MinerParams};
 use crate::distance::Distance;
@@ -37,6 +37,29 @@ impl Miner for BatchHardMiner {
 
     fn mine_tuples(&self, batch: &Batch) -> Result<Tuples> {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
+        if let Some(t) = fused_cpu(&mat, batch, self.distance.is_inverted()) {
+            return Ok(Tuples::Triplets(t));
+        }
+        self.mine_with_tensors(&mat, batch)
+    }
+}
+
+/// The single-pass CPU scan ([`crate::fused::batch_hard_rows`]), when it applies.
+fn fused_cpu(mat: &Tensor, batch: &Batch, inverted: bool) -> Option<Triplets> {
+    let (v, n, m) = crate::fused::cpu_f32_matrix(mat)?;
+    let labels = crate::fused::cpu_labels(batch.labels)?;
+    let ref_labels = match batch.reference {
+        Some((_, l)) => crate::fused::cpu_labels(l)?,
+        None => labels.clone(),
+    };
+    let rows = crate::fused::batch_hard_rows(&v, n, m, &labels, &ref_labels, inverted, batch.is_self())?;
+    let col = |f: fn(&(i64, i64, i64)) -> i64| Tensor::from_slice(&rows.iter().map(f).collect::<Vec<i64>>());
+    Some(Triplets { anchor: col(|t| t.0), positive: col(|t| t.1), negative: col(|t| t.2) })
+}
+
+impl BatchHardMiner {
+    /// The tensor formulation (any device or dtype).
+    fn mine_with_tensors(&self, mat: &Tensor, batch: &Batch) -> Result<Tuples> {
         let (matches, diffs) = batch.label_masks();
         let worst = self.distance.worst_value();
         // Hardest positive: the farthest, so non-positives are set to the closest possible value.
@@ -51,5 +74,32 @@ impl Miner for BatchHardMiner {
             negative: hard_n.index_select(0, &anchors).to_kind(Kind::Int64),
             anchor: anchors,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The fused scan and the tensor formulation agree, ties included.
+    #[test]
+    fn fused_scan_equals_tensor_formulation() {
+        tch::manual_seed(3);
+        // Rounded embeddings: many equal distances, so the first-index tie rule matters.
+        let emb = (Tensor::randn([96, 4], (Kind::Float, Device::Cpu)) * 2.0).round();
+        let labels = Tensor::arange(96, (Kind::Int64, Device::Cpu)).remainder(7);
+        let ref_emb = (Tensor::randn([40, 4], (Kind::Float, Device::Cpu)) * 2.0).round();
+        let ref_labels = Tensor::arange(40, (Kind::Int64, Device::Cpu)).remainder(5);
+        for distance in [Distance::Lp { normalize_embeddings: false, p: 2.0, power: 1.0 }, Distance::lp(), Distance::cosine(), Distance::dot_product()] {
+            let miner = BatchHardMiner { distance: distance.clone() };
+            for batch in [Batch::new(&emb, &labels), Batch::with_reference(&emb, &labels, &ref_emb, &ref_labels)] {
+                let mat = distance.matrix(batch.embeddings, batch.reference.map(|r| r.0)).unwrap();
+                let fused = fused_cpu(&mat, &batch, distance.is_inverted()).expect("fused path applies");
+                let Tuples::Triplets(plain) = miner.mine_with_tensors(&mat, &batch).unwrap() else { panic!("triplets expected") };
+                assert!(fused.len() > 10);
+                assert_eq!(fused.to_vec(), plain.to_vec(), "{distance:?}, reference: {}", batch.reference.is_some());
+            }
+        }
     }
 }

@@ -1,0 +1,358 @@
+//! Fused CPU row scans over a detached distance matrix.
+//!
+//! Why: at B = 1024 a miner or loss written as a chain of tensor ops (label masks, two
+//! `masked_fill`s, two reductions, `any`, `nonzero`, gathers) makes ~10 passes over the B×B
+//! matrix and allocates a temporary for each, which costs more than the distance GEMM itself.
+//! One Rust pass per row that reads the distances and the labels and keeps what it needs does the
+//! same work in a single sweep. These kernels are used only for contiguous float32 CPU tensors
+//! (every other case, CUDA included, keeps the tensor formulation) and give the same indices as
+//! the tensor formulation, ties included (first index wins, as `max`/`min` along a dimension).
+
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+/// The matrix as a row-major `f32` vector, when it is a 2-D float32 CPU tensor; `None` otherwise.
+pub(crate) fn cpu_f32_matrix(mat: &Tensor) -> Option<(Vec<f32>, usize, usize)> {
+    if mat.device() != Device::Cpu || mat.kind() != Kind::Float || mat.dim() != 2 {
+        return None;
+    }
+    let (n, m) = (mat.size()[0] as usize, mat.size()[1] as usize);
+    let v = Vec::<f32>::try_from(mat.contiguous().view([-1])).ok()?;
+    Some((v, n, m))
+}
+
+/// The labels as `i64`s, when they are a 1-D CPU integer tensor; `None` otherwise.
+pub(crate) fn cpu_labels(labels: &Tensor) -> Option<Vec<i64>> {
+    if labels.device() != Device::Cpu || labels.dim() != 1 || labels.is_floating_point() {
+        return None;
+    }
+    Vec::<i64>::try_from(labels.to_kind(Kind::Int64).contiguous()).ok()
+}
+
+/// Numbers of positive pairs (same label, `i ≠ j`) and negative pairs of a self batch.
+pub(crate) fn pair_counts(labels: &[i64]) -> (i64, i64) {
+    let mut sorted = labels.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len() as i64;
+    let same: i64 = sorted.chunk_by(|a, b| a == b).map(|c| (c.len() as i64).pow(2)).sum();
+    (same - n, n * n - same)
+}
+
+/// Batch-hard selection for every row: the farthest positive and the closest negative.
+///
+/// `mat` is row-major `n × m`; `inverted` says the values are similarities (larger = closer);
+/// `is_self` removes the diagonal from the positives. Returns `(anchor, positive, negative)` for
+/// the rows that have at least one positive and one negative, in row order; ties resolve to the
+/// lowest column. `None` when a value is NaN or infinite (the tensor formulation then decides:
+/// its masking values ±∞ could tie with real entries).
+pub(crate) fn batch_hard_rows(
+    mat: &[f32],
+    n: usize,
+    m: usize,
+    labels: &[i64],
+    ref_labels: &[i64],
+    inverted: bool,
+    is_self: bool,
+) -> Option<Vec<(i64, i64, i64)>> {
+    if mat.len() != n * m || labels.len() != n || ref_labels.len() != m {
+        return None;
+    }
+    // "Farther" for a distance is larger; for a similarity smaller. Strict comparisons keep the
+    // first of equal values.
+    let farther = |a: f32, b: f32| if inverted { a < b } else { a > b };
+    let rows: Vec<Option<Option<(i64, i64, i64)>>> = (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|i| {
+            let row = &mat[i * m..(i + 1) * m];
+            let li = labels[i];
+            let (mut pos, mut neg): (Option<(f32, usize)>, Option<(f32, usize)>) = (None, None);
+            for (j, (&v, &lj)) in row.iter().zip(ref_labels).enumerate() {
+                if !v.is_finite() {
+                    return None;
+                }
+                if lj == li {
+                    if is_self && j == i {
+                        continue;
+                    }
+                    if pos.is_none_or(|(b, _)| farther(v, b)) {
+                        pos = Some((v, j));
+                    }
+                } else if neg.is_none_or(|(b, _)| farther(b, v)) {
+                    neg = Some((v, j));
+                }
+            }
+            Some(match (pos, neg) {
+                (Some((_, p)), Some((_, q))) => Some((i as i64, p as i64, q as i64)),
+                _ => None,
+            })
+        })
+        .collect();
+    rows.into_iter().try_fold(Vec::new(), |mut acc, r| {
+        if let Some(t) = r? {
+            acc.push(t);
+        }
+        Some(acc)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_hard_rows_picks_extremes_with_first_index_ties() {
+        // Row 0: positives at columns 1, 2 (equal distance 3 -> column 1), negatives at 3, 4
+        // (equal distance 1 -> column 3).
+        let labels = [0i64, 0, 0, 1, 1];
+        #[rustfmt::skip]
+        let mat = [
+            0.0, 3.0, 3.0, 1.0, 1.0,
+            3.0, 0.0, 2.0, 5.0, 4.0,
+            3.0, 2.0, 0.0, 0.5, 6.0,
+            1.0, 5.0, 0.5, 0.0, 2.0,
+            1.0, 4.0, 6.0, 2.0, 0.0,
+        ];
+        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, false, true).unwrap();
+        assert_eq!(t, vec![(0, 1, 3), (1, 0, 4), (2, 0, 3), (3, 4, 2), (4, 3, 0)]);
+        // As similarities the extremes swap: farthest positive = smallest value.
+        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, true, true).unwrap();
+        assert_eq!(t, vec![(0, 1, 3), (1, 2, 3), (2, 1, 4), (3, 4, 1), (4, 3, 2)]);
+        // A row without a positive is dropped.
+        let lone = [0i64, 1, 1];
+        let m3 = [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0, 0.0];
+        assert_eq!(batch_hard_rows(&m3, 3, 3, &lone, &lone, false, true).unwrap(), vec![(1, 2, 0), (2, 1, 0)]);
+        // Non-finite values defer to the tensor formulation.
+        let mut bad = m3;
+        bad[4] = f32::NAN;
+        assert!(batch_hard_rows(&bad, 3, 3, &lone, &lone, false, true).is_none());
+    }
+}
+
+/// Euclidean distances of a self batch, computed once on the CPU for the fused pair losses:
+/// the (optionally L2-normalised) rows and the `n × n` distance matrix, with torch's `cdist`
+/// conventions (`sqrt(max(‖a‖² + ‖b‖² − 2a·b, 1e-30))`, as its matrix-multiply path).
+pub(crate) struct EuclideanSelf {
+    /// Rows compared (normalised when asked), row-major `n × d`.
+    pub xn: Vec<f32>,
+    /// `1 / max(‖x_i‖, 1e-12)` of the raw rows (1 when not normalising).
+    pub inv_norm: Vec<f32>,
+    /// Whether a row's norm was below the normalisation epsilon (its Jacobian is `I / 1e-12`).
+    pub tiny: Vec<bool>,
+    /// Distances (or inner products, see [`EuclideanSelf::gram`]), row-major `n × n`.
+    pub dist: Vec<f32>,
+    pub n: usize,
+    pub d: usize,
+    pub normalize: bool,
+}
+
+/// Epsilon of torch's `F.normalize` (and of [`crate::distance::normalize`]).
+const NORM_EPS: f64 = 1e-12;
+
+impl EuclideanSelf {
+    /// Computes the distances of the rows of `x` (float32 CPU `n × d`); `None` otherwise.
+    pub(crate) fn new(x: &Tensor, normalize: bool) -> Option<Self> {
+        let mut e = Self::gram(x, normalize)?;
+        let sq: Vec<f32> = e.xn.chunks(e.d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        e.dist.par_chunks_mut(e.n).enumerate().for_each(|(i, row)| {
+            for (v, &s) in row.iter_mut().zip(&sq) {
+                *v = (sq[i] + s - 2.0 * *v).max(1e-30).sqrt();
+            }
+        });
+        Some(e)
+    }
+
+    /// As [`EuclideanSelf::new`] but `dist` holds the inner products `x̂_i · x̂_j` (cosine
+    /// similarity when normalising, dot product otherwise).
+    pub(crate) fn gram(x: &Tensor, normalize: bool) -> Option<Self> {
+        if x.device() != Device::Cpu || x.kind() != Kind::Float || x.dim() != 2 {
+            return None;
+        }
+        tch::no_grad(|| {
+            let x = x.detach();
+            let norms = x.norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
+            let xn_t = if normalize { &x / norms.clamp_min(NORM_EPS) } else { x.shallow_clone() };
+            let gram = xn_t.mm(&xn_t.tr());
+            let (xn, n, d) = cpu_f32_matrix(&xn_t)?;
+            let (dist, _, _) = cpu_f32_matrix(&gram)?;
+            let raw_norms = Vec::<f32>::try_from(norms.view([-1])).ok()?;
+            let tiny: Vec<bool> = raw_norms.iter().map(|&r| normalize && (r as f64) < NORM_EPS).collect();
+            let inv_norm = raw_norms.iter().map(|&r| if normalize { (1.0 / (r as f64).max(NORM_EPS)) as f32 } else { 1.0 }).collect();
+            Some(EuclideanSelf { xn, inv_norm, tiny, dist, n, d, normalize })
+        })
+    }
+
+    /// The gradient with respect to the raw rows of `Σ c_ij · (x̂_i · x̂_j)` for a dense
+    /// row-major `n × n` coefficient matrix `c` (for a [`EuclideanSelf::gram`]).
+    pub(crate) fn grad_from_gram_weights(&self, c: &[f32]) -> Vec<f32> {
+        let (n, d) = (self.n as i64, self.d as i64);
+        let c = Tensor::from_slice(c).view([n, n]);
+        let xn = Tensor::from_slice(&self.xn).view([n, d]);
+        let gt = tch::no_grad(|| (&c + c.tr()).mm(&xn));
+        let mut g = Vec::<f32>::try_from(gt.contiguous().view([-1])).unwrap_or_else(|_| vec![0.0; self.xn.len()]);
+        self.normalize_backward(&mut g);
+        g
+    }
+
+    /// Maps a gradient with respect to x̂ to one with respect to x (in place).
+    fn normalize_backward(&self, g: &mut [f32]) {
+        if !self.normalize {
+            return;
+        }
+        let d = self.d;
+        // Through x̂ = x / max(‖x‖, ε): (g − x̂ (x̂·g)) / ‖x‖, or g / ε below ε.
+        g.par_chunks_mut(d).enumerate().for_each(|(i, gi)| {
+            if self.tiny[i] {
+                gi.iter_mut().for_each(|v| *v = (*v as f64 / NORM_EPS) as f32);
+                return;
+            }
+            let xi = &self.xn[i * d..(i + 1) * d];
+            let dot: f32 = xi.iter().zip(gi.iter()).map(|(a, b)| a * b).sum();
+            for (v, &x) in gi.iter_mut().zip(xi) {
+                *v = (*v - x * dot) * self.inv_norm[i];
+            }
+        });
+    }
+
+    /// The gradient with respect to the raw rows of `Σ a_ij · d_ij` over the given entries
+    /// `(i, j, a_ij)` (j ≠ i), row-major `n × d`.
+    pub(crate) fn grad_from_pair_weights(&self, entries: &[(u32, u32, f32)]) -> Vec<f32> {
+        let (n, d) = (self.n, self.d);
+        // ∂d_ij/∂x̂_i = (x̂_i − x̂_j) / d_ij, and the opposite for x̂_j.
+        let mut g = vec![0f32; n * d];
+        if entries.len() <= 16 * n {
+            for &(i, j, a) in entries {
+                let (i, j) = (i as usize, j as usize);
+                let w = a / self.dist[i * n + j];
+                for t in 0..d {
+                    let diff = w * (self.xn[i * d + t] - self.xn[j * d + t]);
+                    g[i * d + t] += diff;
+                    g[j * d + t] -= diff;
+                }
+            }
+        } else {
+            // Dense: with W_ij = a_ij / d_ij and M = W + Wᵀ, g = diag(M·1) x̂ − M x̂.
+            let mut w = vec![0f32; n * n];
+            for &(i, j, a) in entries {
+                let (i, j) = (i as usize, j as usize);
+                let v = a / self.dist[i * n + j];
+                w[i * n + j] += v;
+                w[j * n + i] += v;
+            }
+            let m = Tensor::from_slice(&w).view([n as i64, n as i64]);
+            let xn = Tensor::from_slice(&self.xn).view([n as i64, d as i64]);
+            let gt = tch::no_grad(|| m.sum_dim_intlist(1, true, Kind::Float) * &xn - m.mm(&xn));
+            g = Vec::<f32>::try_from(gt.contiguous().view([-1])).unwrap_or(g);
+        }
+        self.normalize_backward(&mut g);
+        g
+    }
+}
+
+/// One contrastive term over all pairs of a self batch: positives (`d − pos_margin`) or
+/// negatives (`neg_margin − d`), relu'd, then filtered by `low < v < high`.
+/// Returns `(sum of kept values, number kept, entries (i, j, ∂v/∂d) of kept values whose
+/// relu is active)`.
+pub(crate) fn contrastive_scan(
+    e: &EuclideanSelf,
+    labels: &[i64],
+    positive: bool,
+    margin: f64,
+    low: Option<f64>,
+    high: Option<f64>,
+) -> (f64, u64, Vec<(u32, u32, f32)>) {
+    let n = e.n;
+    let margin = margin as f32;
+    let (low, high) = (low.map(|v| v as f32), high.map(|v| v as f32));
+    let sign = if positive { 1.0f32 } else { -1.0 };
+    let parts: Vec<(f64, u64, Vec<(u32, u32, f32)>)> = (0..n)
+        .into_par_iter()
+        .with_min_len(32)
+        .map(|i| {
+            let row = &e.dist[i * n..(i + 1) * n];
+            let li = labels[i];
+            let (mut sum, mut count, mut active) = (0f64, 0u64, Vec::new());
+            for (j, (&dij, &lj)) in row.iter().zip(labels).enumerate() {
+                if (lj == li) != positive || j == i {
+                    continue;
+                }
+                let pre = if positive { dij - margin } else { margin - dij };
+                let v = pre.max(0.0);
+                if low.is_some_and(|l| v <= l) || high.is_some_and(|h| v >= h) {
+                    continue;
+                }
+                sum += v as f64;
+                count += 1;
+                if pre > 0.0 {
+                    active.push((i as u32, j as u32, sign));
+                }
+            }
+            (sum, count, active)
+        })
+        .collect();
+    let mut total = (0f64, 0u64, Vec::new());
+    for (s, c, a) in parts {
+        total.0 += s;
+        total.1 += c;
+        total.2.extend(a);
+    }
+    total
+}
+
+/// Per-row multi-similarity values over all pairs of a self batch of similarities `s`
+/// (a [`EuclideanSelf::gram`]): `v_i = log(1 + Σ_pos e^{α(base − s_ij)})/α +
+/// log(1 + Σ_neg e^{β(s_ij − base)})/β` (a row without positives or negatives contributes 0 for
+/// that part, as the reference's masked log-sum-exp), with `∂v_i/∂s_ij` stored row-major `n × n`.
+pub(crate) struct MultiSimilarityRows {
+    pub values: Vec<f32>,
+    /// `∂v_i/∂s_ij` (0 off the pairs).
+    pub dv_ds: Vec<f32>,
+}
+
+/// Computes [`MultiSimilarityRows`] in one parallel pass (one `exp` per pair).
+pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f64, beta: f64, base: f64) -> MultiSimilarityRows {
+    let n = e.n;
+    let (alpha, beta, base) = (alpha as f32, beta as f32, base as f32);
+    let mut dv_ds = vec![0f32; n * n];
+    let mut values = vec![0f32; n];
+    dv_ds.par_chunks_mut(n).zip(values.par_iter_mut()).enumerate().with_min_len(16).for_each(|(i, (out, value))| {
+        let row = &e.dist[i * n..(i + 1) * n];
+        let li = labels[i];
+        let x = |j: usize, s: f32| if labels[j] == li { alpha * (base - s) } else { beta * (s - base) };
+        // Maxima of each part, with the appended zero of the reference's `add_one`.
+        let (mut mp, mut mn, mut has_p, mut has_n) = (0f32, 0f32, false, false);
+        for (j, &s) in row.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            if labels[j] == li {
+                has_p = true;
+                mp = mp.max(x(j, s));
+            } else {
+                has_n = true;
+                mn = mn.max(x(j, s));
+            }
+        }
+        let (mut zp, mut zn) = ((-mp as f64).exp(), (-mn as f64).exp());
+        for (j, (&s, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+            if j == i {
+                continue;
+            }
+            let pos = labels[j] == li;
+            let v = (x(j, s) - if pos { mp } else { mn }).exp();
+            *o = v;
+            if pos { zp += v as f64 } else { zn += v as f64 }
+        }
+        // d/ds of log(Σ e^{α(base−s)})/α is −softmax; of log(Σ e^{β(s−base)})/β is +softmax.
+        let (ip, inn) = ((1.0 / zp) as f32, (1.0 / zn) as f32);
+        for (j, o) in out.iter_mut().enumerate() {
+            if j != i {
+                *o *= if labels[j] == li { -ip } else { inn };
+            }
+        }
+        let pos_part = if has_p { (mp as f64 + zp.ln()) / alpha as f64 } else { 0.0 };
+        let neg_part = if has_n { (mn as f64 + zn.ln()) / beta as f64 } else { 0.0 };
+        *value = (pos_part + neg_part) as f32;
+    });
+    MultiSimilarityRows { values, dv_ds }
+}
