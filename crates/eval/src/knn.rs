@@ -111,6 +111,9 @@ pub struct KnnStats {
     pub seconds: f64,
     /// Summed thread-seconds spent inside GEMM calls.
     pub gemm_thread_seconds: f64,
+    /// Summed thread-seconds spent selecting the top-k from the tiles (symmetric path; 0 otherwise).
+    #[serde(default)]
+    pub scan_thread_seconds: f64,
     /// `flops / seconds / 1e9`: end-to-end rate, counting the nominal work.
     pub effective_gflops: f64,
     /// `gemm_flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
@@ -197,6 +200,7 @@ fn knn_impl(
     let mut indices = vec![0usize; nq * k];
     let mut scores = vec![0f32; nq * k];
     let gemm_nanos = AtomicU64::new(0);
+    let scan_nanos = AtomicU64::new(0);
     let finish = |indices, scores, gemm_flops: f64, gemm_nanos: &AtomicU64| {
         let seconds = start.elapsed().as_secs_f64();
         let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
@@ -206,6 +210,7 @@ fn knn_impl(
             gemm_flops,
             seconds,
             gemm_thread_seconds,
+            scan_thread_seconds: scan_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
             effective_gflops: flops / seconds.max(1e-12) / 1e9,
             gemm_gflops_per_thread: gemm_flops / gemm_thread_seconds.max(1e-12) / 1e9,
         };
@@ -213,7 +218,7 @@ fn knn_impl(
     };
     if same && symmetric {
         let block = qb.min(SYM_B);
-        let gemm_flops = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, &gemm_nanos);
+        let gemm_flops = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos]);
         return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
     }
 
@@ -304,18 +309,121 @@ fn keys_in_place(row: &mut [f32], a_norm: f32, b_norms: &[f32], l2: bool) {
     }
 }
 
-/// `dst` (`n × m`) = transpose of `src` (`m × n`), both row-major; blocked for the cache.
-fn transpose(src: &[f32], dst: &mut [f32], m: usize, n: usize) {
-    const T: usize = 16;
-    for i0 in (0..m).step_by(T) {
-        for j0 in (0..n).step_by(T) {
-            for i in i0..(i0 + T).min(m) {
-                for j in j0..(j0 + T).min(n) {
-                    dst[j * m + i] = src[i * n + j];
+/// The heap key of a tile value: `(‖a‖² + ‖b‖²) − 2a·b` clamped at 0 for L2 (the tile holds
+/// `−2a·b`), the tile value itself (`−a·b`) for similarities. Both scans of a tile use this one
+/// expression, so a pair gets the same key in its row's heap and in its column's.
+#[inline(always)]
+fn tile_key<const L2: bool>(a: f32, b: f32, v: f32) -> f32 {
+    if L2 { (a + b + v).max(0.0) } else { v }
+}
+
+/// The column side of an off-diagonal tile: the heaps of its columns (the transposed tile),
+/// the tile's first row index, and two `w`-long scratch rows.
+struct ColumnHeaps<'a> {
+    heaps: &'a mut [TopK],
+    i0: usize,
+    colmin: &'a mut [f32],
+    thr: &'a mut [f32],
+}
+
+/// Offers every entry of a `m × w` tile to its row's heap and, for an off-diagonal tile
+/// (`cols`), to its column's heap — the transposed tile, without transposing it. One sweep:
+/// each key is computed once (on the fly, never stored); a 16-column chunk of a row is pushed
+/// only when one of its keys can enter the row's heap; a running minimum per column over 16
+/// rows decides which columns are pushed. On the diagonal (`cols` = None) column `i` of row `i`
+/// is the query itself and is skipped.
+#[inline(always)]
+fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], mut cols: Option<ColumnHeaps<'_>>) {
+    const W: usize = 16;
+    const R: usize = 16;
+    let diag = cols.is_none();
+    if let Some(c) = cols.as_mut() {
+        for (t, h) in c.thr[..w].iter_mut().zip(c.heaps.iter()) {
+            *t = h.worst_key();
+        }
+        c.colmin[..w].fill(f32::INFINITY);
+    }
+    let m = tile.len() / w;
+    for (i, (row, heap)) in tile.chunks_exact(w).zip(rows.iter_mut()).enumerate() {
+        let a = a_norms[i];
+        let mut colmin = cols.as_mut().map(|c| c.colmin[..w].chunks_mut(W));
+        for (c, (vs, bs)) in row.chunks(W).zip(b_norms.chunks(W)).enumerate() {
+            let mut keys = [f32::INFINITY; W];
+            for ((key, &v), &b) in keys.iter_mut().zip(vs).zip(bs) {
+                *key = tile_key::<L2>(a, b, v);
+            }
+            if let Some(cm) = colmin.as_mut().and_then(|it| it.next()) {
+                for (c, &key) in cm.iter_mut().zip(&keys) {
+                    *c = if key < *c { key } else { *c };
+                }
+            }
+            let c0 = c * W;
+            let self_t = if diag { i.checked_sub(c0).filter(|&t| t < vs.len()) } else { None };
+            if let Some(t) = self_t {
+                keys[t] = f32::INFINITY;
+            }
+            // A branch-free OR of comparisons (vectorises), not a `min` fold (a serial chain).
+            let mut thr = heap.worst_key();
+            let hit = keys.iter().fold(false, |h, &key| h | (key <= thr));
+            if hit {
+                for (t, &key) in keys[..vs.len()].iter().enumerate() {
+                    if key <= thr && Some(t) != self_t {
+                        heap.push(key, j0 + c0 + t);
+                        thr = heap.worst_key();
+                    }
                 }
             }
         }
+        // Every R rows (and at the end), push the columns whose minimum can enter their heap.
+        if let Some(c) = cols.as_mut()
+            && ((i + 1) % R == 0 || i + 1 == m)
+        {
+            let r0 = i + 1 - ((i % R) + 1);
+            for (j, heap) in c.heaps.iter_mut().enumerate() {
+                if c.colmin[j] <= c.thr[j] {
+                    for r in r0..=i {
+                        let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
+                        if key <= c.thr[j] {
+                            heap.push(key, c.i0 + r);
+                            c.thr[j] = heap.worst_key();
+                        }
+                    }
+                }
+            }
+            c.colmin[..w].fill(f32::INFINITY);
+        }
     }
+}
+
+/// [`scan_tile`] compiled for AVX-512 (16 lanes: one chunk per instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn scan_tile_avx512<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+}
+
+/// [`scan_tile`] compiled for AVX2 (8 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scan_tile_avx2<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+}
+
+/// [`scan_tile`] with the widest vector instructions this CPU has (the build targets baseline
+/// x86-64, whose SSE2 handles 4 lanes; the scan costs about as much as the GEMM without this).
+fn scan_tile_best<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { scan_tile_avx512::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { scan_tile_avx2::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+        }
+    }
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
 }
 
 /// Square blocks of the symmetric (query = reference) search.
@@ -334,7 +442,7 @@ fn knn_self_symmetric(
     metric: Metric,
     indices: &mut [usize],
     scores: &mut [f32],
-    gemm_nanos: &AtomicU64,
+    [gemm_nanos, scan_nanos]: [&AtomicU64; 2],
 ) -> f64 {
     let n = data.len() / d;
     let nb = n.div_ceil(block);
@@ -342,39 +450,38 @@ fn knn_self_symmetric(
     let heaps: Vec<Mutex<Vec<TopK>>> = (0..nb).map(|b| Mutex::new((0..rows_of(b)).map(|_| TopK::new(k)).collect())).collect();
     let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
     let beta = if l2 { -2.0f32 } else { -1.0f32 };
-    let no_norms = [0f32; 0];
-    let norm = |i: usize| if l2 { norms[i] } else { 0.0 };
+    let zeros = vec![0f32; if l2 { 0 } else { block }];
+    let norms_of = |r0: usize, len: usize| if l2 { &norms[r0..r0 + len] } else { &zeros[..len] };
     pairs.par_iter().for_each_init(
-        || (vec![0f32; block * block], vec![0f32; block * block]),
-        |(tile, tt), &(bi, bj)| {
+        || (vec![0f32; block * block], vec![0f32; block], vec![0f32; block]),
+        |(tile, colmin, thr), &(bi, bj)| {
             let (i0, j0) = (bi * block, bj * block);
             let (m, w) = (rows_of(bi), rows_of(bj));
             let t = Instant::now();
             gemm_abt(tile, &data[i0 * d..(i0 + m) * d], &data[j0 * d..(j0 + w) * d], m, w, d, beta);
             gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            let col_norms = if l2 { &norms[j0..j0 + w] } else { &no_norms[..] };
-            for i in 0..m {
-                keys_in_place(&mut tile[i * w..(i + 1) * w], norm(i0 + i), col_norms, l2);
-            }
-            {
-                // A poisoned lock only means another tile panicked; the heaps are still valid.
-                let mut hs = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
-                for (i, heap) in hs.iter_mut().enumerate() {
-                    let row = &mut tile[i * w..(i + 1) * w];
-                    let self_j = (bi == bj).then_some(i);
-                    if let Some(j) = self_j {
-                        row[j] = f32::INFINITY;
-                    }
-                    scan_row(row, j0, self_j, heap);
+            let t = Instant::now();
+            let (an, bn) = (norms_of(i0, m), norms_of(j0, w));
+            // A poisoned lock only means another tile panicked; the heaps are still valid. Locks
+            // are taken in block order (bi ≤ bj), so two tiles can never wait on each other.
+            let mut rows = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
+            if bi == bj {
+                if l2 {
+                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                } else {
+                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                }
+            } else {
+                let mut cols = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
+                let cols = Some(ColumnHeaps { heaps: &mut cols[..], i0, colmin, thr });
+                if l2 {
+                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
+                } else {
+                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
                 }
             }
-            if bi != bj {
-                transpose(&tile[..m * w], &mut tt[..m * w], m, w);
-                let mut hs = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
-                for (j, heap) in hs.iter_mut().enumerate() {
-                    scan_row(&tt[j * m..(j + 1) * m], i0, None, heap);
-                }
-            }
+            drop(rows);
+            scan_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         },
     );
     for (b, hs) in heaps.into_iter().enumerate() {
@@ -660,23 +767,10 @@ mod tests {
         let k = 40;
         let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
         let nanos = AtomicU64::new(0);
-        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, &nanos);
+        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos]);
         let b = brute(&data, &data, d, k, Metric::L2Squared, true);
         for (i, want) in b.iter().enumerate() {
             assert_eq!(&idx[i * k..(i + 1) * k], want.as_slice(), "row {i}");
-        }
-    }
-
-    #[test]
-    fn transpose_matches_definition() {
-        let (m, n) = (37, 21);
-        let src: Vec<f32> = (0..m * n).map(|v| v as f32).collect();
-        let mut dst = vec![0f32; m * n];
-        transpose(&src, &mut dst, m, n);
-        for i in 0..m {
-            for j in 0..n {
-                assert_eq!(dst[j * m + i], src[i * n + j]);
-            }
         }
     }
 
