@@ -7,8 +7,14 @@
 //! same work in a single sweep. These kernels are used only for contiguous float32 CPU tensors
 //! (every other case, CUDA included, keeps the tensor formulation) and give the same indices as
 //! the tensor formulation, ties included (first index wins, as `max`/`min` along a dimension).
+//!
+//! The kernels (normalisation, the B×B GEMMs through the `gemm` crate, the scans) are
+//! single-threaded on purpose and make no libtorch call in between: every libtorch op above
+//! ~32k elements is an OpenMP parallel region that ends in a barrier, and on a shared 2-core
+//! machine a descheduled worker stalls that barrier — measured at B = 1024 on this project's
+//! machine under load: BatchHardMiner 140 ms with 2 OpenMP threads against 7 ms with 1, the
+//! time in libgomp's spin loop. One thread does the B = 1024 distances in about 2 ms.
 
-use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// The matrix as a row-major `f32` vector, when it is a 2-D float32 CPU tensor; `None` otherwise.
@@ -27,6 +33,27 @@ pub(crate) fn cpu_labels(labels: &Tensor) -> Option<Vec<i64>> {
         return None;
     }
     Vec::<i64>::try_from(labels.to_kind(Kind::Int64).contiguous()).ok()
+}
+
+/// `out (m × n) = a (m × k) · b (n × k)ᵀ`, all row-major; single-threaded (see the module docs).
+fn gemm_abt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm_abt: buffers too small");
+    // SAFETY: the assertion makes every pointer cover its extent: out is m×n row-major (row
+    // stride n), a is m×k row-major, b is n×k row-major read as the k×n matrix bᵀ (column
+    // stride k, row stride 1).
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), k as isize, 1, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+    }
+}
+
+/// `out (m × n) = a (m × k) · b (k × n)`, all row-major; single-threaded.
+fn gemm_ab(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "gemm_ab: buffers too small");
+    // SAFETY: the assertion makes every pointer cover its extent; all three are row-major
+    // (column stride 1, row strides n, k and n).
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+    }
 }
 
 /// Numbers of positive pairs (same label, `i ≠ j`) and negative pairs of a self batch.
@@ -61,8 +88,6 @@ pub(crate) fn batch_hard_rows(
     // first of equal values.
     let farther = |a: f32, b: f32| if inverted { a < b } else { a > b };
     let rows: Vec<Option<Option<(i64, i64, i64)>>> = (0..n)
-        .into_par_iter()
-        .with_min_len(64)
         .map(|i| {
             let row = &mat[i * m..(i + 1) * m];
             let li = labels[i];
@@ -154,7 +179,7 @@ impl EuclideanSelf {
     pub(crate) fn new(x: &Tensor, normalize: bool) -> Option<Self> {
         let mut e = Self::gram(x, normalize)?;
         let sq: Vec<f32> = e.xn.chunks(e.d).map(|r| r.iter().map(|v| v * v).sum()).collect();
-        e.dist.par_chunks_mut(e.n).enumerate().for_each(|(i, row)| {
+        e.dist.chunks_mut(e.n).enumerate().for_each(|(i, row)| {
             for (v, &s) in row.iter_mut().zip(&sq) {
                 *v = (sq[i] + s - 2.0 * *v).max(1e-30).sqrt();
             }
@@ -168,28 +193,44 @@ impl EuclideanSelf {
         if x.device() != Device::Cpu || x.kind() != Kind::Float || x.dim() != 2 {
             return None;
         }
-        tch::no_grad(|| {
-            let x = x.detach();
-            let norms = x.norm_scalaropt_dim(2.0, [1i64].as_slice(), true);
-            let xn_t = if normalize { &x / norms.clamp_min(NORM_EPS) } else { x.shallow_clone() };
-            let gram = xn_t.mm(&xn_t.tr());
-            let (xn, n, d) = cpu_f32_matrix(&xn_t)?;
-            let (dist, _, _) = cpu_f32_matrix(&gram)?;
-            let raw_norms = Vec::<f32>::try_from(norms.view([-1])).ok()?;
-            let tiny: Vec<bool> = raw_norms.iter().map(|&r| normalize && (r as f64) < NORM_EPS).collect();
-            let inv_norm = raw_norms.iter().map(|&r| if normalize { (1.0 / (r as f64).max(NORM_EPS)) as f32 } else { 1.0 }).collect();
-            Some(EuclideanSelf { xn, inv_norm, tiny, dist, n, d, normalize })
-        })
+        let (raw, n, d) = cpu_f32_matrix(&x.detach())?;
+        if n == 0 || d == 0 {
+            return None;
+        }
+        let mut xn = raw;
+        let mut inv_norm = vec![1f32; n];
+        let mut tiny = vec![false; n];
+        if normalize {
+            // torch's F.normalize: x / max(‖x‖, ε).
+            for (i, row) in xn.chunks_mut(d).enumerate() {
+                let norm = row.iter().map(|&v| v * v).sum::<f32>().sqrt() as f64;
+                tiny[i] = norm < NORM_EPS;
+                let denom = norm.max(NORM_EPS) as f32;
+                row.iter_mut().for_each(|v| *v /= denom);
+                inv_norm[i] = (1.0 / norm.max(NORM_EPS)) as f32;
+            }
+        }
+        let mut dist = vec![0f32; n * n];
+        gemm_abt(&mut dist, &xn, &xn, n, n, d);
+        Some(EuclideanSelf { xn, inv_norm, tiny, dist, n, d, normalize })
     }
 
     /// The gradient with respect to the raw rows of `Σ c_ij · (x̂_i · x̂_j)` for a dense
     /// row-major `n × n` coefficient matrix `c` (for a [`EuclideanSelf::gram`]).
     pub(crate) fn grad_from_gram_weights(&self, c: &[f32]) -> Vec<f32> {
-        let (n, d) = (self.n as i64, self.d as i64);
-        let c = Tensor::from_slice(c).view([n, n]);
-        let xn = Tensor::from_slice(&self.xn).view([n, d]);
-        let gt = tch::no_grad(|| (&c + c.tr()).mm(&xn));
-        let mut g = Vec::<f32>::try_from(gt.contiguous().view([-1])).unwrap_or_else(|_| vec![0.0; self.xn.len()]);
+        let n = self.n;
+        // (C + Cᵀ) x̂
+        let mut sym = c.to_vec();
+        for i in 0..n {
+            for j in 0..i {
+                let v = c[i * n + j] + c[j * n + i];
+                sym[i * n + j] = v;
+                sym[j * n + i] = v;
+            }
+            sym[i * n + i] = 2.0 * c[i * n + i];
+        }
+        let mut g = vec![0f32; n * self.d];
+        gemm_ab(&mut g, &sym, &self.xn, n, self.d, n);
         self.normalize_backward(&mut g);
         g
     }
@@ -201,7 +242,7 @@ impl EuclideanSelf {
         }
         let d = self.d;
         // Through x̂ = x / max(‖x‖, ε): (g − x̂ (x̂·g)) / ‖x‖, or g / ε below ε.
-        g.par_chunks_mut(d).enumerate().for_each(|(i, gi)| {
+        g.chunks_mut(d).enumerate().for_each(|(i, gi)| {
             if self.tiny[i] {
                 gi.iter_mut().for_each(|v| *v = (*v as f64 / NORM_EPS) as f32);
                 return;
@@ -239,10 +280,14 @@ impl EuclideanSelf {
                 w[i * n + j] += v;
                 w[j * n + i] += v;
             }
-            let m = Tensor::from_slice(&w).view([n as i64, n as i64]);
-            let xn = Tensor::from_slice(&self.xn).view([n as i64, d as i64]);
-            let gt = tch::no_grad(|| m.sum_dim_intlist(1, true, Kind::Float) * &xn - m.mm(&xn));
-            g = Vec::<f32>::try_from(gt.contiguous().view([-1])).unwrap_or(g);
+            // g_i = (Σ_j M_ij) x̂_i − (M x̂)_i
+            gemm_ab(&mut g, &w, &self.xn, n, d, n);
+            for (i, gi) in g.chunks_mut(d).enumerate() {
+                let rowsum: f32 = w[i * n..(i + 1) * n].iter().sum();
+                for (v, &x) in gi.iter_mut().zip(&self.xn[i * d..(i + 1) * d]) {
+                    *v = rowsum * x - *v;
+                }
+            }
         }
         self.normalize_backward(&mut g);
         g
@@ -266,8 +311,6 @@ pub(crate) fn contrastive_scan(
     let (low, high) = (low.map(|v| v as f32), high.map(|v| v as f32));
     let sign = if positive { 1.0f32 } else { -1.0 };
     let parts: Vec<(f64, u64, Vec<(u32, u32, f32)>)> = (0..n)
-        .into_par_iter()
-        .with_min_len(32)
         .map(|i| {
             let row = &e.dist[i * n..(i + 1) * n];
             let li = labels[i];
@@ -315,7 +358,7 @@ pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f6
     let (alpha, beta, base) = (alpha as f32, beta as f32, base as f32);
     let mut dv_ds = vec![0f32; n * n];
     let mut values = vec![0f32; n];
-    dv_ds.par_chunks_mut(n).zip(values.par_iter_mut()).enumerate().with_min_len(16).for_each(|(i, (out, value))| {
+    dv_ds.chunks_mut(n).zip(values.iter_mut()).enumerate().for_each(|(i, (out, value))| {
         let row = &e.dist[i * n..(i + 1) * n];
         let li = labels[i];
         let x = |j: usize, s: f32| if labels[j] == li { alpha * (base - s) } else { beta * (s - base) };

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
@@ -172,8 +172,8 @@ impl StreamedTerm for FusedContrastiveTerm {
         let scaled: Vec<(u32, u32, f32)> = active.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
         let g = self.e.grad_from_pair_weights(&scaled);
         let g = Tensor::from_slice(&g).view([self.e.n as i64, self.e.d as i64]);
-        let x = &self.embeddings;
-        let attach = (x * g).sum(Kind::Float);
+        // One BLAS dot (no elementwise temporaries): its gradient with respect to x is g.
+        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
         let value = Tensor::from((sum / denominator) as f32);
         Ok(value + &attach - attach.detach())
     }

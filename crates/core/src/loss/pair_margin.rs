@@ -181,7 +181,7 @@ impl StreamedTerm for FusedRowTerm {
         });
         let g = self.e.grad_from_gram_weights(&c);
         let g = Tensor::from_slice(&g).view([n as i64, self.e.d as i64]);
-        let attach = (&self.embeddings * g).sum(Kind::Float);
+        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
         Ok(Tensor::from((sum / denominator) as f32) + &attach - attach.detach())
     }
 
