@@ -193,7 +193,7 @@ impl StreamedTerm for FusedContrastiveTerm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// Value and gradient of `terms` reduced by `reducer` (fused when `fused`).
     fn value_and_grad(loss: &ContrastiveLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {

@@ -8,7 +8,7 @@
 //! once per row of the `[n × m]` matrix and combined per pair — O(B²) time and memory.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, weighted_row_lse};
 use super::{BuildContext, LossParams, MetricLoss};
@@ -661,7 +661,7 @@ impl MetricLoss for SignalToNoiseRatioContrastiveLoss {
 #[cfg(test)]
 mod fused_tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn value_and_grad(loss: &MultiSimilarityLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {
         let x = x.detach().set_requires_grad(true);
