@@ -399,3 +399,47 @@ pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f6
     });
     MultiSimilarityRows { values, dv_ds }
 }
+
+/// Multi-similarity mining over a self batch's `n × n` matrix: positive pairs `(i, j)` with
+/// `m_ij − ε < max_neg m_i·` and negative pairs with `m_ij + ε > min_pos m_i·` for similarities
+/// (the mirror image for distances), in row-major order; empty when the batch has no positive
+/// or no negative pair at all. `None` on a non-finite value (the tensor formulation decides).
+pub(crate) fn multi_similarity_pairs(mat: &[f32], n: usize, labels: &[i64], epsilon: f64, inverted: bool) -> Option<(Vec<(i64, i64)>, Vec<(i64, i64)>)> {
+    if mat.len() != n * n || labels.len() != n || mat.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let (np, nn) = pair_counts(labels);
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    if np == 0 || nn == 0 {
+        return Some((pos, neg));
+    }
+    let eps = epsilon as f32;
+    let big = f32::MAX;
+    for i in 0..n {
+        let row = &mat[i * n..(i + 1) * n];
+        let li = labels[i];
+        // Hardest negative and easiest positive, with the reference's ±finfo.max fill values.
+        let (mut hard_neg, mut easy_pos) = if inverted { (-big, big) } else { (big, -big) };
+        for (j, (&v, &lj)) in row.iter().zip(labels).enumerate() {
+            if lj != li {
+                hard_neg = if inverted { hard_neg.max(v) } else { hard_neg.min(v) };
+            } else if j != i {
+                easy_pos = if inverted { easy_pos.min(v) } else { easy_pos.max(v) };
+            }
+        }
+        for (j, (&v, &lj)) in row.iter().zip(labels).enumerate() {
+            if lj == li {
+                let keep = if inverted { v - eps < hard_neg } else { v + eps > hard_neg };
+                if j != i && keep {
+                    pos.push((i as i64, j as i64));
+                }
+            } else {
+                let keep = if inverted { v + eps > easy_pos } else { v - eps < easy_pos };
+                if keep {
+                    neg.push((i as i64, j as i64));
+                }
+            }
+        }
+    }
+    Some((pos, neg))
+}
