@@ -443,3 +443,68 @@ pub(crate) fn multi_similarity_pairs(mat: &[f32], n: usize, labels: &[i64], epsi
     }
     Some((pos, neg))
 }
+
+/// Per-row circle-loss values over all pairs of a self batch of similarities `s` (a
+/// [`EuclideanSelf::gram`]): with the detached weights `a_p = [1 + m − s]₊`, `a_n = [s + m]₊`,
+/// logits `−γ a_p (s − (1 − m))` (positives) and `γ a_n (s − m)` (negatives),
+/// `v_i = softplus(lse_pos + lse_neg)` for rows with both kinds of pair (0 otherwise), and
+/// `∂v_i/∂s_ij` (the weights are constants, as in the reference).
+pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64) -> MultiSimilarityRows {
+    let n = e.n;
+    let (m, gamma) = (m as f32, gamma as f32);
+    let mut dv_ds = vec![0f32; n * n];
+    let mut values = vec![0f32; n];
+    for (i, (out, value)) in dv_ds.chunks_mut(n).zip(values.iter_mut()).enumerate() {
+        let row = &e.dist[i * n..(i + 1) * n];
+        let li = labels[i];
+        // logit and d logit / ds of entry j (None on the diagonal).
+        let logit = |j: usize, s: f32| -> (f32, f32) {
+            if labels[j] == li {
+                let a = (1.0 + m - s).max(0.0);
+                (-gamma * a * (s - (1.0 - m)), -gamma * a)
+            } else {
+                let a = (s + m).max(0.0);
+                (gamma * a * (s - m), gamma * a)
+            }
+        };
+        let (mut mp, mut mn, mut has_p, mut has_n) = (f32::NEG_INFINITY, f32::NEG_INFINITY, false, false);
+        for (j, &s) in row.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            let (l, _) = logit(j, s);
+            if labels[j] == li {
+                has_p = true;
+                mp = mp.max(l);
+            } else {
+                has_n = true;
+                mn = mn.max(l);
+            }
+        }
+        if !(has_p && has_n) {
+            continue;
+        }
+        let (mut zp, mut zn) = (0f64, 0f64);
+        for (j, (&s, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+            if j == i {
+                continue;
+            }
+            let pos = labels[j] == li;
+            let v = (logit(j, s).0 - if pos { mp } else { mn }).exp();
+            *o = v;
+            if pos { zp += v as f64 } else { zn += v as f64 }
+        }
+        let x = (mp as f64 + zp.ln()) + (mn as f64 + zn.ln());
+        // torch's softplus (threshold 20) and its derivative.
+        let (sp, dsp) = if x > 20.0 { (x, 1.0) } else { (x.exp().ln_1p(), 1.0 / (1.0 + (-x).exp())) };
+        *value = sp as f32;
+        let (wp, wn) = ((dsp / zp) as f32, (dsp / zn) as f32);
+        for (j, (o, &s)) in out.iter_mut().zip(row).enumerate() {
+            if j != i {
+                let pos = labels[j] == li;
+                *o *= logit(j, s).1 * if pos { wp } else { wn };
+            }
+        }
+    }
+    MultiSimilarityRows { values, dv_ds }
+}

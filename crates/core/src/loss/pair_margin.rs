@@ -128,7 +128,10 @@ impl MultiSimilarityLoss {
             rows,
             embeddings: batch.embeddings.shallow_clone(),
             labels: batch.labels.shallow_clone(),
-            loss: MultiSimilarityLoss { params: self.params.clone(), distance: self.distance.clone() },
+            explicit: {
+                let loss = MultiSimilarityLoss { params: self.params.clone(), distance: self.distance.clone() };
+                Box::new(move |b: &Batch| loss.explicit_terms(b, None))
+            },
         };
         Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
     }
@@ -156,7 +159,8 @@ struct FusedRowTerm {
     rows: crate::fused::MultiSimilarityRows,
     embeddings: Tensor,
     labels: Tensor,
-    loss: MultiSimilarityLoss,
+    /// The loss's tensor formulation, for reducers that need every value with its index.
+    explicit: Box<dyn Fn(&Batch) -> Result<Vec<LossTerm>> + Send>,
 }
 
 impl StreamedTerm for FusedRowTerm {
@@ -187,11 +191,11 @@ impl StreamedTerm for FusedRowTerm {
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {
         let batch = Batch::new(&self.embeddings, &self.labels);
-        let mut terms = self.loss.explicit_terms(&batch, None)?;
+        let mut terms = (self.explicit)(&batch)?;
         let term = terms.swap_remove(0);
         match term.losses {
             TermLosses::Values(v) => Ok((v, term.indices)),
-            _ => Err(crate::error::CoreError::Unsupported("multi-similarity term without values".into())),
+            _ => Err(crate::error::CoreError::Unsupported("fused row term without values".into())),
         }
     }
 }
@@ -259,6 +263,46 @@ impl MetricLoss for CircleLoss {
     }
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        if tuples.is_none()
+            && batch.is_self()
+            && let Some(term) = self.fused_term(batch)
+        {
+            return Ok(vec![term]);
+        }
+        self.explicit_terms(batch, tuples)
+    }
+}
+
+impl CircleLoss {
+    /// As [`MultiSimilarityLoss`]'s fused term: all pairs of a float32 CPU self batch with the
+    /// cosine similarity (or a dot product), one pass with one `exp` per pair
+    /// ([`crate::fused::circle_rows`]); `None` when that does not apply.
+    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+        let normalize = match self.distance {
+            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
+            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
+            _ => return None,
+        };
+        let labels = crate::fused::cpu_labels(batch.labels)?;
+        let (np, nn) = crate::fused::pair_counts(&labels);
+        if np <= 1 && nn <= 1 {
+            return Some(LossTerm::zero("loss"));
+        }
+        let e = crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?;
+        let rows = crate::fused::circle_rows(&e, &labels, self.params.m, self.params.gamma);
+        let loss = CircleLoss { params: self.params.clone(), distance: self.distance.clone() };
+        let streamed = FusedRowTerm {
+            e,
+            rows,
+            embeddings: batch.embeddings.shallow_clone(),
+            labels: batch.labels.shallow_clone(),
+            explicit: Box::new(move |b: &Batch| loss.explicit_terms(b, None)),
+        };
+        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+    }
+
+    /// The tensor formulation (any device, distance, or mined tuples).
+    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
             return Ok(vec![LossTerm::zero("loss")]);
@@ -676,7 +720,7 @@ mod fused_tests {
     /// separable and non-separable reducers, cosine and unnormalised dot product, including a
     /// class with a single member (a row without positives).
     #[test]
-    fn fused_multi_similarity_equals_tensor_formulation() {
+    fn fused_multi_similarity_and_circle_equal_tensor_formulation() {
         tch::manual_seed(5);
         let n = 80;
         let x = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
@@ -699,6 +743,26 @@ mod fused_tests {
                 let diff = (&g1 - &g2).abs().max().double_value(&[]);
                 let scale = g2.abs().max().double_value(&[]);
                 assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{params:?} {distance:?} {reducer:?}: grad diff {diff} (scale {scale})");
+            }
+        }
+        // Circle loss the same way.
+        for (params, distance) in [(CircleParams::default(), Distance::cosine()), (CircleParams { m: 0.4, gamma: 8.0 }, Distance::cosine())] {
+            let loss = CircleLoss { params: params.clone(), distance };
+            for reducer in &reducers {
+                let run = |fused: bool| {
+                    let x = x.detach().set_requires_grad(true);
+                    let batch = Batch::new(&x, &labels);
+                    let terms = if fused { vec![loss.fused_term(&batch).expect("fused path applies")] } else { loss.explicit_terms(&batch, None).unwrap() };
+                    let v = reducer.reduce_terms(terms, &batch).unwrap();
+                    v.backward();
+                    (v.double_value(&[]), x.grad())
+                };
+                let ((v1, g1), (v2, g2)) = (run(true), run(false));
+                assert!(v2.abs() > 1e-3, "circle {params:?} {reducer:?}: degenerate");
+                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "circle {params:?} {reducer:?}: {v1} vs {v2}");
+                let diff = (&g1 - &g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "circle {params:?} {reducer:?}: grad diff {diff} (scale {scale})");
             }
         }
         let lp = MultiSimilarityLoss { params: MultiSimilarityParams::default(), distance: Distance::lp() };
