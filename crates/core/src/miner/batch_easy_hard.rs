@@ -159,7 +159,9 @@ impl Miner for BatchEasyHardMiner {
         } else {
             ((ps != All).then(|| self.positives(&mat, &matches, None)), (ns != All).then(|| self.negatives(&mat, &diffs, None)))
         };
-        let all = batch.all_pairs();
+        // Only the strategies "all" keep every pair of a kind; listing them all (two `nonzero`
+        // over B×B masks) is skipped otherwise.
+        let all = || batch.all_pairs();
         let rows = |found: &Tensor| found.nonzero().flatten(0, -1);
         let pairs = match (pos, neg) {
             (Some(pos), Some(neg)) => {
@@ -168,13 +170,13 @@ impl Miner for BatchEasyHardMiner {
             }
             (None, Some(neg)) => {
                 let a = rows(&neg.found);
-                Pairs { neg_other: neg.indices.index_select(0, &a), neg_anchor: a, ..all }
+                Pairs { neg_other: neg.indices.index_select(0, &a), neg_anchor: a, ..all() }
             }
             (Some(pos), None) => {
                 let a = rows(&pos.found);
-                Pairs { pos_other: pos.indices.index_select(0, &a), pos_anchor: a, ..all }
+                Pairs { pos_other: pos.indices.index_select(0, &a), pos_anchor: a, ..all() }
             }
-            (None, None) => all,
+            (None, None) => all(),
         };
         let to_i64 = |t: Tensor| t.to_kind(Kind::Int64);
         Ok(Tuples::Pairs(Pairs { pos_anchor: to_i64(pairs.pos_anchor), pos_other: to_i64(pairs.pos_other), neg_anchor: to_i64(pairs.neg_anchor), neg_other: to_i64(pairs.neg_other) }))
