@@ -508,3 +508,68 @@ pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64)
     }
     MultiSimilarityRows { values, dv_ds }
 }
+
+/// All triplets `(a, p, n)` of a self batch of distances (`p` a positive of `a`, `n` a negative):
+/// `l = [d_ap − d_an + margin]₊`, filtered by `low < l < high`. Returns `(sum of kept l, number
+/// kept, entries (i, j, ∂Σl/∂d_ij) of the kept triplets whose relu is active)`.
+///
+/// For each anchor the negatives are sorted by distance once; along that order `l` never
+/// increases (rounding is monotonic), so for each positive the scan stops at the first `l` at or
+/// below `low` — or, without `low`, counts the remaining zeros at once. The work is then about
+/// the number of active triplets plus O(B² log B), not O(B³).
+pub(crate) fn triplet_scan(e: &EuclideanSelf, labels: &[i64], margin: f64, low: Option<f64>, high: Option<f64>) -> (f64, u64, Vec<(u32, u32, f32)>) {
+    let n = e.n;
+    let margin = margin as f32;
+    let (low, high) = (low.map(|v| v as f32), high.map(|v| v as f32));
+    let (mut sum, mut kept, mut entries) = (0f64, 0u64, Vec::new());
+    let mut negs: Vec<(f32, u32)> = Vec::with_capacity(n);
+    let mut neg_count = vec![0f32; n];
+    for a in 0..n {
+        let row = &e.dist[a * n..(a + 1) * n];
+        let la = labels[a];
+        negs.clear();
+        negs.extend(row.iter().zip(labels).enumerate().filter(|(_, (_, l))| **l != la).map(|(j, (&d, _))| (d, j as u32)));
+        if negs.is_empty() {
+            continue;
+        }
+        negs.sort_by(|x, y| x.0.total_cmp(&y.0));
+        neg_count.iter_mut().for_each(|c| *c = 0.0);
+        for (p, (&dap, &lp)) in row.iter().zip(labels).enumerate() {
+            if lp != la || p == a {
+                continue;
+            }
+            let mut active = 0u32;
+            for (t, &(dan, j)) in negs.iter().enumerate() {
+                // As the tensor form: (d_ap − d_an) + margin, then relu.
+                let v = dap - dan + margin;
+                let l = v.max(0.0);
+                if low.is_some_and(|lo| l <= lo) {
+                    break;
+                }
+                if v <= 0.0 {
+                    // Every remaining l is 0 (and low is None here, or 0 < low would have broken).
+                    if high.is_none_or(|hi| 0.0 < hi) {
+                        kept += (negs.len() - t) as u64;
+                    }
+                    break;
+                }
+                if high.is_some_and(|hi| l >= hi) {
+                    continue;
+                }
+                sum += l as f64;
+                kept += 1;
+                active += 1;
+                neg_count[j as usize] += 1.0;
+            }
+            if active > 0 {
+                entries.push((a as u32, p as u32, active as f32));
+            }
+        }
+        for (j, &c) in neg_count.iter().enumerate() {
+            if c > 0.0 {
+                entries.push((a as u32, j as u32, -c));
+            }
+        }
+    }
+    (sum, kept, entries)
+}
