@@ -573,3 +573,76 @@ pub(crate) fn triplet_scan(e: &EuclideanSelf, labels: &[i64], margin: f64, low: 
     }
     (sum, kept, entries)
 }
+
+/// One row's pick of [`batch_easy_hard_rows`]: among the entries where `keep` holds, the
+/// largest (as the tensor form's `(m · mask).max`, whose masked-out entries count as 0) or the
+/// smallest (masked-out entries filled with `f32::MAX`), first index on ties.
+/// Returns `(value, index, found)`.
+fn pick_row(row: &[f32], keep: impl Fn(usize, f32) -> bool, largest: bool) -> (f32, usize, bool) {
+    let (mut best, mut idx, mut found) = (0f32, 0usize, false);
+    for (j, &v) in row.iter().enumerate() {
+        let k = keep(j, v);
+        found |= k;
+        let x = match (k, largest) {
+            (true, _) => v,
+            (false, true) => v * 0.0,
+            (false, false) => f32::MAX,
+        };
+        if j == 0 || (largest && x > best) || (!largest && x < best) {
+            best = x;
+            idx = j;
+        }
+    }
+    (best, idx, found)
+}
+
+/// Batch easy/hard mining (no "all" strategy) over a self batch's `n × n` matrix: per anchor one
+/// positive and one negative, picked in the tensor form's order (the semihard side is picked
+/// against the other side's value), with the optional value ranges. `pos_largest`/`neg_largest`
+/// say which extreme each side takes; `semihard` is `Some(true)` when the positive is semihard
+/// (picked after the negative), `Some(false)` when the negative is, `None` for neither.
+/// Returns `(anchor, positive, negative)` for the anchors where both were found, in row order;
+/// `None` on a non-finite value.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_easy_hard_rows(
+    mat: &[f32],
+    n: usize,
+    labels: &[i64],
+    pos_largest: bool,
+    neg_largest: bool,
+    semihard: Option<bool>,
+    pos_range: Option<[f64; 2]>,
+    neg_range: Option<[f64; 2]>,
+) -> Option<Vec<(i64, i64, i64)>> {
+    if mat.len() != n * n || labels.len() != n || mat.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let in_range = |r: Option<[f64; 2]>, v: f32| r.is_none_or(|[lo, hi]| v <= hi as f32 && v >= lo as f32);
+    // Threshold t: a largest pick keeps m < t, a smallest pick keeps m > t.
+    let beyond = |largest: bool, t: Option<f32>, v: f32| t.is_none_or(|t| if largest { v < t } else { v > t });
+    let mut out = Vec::new();
+    for i in 0..n {
+        let row = &mat[i * n..(i + 1) * n];
+        let li = labels[i];
+        let is_pos = |j: usize| labels[j] == li && j != i;
+        let is_neg = |j: usize| labels[j] != li;
+        let pos_pick = |t: Option<f32>| pick_row(row, |j, v| is_pos(j) && beyond(pos_largest, t, v) && in_range(pos_range, v), pos_largest);
+        let neg_pick = |t: Option<f32>| pick_row(row, |j, v| is_neg(j) && beyond(neg_largest, t, v) && in_range(neg_range, v), neg_largest);
+        let (p, q) = match semihard {
+            Some(true) => {
+                let q = neg_pick(None);
+                (pos_pick(Some(q.0)), q)
+            }
+            Some(false) => {
+                let p = pos_pick(None);
+                let q = neg_pick(Some(p.0));
+                (p, q)
+            }
+            None => (pos_pick(None), neg_pick(None)),
+        };
+        if p.2 && q.2 {
+            out.push((i as i64, p.1 as i64, q.1 as i64));
+        }
+    }
+    Some(out)
+}
