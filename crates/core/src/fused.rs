@@ -4,7 +4,10 @@
 //! `masked_fill`s, two reductions, `any`, `nonzero`, gathers) makes ~10 passes over the B×B
 //! matrix and allocates a temporary for each, which costs more than the distance GEMM itself.
 //! One Rust pass per row that reads the distances and the labels and keeps what it needs does the
-//! same work in a single sweep. These kernels are used only for contiguous float32 CPU tensors
+//! same work in a single sweep. Kernels here: BatchHardMiner, MultiSimilarityMiner,
+//! BatchEasyHardMiner (default strategies), ContrastiveLoss, MultiSimilarityLoss, CircleLoss and
+//! all-triplets TripletMarginLoss; the losses return their value with the gradient with respect to
+//! the embeddings computed in closed form. These kernels are used only for contiguous float32 CPU tensors
 //! (every other case, CUDA included, keeps the tensor formulation) and give the same indices as
 //! the tensor formulation, ties included (first index wins, as `max`/`min` along a dimension).
 //!
@@ -17,13 +20,36 @@
 
 use tch::{Device, Kind, Tensor};
 
+/// Calls `f` on the elements of a contiguous float32 CPU tensor, read in place (no libtorch
+/// op, so no OpenMP region); `None` for any other tensor.
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
+        return None;
+    }
+    let numel = t.numel();
+    if numel == 0 {
+        return Some(f(&[]));
+    }
+    let ptr = t.data_ptr() as *const f32;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a contiguous float32 CPU tensor stores `numel` f32 values from `data_ptr`; `t` is
+    // borrowed for the whole call, so the storage outlives the slice, and nothing here writes it.
+    let data = unsafe { std::slice::from_raw_parts(ptr, numel) };
+    Some(f(data))
+}
+
 /// The matrix as a row-major `f32` vector, when it is a 2-D float32 CPU tensor; `None` otherwise.
 pub(crate) fn cpu_f32_matrix(mat: &Tensor) -> Option<(Vec<f32>, usize, usize)> {
     if mat.device() != Device::Cpu || mat.kind() != Kind::Float || mat.dim() != 2 {
         return None;
     }
     let (n, m) = (mat.size()[0] as usize, mat.size()[1] as usize);
-    let v = Vec::<f32>::try_from(mat.contiguous().view([-1])).ok()?;
+    let v = match with_cpu_f32(mat, |s| s.to_vec()) {
+        Some(v) => v,
+        None => Vec::<f32>::try_from(mat.contiguous().view([-1])).ok()?,
+    };
     Some((v, n, m))
 }
 
@@ -121,38 +147,6 @@ pub(crate) fn batch_hard_rows(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_hard_rows_picks_extremes_with_first_index_ties() {
-        // Row 0: positives at columns 1, 2 (equal distance 3 -> column 1), negatives at 3, 4
-        // (equal distance 1 -> column 3).
-        let labels = [0i64, 0, 0, 1, 1];
-        #[rustfmt::skip]
-        let mat = [
-            0.0, 3.0, 3.0, 1.0, 1.0,
-            3.0, 0.0, 2.0, 5.0, 4.0,
-            3.0, 2.0, 0.0, 0.5, 6.0,
-            1.0, 5.0, 0.5, 0.0, 2.0,
-            1.0, 4.0, 6.0, 2.0, 0.0,
-        ];
-        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, false, true).unwrap();
-        assert_eq!(t, vec![(0, 1, 3), (1, 0, 4), (2, 0, 3), (3, 4, 2), (4, 3, 0)]);
-        // As similarities the extremes swap: farthest positive = smallest value.
-        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, true, true).unwrap();
-        assert_eq!(t, vec![(0, 1, 3), (1, 2, 3), (2, 1, 4), (3, 4, 1), (4, 3, 2)]);
-        // A row without a positive is dropped.
-        let lone = [0i64, 1, 1];
-        let m3 = [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0, 0.0];
-        assert_eq!(batch_hard_rows(&m3, 3, 3, &lone, &lone, false, true).unwrap(), vec![(1, 2, 0), (2, 1, 0)]);
-        // Non-finite values defer to the tensor formulation.
-        let mut bad = m3;
-        bad[4] = f32::NAN;
-        assert!(batch_hard_rows(&bad, 3, 3, &lone, &lone, false, true).is_none());
-    }
-}
 
 /// Euclidean distances of a self batch, computed once on the CPU for the fused pair losses:
 /// the (optionally L2-normalised) rows and the `n × n` distance matrix, with torch's `cdist`
@@ -342,18 +336,19 @@ pub(crate) fn contrastive_scan(
     total
 }
 
-/// Per-row multi-similarity values over all pairs of a self batch of similarities `s`
-/// (a [`EuclideanSelf::gram`]): `v_i = log(1 + Σ_pos e^{α(base − s_ij)})/α +
-/// log(1 + Σ_neg e^{β(s_ij − base)})/β` (a row without positives or negatives contributes 0 for
-/// that part, as the reference's masked log-sum-exp), with `∂v_i/∂s_ij` stored row-major `n × n`.
-pub(crate) struct MultiSimilarityRows {
+/// Per-row values `v_i` of a loss with their derivatives `∂v_i/∂s_ij` (row-major `n × n`).
+pub(crate) struct RowValues {
     pub values: Vec<f32>,
     /// `∂v_i/∂s_ij` (0 off the pairs).
     pub dv_ds: Vec<f32>,
 }
 
-/// Computes [`MultiSimilarityRows`] in one parallel pass (one `exp` per pair).
-pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f64, beta: f64, base: f64) -> MultiSimilarityRows {
+/// Per-row multi-similarity values over all pairs of a self batch of similarities `s`
+/// (a [`EuclideanSelf::gram`]): `v_i = log(1 + Σ_pos e^{α(base − s_ij)})/α +
+/// log(1 + Σ_neg e^{β(s_ij − base)})/β` (a row without positives or negatives contributes 0 for
+/// that part, as the reference's masked log-sum-exp), with `∂v_i/∂s_ij`.
+
+pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f64, beta: f64, base: f64) -> RowValues {
     let n = e.n;
     let (alpha, beta, base) = (alpha as f32, beta as f32, base as f32);
     let mut dv_ds = vec![0f32; n * n];
@@ -397,7 +392,7 @@ pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f6
         let neg_part = if has_n { (mn as f64 + zn.ln()) / beta as f64 } else { 0.0 };
         *value = (pos_part + neg_part) as f32;
     });
-    MultiSimilarityRows { values, dv_ds }
+    RowValues { values, dv_ds }
 }
 
 /// Multi-similarity mining over a self batch's `n × n` matrix: positive pairs `(i, j)` with
@@ -449,7 +444,7 @@ pub(crate) fn multi_similarity_pairs(mat: &[f32], n: usize, labels: &[i64], epsi
 /// logits `−γ a_p (s − (1 − m))` (positives) and `γ a_n (s − m)` (negatives),
 /// `v_i = softplus(lse_pos + lse_neg)` for rows with both kinds of pair (0 otherwise), and
 /// `∂v_i/∂s_ij` (the weights are constants, as in the reference).
-pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64) -> MultiSimilarityRows {
+pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64) -> RowValues {
     let n = e.n;
     let (m, gamma) = (m as f32, gamma as f32);
     let mut dv_ds = vec![0f32; n * n];
@@ -506,7 +501,7 @@ pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64)
             }
         }
     }
-    MultiSimilarityRows { values, dv_ds }
+    RowValues { values, dv_ds }
 }
 
 /// All triplets `(a, p, n)` of a self batch of distances (`p` a positive of `a`, `n` a negative):
@@ -645,4 +640,37 @@ pub(crate) fn batch_easy_hard_rows(
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_hard_rows_picks_extremes_with_first_index_ties() {
+        // Row 0: positives at columns 1, 2 (equal distance 3 -> column 1), negatives at 3, 4
+        // (equal distance 1 -> column 3).
+        let labels = [0i64, 0, 0, 1, 1];
+        #[rustfmt::skip]
+        let mat = [
+            0.0, 3.0, 3.0, 1.0, 1.0,
+            3.0, 0.0, 2.0, 5.0, 4.0,
+            3.0, 2.0, 0.0, 0.5, 6.0,
+            1.0, 5.0, 0.5, 0.0, 2.0,
+            1.0, 4.0, 6.0, 2.0, 0.0,
+        ];
+        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, false, true).unwrap();
+        assert_eq!(t, vec![(0, 1, 3), (1, 0, 4), (2, 0, 3), (3, 4, 2), (4, 3, 0)]);
+        // As similarities the extremes swap: farthest positive = smallest value.
+        let t = batch_hard_rows(&mat, 5, 5, &labels, &labels, true, true).unwrap();
+        assert_eq!(t, vec![(0, 1, 3), (1, 2, 3), (2, 1, 4), (3, 4, 1), (4, 3, 2)]);
+        // A row without a positive is dropped.
+        let lone = [0i64, 1, 1];
+        let m3 = [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0, 0.0];
+        assert_eq!(batch_hard_rows(&m3, 3, 3, &lone, &lone, false, true).unwrap(), vec![(1, 2, 0), (2, 1, 0)]);
+        // Non-finite values defer to the tensor formulation.
+        let mut bad = m3;
+        bad[4] = f32::NAN;
+        assert!(batch_hard_rows(&bad, 3, 3, &lone, &lone, false, true).is_none());
+    }
 }

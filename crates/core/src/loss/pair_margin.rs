@@ -156,7 +156,7 @@ impl MultiSimilarityLoss {
 /// form (filter the rows, sum, divide) with the gradient attached in closed form.
 struct FusedRowTerm {
     e: crate::fused::EuclideanSelf,
-    rows: crate::fused::MultiSimilarityRows,
+    rows: crate::fused::RowValues,
     embeddings: Tensor,
     labels: Tensor,
     /// The loss's tensor formulation, for reducers that need every value with its index.
