@@ -52,6 +52,9 @@ struct Line<'a> {
     /// Training workloads: images per second at the median step time.
     #[serde(skip_serializing_if = "Option::is_none")]
     images_per_s: Option<f64>,
+    /// Evaluation workloads: GEMM rate of one thread inside the k-NN tiles (GFLOP/s), median run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gemm_gflops_per_thread: Option<f64>,
     /// Set when not the CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,
@@ -59,12 +62,26 @@ struct Line<'a> {
     error: Option<String>,
 }
 
+/// What one workload measured.
+struct Measured {
+    /// Median seconds of one sample.
+    median_s: f64,
+    /// GEMM rate of one thread (evaluation workloads only).
+    gemm_gflops_per_thread: Option<f64>,
+}
+
+impl From<f64> for Measured {
+    fn from(median_s: f64) -> Self {
+        Measured { median_s, gemm_gflops_per_thread: None }
+    }
+}
+
 /// One benchmark workload: `run(samples, device)` returns the median seconds of one sample.
 struct Workload {
     name: String,
     /// Images per sample (training workloads), for `images_per_s`.
     images: Option<usize>,
-    run: Box<dyn Fn(usize, Device) -> Result<f64>>,
+    run: Box<dyn Fn(usize, Device) -> Result<Measured>>,
 }
 
 fn workloads() -> Vec<Workload> {
@@ -77,7 +94,7 @@ fn workloads() -> Vec<Workload> {
                 let r = proxima_core::perf::run_on(&w, samples, device);
                 match r.error {
                     Some(e) => bail!("{e}"),
-                    None => Ok(r.median_s),
+                    None => Ok(r.median_s.into()),
                 }
             }),
         })
@@ -88,7 +105,7 @@ fn workloads() -> Vec<Workload> {
             images: None,
             run: Box::new(move |samples, _device| {
                 let report = proxima_eval::perf_accuracy_runs(n, d, 0, samples).with_context(|| format!("eval/accuracy N={n}"))?;
-                Ok(report.median_seconds)
+                Ok(Measured { median_s: report.median_seconds, gemm_gflops_per_thread: Some((report.gemm_gflops_per_thread * 10.0).round() / 10.0) })
             }),
         });
     }
@@ -97,7 +114,7 @@ fn workloads() -> Vec<Workload> {
             all.push(Workload {
                 name: format!("train/{variant}/size={size},batch={batch}"),
                 images: Some(batch as usize),
-                run: Box::new(move |samples, device| train_steps(size, batch, bf16, samples, device)),
+                run: Box::new(move |samples, device| train_steps(size, batch, bf16, samples, device).map(Measured::from)),
             });
         }
     }
@@ -168,10 +185,11 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
     for w in selected {
         if args.in_process {
             match (w.run)(args.samples, device) {
-                Ok(median) => {
+                Ok(Measured { median_s: median, gemm_gflops_per_thread }) => {
                     let line = Line {
                         workload: &w.name,
                         median_s: Some(median),
+                        gemm_gflops_per_thread,
                         peak_rss_mb: proxima_core::perf::peak_rss_mb().map(|m| m.round()),
                         images_per_s: w.images.map(|n| (n as f64 / median * 10.0).round() / 10.0),
                         device: device_field.clone(),
@@ -181,7 +199,7 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     failed = true;
-                    let line = Line { workload: &w.name, median_s: None, peak_rss_mb: None, images_per_s: None, device: device_field.clone(), error: Some(format!("{e:#}")) };
+                    let line = Line { workload: &w.name, median_s: None, peak_rss_mb: None, images_per_s: None, gemm_gflops_per_thread: None, device: device_field.clone(), error: Some(format!("{e:#}")) };
                     println!("{}", serde_json::to_string(&line)?);
                 }
             }

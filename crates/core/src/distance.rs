@@ -275,7 +275,8 @@ pub fn check_embeddings(x: &Tensor, what: &str) -> Result<()> {
     if !x.is_floating_point() {
         return Err(CoreError::Shape(format!("{what} must be floating point, got {:?}", x.kind())));
     }
-    let finite = tch::no_grad(|| x.isfinite().all().int64_value(&[]) == 1);
+    // CPU float32: read in place (two libtorch ops would be two OpenMP regions, see `fused`).
+    let finite = crate::fused::with_cpu_f32(x, |v| v.iter().all(|f| f.is_finite())).unwrap_or_else(|| tch::no_grad(|| x.isfinite().all().int64_value(&[]) == 1));
     if !finite {
         return Err(CoreError::NonFinite(what.to_string()));
     }

@@ -7,6 +7,7 @@
 
 pub mod distance;
 pub mod error;
+mod fused;
 pub mod loss;
 pub mod miner;
 pub mod perf;

@@ -9,6 +9,14 @@
 //! top-k survives. Query blocks run in parallel with rayon. Memory is
 //! `O(threads · QB · RB + N · k)`.
 //!
+//! When the reference is the query set itself (the usual evaluation, query = reference) the
+//! distance matrix is symmetric, so only the tiles on and above the block diagonal are
+//! computed: each off-diagonal tile feeds the heaps of its rows *and*, transposed, the heaps of
+//! its columns. That halves the GEMM work (`N²D` instead of `2N²D` flops). Each pair's key is
+//! then computed once and used for both rows, so the result does not depend on which thread
+//! touched which heap first: a heap keeps the `k` smallest `(key, index)` pairs, a set that is
+//! independent of insertion order.
+//!
 //! Ordering is total and deterministic: by distance (or negated similarity), then by
 //! lower reference index — the same tie rule as faiss's exact `IndexFlatL2`.
 //!
@@ -16,6 +24,7 @@
 //! the product in `f32`, and the result clamped at 0 (cancellation can make it slightly
 //! negative for near-identical vectors, exactly as faiss clamps).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -93,15 +102,21 @@ impl KnnResult {
 /// Timing of one k-NN search.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnStats {
-    /// Floating-point operations of the inner products, `2·nq·nr·d`.
+    /// Floating-point operations of all inner products, `2·nq·nr·d` (the nominal work).
     pub flops: f64,
+    /// Floating-point operations the GEMM calls actually did (about half of `flops` when the
+    /// reference is the query set: symmetric tiles are computed once).
+    pub gemm_flops: f64,
     /// Wall-clock seconds of the whole search (GEMM + selection + setup).
     pub seconds: f64,
     /// Summed thread-seconds spent inside GEMM calls.
     pub gemm_thread_seconds: f64,
-    /// `flops / seconds / 1e9`: end-to-end rate.
+    /// Summed thread-seconds spent selecting the top-k from the tiles (symmetric path; 0 otherwise).
+    #[serde(default)]
+    pub scan_thread_seconds: f64,
+    /// `flops / seconds / 1e9`: end-to-end rate, counting the nominal work.
     pub effective_gflops: f64,
-    /// `flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
+    /// `gemm_flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
     pub gemm_gflops_per_thread: f64,
 }
 
@@ -126,6 +141,18 @@ pub fn knn_with_stats(
     reference: Option<Embeddings<'_>>,
     k: usize,
     metric: Metric,
+) -> Result<(KnnResult, KnnStats)> {
+    knn_impl(query, reference, k, metric, true)
+}
+
+/// The search; `symmetric` allows the half-matrix path when the reference is the query set
+/// (false only in tests, to compare both paths).
+fn knn_impl(
+    query: Embeddings<'_>,
+    reference: Option<Embeddings<'_>>,
+    k: usize,
+    metric: Metric,
+    symmetric: bool,
 ) -> Result<(KnnResult, KnnStats)> {
     let start = Instant::now();
     let same = reference.is_none();
@@ -173,6 +200,27 @@ pub fn knn_with_stats(
     let mut indices = vec![0usize; nq * k];
     let mut scores = vec![0f32; nq * k];
     let gemm_nanos = AtomicU64::new(0);
+    let scan_nanos = AtomicU64::new(0);
+    let finish = |indices, scores, gemm_flops: f64, gemm_nanos: &AtomicU64| {
+        let seconds = start.elapsed().as_secs_f64();
+        let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
+        let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
+        let stats = KnnStats {
+            flops,
+            gemm_flops,
+            seconds,
+            gemm_thread_seconds,
+            scan_thread_seconds: scan_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+            effective_gflops: flops / seconds.max(1e-12) / 1e9,
+            gemm_gflops_per_thread: gemm_flops / gemm_thread_seconds.max(1e-12) / 1e9,
+        };
+        (KnnResult { k, metric, indices, scores }, stats)
+    };
+    if same && symmetric {
+        let block = qb.min(SYM_B);
+        let gemm_flops = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos]);
+        return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
+    }
 
     indices
         .par_chunks_mut(qb * k)
@@ -191,40 +239,12 @@ pub fn knn_with_stats(
                 let t = Instant::now();
                 // tile[i, j] = -2 q_i · r_j  (or -q_i · r_j for similarities)
                 let beta = if l2 { -2.0f32 } else { -1.0f32 };
-                // SAFETY: all pointers cover the stated extents: tile is m×n row-major
-                // (row stride n), qblock is m×d row-major, rblock is n×d row-major read
-                // as the d×n matrix rblockᵀ (column stride d, row stride 1).
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        d,
-                        tile.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        qblock.as_ptr(),
-                        1,
-                        d as isize,
-                        rblock.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0f32,
-                        beta,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                gemm_abt(&mut tile, qblock, rblock, m, n, d, beta);
                 gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 for (i, heap) in heaps.iter_mut().enumerate() {
                     let row = &mut tile[i * n..(i + 1) * n];
                     if l2 {
-                        let qi = qn[q0 + i];
-                        for (v, &r) in row.iter_mut().zip(&rn[r0..r0 + n]) {
-                            *v = (qi + r + *v).max(0.0);
-                        }
+                        keys_in_place(row, qn[q0 + i], &rn[r0..r0 + n], true);
                     }
                     let self_j = if same { (q0 + i).checked_sub(r0).filter(|&j| j < n) } else { None };
                     if let Some(j) = self_j {
@@ -237,26 +257,254 @@ pub fn knn_with_stats(
             for (i, heap) in heaps.into_iter().enumerate() {
                 for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
                     idx_out[i * k + slot] = j;
-                    score_out[i * k + slot] = match metric {
-                        Metric::L2Squared => key,
-                        Metric::L2 => key.sqrt(),
-                        Metric::Cosine | Metric::Dot => -key,
-                    };
+                    score_out[i * k + slot] = final_score(metric, key);
                 }
             }
         });
 
-    let seconds = start.elapsed().as_secs_f64();
-    let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
-    let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
-    let stats = KnnStats {
-        flops,
-        seconds,
-        gemm_thread_seconds,
-        effective_gflops: flops / seconds.max(1e-12) / 1e9,
-        gemm_gflops_per_thread: flops / gemm_thread_seconds.max(1e-12) / 1e9,
-    };
-    Ok((KnnResult { k, metric, indices, scores }, stats))
+    let gemm_flops = 2.0 * nq as f64 * nr as f64 * d as f64;
+    Ok(finish(indices, scores, gemm_flops, &gemm_nanos))
+}
+
+/// `tile[i, j] = beta · a_i · b_j` for row-major `a` (`m × d`) and `b` (`n × d`); `tile` is
+/// `m × n` row-major. Single-threaded (callers parallelise over tiles).
+fn gemm_abt(tile: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, d: usize, beta: f32) {
+    assert!(tile.len() >= m * n && a.len() >= m * d && b.len() >= n * d, "gemm_abt: buffers too small");
+    // SAFETY: the assertion above makes all pointers cover the stated extents: tile is m×n
+    // row-major (row stride n), a is m×d row-major, b is n×d row-major read as the d×n matrix
+    // bᵀ (column stride d, row stride 1).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            d,
+            tile.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            d as isize,
+            b.as_ptr(),
+            d as isize,
+            1,
+            0.0f32,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Turns raw tile values into keys (smaller is closer): for L2, `‖a_i‖² + ‖b_j‖² − 2 a_i·b_j`
+/// clamped at 0 (the tile holds `−2 a_i·b_j`); for similarities the tile already holds `−a_i·b_j`.
+#[inline]
+fn keys_in_place(row: &mut [f32], a_norm: f32, b_norms: &[f32], l2: bool) {
+    if l2 {
+        for (v, &r) in row.iter_mut().zip(b_norms) {
+            *v = (a_norm + r + *v).max(0.0);
+        }
+    }
+}
+
+/// The heap key of a tile value: `(‖a‖² + ‖b‖²) − 2a·b` clamped at 0 for L2 (the tile holds
+/// `−2a·b`), the tile value itself (`−a·b`) for similarities. Both scans of a tile use this one
+/// expression, so a pair gets the same key in its row's heap and in its column's.
+#[inline(always)]
+fn tile_key<const L2: bool>(a: f32, b: f32, v: f32) -> f32 {
+    if L2 { (a + b + v).max(0.0) } else { v }
+}
+
+/// The column side of an off-diagonal tile: the heaps of its columns (the transposed tile),
+/// the tile's first row index, and two `w`-long scratch rows.
+struct ColumnHeaps<'a> {
+    heaps: &'a mut [TopK],
+    i0: usize,
+    colmin: &'a mut [f32],
+    thr: &'a mut [f32],
+}
+
+/// Offers every entry of a `m × w` tile to its row's heap and, for an off-diagonal tile
+/// (`cols`), to its column's heap — the transposed tile, without transposing it. One sweep:
+/// each key is computed once (on the fly, never stored); a 16-column chunk of a row is pushed
+/// only when one of its keys can enter the row's heap; a running minimum per column over 16
+/// rows decides which columns are pushed. On the diagonal (`cols` = None) column `i` of row `i`
+/// is the query itself and is skipped.
+#[inline(always)]
+fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], mut cols: Option<ColumnHeaps<'_>>) {
+    const W: usize = 16;
+    const R: usize = 16;
+    let diag = cols.is_none();
+    if let Some(c) = cols.as_mut() {
+        for (t, h) in c.thr[..w].iter_mut().zip(c.heaps.iter()) {
+            *t = h.worst_key();
+        }
+        c.colmin[..w].fill(f32::INFINITY);
+    }
+    let m = tile.len() / w;
+    for (i, (row, heap)) in tile.chunks_exact(w).zip(rows.iter_mut()).enumerate() {
+        let a = a_norms[i];
+        let mut colmin = cols.as_mut().map(|c| c.colmin[..w].chunks_mut(W));
+        for (c, (vs, bs)) in row.chunks(W).zip(b_norms.chunks(W)).enumerate() {
+            let mut keys = [f32::INFINITY; W];
+            for ((key, &v), &b) in keys.iter_mut().zip(vs).zip(bs) {
+                *key = tile_key::<L2>(a, b, v);
+            }
+            if let Some(cm) = colmin.as_mut().and_then(|it| it.next()) {
+                for (c, &key) in cm.iter_mut().zip(&keys) {
+                    *c = if key < *c { key } else { *c };
+                }
+            }
+            let c0 = c * W;
+            let self_t = if diag { i.checked_sub(c0).filter(|&t| t < vs.len()) } else { None };
+            if let Some(t) = self_t {
+                keys[t] = f32::INFINITY;
+            }
+            // A branch-free OR of comparisons (vectorises), not a `min` fold (a serial chain).
+            let mut thr = heap.worst_key();
+            let hit = keys.iter().fold(false, |h, &key| h | (key <= thr));
+            if hit {
+                for (t, &key) in keys[..vs.len()].iter().enumerate() {
+                    if key <= thr && Some(t) != self_t {
+                        heap.push(key, j0 + c0 + t);
+                        thr = heap.worst_key();
+                    }
+                }
+            }
+        }
+        // Every R rows (and at the end), push the columns whose minimum can enter their heap.
+        if let Some(c) = cols.as_mut()
+            && ((i + 1) % R == 0 || i + 1 == m)
+        {
+            let r0 = i + 1 - ((i % R) + 1);
+            for (j, heap) in c.heaps.iter_mut().enumerate() {
+                if c.colmin[j] <= c.thr[j] {
+                    for r in r0..=i {
+                        let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
+                        if key <= c.thr[j] {
+                            heap.push(key, c.i0 + r);
+                            c.thr[j] = heap.worst_key();
+                        }
+                    }
+                }
+            }
+            c.colmin[..w].fill(f32::INFINITY);
+        }
+    }
+}
+
+/// [`scan_tile`] compiled for AVX-512 (16 lanes: one chunk per instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn scan_tile_avx512<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+}
+
+/// [`scan_tile`] compiled for AVX2 (8 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scan_tile_avx2<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+}
+
+/// [`scan_tile`] with the widest vector instructions this CPU has (the build targets baseline
+/// x86-64, whose SSE2 handles 4 lanes; the scan costs about as much as the GEMM without this).
+fn scan_tile_best<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { scan_tile_avx512::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { scan_tile_avx2::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+        }
+    }
+    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+}
+
+/// Square blocks of the symmetric (query = reference) search.
+const SYM_B: usize = 512;
+
+/// The query-set-is-reference search over the upper block triangle only (see the module docs);
+/// writes `indices`/`scores` (`n × k`) and returns the flops of the GEMM calls made.
+#[allow(clippy::too_many_arguments)]
+fn knn_self_symmetric(
+    data: &[f32],
+    norms: &[f32],
+    d: usize,
+    k: usize,
+    block: usize,
+    l2: bool,
+    metric: Metric,
+    indices: &mut [usize],
+    scores: &mut [f32],
+    [gemm_nanos, scan_nanos]: [&AtomicU64; 2],
+) -> f64 {
+    let n = data.len() / d;
+    let nb = n.div_ceil(block);
+    let rows_of = |b: usize| block.min(n - b * block);
+    let heaps: Vec<Mutex<Vec<TopK>>> = (0..nb).map(|b| Mutex::new((0..rows_of(b)).map(|_| TopK::new(k)).collect())).collect();
+    let pairs: Vec<(usize, usize)> = (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+    let beta = if l2 { -2.0f32 } else { -1.0f32 };
+    let zeros = vec![0f32; if l2 { 0 } else { block }];
+    let norms_of = |r0: usize, len: usize| if l2 { &norms[r0..r0 + len] } else { &zeros[..len] };
+    pairs.par_iter().for_each_init(
+        || (vec![0f32; block * block], vec![0f32; block], vec![0f32; block]),
+        |(tile, colmin, thr), &(bi, bj)| {
+            let (i0, j0) = (bi * block, bj * block);
+            let (m, w) = (rows_of(bi), rows_of(bj));
+            let t = Instant::now();
+            gemm_abt(tile, &data[i0 * d..(i0 + m) * d], &data[j0 * d..(j0 + w) * d], m, w, d, beta);
+            gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let t = Instant::now();
+            let (an, bn) = (norms_of(i0, m), norms_of(j0, w));
+            // A poisoned lock only means another tile panicked; the heaps are still valid. Locks
+            // are taken in block order (bi ≤ bj), so two tiles can never wait on each other.
+            let mut rows = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
+            if bi == bj {
+                if l2 {
+                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                } else {
+                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                }
+            } else {
+                let mut cols = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
+                let cols = Some(ColumnHeaps { heaps: &mut cols[..], i0, colmin, thr });
+                if l2 {
+                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
+                } else {
+                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
+                }
+            }
+            drop(rows);
+            scan_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        },
+    );
+    for (b, hs) in heaps.into_iter().enumerate() {
+        let hs = hs.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (i, heap) in hs.into_iter().enumerate() {
+            let q = b * block + i;
+            for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
+                indices[q * k + slot] = j;
+                scores[q * k + slot] = final_score(metric, key);
+            }
+        }
+    }
+    pairs.iter().map(|&(i, j)| 2.0 * (rows_of(i) * rows_of(j) * d) as f64).sum()
+}
+
+/// The reported score of a heap key.
+#[inline]
+fn final_score(metric: Metric, key: f32) -> f32 {
+    match metric {
+        Metric::L2Squared => key,
+        Metric::L2 => key.sqrt(),
+        Metric::Cosine | Metric::Dot => -key,
+    }
 }
 
 /// Push every entry of `row` (keys of references `r0..`) that can enter the heap.
@@ -482,6 +730,47 @@ mod tests {
         let b = brute(&data, &data, d, 5, Metric::L2Squared, true);
         for (i, want) in b.iter().enumerate() {
             assert_eq!(r.row_indices(i), want.as_slice(), "row {i}");
+        }
+    }
+
+    #[test]
+    fn symmetric_tiling_equals_full_tiling_ties_included() {
+        // Several blocks in both directions (last one partial), small-integer data so many
+        // distances tie exactly: the half-matrix path must give the same neighbours and scores.
+        let d = 4;
+        let n = 2 * SYM_B + 77;
+        let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919 + 13) % 7) as f32 - 3.0).collect();
+        let e = Embeddings::new("q", &data, d).unwrap();
+        for metric in [Metric::L2, Metric::L2Squared, Metric::Dot] {
+            let (sym, s1) = knn_impl(e, None, 6, metric, true).unwrap();
+            let (full, s2) = knn_impl(e, None, 6, metric, false).unwrap();
+            assert_eq!(sym.indices, full.indices, "{metric:?}");
+            assert_eq!(sym.scores, full.scores, "{metric:?}");
+            // Blocks of 512, 512 and 77 rows: only the 6 tiles on and above the diagonal.
+            let upper = 3 * 512 * 512 + 2 * 512 * 77 + 77 * 77;
+            assert_eq!(s1.gemm_flops, 2.0 * (upper * d) as f64);
+            assert_eq!((s2.gemm_flops, s1.flops), (2.0 * (n * n * d) as f64, s2.flops));
+        }
+        // Cosine on rows with one non-zero entry (exact norms).
+        let cos: Vec<f32> = (0..n).flat_map(|i| { let mut r = vec![0.0f32; d]; r[i % d] = 1.0 + (i % 3) as f32; r }).collect();
+        let ce = Embeddings::new("q", &cos, d).unwrap();
+        assert_eq!(knn_impl(ce, None, 5, Metric::Cosine, true).unwrap().0, knn_impl(ce, None, 5, Metric::Cosine, false).unwrap().0);
+    }
+
+    #[test]
+    fn symmetric_kernel_with_small_blocks_agrees_with_brute_force() {
+        // Blocks of 64 rows (as when a large k shrinks them), a partial last block, ties.
+        let d = 2;
+        let n = 300;
+        let data: Vec<f32> = (0..n * d).map(|i| ((i * 31 + 5) % 11) as f32).collect();
+        let norms: Vec<f32> = data.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+        let k = 40;
+        let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
+        let nanos = AtomicU64::new(0);
+        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos]);
+        let b = brute(&data, &data, d, k, Metric::L2Squared, true);
+        for (i, want) in b.iter().enumerate() {
+            assert_eq!(&idx[i * k..(i + 1) * k], want.as_slice(), "row {i}");
         }
     }
 

@@ -36,6 +36,10 @@ pub struct PerfReport {
     pub effective_gflops: f64,
     /// GEMM rate of one thread inside the tiles, median run.
     pub gemm_gflops_per_thread: f64,
+    /// Thread-seconds inside GEMM calls, median run.
+    pub gemm_thread_seconds: f64,
+    /// Thread-seconds selecting the top-k from the tiles, median run.
+    pub scan_thread_seconds: f64,
     /// Rayon threads used.
     pub threads: usize,
     /// The metrics (identical across runs).
@@ -103,6 +107,8 @@ pub fn perf_accuracy_runs(n: usize, d: usize, seed: u64, runs: usize) -> Result<
         median_knn_seconds: knn_times[runs / 2],
         effective_gflops: stats.effective_gflops,
         gemm_gflops_per_thread: stats.gemm_gflops_per_thread,
+        gemm_thread_seconds: stats.gemm_thread_seconds,
+        scan_thread_seconds: stats.scan_thread_seconds,
         threads: rayon::current_num_threads(),
         metrics: m.metrics,
     })

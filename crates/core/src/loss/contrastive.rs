@@ -1,5 +1,14 @@
 //! Contrastive (Siamese) loss: pull positive pairs within `pos_margin`, push negative pairs
 //! beyond `neg_margin`.
+//!
+//! With all pairs of a float32 CPU batch and the Euclidean distance (the default), each term is
+//! a [`StreamedTerm`] computed by one fused scan over the distance matrix
+//! ([`crate::fused::contrastive_scan`]) instead of explicit pair lists: at B = 1024 the explicit
+//! form gathers a million negative distances and scatters their gradients back, which costs
+//! several times the distance computation itself. The gradient with respect to the embeddings
+//! is computed in closed form from the kept pairs and attached with `value + x·g − (x·g)ᵈᵉᵗ`.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -7,7 +16,8 @@ use tch::Tensor;
 use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
-use crate::reducer::{LossTerm, Reducer, TermIndices};
+use crate::fused::{EuclideanSelf, contrastive_scan};
+use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
 fn one() -> f64 {
@@ -68,6 +78,50 @@ impl MetricLoss for ContrastiveLoss {
     }
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        if tuples.is_none()
+            && batch.is_self()
+            && let Some(terms) = self.fused_terms(batch)
+        {
+            return Ok(terms);
+        }
+        self.explicit_terms(batch, tuples)
+    }
+}
+
+impl ContrastiveLoss {
+    /// The two terms as fused streamed terms, when the batch and distance allow it (see the module docs).
+    fn fused_terms(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
+        let Distance::Lp { normalize_embeddings, p, power } = self.distance else { return None };
+        if p != 2.0 || power != 1.0 {
+            return None;
+        }
+        let labels = crate::fused::cpu_labels(batch.labels)?;
+        let (np, nn) = crate::fused::pair_counts(&labels);
+        if np <= 1 && nn <= 1 {
+            return Some(vec![LossTerm::zero("pos_loss"), LossTerm::zero("neg_loss")]);
+        }
+        let e = Arc::new(EuclideanSelf::new(batch.embeddings, normalize_embeddings)?);
+        let labels = Arc::new(labels);
+        let term = |name: &'static str, positive: bool, count: i64, margin: f64| {
+            if count == 0 {
+                return LossTerm::zero(name);
+            }
+            let streamed = FusedContrastiveTerm {
+                e: e.clone(),
+                labels: labels.clone(),
+                embeddings: batch.embeddings.shallow_clone(),
+                label_tensor: batch.labels.shallow_clone(),
+                positive,
+                margin,
+                loss: ContrastiveLoss { params: self.params.clone(), distance: self.distance.clone() },
+            };
+            LossTerm { name, losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None }
+        };
+        Some(vec![term("pos_loss", true, np, self.params.pos_margin), term("neg_loss", false, nn, self.params.neg_margin)])
+    }
+
+    /// The terms as explicit pair values (any device, distance, or mined tuples).
+    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pairs = batch.to_pairs(tuples);
         let (np, nn) = (pairs.num_pos(), pairs.num_neg());
         if np <= 1 && nn <= 1 {
@@ -88,5 +142,126 @@ impl MetricLoss for ContrastiveLoss {
             LossTerm::zero("neg_loss")
         };
         Ok(vec![pos, neg])
+    }
+}
+
+/// One contrastive term (positives or negatives) of a self batch, reduced by a fused scan.
+struct FusedContrastiveTerm {
+    e: Arc<EuclideanSelf>,
+    labels: Arc<Vec<i64>>,
+    /// The embeddings the gradient is attached to.
+    embeddings: Tensor,
+    label_tensor: Tensor,
+    positive: bool,
+    margin: f64,
+    loss: ContrastiveLoss,
+}
+
+impl StreamedTerm for FusedContrastiveTerm {
+    fn reduce(&self, how: Separable) -> Result<Tensor> {
+        let (sum, kept, active) = contrastive_scan(&self.e, &self.labels, self.positive, self.margin, how.low, how.high);
+        let denominator = match how.denominator {
+            Denominator::Kept => kept as f64,
+            Denominator::One => 1.0,
+            Denominator::Fixed(x) => x,
+        };
+        if denominator == 0.0 {
+            return Ok(zero_loss(&self.embeddings));
+        }
+        let inv = (1.0 / denominator) as f32;
+        let scaled: Vec<(u32, u32, f32)> = active.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
+        let g = self.e.grad_from_pair_weights(&scaled);
+        let g = Tensor::from_slice(&g).view([self.e.n as i64, self.e.d as i64]);
+        // One BLAS dot (no elementwise temporaries): its gradient with respect to x is g.
+        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
+        let value = Tensor::from((sum / denominator) as f32);
+        Ok(value + &attach - attach.detach())
+    }
+
+    fn materialize(&self) -> Result<(Tensor, TermIndices)> {
+        let batch = Batch::new(&self.embeddings, &self.label_tensor);
+        let mut terms = self.loss.explicit_terms(&batch, None)?;
+        // explicit_terms returns [pos_loss, neg_loss].
+        let term = terms.swap_remove(if self.positive { 0 } else { 1 });
+        match term.losses {
+            TermLosses::Values(v) => Ok((v, term.indices)),
+            _ => Err(crate::error::CoreError::Unsupported("contrastive term without values".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Value and gradient of `terms` reduced by `reducer` (fused when `fused`).
+    fn value_and_grad(loss: &ContrastiveLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {
+        let x = x.detach().set_requires_grad(true);
+        let batch = Batch::new(&x, labels);
+        let terms = if fused { loss.fused_terms(&batch).expect("fused path applies") } else { loss.explicit_terms(&batch, None).unwrap() };
+        let v = reducer.reduce_terms(terms, &batch).unwrap();
+        v.backward();
+        (v.double_value(&[]), x.grad())
+    }
+
+    /// The fused terms equal the explicit pair formulation, value and gradient, for every reducer
+    /// (separable ones through the scan, the others through `materialize`), sparse and dense
+    /// gradient paths, with and without normalisation.
+    #[test]
+    fn fused_equals_explicit_pairs() {
+        tch::manual_seed(11);
+        let n = 96;
+        let x = Tensor::randn([n, 16], (Kind::Float, Device::Cpu));
+        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(12);
+        let reducers = [
+            Reducer::AvgNonZero,
+            Reducer::Mean,
+            Reducer::Sum,
+            Reducer::Threshold { low: Some(0.05), high: Some(0.9) },
+            Reducer::PerAnchor { reducer: None },
+        ];
+        let cases = [
+            // Default margins: few active negatives (sparse gradient).
+            (ContrastiveParams::default(), true),
+            // Large negative margin: every negative active (dense gradient).
+            (ContrastiveParams { pos_margin: 0.2, neg_margin: 3.0 }, true),
+            (ContrastiveParams { pos_margin: 1.0, neg_margin: 8.0 }, false),
+        ];
+        for (params, normalize) in cases {
+            let loss = ContrastiveLoss { params: params.clone(), distance: Distance::Lp { normalize_embeddings: normalize, p: 2.0, power: 1.0 } };
+            for reducer in &reducers {
+                let (v1, g1) = value_and_grad(&loss, &x, &labels, reducer, true);
+                let (v2, g2) = value_and_grad(&loss, &x, &labels, reducer, false);
+                assert!(v2.abs() > 1e-3, "{params:?} {reducer:?}: degenerate case");
+                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{params:?} {reducer:?}: {v1} vs {v2}");
+                let diff = (&g1 - &g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{params:?} {reducer:?}: grad diff {diff} (scale {scale})");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_path_declines_what_it_does_not_cover() {
+        let x = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 1, 2, 2, 3, 3]);
+        let batch = Batch::new(&x, &labels);
+        let cosine = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::cosine() };
+        assert!(cosine.fused_terms(&batch).is_none());
+        let squared = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::lp_squared() };
+        assert!(squared.fused_terms(&batch).is_none());
+        let double = x.to_kind(Kind::Double);
+        let lp = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::lp() };
+        assert!(lp.fused_terms(&Batch::new(&double, &labels)).is_none());
+        // Two distinct labels: no positive pair (a zero term), two negative pairs (not trivial).
+        let distinct = Tensor::arange(2, (Kind::Int64, Device::Cpu));
+        let two = x.narrow(0, 0, 2);
+        let t = lp.fused_terms(&Batch::new(&two, &distinct)).unwrap();
+        assert!(matches!(t[0].losses, TermLosses::Zero) && matches!(t[1].losses, TermLosses::Streamed(_)));
+        // One row: no pair at all, both terms zero (the reference's trivial case).
+        let one = Tensor::arange(1, (Kind::Int64, Device::Cpu));
+        let t = lp.fused_terms(&Batch::new(&x.narrow(0, 0, 1), &one)).unwrap();
+        assert!(t.iter().all(|t| matches!(t.losses, TermLosses::Zero)));
     }
 }

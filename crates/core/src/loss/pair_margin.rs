@@ -15,7 +15,7 @@ use super::{BuildContext, LossParams, MetricLoss};
 use super::checks::{cosine_only, finite, positive};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
-use crate::reducer::{LossTerm, Reducer, TermIndices};
+use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
 fn ref_of<'a>(batch: &Batch<'a>) -> Option<&'a Tensor> {
@@ -92,6 +92,52 @@ impl MetricLoss for MultiSimilarityLoss {
     }
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        if tuples.is_none()
+            && batch.is_self()
+            && let Some(term) = self.fused_term(batch)
+        {
+            return Ok(vec![term]);
+        }
+        self.explicit_terms(batch, tuples)
+    }
+}
+
+impl MultiSimilarityLoss {
+    /// The loss as one fused streamed term: all pairs of a float32 CPU self batch with the
+    /// cosine similarity (or a dot product); `None` when that does not apply.
+    ///
+    /// Why: the tensor form makes ~20 passes over the B×B matrix (masks, fills, a concatenated
+    /// zero column, two log-sum-exps, their backward); the fused form is one GEMM, one pass with
+    /// one `exp` per pair, and one GEMM for the gradient.
+    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+        let normalize = match self.distance {
+            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
+            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
+            _ => return None,
+        };
+        let labels = crate::fused::cpu_labels(batch.labels)?;
+        let (np, nn) = crate::fused::pair_counts(&labels);
+        if np <= 1 && nn <= 1 {
+            return Some(LossTerm::zero("loss"));
+        }
+        let e = crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?;
+        let p = &self.params;
+        let rows = crate::fused::multi_similarity_rows(&e, &labels, p.alpha, p.beta, p.base);
+        let streamed = FusedRowTerm {
+            e,
+            rows,
+            embeddings: batch.embeddings.shallow_clone(),
+            labels: batch.labels.shallow_clone(),
+            explicit: {
+                let loss = MultiSimilarityLoss { params: self.params.clone(), distance: self.distance.clone() };
+                Box::new(move |b: &Batch| loss.explicit_terms(b, None))
+            },
+        };
+        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+    }
+
+    /// The tensor formulation (any device, distance, or mined tuples).
+    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
             return Ok(vec![LossTerm::zero("loss")]);
@@ -103,6 +149,54 @@ impl MetricLoss for MultiSimilarityLoss {
         let pos = masked_lse(&(pos_exp * p.alpha), &masks.pos, true) / p.alpha;
         let neg = masked_lse(&(neg_exp * p.beta), &masks.neg, true) / p.beta;
         Ok(vec![elements("loss", pos + neg)])
+    }
+}
+
+/// Per-row values of a self batch with their `∂v_i/∂s_ij`, reduced by the reducer's separable
+/// form (filter the rows, sum, divide) with the gradient attached in closed form.
+struct FusedRowTerm {
+    e: crate::fused::EuclideanSelf,
+    rows: crate::fused::RowValues,
+    embeddings: Tensor,
+    labels: Tensor,
+    /// The loss's tensor formulation, for reducers that need every value with its index.
+    explicit: Box<dyn Fn(&Batch) -> Result<Vec<LossTerm>> + Send>,
+}
+
+impl StreamedTerm for FusedRowTerm {
+    fn reduce(&self, how: Separable) -> Result<Tensor> {
+        let n = self.e.n;
+        let keep: Vec<bool> = self.rows.values.iter().map(|&v| how.low.is_none_or(|l| v as f64 > l) && how.high.is_none_or(|h| (v as f64) < h)).collect();
+        let kept = keep.iter().filter(|&&k| k).count();
+        let denominator = match how.denominator {
+            Denominator::Kept => kept as f64,
+            Denominator::One => 1.0,
+            Denominator::Fixed(x) => x,
+        };
+        if denominator == 0.0 {
+            return Ok(zero_loss(&self.embeddings));
+        }
+        let sum: f64 = self.rows.values.iter().zip(&keep).filter(|(_, k)| **k).map(|(&v, _)| v as f64).sum();
+        let inv = (1.0 / denominator) as f32;
+        let mut c = self.rows.dv_ds.clone();
+        c.chunks_mut(n).zip(&keep).for_each(|(row, &k)| {
+            let w = if k { inv } else { 0.0 };
+            row.iter_mut().for_each(|v| *v *= w);
+        });
+        let g = self.e.grad_from_gram_weights(&c);
+        let g = Tensor::from_slice(&g).view([n as i64, self.e.d as i64]);
+        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
+        Ok(Tensor::from((sum / denominator) as f32) + &attach - attach.detach())
+    }
+
+    fn materialize(&self) -> Result<(Tensor, TermIndices)> {
+        let batch = Batch::new(&self.embeddings, &self.labels);
+        let mut terms = (self.explicit)(&batch)?;
+        let term = terms.swap_remove(0);
+        match term.losses {
+            TermLosses::Values(v) => Ok((v, term.indices)),
+            _ => Err(crate::error::CoreError::Unsupported("fused row term without values".into())),
+        }
     }
 }
 
@@ -169,6 +263,46 @@ impl MetricLoss for CircleLoss {
     }
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+        if tuples.is_none()
+            && batch.is_self()
+            && let Some(term) = self.fused_term(batch)
+        {
+            return Ok(vec![term]);
+        }
+        self.explicit_terms(batch, tuples)
+    }
+}
+
+impl CircleLoss {
+    /// As [`MultiSimilarityLoss`]'s fused term: all pairs of a float32 CPU self batch with the
+    /// cosine similarity (or a dot product), one pass with one `exp` per pair
+    /// ([`crate::fused::circle_rows`]); `None` when that does not apply.
+    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+        let normalize = match self.distance {
+            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
+            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
+            _ => return None,
+        };
+        let labels = crate::fused::cpu_labels(batch.labels)?;
+        let (np, nn) = crate::fused::pair_counts(&labels);
+        if np <= 1 && nn <= 1 {
+            return Some(LossTerm::zero("loss"));
+        }
+        let e = crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?;
+        let rows = crate::fused::circle_rows(&e, &labels, self.params.m, self.params.gamma);
+        let loss = CircleLoss { params: self.params.clone(), distance: self.distance.clone() };
+        let streamed = FusedRowTerm {
+            e,
+            rows,
+            embeddings: batch.embeddings.shallow_clone(),
+            labels: batch.labels.shallow_clone(),
+            explicit: Box::new(move |b: &Batch| loss.explicit_terms(b, None)),
+        };
+        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+    }
+
+    /// The tensor formulation (any device, distance, or mined tuples).
+    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
             return Ok(vec![LossTerm::zero("loss")]);
@@ -565,5 +699,73 @@ impl MetricLoss for SignalToNoiseRatioContrastiveLoss {
             LossTerm::zero("neg_loss")
         };
         Ok(vec![pos, neg])
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn value_and_grad(loss: &MultiSimilarityLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {
+        let x = x.detach().set_requires_grad(true);
+        let batch = Batch::new(&x, labels);
+        let terms = if fused { vec![loss.fused_term(&batch).expect("fused path applies")] } else { loss.explicit_terms(&batch, None).unwrap() };
+        let v = reducer.reduce_terms(terms, &batch).unwrap();
+        v.backward();
+        (v.double_value(&[]), x.grad())
+    }
+
+    /// The fused multi-similarity term equals the tensor formulation (value and gradient) for
+    /// separable and non-separable reducers, cosine and unnormalised dot product, including a
+    /// class with a single member (a row without positives).
+    #[test]
+    fn fused_multi_similarity_and_circle_equal_tensor_formulation() {
+        tch::manual_seed(5);
+        let n = 80;
+        let x = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
+        let mut l: Vec<i64> = (0..n as i64).map(|i| i % 9).collect();
+        l[0] = 100;
+        let labels = Tensor::from_slice(&l);
+        let cases = [
+            (MultiSimilarityParams::default(), Distance::cosine()),
+            (MultiSimilarityParams { alpha: 1.5, beta: 7.0, base: 0.2 }, Distance::cosine()),
+            (MultiSimilarityParams { alpha: 0.5, beta: 2.0, base: 0.1 }, Distance::DotProduct { normalize_embeddings: false, p: 2.0, power: 1.0 }),
+        ];
+        let reducers = [Reducer::Mean, Reducer::Sum, Reducer::AvgNonZero, Reducer::Threshold { low: Some(0.5), high: None }, Reducer::PerAnchor { reducer: None }];
+        for (params, distance) in cases {
+            let loss = MultiSimilarityLoss { params: params.clone(), distance: distance.clone() };
+            for reducer in &reducers {
+                let (v1, g1) = value_and_grad(&loss, &x, &labels, reducer, true);
+                let (v2, g2) = value_and_grad(&loss, &x, &labels, reducer, false);
+                assert!(v2.abs() > 1e-3, "{params:?} {reducer:?}: degenerate");
+                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{params:?} {distance:?} {reducer:?}: {v1} vs {v2}");
+                let diff = (&g1 - &g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{params:?} {distance:?} {reducer:?}: grad diff {diff} (scale {scale})");
+            }
+        }
+        // Circle loss the same way.
+        for (params, distance) in [(CircleParams::default(), Distance::cosine()), (CircleParams { m: 0.4, gamma: 8.0 }, Distance::cosine())] {
+            let loss = CircleLoss { params: params.clone(), distance };
+            for reducer in &reducers {
+                let run = |fused: bool| {
+                    let x = x.detach().set_requires_grad(true);
+                    let batch = Batch::new(&x, &labels);
+                    let terms = if fused { vec![loss.fused_term(&batch).expect("fused path applies")] } else { loss.explicit_terms(&batch, None).unwrap() };
+                    let v = reducer.reduce_terms(terms, &batch).unwrap();
+                    v.backward();
+                    (v.double_value(&[]), x.grad())
+                };
+                let ((v1, g1), (v2, g2)) = (run(true), run(false));
+                assert!(v2.abs() > 1e-3, "circle {params:?} {reducer:?}: degenerate");
+                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "circle {params:?} {reducer:?}: {v1} vs {v2}");
+                let diff = (&g1 - &g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "circle {params:?} {reducer:?}: grad diff {diff} (scale {scale})");
+            }
+        }
+        let lp = MultiSimilarityLoss { params: MultiSimilarityParams::default(), distance: Distance::lp() };
+        assert!(lp.fused_term(&Batch::new(&x, &labels)).is_none());
     }
 }

@@ -108,6 +108,9 @@ impl MetricLoss for TripletMarginLoss {
         }
         let triplets = match (tuples, self.params.triplets_per_anchor) {
             (None, TripletsPerAnchor::All(_)) => {
+                if let Some(term) = self.fused_term(batch) {
+                    return Ok(vec![term]);
+                }
                 let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
                 let (matches, diffs) = batch.label_masks();
                 if matches.logical_and(&diffs.any_dim(1, true)).any().int64_value(&[]) == 0 {
@@ -130,6 +133,62 @@ impl MetricLoss for TripletMarginLoss {
 impl TripletMarginLoss {
     fn clone_params(&self) -> TripletMarginLoss {
         TripletMarginLoss { params: self.params.clone(), distance: self.distance.clone() }
+    }
+
+    /// All triplets of a float32 CPU self batch with the Euclidean distance, no swap, no smooth
+    /// loss: one single-threaded Rust pass ([`crate::fused::triplet_scan`]) with the gradient in
+    /// closed form; `None` when that does not apply.
+    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+        let Distance::Lp { normalize_embeddings, p, power } = self.distance else { return None };
+        if p != 2.0 || power != 1.0 || self.params.swap || self.params.smooth_loss || !batch.is_self() {
+            return None;
+        }
+        let labels = crate::fused::cpu_labels(batch.labels)?;
+        let e = crate::fused::EuclideanSelf::new(batch.embeddings, normalize_embeddings)?;
+        // The reference's "no triplet → zero loss": a triplet exists iff some class has two
+        // members (a positive pair) and there are two classes (so that anchor has a negative).
+        let (np, nn) = crate::fused::pair_counts(&labels);
+        if np == 0 || nn == 0 {
+            return Some(LossTerm::zero("loss"));
+        }
+        let streamed = FusedTriplets { e, labels, embeddings: batch.embeddings.shallow_clone(), label_tensor: batch.labels.shallow_clone(), loss: self.clone_params() };
+        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+    }
+}
+
+/// All triplets of a self batch reduced by [`crate::fused::triplet_scan`].
+struct FusedTriplets {
+    e: crate::fused::EuclideanSelf,
+    labels: Vec<i64>,
+    embeddings: Tensor,
+    label_tensor: Tensor,
+    loss: TripletMarginLoss,
+}
+
+impl StreamedTerm for FusedTriplets {
+    fn reduce(&self, how: Separable) -> Result<Tensor> {
+        let (sum, kept, entries) = crate::fused::triplet_scan(&self.e, &self.labels, self.loss.params.margin, how.low, how.high);
+        let denominator = match how.denominator {
+            Denominator::Kept => kept as f64,
+            Denominator::One => 1.0,
+            Denominator::Fixed(x) => x,
+        };
+        if denominator == 0.0 {
+            return Ok(zero_loss(&self.embeddings));
+        }
+        let inv = (1.0 / denominator) as f32;
+        let scaled: Vec<(u32, u32, f32)> = entries.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
+        let g = self.e.grad_from_pair_weights(&scaled);
+        let g = Tensor::from_slice(&g).view([self.e.n as i64, self.e.d as i64]);
+        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
+        Ok(Tensor::from((sum / denominator) as f32) + &attach - attach.detach())
+    }
+
+    fn materialize(&self) -> Result<(Tensor, TermIndices)> {
+        let batch = Batch::new(&self.embeddings, &self.label_tensor);
+        let mat = self.loss.distance.matrix(&self.embeddings, None)?;
+        let (matches, diffs) = batch.label_masks();
+        StreamedTriplets { loss: self.loss.clone_params(), mat, matches, diffs }.materialize()
     }
 }
 
@@ -261,5 +320,59 @@ impl StreamedTerm for StreamedTriplets {
             TermLosses::Values(v) => Ok((v, term.indices)),
             _ => unreachable!("explicit terms hold values"),
         }
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+    use tch::Device;
+
+    /// The fused all-triplets term equals the streamed tensor form (value and gradient) for
+    /// separable reducers (sorted early-exit scan) and non-separable ones (materialise).
+    #[test]
+    fn fused_triplets_equal_streamed_tensor_form() {
+        tch::manual_seed(21);
+        let n = 72;
+        let x = Tensor::randn([n, 10], (Kind::Float, Device::Cpu));
+        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(9);
+        let reducers = [
+            Reducer::AvgNonZero,
+            Reducer::Mean,
+            Reducer::Sum,
+            Reducer::Threshold { low: Some(0.05), high: Some(0.3) },
+            Reducer::Threshold { low: None, high: Some(0.2) },
+            Reducer::PerAnchor { reducer: None },
+        ];
+        for (margin, normalize) in [(0.1, true), (0.3, true), (0.5, false)] {
+            let loss = TripletMarginLoss {
+                params: TripletMarginParams { margin, ..TripletMarginParams::default() },
+                distance: Distance::Lp { normalize_embeddings: normalize, p: 2.0, power: 1.0 },
+            };
+            for reducer in &reducers {
+                let run = |fused: bool| {
+                    let x = x.detach().set_requires_grad(true);
+                    let batch = Batch::new(&x, &labels);
+                    let term = if fused {
+                        loss.fused_term(&batch).expect("fused path applies")
+                    } else {
+                        let mat = loss.distance.matrix(&x, None).unwrap();
+                        let (matches, diffs) = batch.label_masks();
+                        LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(StreamedTriplets { loss: loss.clone_params(), mat, matches, diffs })), indices: TermIndices::AlreadyReduced, divisor: None }
+                    };
+                    let v = reducer.reduce_terms(vec![term], &batch).unwrap();
+                    v.backward();
+                    (v.double_value(&[]), x.grad())
+                };
+                let ((v1, g1), (v2, g2)) = (run(true), run(false));
+                assert!(v2.abs() > 1e-4, "{margin} {reducer:?}: degenerate");
+                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{margin} {reducer:?}: {v1} vs {v2}");
+                let diff = (&g1 - &g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{margin} {reducer:?}: grad diff {diff} (scale {scale})");
+            }
+        }
+        let swap = TripletMarginLoss { params: TripletMarginParams { swap: true, ..TripletMarginParams::default() }, distance: Distance::lp() };
+        assert!(swap.fused_term(&Batch::new(&x, &labels)).is_none());
     }
 }
