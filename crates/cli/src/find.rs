@@ -83,6 +83,9 @@ pub struct LocaliserEvalArgs {
     /// Also identify the whole image as a region.
     #[arg(long)]
     whole_image: bool,
+    /// Identify only regions whose localiser score reaches this.
+    #[arg(long, default_value_t = FindOptions::default().min_score)]
+    min_score: f32,
     /// Write the report as JSON to this file (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -116,6 +119,9 @@ pub struct FindArgs {
     /// Regions identified per image at most.
     #[arg(long, default_value_t = 8)]
     max_regions: usize,
+    /// Identify only regions whose localiser score reaches this.
+    #[arg(long, default_value_t = FindOptions::default().min_score)]
+    min_score: f32,
     /// Print the JSON array (one object per image) instead of text.
     #[arg(long)]
     json: bool,
@@ -194,16 +200,18 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         bail!("every scene of the manifest was used to train this localiser; nothing left to evaluate");
     }
     let with_boxes: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
-    let ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
+    let mut ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
+    // Sets whose scenes carry no box at all (no-logo photos) have no AP to report.
+    ap50.retain(|_, v| v.num_gt > 0);
     let mut report = EvalReport { scenes: scenes.len(), left_out_trained_on: n_all - scenes.len(), ap50, identification: None, find_seconds_median: None, find_seconds_mean: None };
-    for (k, v) in &report.ap50 {
+    for (k, v) in report.ap50.iter().filter(|(_, v)| v.num_gt > 0) {
         println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
     }
     if let (Some(model_path), Some(gallery_path)) = (&a.model, &a.gallery) {
         let model = load_model(model_path, device)?;
         let gallery = load_gallery(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
-        let opts = FindOptions { whole_image: a.whole_image, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
+        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
         let mut times = Vec::new();
@@ -270,7 +278,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
     let model = load_model(&a.model, device)?;
     let gallery = load_gallery(&a.gallery, &model)?;
     let loc = find_localiser(a.localiser.as_deref(), &a.model, device)?;
-    let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, ..Default::default() };
+    let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, min_score: a.min_score, ..Default::default() };
     let finder = Finder::new(&loc, &model, &gallery, opts)?;
     let images = crate::recognize::expand_images(&a.images)?;
     let mut answers: Vec<FindAnswer> = Vec::with_capacity(images.len());

@@ -605,8 +605,12 @@ fn photo(r: &mut Rng, icon: Option<&Icon>, longer: u32) -> Result<(RgbImage, Vec
 mod tests {
     use super::*;
 
+    /// `$PROXIMA_DATA_DIR/simple-icons` (default `../shared/data` from the workspace root).
     fn icons_root() -> Option<PathBuf> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/simple-icons");
+        let data = std::env::var_os("PROXIMA_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        let p = data.join("simple-icons");
         p.join("data/simple-icons.json").is_file().then_some(p)
     }
 
@@ -639,7 +643,7 @@ mod tests {
     #[test]
     fn scenes_render_deterministically_with_boxes_on_ink() {
         let Some(root) = icons_root() else {
-            eprintln!("SKIP: ../shared/data/simple-icons is absent");
+            eprintln!("SKIPPED: simple-icons is absent (set PROXIMA_DATA_DIR)");
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -666,7 +670,7 @@ mod tests {
     #[test]
     fn icon_renders_in_colour_cropped_to_ink() {
         let Some(root) = icons_root() else {
-            eprintln!("SKIP: ../shared/data/simple-icons is absent");
+            eprintln!("SKIPPED: simple-icons is absent (set PROXIMA_DATA_DIR)");
             return;
         };
         let icons = load_icons(&root, BrandPart::All).unwrap();

@@ -254,6 +254,18 @@ mod flickrlogos {
         let none = Dataset::from_manifest(&r.no_brand_manifest).unwrap();
         assert_eq!((none.len(), none.classes.clone()), (135, vec!["none".to_string()]));
         assert!(out.path().join("import_report.json").is_file());
+
+        // Whole photos with every (non-degenerate) box, for the localiser; query scenes for find.
+        let scenes = proxima_data::read_scenes(&r.train_scenes).unwrap();
+        assert_eq!(scenes.len(), 809);
+        assert_eq!(scenes.iter().map(|s| s.boxes.as_ref().unwrap().len()).sum::<usize>(), r.crops);
+        let both = scenes.iter().find(|s| s.image.ends_with("3759339764.jpg")).unwrap();
+        assert_eq!(both.brands, ["Cocacola", "Pepsi"]);
+        assert!(scenes.iter().all(|s| s.image.is_file()));
+        let q = proxima_data::read_scenes(&r.query_scenes).unwrap();
+        assert_eq!(q.len(), 270);
+        assert_eq!(q.iter().filter(|s| s.brands.is_empty()).count(), 135);
+        assert!(q.iter().filter(|s| !s.brands.is_empty()).all(|s| s.boxes.is_none()), "query photos have no boxes");
     }
 
     #[test]
