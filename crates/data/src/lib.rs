@@ -33,6 +33,6 @@ pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
 pub use loader::{Batch, BatchIter, BenchResult, Loader, LoaderConfig, bench_loader};
 pub use sampler::{MPerClassConfig, MPerClassSampler, SamplerState, SmallClassPolicy, TripletSampler};
 pub use split::{QueryGallery, Split, SplitConfig, kfold_class_disjoint, make_split, query_gallery_split};
-pub use scene::{Scene, SceneBox, iou, read_scenes, write_scenes};
+pub use scene::{Scene, SceneBox, read_scenes, write_scenes};
 pub use scenes_synth::{BrandPart, Icon, SceneOptions, SceneReport, load_icons, render_icon, render_icon_crops, synth_scenes};
 pub use synth::{SynthOptions, SynthReport, synth};

@@ -5,7 +5,7 @@
 //! logos sit somewhere. The localiser trains on scene boxes (class-agnostic), and the find
 //! evaluation scores image-level answers against scene brands. Some sets know only which brand
 //! an image shows, not where (the FlickrLogos-27 query set): `boxes` is then `None`, and such
-//! scenes count for identification but not for box AP.
+//! scenes count for identification but not for box AP. (Box overlap lives in `proxima_eval::box_iou`.)
 //!
 //! A scene manifest is JSONL, one [`Scene`] per line; relative image paths are resolved against
 //! the manifest's folder.
@@ -42,16 +42,6 @@ pub struct Scene {
     /// Where the scene comes from (`"photo"`, `"screenshot"`, `"flickrlogos27"` …), for reports.
     #[serde(default)]
     pub kind: String,
-}
-
-/// Intersection over union of two `[x0, y0, x1, y1]` boxes (0 when either has no area).
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
 }
 
 /// Reads a scene manifest; relative image paths become paths under the manifest's folder.
@@ -122,14 +112,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iou_of_known_boxes() {
-        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
-        assert!((iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 3.0, 2.0]) - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
-        assert_eq!(iou(&[0.0, 0.0, 0.0, 1.0], &[0.0, 0.0, 0.0, 1.0]), 0.0);
-    }
 
     #[test]
     fn manifest_round_trip_resolves_relative_paths() {
