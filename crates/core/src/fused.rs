@@ -251,6 +251,19 @@ impl EuclideanSelf {
 
     /// The gradient with respect to the raw rows of `Σ a_ij · d_ij` over the given entries
     /// `(i, j, a_ij)` (j ≠ i), row-major `n × d`.
+    /// `sum / divisor` as a scalar whose gradient with respect to `embeddings` is that of the
+    /// pair values behind `entries` (weights `∂value/∂d_ij`), each divided by `divisor`.
+    ///
+    /// One BLAS dot attaches the gradient: `value + a − a.detach()` with `a = x · g`.
+    pub(crate) fn attach_pair_weights(&self, embeddings: &Tensor, sum: f64, divisor: f64, entries: Vec<(u32, u32, f32)>) -> Tensor {
+        let inv = (1.0 / divisor) as f32;
+        let scaled: Vec<(u32, u32, f32)> = entries.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
+        let g = self.grad_from_pair_weights(&scaled);
+        let g = Tensor::from_slice(&g).view([self.n as i64, self.d as i64]);
+        let attach = embeddings.reshape([-1]).dot(&g.reshape([-1]));
+        Tensor::from((sum / divisor) as f32) + &attach - attach.detach()
+    }
+
     pub(crate) fn grad_from_pair_weights(&self, entries: &[(u32, u32, f32)]) -> Vec<f32> {
         let (n, d) = (self.n, self.d);
         // ∂d_ij/∂x̂_i = (x̂_i − x̂_j) / d_ij, and the opposite for x̂_j.

@@ -76,6 +76,17 @@ pub enum Denominator {
     Fixed(f64),
 }
 
+impl Denominator {
+    /// The divisor for `kept` kept values (0 means the reduction is a zero loss).
+    pub fn divisor(self, kept: f64) -> f64 {
+        match self {
+            Denominator::Kept => kept,
+            Denominator::One => 1.0,
+            Denominator::Fixed(x) => x,
+        }
+    }
+}
+
 /// A term whose values are computed on demand, block by block.
 pub trait StreamedTerm: Send {
     /// The separable reduction of all values, with gradients.

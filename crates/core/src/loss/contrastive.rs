@@ -17,7 +17,7 @@ use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::fused::{EuclideanSelf, contrastive_scan};
-use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
+use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
 fn one() -> f64 {
@@ -160,22 +160,11 @@ struct FusedContrastiveTerm {
 impl StreamedTerm for FusedContrastiveTerm {
     fn reduce(&self, how: Separable) -> Result<Tensor> {
         let (sum, kept, active) = contrastive_scan(&self.e, &self.labels, self.positive, self.margin, how.low, how.high);
-        let denominator = match how.denominator {
-            Denominator::Kept => kept as f64,
-            Denominator::One => 1.0,
-            Denominator::Fixed(x) => x,
-        };
+        let denominator = how.denominator.divisor(kept as f64);
         if denominator == 0.0 {
             return Ok(zero_loss(&self.embeddings));
         }
-        let inv = (1.0 / denominator) as f32;
-        let scaled: Vec<(u32, u32, f32)> = active.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
-        let g = self.e.grad_from_pair_weights(&scaled);
-        let g = Tensor::from_slice(&g).view([self.e.n as i64, self.e.d as i64]);
-        // One BLAS dot (no elementwise temporaries): its gradient with respect to x is g.
-        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
-        let value = Tensor::from((sum / denominator) as f32);
-        Ok(value + &attach - attach.detach())
+        Ok(self.e.attach_pair_weights(&self.embeddings, sum, denominator, active))
     }
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {

@@ -15,7 +15,7 @@ use super::{BuildContext, LossParams, MetricLoss};
 use super::checks::{cosine_only, finite, positive};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
-use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
+use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
 fn ref_of<'a>(batch: &Batch<'a>) -> Option<&'a Tensor> {
@@ -110,17 +110,10 @@ impl MultiSimilarityLoss {
     /// zero column, two log-sum-exps, their backward); the fused form is one GEMM, one pass with
     /// one `exp` per pair, and one GEMM for the gradient.
     fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
-        let normalize = match self.distance {
-            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
-            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
-            _ => return None,
+        let (e, labels) = match fused_similarities(&self.distance, batch)? {
+            Some(s) => s,
+            None => return Some(LossTerm::zero("loss")),
         };
-        let labels = crate::fused::cpu_labels(batch.labels)?;
-        let (np, nn) = crate::fused::pair_counts(&labels);
-        if np <= 1 && nn <= 1 {
-            return Some(LossTerm::zero("loss"));
-        }
-        let e = crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?;
         let p = &self.params;
         let rows = crate::fused::multi_similarity_rows(&e, &labels, p.alpha, p.beta, p.base);
         let streamed = FusedRowTerm {
@@ -163,16 +156,29 @@ struct FusedRowTerm {
     explicit: Box<dyn Fn(&Batch) -> Result<Vec<LossTerm>> + Send>,
 }
 
+/// The inner products and labels of a float32 CPU self batch for the fused similarity losses
+/// (cosine, or a dot product, with p = 2 and power 1): `None` when the fused path does not apply,
+/// `Some(None)` when the batch has no pair to score (the loss is a zero term).
+fn fused_similarities(distance: &Distance, batch: &Batch) -> Option<Option<(crate::fused::EuclideanSelf, Vec<i64>)>> {
+    let normalize = match *distance {
+        Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
+        Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
+        _ => return None,
+    };
+    let labels = crate::fused::cpu_labels(batch.labels)?;
+    let (np, nn) = crate::fused::pair_counts(&labels);
+    if np <= 1 && nn <= 1 {
+        return Some(None);
+    }
+    Some(Some((crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?, labels)))
+}
+
 impl StreamedTerm for FusedRowTerm {
     fn reduce(&self, how: Separable) -> Result<Tensor> {
         let n = self.e.n;
         let keep: Vec<bool> = self.rows.values.iter().map(|&v| how.low.is_none_or(|l| v as f64 > l) && how.high.is_none_or(|h| (v as f64) < h)).collect();
         let kept = keep.iter().filter(|&&k| k).count();
-        let denominator = match how.denominator {
-            Denominator::Kept => kept as f64,
-            Denominator::One => 1.0,
-            Denominator::Fixed(x) => x,
-        };
+        let denominator = how.denominator.divisor(kept as f64);
         if denominator == 0.0 {
             return Ok(zero_loss(&self.embeddings));
         }
@@ -278,17 +284,10 @@ impl CircleLoss {
     /// cosine similarity (or a dot product), one pass with one `exp` per pair
     /// ([`crate::fused::circle_rows`]); `None` when that does not apply.
     fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
-        let normalize = match self.distance {
-            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
-            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
-            _ => return None,
+        let (e, labels) = match fused_similarities(&self.distance, batch)? {
+            Some(s) => s,
+            None => return Some(LossTerm::zero("loss")),
         };
-        let labels = crate::fused::cpu_labels(batch.labels)?;
-        let (np, nn) = crate::fused::pair_counts(&labels);
-        if np <= 1 && nn <= 1 {
-            return Some(LossTerm::zero("loss"));
-        }
-        let e = crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?;
         let rows = crate::fused::circle_rows(&e, &labels, self.params.m, self.params.gamma);
         let loss = CircleLoss { params: self.params.clone(), distance: self.distance.clone() };
         let streamed = FusedRowTerm {

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
-use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
+use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Triplets, Tuples};
 
 /// How many triplets per anchor the loss uses when none are mined.
@@ -168,20 +168,11 @@ struct FusedTriplets {
 impl StreamedTerm for FusedTriplets {
     fn reduce(&self, how: Separable) -> Result<Tensor> {
         let (sum, kept, entries) = crate::fused::triplet_scan(&self.e, &self.labels, self.loss.params.margin, how.low, how.high);
-        let denominator = match how.denominator {
-            Denominator::Kept => kept as f64,
-            Denominator::One => 1.0,
-            Denominator::Fixed(x) => x,
-        };
+        let denominator = how.denominator.divisor(kept as f64);
         if denominator == 0.0 {
             return Ok(zero_loss(&self.embeddings));
         }
-        let inv = (1.0 / denominator) as f32;
-        let scaled: Vec<(u32, u32, f32)> = entries.into_iter().map(|(i, j, a)| (i, j, a * inv)).collect();
-        let g = self.e.grad_from_pair_weights(&scaled);
-        let g = Tensor::from_slice(&g).view([self.e.n as i64, self.e.d as i64]);
-        let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
-        Ok(Tensor::from((sum / denominator) as f32) + &attach - attach.detach())
+        Ok(self.e.attach_pair_weights(&self.embeddings, sum, denominator, entries))
     }
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {
@@ -299,11 +290,7 @@ impl StreamedTerm for StreamedTriplets {
             }
         });
         let kept = kept.double_value(&[]);
-        let denominator = match how.denominator {
-            Denominator::Kept => kept,
-            Denominator::One => 1.0,
-            Denominator::Fixed(x) => x,
-        };
+        let denominator = how.denominator.divisor(kept);
         if denominator == 0.0 {
             return Ok(zero_loss(&self.mat));
         }
