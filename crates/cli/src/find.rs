@@ -14,10 +14,10 @@ use clap::{Args, Subcommand};
 use proxima_data::{DecodeOptions, Scene, decode_file, read_scenes};
 use proxima_detect::{FindAnswer, FindOptions, Finder, Localiser, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
 use proxima_eval::{ImageAnswer, identification_report};
-use proxima_index::Gallery;
-use proxima_train::artifact::{TrainedModel, load_model_dir};
 use proxima_train::experiment;
 use serde::Serialize;
+
+use crate::recognize::{load_gallery_for, load_model};
 
 /// `proxima localiser …`.
 #[derive(Subcommand)]
@@ -208,8 +208,8 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
     }
     if let (Some(model_path), Some(gallery_path)) = (&a.model, &a.gallery) {
-        let model = load_model(model_path, device)?;
-        let gallery = load_gallery(gallery_path, &model)?;
+        let model = load_model(model_path, &a.device)?;
+        let gallery = load_gallery_for(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
         let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
@@ -251,14 +251,6 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_model(path: &Path, device: tch::Device) -> Result<TrainedModel> {
-    load_model_dir(path, device).with_context(|| format!("loading the model {}", path.display()))
-}
-
-fn load_gallery(path: &Path, model: &TrainedModel) -> Result<Gallery> {
-    Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
-}
-
 /// Loads the localiser at `explicit`, else the one inside the model or run directory.
 fn find_localiser(explicit: Option<&Path>, model: &Path, device: tch::Device) -> Result<Localiser> {
     let path = explicit.unwrap_or(model);
@@ -274,10 +266,9 @@ fn find_localiser(explicit: Option<&Path>, model: &Path, device: tch::Device) ->
 
 /// Runs `proxima find`.
 pub fn find(a: FindArgs) -> Result<ExitCode> {
-    let device = experiment::available_device(&a.device)?;
-    let model = load_model(&a.model, device)?;
-    let gallery = load_gallery(&a.gallery, &model)?;
-    let loc = find_localiser(a.localiser.as_deref(), &a.model, device)?;
+    let model = load_model(&a.model, &a.device)?;
+    let gallery = load_gallery_for(&a.gallery, &model)?;
+    let loc = find_localiser(a.localiser.as_deref(), &a.model, model.device)?;
     let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, min_score: a.min_score, ..Default::default() };
     let finder = Finder::new(&loc, &model, &gallery, opts)?;
     let images = crate::recognize::expand_images(&a.images)?;

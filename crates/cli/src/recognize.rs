@@ -198,12 +198,12 @@ pub struct ServeArgs {
     device: String,
 }
 
-fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
+pub(crate) fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
     let device = experiment::available_device(device)?;
     load_model_dir(path, device).with_context(|| format!("loading the model {}", path.display()))
 }
 
-fn load_gallery_for(path: &Path, model: &TrainedModel) -> Result<Gallery> {
+pub(crate) fn load_gallery_for(path: &Path, model: &TrainedModel) -> Result<Gallery> {
     Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
 }
 

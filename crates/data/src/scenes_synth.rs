@@ -57,8 +57,7 @@ pub const HELDOUT_FRACTION: f64 = 0.15;
 
 /// True when `slug` belongs to the held-out part (a fixed hash split, independent of seeds).
 pub fn is_heldout(slug: &str) -> bool {
-    let h = slug.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-    (crate::rng::mix64(h) >> 11) as f64 / (1u64 << 53) as f64 <= HELDOUT_FRACTION
+    (crate::rng::mix64(crate::rng::fnv1a64(0, slug.as_bytes())) >> 11) as f64 / (1u64 << 53) as f64 <= HELDOUT_FRACTION
 }
 
 /// Loads the simple-icons catalogue (`data/simple-icons.json` + `icons/*.svg`) under `root`.

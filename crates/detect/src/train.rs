@@ -97,7 +97,7 @@ pub struct TrainLocaliserReport {
 
 /// True when `path` falls in the validation part for `seed`.
 pub fn is_validation(path: &Path, seed: u64, fraction: f64) -> bool {
-    let h = path.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let h = proxima_data::rng::fnv1a64(seed, path.to_string_lossy().as_bytes());
     let u = (proxima_data::rng::mix64(h) >> 11) as f64 / (1u64 << 53) as f64;
     u < fraction
 }

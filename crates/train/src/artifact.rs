@@ -41,12 +41,7 @@ pub struct TrainedModel {
 
 /// FNV-1a 64-bit hash of `bytes`, as 16 hex digits.
 pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", proxima_data::rng::fnv1a64(0, bytes))
 }
 
 /// Copies the `model/…` variables of a training checkpoint into `model`.
