@@ -91,22 +91,27 @@ pub fn write_scenes(path: &Path, scenes: &[Scene]) -> Result<()> {
     write_atomic(path, &buf)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path`, then
+/// syncs the folder (so the rename itself survives a crash). The temporary file is removed on
+/// failure; errors name the file that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
+    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+        return Err(DataError::io(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(DataError::io(path, e));
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,6 +135,19 @@ mod tests {
         let text = std::fs::read_to_string(&m).unwrap();
         assert!(text.contains("\"img/a.png\""), "stored relative: {text}");
         assert_eq!(read_scenes(&m).unwrap(), scenes);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_failures_name_the_path_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let blocked = p.join("below-a-file.jsonl");
+        let e = write_atomic(&blocked, b"x").unwrap_err().to_string();
+        assert!(e.contains("m.jsonl"), "{e}");
     }
 
     #[test]

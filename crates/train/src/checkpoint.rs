@@ -6,7 +6,6 @@
 //! torn one.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -64,20 +63,13 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], state: &serde_json::Value
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a synced temporary file and a rename
+/// ([`proxima_data::scene::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| TrainError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    proxima_data::scene::write_atomic(path, bytes).map_err(|e| match e {
+        proxima_data::DataError::Io { path, source } => TrainError::io(path, source),
+        other => TrainError::Checkpoint { path: path.to_path_buf(), message: other.to_string() },
+    })
 }
 
 /// Reads a checkpoint: its tensors (on CPU) and its state.
