@@ -207,10 +207,6 @@ impl Localiser {
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
-    /// The head's trainable variables.
-    pub fn head_parameters(&self) -> Vec<Tensor> {
-        self.vs.trainable_variables()
-    }
     /// Every variable by name (trunk and head).
     pub fn variables(&self) -> Vec<(String, Tensor)> {
         let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
