@@ -20,6 +20,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::lanes::{LANES, NO_LABEL, PAD, Scratch, avx2_dispatch, chunks, chunks_indexed, dense_labels, fast_exp, is_label, lanes_max, lanes_sum, max};
+
 /// Calls `f` on the elements of a contiguous float32 CPU tensor, read in place (no libtorch
 /// op, so no OpenMP region); `None` for any other tensor.
 pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
@@ -61,26 +63,37 @@ pub(crate) fn cpu_labels(labels: &Tensor) -> Option<Vec<i64>> {
     Vec::<i64>::try_from(labels.to_kind(Kind::Int64).contiguous()).ok()
 }
 
-/// `out (m × n) = a (m × k) · b (n × k)ᵀ`, all row-major; single-threaded (see the module docs).
-fn gemm_abt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm_abt: buffers too small");
-    // SAFETY: the assertion makes every pointer cover its extent: out is m×n row-major (row
-    // stride n), a is m×k row-major, b is n×k row-major read as the k×n matrix bᵀ (column
-    // stride k, row stride 1).
-    unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), k as isize, 1, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
-    }
+/// `out (m × n) = a (m × k) · b (k × n)` with row strides `out_rs`, `a_rs`, `b_rs` and column
+/// strides 1, or with `b` read transposed (`b_t`: `b` is `n × k` with row stride `b_rs`);
+/// single-threaded.
+///
+/// # Safety
+/// Each pointer must cover its matrix: `out` `(m−1)·out_rs + n` elements, `a` `(m−1)·a_rs + k`,
+/// `b` `(k−1)·b_rs + n` (or `(n−1)·b_rs + k` when `b_t`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(out: *mut f32, out_rs: usize, a: *const f32, a_rs: usize, b: *const f32, b_rs: usize, b_t: bool, [m, n, k]: [usize; 3]) {
+    let (b_cs, b_rs) = if b_t { (b_rs as isize, 1) } else { (1, b_rs as isize) };
+    // SAFETY: the caller's contract covers every element the kernel touches.
+    unsafe { gemm::gemm(m, n, k, out, 1, out_rs as isize, false, a, 1, a_rs as isize, b, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None) }
 }
 
-/// `out (m × n) = a (m × k) · b (k × n)`, all row-major; single-threaded.
+/// `x xᵀ` for row-major `x (n × d)` as a row-major `n × n` matrix. (Computing only the upper
+/// block triangle halves the flops, but mirroring it costs as much as it saves at B = 1024.)
+fn gram(x: &[f32], n: usize, d: usize) -> Scratch {
+    assert!(x.len() == n * d, "gram: x is not n × d");
+    let mut out = Scratch::zeroed(n * n);
+    // SAFETY: out is n × n, x is n × d (read as lhs and, transposed, as rhs).
+    unsafe { gemm_raw(out.as_mut_ptr(), n, x.as_ptr(), d, x.as_ptr(), d, true, [n, n, d]) };
+    out
+}
+
+/// `out (m × n) = a (m × k) · b (k × n)`, all row-major.
 fn gemm_ab(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
     assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "gemm_ab: buffers too small");
-    // SAFETY: the assertion makes every pointer cover its extent; all three are row-major
-    // (column stride 1, row strides n, k and n).
-    unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
-    }
+    // SAFETY: the assertion makes every pointer cover its matrix.
+    unsafe { gemm_raw(out.as_mut_ptr(), n, a.as_ptr(), k, b.as_ptr(), n, false, [m, n, k]) };
 }
+
 
 /// Numbers of positive pairs (same label, `i ≠ j`) and negative pairs of a self batch.
 pub(crate) fn pair_counts(labels: &[i64]) -> (i64, i64) {
@@ -159,7 +172,7 @@ pub(crate) struct EuclideanSelf {
     /// Whether a row's norm was below the normalisation epsilon (its Jacobian is `I / 1e-12`).
     pub tiny: Vec<bool>,
     /// Distances (or inner products, see [`EuclideanSelf::gram`]), row-major `n × n`.
-    pub dist: Vec<f32>,
+    pub dist: Scratch,
     pub n: usize,
     pub d: usize,
     pub normalize: bool,
@@ -204,27 +217,41 @@ impl EuclideanSelf {
                 inv_norm[i] = (1.0 / norm.max(NORM_EPS)) as f32;
             }
         }
-        let mut dist = vec![0f32; n * n];
-        gemm_abt(&mut dist, &xn, &xn, n, n, d);
+        let dist = gram(&xn, n, d);
         Some(EuclideanSelf { xn, inv_norm, tiny, dist, n, d, normalize })
     }
 
-    /// The gradient with respect to the raw rows of `Σ c_ij · (x̂_i · x̂_j)` for a dense
-    /// row-major `n × n` coefficient matrix `c` (for a [`EuclideanSelf::gram`]).
-    pub(crate) fn grad_from_gram_weights(&self, c: &[f32]) -> Vec<f32> {
-        let n = self.n;
-        // (C + Cᵀ) x̂
-        let mut sym = c.to_vec();
-        for i in 0..n {
-            for j in 0..i {
-                let v = c[i * n + j] + c[j * n + i];
-                sym[i * n + j] = v;
-                sym[j * n + i] = v;
+    /// The gradient with respect to the raw rows of `Σ_ij w_i c_ij (x̂_i · x̂_j)` for a dense
+    /// row-major `n × n` coefficient matrix `c` and per-row weights `w` (for a
+    /// [`EuclideanSelf::gram`]): `S x̂` with the symmetric `S = diag(w) C + Cᵀ diag(w)` (built
+    /// tile by tile), then through the normalisation.
+    pub(crate) fn grad_from_gram_weights(&self, c: &[f32], w: &[f32]) -> Vec<f32> {
+        let (n, d) = (self.n, self.d);
+        assert!(c.len() == n * n && w.len() == n, "grad_from_gram_weights: c is not n × n");
+        let mut sym = Scratch::zeroed(n * n);
+        // Tile by tile: the transposed tile of C goes through a small buffer first, so that both
+        // reads and writes run along rows.
+        const T: usize = 32;
+        let mut ct = [[0f32; T]; T];
+        for r0 in (0..n).step_by(T) {
+            let rows = T.min(n - r0);
+            for c0 in (0..n).step_by(T) {
+                let cols = T.min(n - c0);
+                for (a, ct_col) in (c0..c0 + cols).zip(0..) {
+                    for (b, v) in c[a * n + r0..a * n + r0 + rows].iter().enumerate() {
+                        ct[b][ct_col] = *v;
+                    }
+                }
+                for (b, r) in (r0..r0 + rows).enumerate() {
+                    let (srow, crow, wr) = (&mut sym[r * n + c0..r * n + c0 + cols], &c[r * n + c0..r * n + c0 + cols], w[r]);
+                    for (((s, &cv), &ctv), &wc) in srow.iter_mut().zip(crow).zip(&ct[b][..cols]).zip(&w[c0..c0 + cols]) {
+                        *s = wr * cv + wc * ctv;
+                    }
+                }
             }
-            sym[i * n + i] = 2.0 * c[i * n + i];
         }
-        let mut g = vec![0f32; n * self.d];
-        gemm_ab(&mut g, &sym, &self.xn, n, self.d, n);
+        let mut g = vec![0f32; n * d];
+        gemm_ab(&mut g, &sym, &self.xn, n, d, n);
         self.normalize_backward(&mut g);
         g
     }
@@ -280,7 +307,7 @@ impl EuclideanSelf {
             }
         } else {
             // Dense: with W_ij = a_ij / d_ij and M = W + Wᵀ, g = diag(M·1) x̂ − M x̂.
-            let mut w = vec![0f32; n * n];
+            let mut w = Scratch::zeroed(n * n);
             for &(i, j, a) in entries {
                 let (i, j) = (i as usize, j as usize);
                 let v = a / self.dist[i * n + j];
@@ -353,59 +380,83 @@ pub(crate) fn contrastive_scan(
 pub(crate) struct RowValues {
     pub values: Vec<f32>,
     /// `∂v_i/∂s_ij` (0 off the pairs).
-    pub dv_ds: Vec<f32>,
+    pub dv_ds: Scratch,
 }
 
 /// Per-row multi-similarity values over all pairs of a self batch of similarities `s`
 /// (a [`EuclideanSelf::gram`]): `v_i = log(1 + Σ_pos e^{α(base − s_ij)})/α +
 /// log(1 + Σ_neg e^{β(s_ij − base)})/β` (a row without positives or negatives contributes 0 for
 /// that part, as the reference's masked log-sum-exp), with `∂v_i/∂s_ij`.
-
+///
+/// Three vectorised passes per row: exponents and their maxima, shifted exponentials and their
+/// sums, then the soft-max weights.
 pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f64, beta: f64, base: f64) -> RowValues {
     let n = e.n;
-    let (alpha, beta, base) = (alpha as f32, beta as f32, base as f32);
-    let mut dv_ds = vec![0f32; n * n];
-    let mut values = vec![0f32; n];
-    dv_ds.chunks_mut(n).zip(values.iter_mut()).enumerate().for_each(|(i, (out, value))| {
-        let row = &e.dist[i * n..(i + 1) * n];
-        let li = labels[i];
-        let x = |j: usize, s: f32| if labels[j] == li { alpha * (base - s) } else { beta * (s - base) };
-        // Maxima of each part, with the appended zero of the reference's `add_one`.
-        let (mut mp, mut mn, mut has_p, mut has_n) = (0f32, 0f32, false, false);
-        for (j, &s) in row.iter().enumerate() {
-            if j == i {
-                continue;
-            }
-            if labels[j] == li {
-                has_p = true;
-                mp = mp.max(x(j, s));
-            } else {
-                has_n = true;
-                mn = mn.max(x(j, s));
-            }
+    let (ids, counts) = dense_labels(labels);
+    let mut rows = RowValues { values: vec![0f32; n], dv_ds: Scratch::zeroed(n * n) };
+    multi_similarity_fill(&e.dist, &ids, &counts, [alpha as f32, beta as f32, base as f32], 0, &mut rows.dv_ds, &mut rows.values);
+    rows
+}
+
+avx2_dispatch!(fn multi_similarity_fill(dist: &[f32], ids: &[u32], counts: &[usize], params: [f32; 3], i0: usize, out: &mut [f32], values: &mut [f32]) -> () => multi_similarity_fill_imp);
+
+/// Rows `i0..` of [`multi_similarity_rows`] (as many as `values` holds) into `out`, `values`.
+#[inline(always)]
+fn multi_similarity_fill_imp(dist: &[f32], ids: &[u32], counts: &[usize], params: [f32; 3], i0: usize, out: &mut [f32], values: &mut [f32]) {
+    let n = ids.len();
+    let mut lab = ids.to_vec();
+    for (r, (out, value)) in out.chunks_mut(n).zip(values.iter_mut()).enumerate() {
+        let i = i0 + r;
+        let c = counts[ids[i] as usize];
+        lab[i] = NO_LABEL;
+        *value = multi_similarity_row(&dist[i * n..(i + 1) * n], &lab, ids[i], params, (c > 1, c < n), out);
+        lab[i] = ids[i];
+    }
+}
+
+/// One row of [`multi_similarity_rows`] (`lab`: the labels with [`NO_LABEL`] in the row's own
+/// column, `li` the row's label): writes `∂v_i/∂s_ij` into `out`, returns `v_i`.
+///
+/// Three passes: exponents and their maxima, shifted exponentials and their sums, then the
+/// soft-max weights.
+#[inline(always)]
+fn multi_similarity_row(row: &[f32], lab: &[u32], li: u32, [alpha, beta, base]: [f32; 3], (has_p, has_n): (bool, bool), out: &mut [f32]) -> f32 {
+    const NEG: f32 = f32::NEG_INFINITY;
+    // Maxima of each part, with the appended zero of the reference's `add_one`.
+    let (mut mp, mut mn) = ([0f32; LANES], [0f32; LANES]);
+    chunks(row, lab, out, |r, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let x = if pos { alpha * (base - r[k]) } else { beta * (r[k] - base) };
+            o[k] = x;
+            mp[k] = max(if pos { x } else { NEG }, mp[k]);
+            mn[k] = max(if neg { x } else { NEG }, mn[k]);
         }
-        let (mut zp, mut zn) = ((-mp as f64).exp(), (-mn as f64).exp());
-        for (j, (&s, o)) in row.iter().zip(out.iter_mut()).enumerate() {
-            if j == i {
-                continue;
-            }
-            let pos = labels[j] == li;
-            let v = (x(j, s) - if pos { mp } else { mn }).exp();
-            *o = v;
-            if pos { zp += v as f64 } else { zn += v as f64 }
-        }
-        // d/ds of log(Σ e^{α(base−s)})/α is −softmax; of log(Σ e^{β(s−base)})/β is +softmax.
-        let (ip, inn) = ((1.0 / zp) as f32, (1.0 / zn) as f32);
-        for (j, o) in out.iter_mut().enumerate() {
-            if j != i {
-                *o *= if labels[j] == li { -ip } else { inn };
-            }
-        }
-        let pos_part = if has_p { (mp as f64 + zp.ln()) / alpha as f64 } else { 0.0 };
-        let neg_part = if has_n { (mn as f64 + zn.ln()) / beta as f64 } else { 0.0 };
-        *value = (pos_part + neg_part) as f32;
     });
-    RowValues { values, dv_ds }
+    let (mp, mn) = (lanes_max(&mp), lanes_max(&mn));
+    let (mut zp, mut zn) = ([0f32; LANES], [0f32; LANES]);
+    chunks(row, lab, out, |_, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let v = fast_exp(o[k] - if pos { mp } else { mn });
+            let v = if pos || neg { v } else { 0.0 };
+            o[k] = v;
+            zp[k] += if pos { v } else { 0.0 };
+            zn[k] += if neg { v } else { 0.0 };
+        }
+    });
+    let (zp, zn) = (lanes_sum(&zp) + (-mp as f64).exp(), lanes_sum(&zn) + (-mn as f64).exp());
+    // d/ds of log(Σ e^{α(base−s)})/α is −softmax; of log(Σ e^{β(s−base)})/β is +softmax.
+    let (ip, inn) = ((1.0 / zp) as f32, (1.0 / zn) as f32);
+    chunks(row, lab, out, |_, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            o[k] *= if pos { -ip } else if neg { inn } else { 0.0 };
+        }
+    });
+    let pos_part = if has_p { (mp as f64 + zp.ln()) / alpha as f64 } else { 0.0 };
+    let neg_part = if has_n { (mn as f64 + zn.ln()) / beta as f64 } else { 0.0 };
+    (pos_part + neg_part) as f32
 }
 
 /// Multi-similarity mining over a self batch's `n × n` matrix: positive pairs `(i, j)` with
@@ -459,62 +510,75 @@ pub(crate) fn multi_similarity_pairs(mat: &[f32], n: usize, labels: &[i64], epsi
 /// `∂v_i/∂s_ij` (the weights are constants, as in the reference).
 pub(crate) fn circle_rows(e: &EuclideanSelf, labels: &[i64], m: f64, gamma: f64) -> RowValues {
     let n = e.n;
-    let (m, gamma) = (m as f32, gamma as f32);
-    let mut dv_ds = vec![0f32; n * n];
-    let mut values = vec![0f32; n];
-    for (i, (out, value)) in dv_ds.chunks_mut(n).zip(values.iter_mut()).enumerate() {
-        let row = &e.dist[i * n..(i + 1) * n];
-        let li = labels[i];
-        // logit and d logit / ds of entry j (None on the diagonal).
-        let logit = |j: usize, s: f32| -> (f32, f32) {
-            if labels[j] == li {
-                let a = (1.0 + m - s).max(0.0);
-                (-gamma * a * (s - (1.0 - m)), -gamma * a)
-            } else {
-                let a = (s + m).max(0.0);
-                (gamma * a * (s - m), gamma * a)
-            }
-        };
-        let (mut mp, mut mn, mut has_p, mut has_n) = (f32::NEG_INFINITY, f32::NEG_INFINITY, false, false);
-        for (j, &s) in row.iter().enumerate() {
-            if j == i {
-                continue;
-            }
-            let (l, _) = logit(j, s);
-            if labels[j] == li {
-                has_p = true;
-                mp = mp.max(l);
-            } else {
-                has_n = true;
-                mn = mn.max(l);
-            }
-        }
-        if !(has_p && has_n) {
-            continue;
-        }
-        let (mut zp, mut zn) = (0f64, 0f64);
-        for (j, (&s, o)) in row.iter().zip(out.iter_mut()).enumerate() {
-            if j == i {
-                continue;
-            }
-            let pos = labels[j] == li;
-            let v = (logit(j, s).0 - if pos { mp } else { mn }).exp();
-            *o = v;
-            if pos { zp += v as f64 } else { zn += v as f64 }
-        }
-        let x = (mp as f64 + zp.ln()) + (mn as f64 + zn.ln());
-        // torch's softplus (threshold 20) and its derivative.
-        let (sp, dsp) = if x > 20.0 { (x, 1.0) } else { (x.exp().ln_1p(), 1.0 / (1.0 + (-x).exp())) };
-        *value = sp as f32;
-        let (wp, wn) = ((dsp / zp) as f32, (dsp / zn) as f32);
-        for (j, (o, &s)) in out.iter_mut().zip(row).enumerate() {
-            if j != i {
-                let pos = labels[j] == li;
-                *o *= logit(j, s).1 * if pos { wp } else { wn };
-            }
+    let (ids, counts) = dense_labels(labels);
+    let mut rows = RowValues { values: vec![0f32; n], dv_ds: Scratch::zeroed(n * n) };
+    circle_fill(&e.dist, &ids, &counts, [m as f32, gamma as f32], 0, &mut rows.dv_ds, &mut rows.values);
+    rows
+}
+
+avx2_dispatch!(fn circle_fill(dist: &[f32], ids: &[u32], counts: &[usize], params: [f32; 2], i0: usize, out: &mut [f32], values: &mut [f32]) -> () => circle_fill_imp);
+
+/// Rows `i0..` of [`circle_rows`] (as many as `values` holds) into `out`, `values`.
+#[inline(always)]
+fn circle_fill_imp(dist: &[f32], ids: &[u32], counts: &[usize], [m, gamma]: [f32; 2], i0: usize, out: &mut [f32], values: &mut [f32]) {
+    let n = ids.len();
+    let mut lab = ids.to_vec();
+    for (r, (out, value)) in out.chunks_mut(n).zip(values.iter_mut()).enumerate() {
+        let i = i0 + r;
+        let c = counts[ids[i] as usize];
+        if c > 1 && c < n {
+            lab[i] = NO_LABEL;
+            *value = circle_row(&dist[i * n..(i + 1) * n], &lab, ids[i], m, gamma, out);
+            lab[i] = ids[i];
         }
     }
-    RowValues { values, dv_ds }
+}
+
+/// One row of [`circle_rows`] with positives and negatives (`lab`, `li` as for
+/// [`multi_similarity_row`]): writes `∂v_i/∂s_ij` into `out`, returns `v_i`.
+#[inline(always)]
+fn circle_row(row: &[f32], lab: &[u32], li: u32, m: f32, gamma: f32, out: &mut [f32]) -> f32 {
+    const NEG: f32 = f32::NEG_INFINITY;
+    // The logit of a similarity and its derivative (the weight a is detached).
+    let logit = |pos: bool, s: f32| -> (f32, f32) {
+        let a = if pos { 1.0 + m - s } else { s + m };
+        let a = max(a, 0.0);
+        if pos { (-gamma * a * (s - (1.0 - m)), -gamma * a) } else { (gamma * a * (s - m), gamma * a) }
+    };
+    let (mut mp, mut mn) = ([NEG; LANES], [NEG; LANES]);
+    chunks(row, lab, out, |r, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let x = logit(pos, r[k]).0;
+            o[k] = x;
+            mp[k] = max(if pos { x } else { NEG }, mp[k]);
+            mn[k] = max(if neg { x } else { NEG }, mn[k]);
+        }
+    });
+    let (mp, mn) = (lanes_max(&mp), lanes_max(&mn));
+    let (mut zp, mut zn) = ([0f32; LANES], [0f32; LANES]);
+    chunks(row, lab, out, |_, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let v = fast_exp(o[k] - if pos { mp } else { mn });
+            let v = if pos || neg { v } else { 0.0 };
+            o[k] = v;
+            zp[k] += if pos { v } else { 0.0 };
+            zn[k] += if neg { v } else { 0.0 };
+        }
+    });
+    let (zp, zn) = (lanes_sum(&zp), lanes_sum(&zn));
+    let x = (mp as f64 + zp.ln()) + (mn as f64 + zn.ln());
+    // torch's softplus (threshold 20) and its derivative.
+    let (sp, dsp) = if x > 20.0 { (x, 1.0) } else { (x.exp().ln_1p(), 1.0 / (1.0 + (-x).exp())) };
+    let (wp, wn) = ((dsp / zp) as f32, (dsp / zn) as f32);
+    chunks(row, lab, out, |r, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            o[k] *= logit(pos, r[k]).1 * if pos { wp } else if neg { wn } else { 0.0 };
+        }
+    });
+    sp as f32
 }
 
 /// All triplets `(a, p, n)` of a self batch of distances (`p` a positive of `a`, `n` a negative):
@@ -582,26 +646,54 @@ pub(crate) fn triplet_scan(e: &EuclideanSelf, labels: &[i64], margin: f64, low: 
     (sum, kept, entries)
 }
 
-/// One row's pick of [`batch_easy_hard_rows`]: among the entries where `keep` holds, the
-/// largest (as the tensor form's `(m · mask).max`, whose masked-out entries count as 0) or the
-/// smallest (masked-out entries filled with `f32::MAX`), first index on ties.
-/// Returns `(value, index, found)`.
-fn pick_row(row: &[f32], keep: impl Fn(usize, f32) -> bool, largest: bool) -> (f32, usize, bool) {
-    let (mut best, mut idx, mut found) = (0f32, 0usize, false);
-    for (j, &v) in row.iter().enumerate() {
-        let k = keep(j, v);
-        found |= k;
-        let x = match (k, largest) {
-            (true, _) => v,
-            (false, true) => v * 0.0,
-            (false, false) => f32::MAX,
-        };
-        if j == 0 || (largest && x > best) || (!largest && x < best) {
-            best = x;
-            idx = j;
+/// One row's pick of [`batch_easy_hard_rows`] among the positives (`POSITIVE`) or negatives of
+/// the row (`lab`, `li` as for [`multi_similarity_row`]) with a value in `[lo, hi]` and beyond
+/// `t` (below it for a largest pick, above for a smallest): the largest (`LARGEST`, as the
+/// tensor form's `(m · mask).max`, whose masked-out entries count as 0) or the smallest
+/// (masked-out entries filled with `f32::MAX`), first index on ties. Returns `(value, index,
+/// found)`.
+///
+/// One pass with a running extreme and its first index per lane; the lanes then give the
+/// extreme with the lowest index.
+#[inline(always)]
+fn pick_row<const POSITIVE: bool, const LARGEST: bool>(row: &[f32], lab: &[u32], li: u32, [lo, hi]: [f32; 2], t: Option<f32>) -> (f32, usize, bool) {
+    let fill = if LARGEST { 0.0 } else { f32::MAX };
+    // Padding lanes never win.
+    let neutral = if LARGEST { f32::NEG_INFINITY } else { f32::INFINITY };
+    let t = t.unwrap_or(-neutral);
+    let (mut best, mut at, mut found) = ([neutral; LANES], [0u32; LANES], [0u32; LANES]);
+    chunks_indexed(row, lab, |j0, r, l| {
+        for k in 0..LANES {
+            let v = r[k];
+            let side = if POSITIVE { l[k] == li } else { l[k] != li && is_label(l[k]) };
+            let keep = side && v >= lo && v <= hi && if LARGEST { v < t } else { v > t };
+            found[k] |= keep as u32;
+            let x = if keep { v } else if l[k] == PAD { neutral } else { fill };
+            let better = if LARGEST { x > best[k] } else { x < best[k] };
+            best[k] = if better { x } else { best[k] };
+            at[k] = if better { (j0 + k) as u32 } else { at[k] };
+        }
+    });
+    let mut pick = (neutral, u32::MAX);
+    for k in 0..LANES {
+        let better = if LARGEST { best[k] > pick.0 } else { best[k] < pick.0 };
+        if better || (best[k] == pick.0 && at[k] < pick.1) {
+            pick = (best[k], at[k]);
         }
     }
-    (best, idx, found)
+    (pick.0, pick.1 as usize, found.iter().any(|&f| f != 0))
+}
+
+/// [`pick_row`] with the side and direction chosen at run time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pick_row_dyn(positive: bool, largest: bool, row: &[f32], lab: &[u32], li: u32, range: [f32; 2], t: Option<f32>) -> (f32, usize, bool) {
+    match (positive, largest) {
+        (true, true) => pick_row::<true, true>(row, lab, li, range, t),
+        (true, false) => pick_row::<true, false>(row, lab, li, range, t),
+        (false, true) => pick_row::<false, true>(row, lab, li, range, t),
+        (false, false) => pick_row::<false, false>(row, lab, li, range, t),
+    }
 }
 
 /// Batch easy/hard mining (no "all" strategy) over a self batch's `n × n` matrix: per anchor one
@@ -625,34 +717,42 @@ pub(crate) fn batch_easy_hard_rows(
     if mat.len() != n * n || labels.len() != n || mat.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let in_range = |r: Option<[f64; 2]>, v: f32| r.is_none_or(|[lo, hi]| v <= hi as f32 && v >= lo as f32);
-    // Threshold t: a largest pick keeps m < t, a smallest pick keeps m > t.
-    let beyond = |largest: bool, t: Option<f32>, v: f32| t.is_none_or(|t| if largest { v < t } else { v > t });
+    let range = |r: Option<[f64; 2]>| r.map_or([f32::NEG_INFINITY, f32::INFINITY], |[lo, hi]| [lo as f32, hi as f32]);
+    let (ids, _) = dense_labels(labels);
+    let ranges = [range(pos_range), range(neg_range)];
+    Some(easy_hard_fill(mat, &ids, [pos_largest, neg_largest], semihard, ranges, 0..n))
+}
+
+avx2_dispatch!(fn easy_hard_fill(mat: &[f32], ids: &[u32], largest: [bool; 2], semihard: Option<bool>, ranges: [[f32; 2]; 2], rows: std::ops::Range<usize>) -> Vec<(i64, i64, i64)> => easy_hard_fill_imp);
+
+/// The picks of [`batch_easy_hard_rows`] for `rows` (`largest` and `ranges`: positives, negatives).
+#[inline(always)]
+fn easy_hard_fill_imp(mat: &[f32], ids: &[u32], [pos_largest, neg_largest]: [bool; 2], semihard: Option<bool>, [pos_range, neg_range]: [[f32; 2]; 2], rows: std::ops::Range<usize>) -> Vec<(i64, i64, i64)> {
+    let n = ids.len();
     let mut out = Vec::new();
-    for i in 0..n {
+    let mut lab = ids.to_vec();
+    for i in rows {
         let row = &mat[i * n..(i + 1) * n];
-        let li = labels[i];
-        let is_pos = |j: usize| labels[j] == li && j != i;
-        let is_neg = |j: usize| labels[j] != li;
-        let pos_pick = |t: Option<f32>| pick_row(row, |j, v| is_pos(j) && beyond(pos_largest, t, v) && in_range(pos_range, v), pos_largest);
-        let neg_pick = |t: Option<f32>| pick_row(row, |j, v| is_neg(j) && beyond(neg_largest, t, v) && in_range(neg_range, v), neg_largest);
+        let li = ids[i];
+        lab[i] = NO_LABEL;
+        // (Direct calls, not closures: a closure would be compiled outside the AVX2 wrapper.)
         let (p, q) = match semihard {
             Some(true) => {
-                let q = neg_pick(None);
-                (pos_pick(Some(q.0)), q)
+                let q = pick_row_dyn(false, neg_largest, row, &lab, li, neg_range, None);
+                (pick_row_dyn(true, pos_largest, row, &lab, li, pos_range, Some(q.0)), q)
             }
             Some(false) => {
-                let p = pos_pick(None);
-                let q = neg_pick(Some(p.0));
-                (p, q)
+                let p = pick_row_dyn(true, pos_largest, row, &lab, li, pos_range, None);
+                (p, pick_row_dyn(false, neg_largest, row, &lab, li, neg_range, Some(p.0)))
             }
-            None => (pos_pick(None), neg_pick(None)),
+            None => (pick_row_dyn(true, pos_largest, row, &lab, li, pos_range, None), pick_row_dyn(false, neg_largest, row, &lab, li, neg_range, None)),
         };
+        lab[i] = li;
         if p.2 && q.2 {
             out.push((i as i64, p.1 as i64, q.1 as i64));
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod distance;
 pub mod error;
 mod fused;
+mod lanes;
 pub mod loss;
 pub mod miner;
 pub mod perf;

@@ -184,12 +184,8 @@ impl StreamedTerm for FusedRowTerm {
         }
         let sum: f64 = self.rows.values.iter().zip(&keep).filter(|(_, k)| **k).map(|(&v, _)| v as f64).sum();
         let inv = (1.0 / denominator) as f32;
-        let mut c = self.rows.dv_ds.clone();
-        c.chunks_mut(n).zip(&keep).for_each(|(row, &k)| {
-            let w = if k { inv } else { 0.0 };
-            row.iter_mut().for_each(|v| *v *= w);
-        });
-        let g = self.e.grad_from_gram_weights(&c);
+        let weights: Vec<f32> = keep.iter().map(|&k| if k { inv } else { 0.0 }).collect();
+        let g = self.e.grad_from_gram_weights(&self.rows.dv_ds, &weights);
         let g = Tensor::from_slice(&g).view([n as i64, self.e.d as i64]);
         let attach = self.embeddings.reshape([-1]).dot(&g.reshape([-1]));
         Ok(Tensor::from((sum / denominator) as f32) + &attach - attach.detach())
