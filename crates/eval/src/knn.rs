@@ -344,33 +344,57 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
         c.colmin[..w].fill(f32::INFINITY);
     }
     let m = tile.len() / w;
+    let full = w / W * W;
     for (i, (row, heap)) in tile.chunks_exact(w).zip(rows.iter_mut()).enumerate() {
         let a = a_norms[i];
-        let mut colmin = cols.as_mut().map(|c| c.colmin[..w].chunks_mut(W));
-        for (c, (vs, bs)) in row.chunks(W).zip(b_norms.chunks(W)).enumerate() {
-            let mut keys = [f32::INFINITY; W];
-            for ((key, &v), &b) in keys.iter_mut().zip(vs).zip(bs) {
-                *key = tile_key::<L2>(a, b, v);
+        let mut thr = heap.worst_key();
+        let mut colmin = cols.as_mut().map(|c| &mut c.colmin[..w]);
+        // Whole 16-column chunks as fixed-size arrays (no bounds checks or masks inside), then
+        // the tile's last, partial chunk padded with keys that never enter a heap.
+        for c0 in (0..full).step_by(W) {
+            let vs: &[f32; W] = row[c0..c0 + W].try_into().expect("W columns");
+            let bs: &[f32; W] = b_norms[c0..c0 + W].try_into().expect("W columns");
+            let mut keys = [0f32; W];
+            for t in 0..W {
+                keys[t] = tile_key::<L2>(a, bs[t], vs[t]);
             }
-            if let Some(cm) = colmin.as_mut().and_then(|it| it.next()) {
-                for (c, &key) in cm.iter_mut().zip(&keys) {
-                    *c = if key < *c { key } else { *c };
+            if let Some(cm) = colmin.as_deref_mut() {
+                let cm: &mut [f32; W] = (&mut cm[c0..c0 + W]).try_into().expect("W columns");
+                for t in 0..W {
+                    cm[t] = if keys[t] < cm[t] { keys[t] } else { cm[t] };
                 }
             }
-            let c0 = c * W;
-            let self_t = if diag { i.checked_sub(c0).filter(|&t| t < vs.len()) } else { None };
-            if let Some(t) = self_t {
-                keys[t] = f32::INFINITY;
-            }
+            // The query's own column on the diagonal, as a lane number (W: none). A lane test,
+            // not a write into `keys` at a computed index, which would keep `keys` in memory.
+            let self_lane = if diag && (c0..c0 + W).contains(&i) { i - c0 } else { W };
             // A branch-free OR of comparisons (vectorises), not a `min` fold (a serial chain).
-            let mut thr = heap.worst_key();
-            let hit = keys.iter().fold(false, |h, &key| h | (key <= thr));
+            let hit = keys.iter().enumerate().fold(false, |h, (t, &key)| h | (key <= thr && t != self_lane));
             if hit {
-                for (t, &key) in keys[..vs.len()].iter().enumerate() {
-                    if key <= thr && Some(t) != self_t {
+                for (t, &key) in keys.iter().enumerate() {
+                    if key <= thr && t != self_lane {
                         heap.push(key, j0 + c0 + t);
                         thr = heap.worst_key();
                     }
+                }
+            }
+        }
+        if full < w {
+            let mut keys = [f32::INFINITY; W];
+            for (t, key) in keys[..w - full].iter_mut().enumerate() {
+                *key = tile_key::<L2>(a, b_norms[full + t], row[full + t]);
+            }
+            if let Some(cm) = colmin.as_deref_mut() {
+                for (c, &key) in cm[full..].iter_mut().zip(&keys) {
+                    *c = if key < *c { key } else { *c };
+                }
+            }
+            if diag && i >= full {
+                keys[i - full] = f32::INFINITY;
+            }
+            for (t, &key) in keys.iter().enumerate() {
+                if key <= thr {
+                    heap.push(key, j0 + full + t);
+                    thr = heap.worst_key();
                 }
             }
         }
@@ -379,13 +403,22 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             && ((i + 1) % R == 0 || i + 1 == m)
         {
             let r0 = i + 1 - ((i % R) + 1);
-            for (j, heap) in c.heaps.iter_mut().enumerate() {
-                if c.colmin[j] <= c.thr[j] {
-                    for r in r0..=i {
-                        let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
-                        if key <= c.thr[j] {
-                            heap.push(key, c.i0 + r);
-                            c.thr[j] = heap.worst_key();
+            for c0 in (0..w).step_by(W) {
+                let end = (c0 + W).min(w);
+                // Most chunks have no candidate: one vectorised test per chunk.
+                let any = c.colmin[c0..end].iter().zip(&c.thr[c0..end]).fold(false, |h, (&cm, &t)| h | (cm <= t));
+                if !any {
+                    continue;
+                }
+                for j in c0..end {
+                    if c.colmin[j] <= c.thr[j] {
+                        let heap = &mut c.heaps[j];
+                        for r in r0..=i {
+                            let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
+                            if key <= c.thr[j] {
+                                heap.push(key, c.i0 + r);
+                                c.thr[j] = heap.worst_key();
+                            }
                         }
                     }
                 }
