@@ -22,6 +22,10 @@ What the peer runs (2 threads: torch.set_num_threads(2), faiss.omp_set_num_threa
   the same work proxima does.
 - train/resnet18/size=s,batch=b: full SGD steps of benchmarks/pytorch_train_step.py's model
   and loss (needs torchvision).
+- train-data/resnet18/size=s,batch=b: the same steps, each taking its batch from
+  pytorch_train_step.data_loader (ImageFolder + DataLoader, 2 workers) on the folder
+  PROXIMA_PERF_DATA (default data/fl27/crops, written by `proxima data import flickrlogos27`);
+  proxima reads the same folder with its own loader. A step's time includes waiting for data.
 """
 import argparse
 import json
@@ -57,6 +61,7 @@ FULL_ONLY = [
     ("loss/MultiSimilarityLoss/B=4096,D=128", "loss", "MultiSimilarityLoss", {}, 4096),
     ("loss/CircleLoss/B=4096,D=128", "loss", "CircleLoss", {}, 4096),
     ("train/resnet18/size=64,batch=32", "train", None, {}, (64, 32)),
+    ("train-data/resnet18/size=64,batch=32", "train-data", None, {}, (64, 32)),
 ]
 
 
@@ -94,10 +99,10 @@ def peer_call(kind, component, config, size):
         x = torch.from_numpy(data)
         y = torch.from_numpy(labels)
         return lambda: calc.get_accuracy(x, y)
-    if kind == "train":
+    if kind in ("train", "train-data"):
         sys.path.insert(0, HERE)
         import torchvision
-        from pytorch_train_step import triplet_loss
+        from pytorch_train_step import data_loader, triplet_loss
 
         s, b = size
         torch.manual_seed(0)
@@ -107,6 +112,17 @@ def peer_call(kind, component, config, size):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.randn(b, 3, s, s)
         labels = torch.arange(b) // 4
+
+        if kind == "train-data":
+            batches = data_loader(os.environ.get("PROXIMA_PERF_DATA", os.path.join(ROOT, "data", "fl27", "crops")), s, b)
+
+            def data_step():
+                xb, yb = next(batches)
+                opt.zero_grad()
+                triplet_loss(model(xb), yb).backward()
+                opt.step()
+
+            return data_step
 
         def step():
             opt.zero_grad()

@@ -2,6 +2,12 @@
 
 Usage: python benchmarks/pytorch_train_step.py [size] [batch] [steps] [threads] [device]
 
+`data_loader(root, size, batch)` gives the data-loading variant that
+`benchmarks/peer_side_by_side.py` times against `proxima perf`'s `train-data/…` workload:
+torchvision ImageFolder decoded from disk each time, RandomResizedCrop(size, scale 0.6–1) +
+horizontal flip + ImageNet normalisation, pytorch-metric-learning's MPerClassSampler (m = 4),
+DataLoader with 2 worker processes.
+
 ResNet-18 trunk (torchvision) + linear 512→128 embedding, triplet margin loss (margin 0.1, all
 triplets, avg-non-zero — what pytorch-metric-learning's TripletMarginLoss computes), SGD with
 momentum; M-per-class labels (4 per class). Prints images/s of full training steps.
@@ -25,6 +31,28 @@ def triplet_loss(emb, labels, margin=0.1):
     v = v[trip]
     nz = v > 0
     return v[nz].mean() if nz.any() else (emb * 0).sum()
+
+
+def data_loader(root, size, batch, workers=2):
+    """An endless iterator of (images, labels) batches from the class folders under `root`."""
+    import torchvision.transforms as T
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    tf = T.Compose([
+        T.RandomResizedCrop(size, scale=(0.6, 1.0)),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    ds = torchvision.datasets.ImageFolder(root, transform=tf)
+    sampler = MPerClassSampler(ds.targets, m=4, batch_size=batch, length_before_new_iter=len(ds))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=True, drop_last=True)
+
+    def endless():
+        while True:
+            yield from loader
+
+    return endless()
 
 
 def main():

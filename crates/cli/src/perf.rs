@@ -118,7 +118,79 @@ fn workloads() -> Vec<Workload> {
             });
         }
     }
+    all.push(Workload {
+        name: "train-data/resnet18/size=64,batch=32".into(),
+        images: Some(32),
+        run: Box::new(|samples, device| train_steps_with_data(64, 32, samples, device).map(Measured::from)),
+    });
     all
+}
+
+/// The image folder of the `train-data/…` workloads: `PROXIMA_PERF_DATA`, else the FlickrLogos-27
+/// crops that `proxima data import flickrlogos27` writes to `data/fl27/crops`.
+fn perf_data_dir() -> std::path::PathBuf {
+    std::env::var_os("PROXIMA_PERF_DATA").map(Into::into).unwrap_or_else(|| "data/fl27/crops".into())
+}
+
+/// As [`train_steps`] but every step takes its batch from the data loader: class folders decoded
+/// from disk each time (no cache), random resized crop (scale 0.6–1) and horizontal flip to
+/// `size`², 4 images per class, the loader's default workers. A step's time includes waiting for
+/// its batch, so a loader slower than the model shows. The same pipeline as
+/// `benchmarks/pytorch_train_step.py --data` (torchvision `ImageFolder` + `DataLoader`).
+fn train_steps_with_data(size: u32, batch: usize, samples: usize, device: Device) -> Result<f64> {
+    use proxima_data::{Dataset, Loader, LoaderConfig, MPerClassConfig, MPerClassSampler, Normalize, Pipeline, PipelineConfig, ScanOptions, Transform};
+    let root = perf_data_dir();
+    let report = Dataset::scan_folder(&root, &ScanOptions { verify: false, ..ScanOptions::default() })
+        .with_context(|| format!("reading the image folders of {} (set PROXIMA_PERF_DATA, or run `proxima data import flickrlogos27`)", root.display()))?;
+    let dataset = std::sync::Arc::new(report.dataset);
+    let transforms = vec![Transform::RandomResizedCrop { size: [size, size], scale: [0.6, 1.0], ratio: [0.75, 4.0 / 3.0] }, Transform::HorizontalFlip { p: 0.5 }];
+    let pipeline = Pipeline::new(PipelineConfig { transforms, normalize: Normalize::default() }, 0)?;
+    let loader = Loader::new(dataset.clone(), pipeline, LoaderConfig { image_size: [size, size], crop_to_bbox: false, ..LoaderConfig::default() })?;
+    let labels: Vec<usize> = dataset.samples.iter().map(|s| s.label).collect();
+    let sampler = MPerClassSampler::new(&labels, MPerClassConfig { m: 4, batch_size: batch, small_classes: Default::default(), batches_per_epoch: None }, 0)?;
+    let plan = (0u64..).flat_map(move |epoch| sampler.epoch(epoch).into_iter().map(move |b| (epoch, b)));
+    let mut batches = loader.iter(plan);
+    let (model, loss, mut optimizer) = train_parts(device)?;
+    let mut times = Vec::with_capacity(samples.max(1));
+    for i in 0..=samples.max(1) {
+        let start = std::time::Instant::now();
+        let b = batches.next().context("the loader stopped")??;
+        let [n, c, h, w] = b.shape.map(|v| v as i64);
+        let x = Tensor::from_slice(&b.images).view([n, c, h, w]).to_device(device);
+        let y = Tensor::from_slice(&b.labels).to_device(device);
+        optimizer.zero_grad();
+        let value = loss.forward(&Batch::new(&model.embed_t(&x, true), &y), None)?;
+        value.backward();
+        optimizer.step(1.0);
+        if let Device::Cuda(d) = device {
+            tch::Cuda::synchronize(d as i64);
+        }
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(&mut times))
+}
+
+/// The model, loss and optimiser of the training workloads: ResNet-18 + linear 512→128,
+/// TripletMarginLoss (margin 0.1, all triplets), SGD (lr 0.01, momentum 0.9).
+fn train_parts(device: Device) -> Result<(EmbeddingModel, proxima_core::Loss, Optimizer)> {
+    tch::manual_seed(0);
+    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::Resnet18 {}, 128), device)?;
+    let loss_vs = nn::VarStore::new(device);
+    let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "TripletMarginLoss", "margin": 0.1, "triplets_per_anchor": "all"}))?;
+    let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
+    let params = proxima_train::model::trainable_with_prefix(model.var_store(), "");
+    let sgd = OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+    let optimizer = Optimizer::new(sgd, vec![ParamGroup { name: "model".into(), lr: 0.01, params }])?;
+    Ok((model, loss, optimizer))
+}
+
+/// The median of `times` (sorted in place).
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 }
 }
 
 /// Full training steps of a ResNet-18 embedding model (linear 512→128 head, L2-normalised) on
@@ -127,14 +199,7 @@ fn workloads() -> Vec<Workload> {
 /// With `bf16` the forward runs under bfloat16 autocast (`[train] autocast_bf16`).
 /// One untimed warm-up step, then `samples` timed steps; returns the median step time.
 fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device) -> Result<f64> {
-    tch::manual_seed(0);
-    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::Resnet18 {}, 128), device)?;
-    let loss_vs = nn::VarStore::new(device);
-    let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "TripletMarginLoss", "margin": 0.1, "triplets_per_anchor": "all"}))?;
-    let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
-    let params = proxima_train::model::trainable_with_prefix(model.var_store(), "");
-    let sgd = OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false };
-    let mut optimizer = Optimizer::new(sgd, vec![ParamGroup { name: "model".into(), lr: 0.01, params }])?;
+    let (model, loss, mut optimizer) = train_parts(device)?;
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
     let labels = (Tensor::arange(batch, (Kind::Int64, device)) / 4).to_kind(Kind::Int64);
     let sync = || {
@@ -156,9 +221,7 @@ fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
-    Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 })
+    Ok(median(&mut times))
 }
 
 /// Runs `proxima perf`.
