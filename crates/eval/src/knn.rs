@@ -405,20 +405,19 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             let r0 = i + 1 - ((i % R) + 1);
             for c0 in (0..w).step_by(W) {
                 let end = (c0 + W).min(w);
-                // Most chunks have no candidate: one vectorised test per chunk.
-                let any = c.colmin[c0..end].iter().zip(&c.thr[c0..end]).fold(false, |h, (&cm, &t)| h | (cm <= t));
-                if !any {
-                    continue;
-                }
-                for j in c0..end {
-                    if c.colmin[j] <= c.thr[j] {
-                        let heap = &mut c.heaps[j];
-                        for r in r0..=i {
-                            let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
-                            if key <= c.thr[j] {
-                                heap.push(key, c.i0 + r);
-                                c.thr[j] = heap.worst_key();
-                            }
+                // The chunk's columns with a candidate, as bits (one vectorised test); most
+                // chunks have none.
+                let mask = c.colmin[c0..end].iter().zip(&c.thr[c0..end]).enumerate().fold(0u32, |m, (t, (&cm, &th))| m | (((cm <= th) as u32) << t));
+                let mut bits = mask;
+                while bits != 0 {
+                    let j = c0 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let heap = &mut c.heaps[j];
+                    for r in r0..=i {
+                        let key = tile_key::<L2>(a_norms[r], b_norms[j], tile[r * w + j]);
+                        if key <= c.thr[j] {
+                            heap.push(key, c.i0 + r);
+                            c.thr[j] = heap.worst_key();
                         }
                     }
                 }
@@ -590,6 +589,9 @@ fn sq_norms(what: &'static str, e: Embeddings<'_>) -> Result<Vec<f32>> {
 /// A bounded max-heap keeping the `k` smallest `(key, index)` pairs (lexicographic).
 #[derive(Debug, Clone)]
 pub(crate) struct TopK {
+    /// The worst kept key once `k` are kept, infinity before: read for every tile row and
+    /// column, so it sits in the struct (no pointer chase to `keys`).
+    worst: f32,
     k: usize,
     keys: Vec<f32>,
     idx: Vec<usize>,
@@ -598,13 +600,13 @@ pub(crate) struct TopK {
 impl TopK {
     /// An empty heap of capacity `k`.
     pub(crate) fn new(k: usize) -> Self {
-        Self { k, keys: Vec::with_capacity(k), idx: Vec::with_capacity(k) }
+        Self { worst: if k == 0 { f32::NEG_INFINITY } else { f32::INFINITY }, k, keys: Vec::with_capacity(k), idx: Vec::with_capacity(k) }
     }
 
     /// The key an entry must not exceed to be considered (infinity while not full).
     #[inline]
     pub(crate) fn worst_key(&self) -> f32 {
-        if self.keys.len() < self.k { f32::INFINITY } else { self.keys[0] }
+        self.worst
     }
 
     #[inline]
@@ -615,6 +617,18 @@ impl TopK {
     /// Offer one candidate.
     #[inline]
     pub(crate) fn push(&mut self, key: f32, j: usize) {
+        self.insert(key, j);
+        if self.keys.len() == self.k {
+            self.worst = self.keys[0];
+        }
+    }
+
+    /// The heap update of [`TopK::push`].
+    #[inline]
+    fn insert(&mut self, key: f32, j: usize) {
+        if self.k == 0 {
+            return;
+        }
         if self.keys.len() < self.k {
             self.keys.push(key);
             self.idx.push(j);
