@@ -88,6 +88,24 @@ impl<W: Write> Write for CrcWriter<W> {
 }
 
 impl Gallery {
+    /// The gallery's metadata as a [`Header`]: what a storage backend other than the file
+    /// format (a database) keeps besides the rows.
+    pub fn to_header(&self) -> Header {
+        self.header()
+    }
+
+    /// A gallery from a header and its rows (row-major, `rows × dim`), with every check a
+    /// loaded file gets; `source` names where they came from in errors (a path or a database).
+    pub fn from_header(source: &Path, header: Header, data: Vec<f32>) -> Result<Gallery> {
+        if header.dim == 0 || data.len() != header.rows * header.dim {
+            return Err(IndexError::BadHeader {
+                path: source.to_path_buf(),
+                reason: format!("{} values for {} rows of dim {}", data.len(), header.rows, header.dim),
+            });
+        }
+        validate(source, header, data)
+    }
+
     fn header(&self) -> Header {
         Header {
             writer: concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")).to_string(),

@@ -1,0 +1,466 @@
+//! A brand gallery shared through PostgreSQL with the pgvector extension.
+//!
+//! Why: a gallery file serves one process. Several `proxima serve` replicas behind a load
+//! balancer need one gallery that any of them can change and all of them see: the database is
+//! the source of truth and serialises the writers (a row lock on the gallery's metadata), each
+//! replica keeps an in-process copy — the same [`Gallery`] the file backend loads, so a search
+//! gives exactly the file backend's answer — and follows changes through a version number that
+//! every write increments in the same transaction. Followers poll that number
+//! ([`follow`]); a replica that is down or cut off keeps serving its last copy and catches up
+//! when the database answers again.
+//!
+//! Tables (created by [`GalleryDb::create`]; `vector` is pgvector's type):
+//!
+//! | table | columns |
+//! |---|---|
+//! | `proxima_gallery` (one row) | `model_fingerprint`, `dim`, `metric`, `backend`, `calibration` (JSON text), `version` |
+//! | `proxima_gallery_rows` | `id bigserial` (row order), `brand`, `source`, `embedding vector` |
+//!
+//! Every change is one transaction: a brand is enrolled with all its rows or not at all, and a
+//! database that disappears mid-enrolment leaves no half-written brand ([`DbError::is_unavailable`]
+//! tells the caller to answer "try again later").
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgvector::Vector;
+use proxima_index::{Calibration, Gallery, Header, IndexError};
+use thiserror::Error;
+use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls};
+
+/// The schema; every statement is idempotent.
+pub const SCHEMA: &str = "
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE IF NOT EXISTS proxima_gallery (
+    id integer PRIMARY KEY CHECK (id = 1),
+    model_fingerprint text NOT NULL,
+    dim integer NOT NULL CHECK (dim > 0),
+    metric text NOT NULL,
+    backend text NOT NULL,
+    calibration text,
+    version bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proxima_gallery_rows (
+    id bigserial PRIMARY KEY,
+    brand text NOT NULL,
+    source text NOT NULL,
+    embedding vector NOT NULL
+);
+CREATE INDEX IF NOT EXISTS proxima_gallery_rows_brand ON proxima_gallery_rows (brand);
+";
+
+/// Rows per `INSERT … SELECT FROM unnest(…)` statement.
+const INSERT_CHUNK: usize = 1000;
+
+/// Errors of the database gallery. Messages name the database without its password.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// The database cannot be reached, or the connection broke (nothing was changed).
+    #[error("the gallery database {url} is unavailable: {source}")]
+    Unavailable {
+        /// The database, password removed.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database refused a statement.
+    #[error("gallery database {url}: {what}: {source}")]
+    Query {
+        /// The database, password removed.
+        url: String,
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// No gallery has been created in this database.
+    #[error("the database {url} holds no gallery (create one with `proxima gallery build --db …`)")]
+    Empty {
+        /// The database, password removed.
+        url: String,
+    },
+    /// A gallery exists and replacing it was not asked for.
+    #[error("the database {url} already holds a gallery ({rows} rows); pass --force to replace it")]
+    Exists {
+        /// The database, password removed.
+        url: String,
+        /// Rows it holds.
+        rows: i64,
+    },
+    /// Stored metadata that does not parse.
+    #[error("gallery database {url}: stored {what} is invalid: {reason}")]
+    Corrupt {
+        /// The database, password removed.
+        url: String,
+        /// Which field.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A gallery-level error (unknown brand, wrong dimension, another model…).
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+impl DbError {
+    /// Whether the error is the database being unreachable (a service answers 503 and retries),
+    /// as opposed to a refused request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable { .. })
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// `url` without its password (`postgres://user:secret@host/db` → `postgres://user:***@host/db`).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// A connection to a database gallery; reconnects on the next call after the connection broke.
+pub struct GalleryDb {
+    url: String,
+    client: Option<Client>,
+}
+
+/// A change applied to the database and to the caller's copy of the gallery.
+#[derive(Debug)]
+pub struct Applied {
+    /// The gallery after the change, as the database holds it.
+    pub gallery: Gallery,
+    /// The database's version after the change.
+    pub version: i64,
+    /// Rows added or removed.
+    pub rows: usize,
+}
+
+impl GalleryDb {
+    /// Connects to `url` (a libpq URL or key=value string; TLS is not used).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut db = GalleryDb { url: url.to_string(), client: None };
+        db.client().await?;
+        Ok(db)
+    }
+
+    /// The database, password removed (for messages).
+    pub fn name(&self) -> String {
+        redact(&self.url)
+    }
+
+    async fn client(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(|source| DbError::Unavailable { url: redact(&self.url), source })?;
+            // The connection task ends when the client is dropped or the server goes away.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected just above"))
+    }
+
+    /// Maps a driver error: a broken or refused connection is [`DbError::Unavailable`].
+    fn err(&self, what: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError + '_ {
+        move |source| {
+            if source.is_closed() || source.as_db_error().is_none() {
+                DbError::Unavailable { url: redact(&self.url), source }
+            } else {
+                DbError::Query { url: redact(&self.url), what, source }
+            }
+        }
+    }
+
+    /// Stores `gallery` as the database's gallery (creating the tables if needed), replacing an
+    /// existing one only with `replace`; returns the new version.
+    pub async fn create(&mut self, gallery: &Gallery, replace: bool) -> Result<i64> {
+        let url = redact(&self.url);
+        let client = self.client().await?;
+        let res: Result<i64, (&'static str, tokio_postgres::Error)> = async {
+            client.batch_execute(SCHEMA).await.map_err(|e| ("creating the tables", e))?;
+            let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
+            let old: Option<i64> = tx.query_opt("SELECT version FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await.map_err(|e| ("reading the version", e))?.map(|r| r.get(0));
+            let rows: i64 = tx.query_one("SELECT count(*) FROM proxima_gallery_rows", &[]).await.map_err(|e| ("counting rows", e))?.get(0);
+            if old.is_some() && !replace {
+                return Ok(-1 - rows);
+            }
+            tx.execute("DELETE FROM proxima_gallery_rows", &[]).await.map_err(|e| ("clearing rows", e))?;
+            let h = gallery.to_header();
+            let version = old.map_or(1, |v| v + 1);
+            let json = |v: serde_json::Result<String>| v.unwrap_or_default();
+            tx.execute(
+                "INSERT INTO proxima_gallery (id, model_fingerprint, dim, metric, backend, calibration, version) VALUES (1, $1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET model_fingerprint = $1, dim = $2, metric = $3, backend = $4, calibration = $5, version = $6",
+                &[&h.model_fingerprint, &(h.dim as i32), &json(serde_json::to_string(&h.metric)), &json(serde_json::to_string(&h.backend)), &h.calibration.as_ref().map(|c| json(serde_json::to_string(c))), &version],
+            )
+            .await
+            .map_err(|e| ("writing the gallery's metadata", e))?;
+            let brands: Vec<&str> = gallery.labels().iter().map(|&l| gallery.brands()[l as usize].as_str()).collect();
+            insert_rows(&tx, &brands, gallery.paths(), gallery.data(), gallery.dim()).await?;
+            tx.commit().await.map_err(|e| ("committing", e))?;
+            Ok(version)
+        }
+        .await;
+        match res {
+            Ok(v) if v < 0 => Err(DbError::Exists { url, rows: -1 - v }),
+            Ok(v) => Ok(v),
+            Err((what, e)) => Err(self.err(what)(e)),
+        }
+    }
+
+    /// The database's version, or `None` when it holds no gallery.
+    pub async fn version(&mut self) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        let res = client.query_opt("SELECT version FROM proxima_gallery WHERE id = 1", &[]).await;
+        match res {
+            Ok(r) => Ok(r.map(|r| r.get(0))),
+            // The table does not exist yet: no gallery.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) => Err(self.err("reading the version")(e)),
+        }
+    }
+
+    /// The gallery and its version, read in one consistent snapshot.
+    pub async fn load(&mut self) -> Result<(Gallery, i64)> {
+        let url = redact(&self.url);
+        let client = self.client().await?;
+        let res: Result<Option<(Header, Vec<f32>, i64)>, (&'static str, tokio_postgres::Error)> = async {
+            let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(|e| ("starting a transaction", e))?;
+            let meta = match tx.query_opt("SELECT model_fingerprint, dim, metric, backend, calibration, version FROM proxima_gallery WHERE id = 1", &[]).await {
+                Ok(m) => m,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+                Err(e) => return Err(("reading the gallery's metadata", e)),
+            };
+            let Some(meta) = meta else { return Ok(None) };
+            let rows = tx.query("SELECT brand, source, embedding FROM proxima_gallery_rows ORDER BY id", &[]).await.map_err(|e| ("reading rows", e))?;
+            tx.commit().await.map_err(|e| ("ending the snapshot", e))?;
+            let dim: i32 = meta.get(1);
+            let (mut brands, mut labels, mut paths, mut data) = (Vec::<String>::new(), Vec::new(), Vec::new(), Vec::with_capacity(rows.len() * dim.max(0) as usize));
+            let mut ids = std::collections::HashMap::<String, u32>::new();
+            for r in &rows {
+                let brand: String = r.get(0);
+                let id = *ids.entry(brand.clone()).or_insert_with(|| {
+                    brands.push(brand);
+                    (brands.len() - 1) as u32
+                });
+                labels.push(id);
+                paths.push(PathBuf::from(r.get::<_, String>(1)));
+                data.extend_from_slice(r.get::<_, Vector>(2).as_slice());
+            }
+            let header = Header {
+                writer: concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")).to_string(),
+                metric: serde_json::from_str(meta.get::<_, &str>(2)).unwrap_or(proxima_index::Metric::Cosine),
+                dim: dim.max(0) as usize,
+                rows: rows.len(),
+                model_fingerprint: meta.get(0),
+                brands,
+                labels,
+                paths,
+                calibration: meta.get::<_, Option<&str>>(4).and_then(|c| serde_json::from_str(c).ok()),
+                backend: serde_json::from_str(meta.get::<_, &str>(3)).unwrap_or_default(),
+            };
+            Ok(Some((header, data, meta.get(5))))
+        }
+        .await;
+        let (header, data, version) = match res {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(DbError::Empty { url }),
+            Err((what, e)) => return Err(self.err(what)(e)),
+        };
+        let gallery = Gallery::from_header(&PathBuf::from(&url), header, data)?;
+        Ok((gallery, version))
+    }
+
+    /// As [`GalleryDb::load`], refusing a gallery built with another model.
+    pub async fn load_for_model(&mut self, model_fingerprint: &str) -> Result<(Gallery, i64)> {
+        let (g, v) = self.load().await?;
+        if g.model_fingerprint() != model_fingerprint {
+            return Err(IndexError::FingerprintMismatch { path: PathBuf::from(self.name()), gallery: g.model_fingerprint().to_string(), expected: model_fingerprint.to_string() }.into());
+        }
+        Ok((g, v))
+    }
+
+    /// Enrols `embeddings` (one row per path) under `brand`, in one transaction; `local` is the
+    /// caller's copy at `local_version`. The rows are checked and normalised as
+    /// [`Gallery::add`] does, and the answer is the database's gallery after the change (the
+    /// caller's copy plus the rows when nobody else wrote in between, else a fresh load).
+    pub async fn add(&mut self, local: &Gallery, local_version: i64, brand: &str, embeddings: &[f32], paths: &[PathBuf]) -> Result<Applied> {
+        let mut next = local.clone();
+        let rows = next.add(brand, embeddings, paths)?;
+        let first = next.len() - rows;
+        let dim = next.dim();
+        let new_rows = &next.data()[first * dim..];
+        let new_paths = &next.paths()[first..];
+        let brands = vec![brand; rows];
+        let fingerprint = local.model_fingerprint().to_string();
+        let client = self.client().await?;
+        let res: Result<i64, (&'static str, tokio_postgres::Error)> = async {
+            let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
+            let before = lock_meta(&tx).await?;
+            if let Some((_, fp, d)) = &before
+                && (fp != &fingerprint || *d as usize != dim)
+            {
+                // Another model's gallery was stored meanwhile: reported by check_write.
+                return Ok(-1);
+            }
+            let Some((version, ..)) = before else { return Ok(-2) };
+            insert_rows(&tx, &brands, new_paths, new_rows, dim).await?;
+            tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+            tx.commit().await.map_err(|e| ("committing", e))?;
+            Ok(version)
+        }
+        .await;
+        let before = self.check_write(res, &fingerprint).await?;
+        self.after_write(next, local_version, before, rows).await
+    }
+
+    /// Removes `brand` and all its rows, in one transaction (see [`GalleryDb::add`] for `local`).
+    pub async fn remove(&mut self, local: &Gallery, local_version: i64, brand: &str) -> Result<Applied> {
+        let mut next = local.clone();
+        let fingerprint = local.model_fingerprint().to_string();
+        let client = self.client().await?;
+        let res: Result<(i64, u64), (&'static str, tokio_postgres::Error)> = async {
+            let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
+            let Some((version, fp, _)) = lock_meta(&tx).await? else { return Ok((-2, 0)) };
+            if fp != fingerprint {
+                return Ok((-1, 0));
+            }
+            let n = tx.execute("DELETE FROM proxima_gallery_rows WHERE brand = $1", &[&brand]).await.map_err(|e| ("deleting rows", e))?;
+            if n == 0 {
+                return Ok((version, 0));
+            }
+            tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+            tx.commit().await.map_err(|e| ("committing", e))?;
+            Ok((version, n))
+        }
+        .await;
+        let deleted = res.as_ref().map(|r| r.1).unwrap_or(0);
+        let before = self.check_write(res.map(|r| r.0), &fingerprint).await?;
+        if deleted == 0 {
+            return Err(IndexError::UnknownBrand(brand.to_string()).into());
+        }
+        // In sync: apply locally (same rows as the database); else the reload below decides.
+        let rows = next.remove(brand).unwrap_or(deleted as usize);
+        self.after_write(next, local_version, before, rows).await
+    }
+
+    /// Stores a (new) calibration; answers the database's gallery after the change.
+    pub async fn set_calibration(&mut self, calibration: Option<&Calibration>) -> Result<(Gallery, i64)> {
+        let text = calibration.map(|c| serde_json::to_string(c).unwrap_or_default());
+        let client = self.client().await?;
+        let res = client.execute("UPDATE proxima_gallery SET calibration = $1, version = version + 1 WHERE id = 1", &[&text]).await;
+        match res {
+            Ok(0) => Err(DbError::Empty { url: self.name() }),
+            Ok(_) => self.load().await,
+            Err(e) => Err(self.err("storing the calibration")(e)),
+        }
+    }
+
+    /// The version a write found (−1: another model's gallery, −2: no gallery), as an error when
+    /// it is not a real version.
+    async fn check_write(&mut self, res: Result<i64, (&'static str, tokio_postgres::Error)>, fingerprint: &str) -> Result<i64> {
+        match res {
+            Ok(-2) => Err(DbError::Empty { url: self.name() }),
+            Ok(-1) => {
+                let stored = self.load().await.map(|(g, _)| g.model_fingerprint().to_string()).unwrap_or_default();
+                Err(IndexError::FingerprintMismatch { path: PathBuf::from(self.name()), gallery: stored, expected: fingerprint.to_string() }.into())
+            }
+            Ok(v) => Ok(v),
+            Err((what, e)) => Err(self.err(what)(e)),
+        }
+    }
+
+    /// The gallery after a committed write: `next` (the caller's copy with the change) when the
+    /// database was at the caller's version before it, else the database's own.
+    async fn after_write(&mut self, next: Gallery, local_version: i64, before: i64, rows: usize) -> Result<Applied> {
+        if before == local_version {
+            return Ok(Applied { gallery: next, version: before + 1, rows });
+        }
+        let (gallery, version) = self.load().await?;
+        Ok(Applied { gallery, version, rows })
+    }
+}
+
+/// Locks the metadata row for the transaction: `(version, model fingerprint, dim)`, or `None`
+/// without a gallery.
+async fn lock_meta(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<(i64, String, i32)>, (&'static str, tokio_postgres::Error)> {
+    match tx.query_opt("SELECT version, model_fingerprint, dim FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await {
+        Ok(r) => Ok(r.map(|r| (r.get(0), r.get(1), r.get(2)))),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(("locking the gallery", e)),
+    }
+}
+
+/// Appends rows (brand, source path, embedding) in order, in chunks of [`INSERT_CHUNK`].
+async fn insert_rows(tx: &impl GenericClient, brands: &[&str], paths: &[PathBuf], data: &[f32], dim: usize) -> Result<(), (&'static str, tokio_postgres::Error)> {
+    let stmt = tx
+        .prepare("INSERT INTO proxima_gallery_rows (brand, source, embedding) SELECT b, s, e FROM unnest($1::text[], $2::text[], $3::vector[]) WITH ORDINALITY AS t(b, s, e, o) ORDER BY o")
+        .await
+        .map_err(|e| ("preparing the row insert", e))?;
+    for start in (0..brands.len()).step_by(INSERT_CHUNK) {
+        let end = (start + INSERT_CHUNK).min(brands.len());
+        let b: Vec<&str> = brands[start..end].to_vec();
+        let s: Vec<String> = paths[start..end].iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let e: Vec<Vector> = (start..end).map(|i| Vector::from(data[i * dim..(i + 1) * dim].to_vec())).collect();
+        tx.execute(&stmt, &[&b, &s, &e]).await.map_err(|e| ("inserting rows", e))?;
+    }
+    Ok(())
+}
+
+/// Follows the database gallery: every `poll`, reads the version and, when it differs from the
+/// last one seen (initially `version`), loads the gallery and hands it to `on_change` (only
+/// galleries of `model_fingerprint`; another model's is skipped with a message on stderr).
+/// Errors (the database away) are retried at the next tick; the task runs until aborted.
+pub fn follow(url: String, model_fingerprint: String, mut version: i64, poll: Duration, mut on_change: impl FnMut(Gallery, i64) + Send + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut db = GalleryDb { url, client: None };
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = false;
+        loop {
+            tick.tick().await;
+            let seen = match db.version().await {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    if !reported {
+                        eprintln!("gallery follower: {e} (serving the last copy, retrying every {poll:?})");
+                        reported = true;
+                    }
+                    continue;
+                }
+            };
+            reported = false;
+            if seen == version {
+                continue;
+            }
+            match db.load_for_model(&model_fingerprint).await {
+                Ok((g, v)) => {
+                    version = v;
+                    on_change(g, v);
+                }
+                Err(e) => eprintln!("gallery follower: {e}"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:secret@127.0.0.1:5432/db"), "postgres://u:***@127.0.0.1:5432/db");
+        assert_eq!(redact("postgres://u@127.0.0.1/db"), "postgres://u@127.0.0.1/db");
+        assert_eq!(redact("host=/tmp user=postgres"), "host=/tmp user=postgres");
+    }
+}

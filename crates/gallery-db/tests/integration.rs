@@ -1,0 +1,164 @@
+//! The database gallery against a real PostgreSQL + pgvector (started by
+//! scripts/with-postgres.sh, which scripts/test.sh runs). Without PROXIMA_TEST_PG_URL the test
+//! prints why and returns. One test function: the scenarios share one server, and one of them
+//! stops it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use proxima_gallery_db::{DbError, GalleryDb, follow};
+use proxima_index::{Calibration, Gallery, IndexError};
+
+/// Deterministic pseudo-random rows (SplitMix64), `n × d`.
+fn rows(seed: u64, n: usize, d: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n * d)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn paths(brand: &str, n: usize) -> Vec<PathBuf> {
+    (0..n).map(|i| PathBuf::from(format!("enrol/{brand}/{i}.png"))).collect()
+}
+
+fn sample_gallery(d: usize) -> Gallery {
+    let mut g = Gallery::new(d, "model-a").unwrap();
+    for (i, brand) in ["acme", "globex", "initech"].iter().enumerate() {
+        g.add(brand, &rows(i as u64 + 1, 5, d), &paths(brand, 5)).unwrap();
+    }
+    // An existing brand gaining rows after others: row order is not brand order.
+    g.add("acme", &rows(9, 2, d), &paths("acme-extra", 2)).unwrap();
+    g.set_calibration(Some(Calibration { threshold: 0.42, target_fmr: 0.01, achieved_fmr: 0.009, fnmr: Some(0.1), num_genuine: 10, num_impostor: 200 }));
+    g
+}
+
+fn pg_ctl(action: &str) {
+    let ctl = std::env::var("PROXIMA_TEST_PG_CTL").expect("PROXIMA_TEST_PG_CTL is set with PROXIMA_TEST_PG_URL");
+    let status = Command::new(&ctl).arg(action).status().unwrap_or_else(|e| panic!("running {ctl} {action}: {e}"));
+    assert!(status.success(), "{ctl} {action} failed");
+}
+
+/// Every row, label and path of two galleries are equal, bit for bit.
+fn assert_same(a: &Gallery, b: &Gallery) {
+    assert_eq!(a.brands(), b.brands());
+    assert_eq!(a.labels(), b.labels());
+    assert_eq!(a.paths(), b.paths());
+    assert_eq!(a.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(a.model_fingerprint(), b.model_fingerprint());
+    assert_eq!(a.calibration(), b.calibration());
+    assert_eq!(a.metric(), b.metric());
+}
+
+#[test]
+fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() {
+    let Ok(url) = std::env::var("PROXIMA_TEST_PG_URL") else {
+        eprintln!("skipped: PROXIMA_TEST_PG_URL is not set (scripts/with-postgres.sh starts a PostgreSQL + pgvector server and sets it; scripts/test.sh runs the tests through it)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let d = 16;
+        let g = sample_gallery(d);
+        let mut db = GalleryDb::connect(&url).await.unwrap();
+
+        // Round trip: exactly the file backend's gallery, and the same answers.
+        let v1 = db.create(&g, true).await.unwrap();
+        let (loaded, v) = db.load().await.unwrap();
+        assert_eq!(v, v1);
+        let dir = tempfile_dir();
+        let file = dir.join("g.pxg");
+        g.save(&file).unwrap();
+        let from_file = Gallery::load(&file).unwrap();
+        assert_same(&loaded, &from_file);
+        let queries = rows(77, 20, d);
+        for q in queries.chunks(d) {
+            assert_eq!(loaded.identify(q, 3).unwrap(), from_file.identify(q, 3).unwrap());
+            assert_eq!(loaded.search(q, 5).unwrap(), from_file.search(q, 5).unwrap());
+        }
+        // Creating again without replace is refused and changes nothing.
+        assert!(matches!(db.create(&g, false).await, Err(DbError::Exists { rows: 17, .. })), "existing gallery must be kept");
+        // Another model is refused.
+        assert!(matches!(db.load_for_model("model-b").await, Err(DbError::Index(IndexError::FingerprintMismatch { .. }))));
+
+        // A second replica follows the first one's changes.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let follower = follow(url.clone(), "model-a".into(), v1, Duration::from_millis(100), move |g, v| {
+            let _ = tx.send((g, v));
+        });
+        let added = db.add(&loaded, v1, "umbrella", &rows(5, 3, d), &paths("umbrella", 3)).await.unwrap();
+        assert_eq!((added.rows, added.version), (3, v1 + 1));
+        let (seen, seen_v) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the follower sees the change").unwrap();
+        assert_eq!(seen_v, v1 + 1);
+        assert_same(&seen, &added.gallery);
+        let mut expected = from_file.clone();
+        expected.add("umbrella", &rows(5, 3, d), &paths("umbrella", 3)).unwrap();
+        assert_same(&seen, &expected);
+
+        // Refused changes leave the version alone.
+        assert!(matches!(db.remove(&added.gallery, added.version, "nobody").await, Err(DbError::Index(IndexError::UnknownBrand(_)))));
+        assert!(matches!(db.add(&added.gallery, added.version, "bad", &rows(1, 1, d + 1), &paths("bad", 1)).await, Err(DbError::Index(_))));
+        assert_eq!(db.version().await.unwrap(), Some(added.version));
+
+        // A writer whose copy is stale gets the database's gallery, not its own guess.
+        let removed = db.remove(&loaded, v1, "globex").await.unwrap();
+        assert_eq!(removed.version, added.version + 1);
+        assert!(removed.gallery.brand_id("umbrella").is_some() && removed.gallery.brand_id("globex").is_none());
+
+        // The database goes away: a clear "unavailable", nothing written; back: writes resume.
+        pg_ctl("stop");
+        let err = db.add(&removed.gallery, removed.version, "during-outage", &rows(6, 2, d), &paths("x", 2)).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        pg_ctl("start");
+        let (after, v) = db.load().await.expect("reconnects after the outage");
+        assert_eq!(v, removed.version);
+        assert!(after.brand_id("during-outage").is_none());
+        assert_same(&after, &removed.gallery);
+
+        // Killed in the middle of a large enrolment: the brand is there whole or not at all.
+        let big = 20_000;
+        let (emb, names) = (rows(8, big, d), paths("big", big));
+        let mut db2 = GalleryDb::connect(&url).await.unwrap();
+        let base = after.clone();
+        let writer = tokio::spawn(async move { db2.add(&base, v, "big", &emb, &names).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pg_ctl("stop");
+        let outcome = writer.await.unwrap();
+        pg_ctl("start");
+        let (now, _) = db.load().await.unwrap();
+        let big_rows = now.list().into_iter().find(|b| b.brand == "big").map_or(0, |b| b.rows);
+        eprintln!("stopped in the middle of a {big}-row enrolment: {}", match &outcome { Ok(_) => "it had committed".to_string(), Err(e) => format!("refused ({e})") });
+        match outcome {
+            Ok(a) => assert_eq!((a.rows, big_rows), (big, big), "committed before the stop: every row"),
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                assert_eq!(big_rows, 0, "no half-written brand");
+            }
+        }
+
+        // The follower caught up through the outage.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let want = db.version().await.unwrap().unwrap();
+        let mut last = 0;
+        while last != want && Instant::now() < deadline {
+            if let Ok(Some((_, v))) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+                last = v;
+            }
+        }
+        assert_eq!(last, want, "the follower reaches the database's version after the outage");
+        follower.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("proxima-gallery-db-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
