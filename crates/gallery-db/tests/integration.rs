@@ -122,7 +122,7 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         assert_same(&after, &removed.gallery);
 
         // Killed in the middle of a large enrolment: the brand is there whole or not at all.
-        let big = 20_000;
+        let big = 200_000;
         let (emb, names) = (rows(8, big, d), paths("big", big));
         let mut db2 = GalleryDb::connect(&url).await.unwrap();
         let base = after.clone();
