@@ -10,7 +10,9 @@ scripts/fetch-weights.sh
 # The CUDA variant links here without a GPU (about 15 s incrementally); the test build below then
 # relinks the default target/release/proxima, which is the one that runs on this machine.
 cargo build --release -p proxima-cli --features cuda
-cargo test --workspace --release "$@"
+# A throwaway PostgreSQL + pgvector server (PyPI wheel `pgserver`) for the database gallery's
+# tests; they skip, saying why, only when it cannot be installed or started.
+scripts/with-postgres.sh cargo test --workspace --release "$@"
 # The `proxima` Python package: wheel built into a throwaway venv, pytest on python/tests (4 minutes
 # with an empty target/ on the shared 2-core machine, about 30 s when target/ is warm). The CLI just built by the tests
 # above checks that galleries saved from Python open in `proxima gallery` and back.

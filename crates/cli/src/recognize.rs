@@ -17,7 +17,8 @@ use clap::{Args, Subcommand};
 use proxima_data::{Dataset, ScanOptions};
 use proxima_index::{Decision, Gallery, ImpostorScores};
 use proxima_server::api::{CompareAnswer, IdentifyAnswer, cosine};
-use proxima_server::{BatchConfig, ServerConfig};
+use proxima_gallery_db::{GalleryDb, redact};
+use proxima_server::{BatchConfig, GallerySource, ServerConfig};
 use proxima_train::artifact::{TrainedModel, load_model_dir};
 use proxima_train::experiment;
 use serde::Serialize;
@@ -45,8 +46,12 @@ pub struct BuildArgs {
     #[arg(long)]
     data: PathBuf,
     /// Gallery file to write.
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    out: Option<PathBuf>,
+    /// Store the gallery in this PostgreSQL + pgvector database instead (a libpq URL, e.g.
+    /// `postgres://user@host/db`); replicas of `proxima serve --gallery-db` share it.
     #[arg(long)]
-    out: PathBuf,
+    db: Option<String>,
     /// Class folders of *other* photos (not the enrolled ones) to calibrate the "unknown" threshold;
     /// brands not in the gallery count as unknowns.
     #[arg(long)]
@@ -54,7 +59,7 @@ pub struct BuildArgs {
     /// False-match rate the threshold is calibrated for.
     #[arg(long, default_value_t = 0.01)]
     target_fmr: f64,
-    /// Replace `--out` if it exists.
+    /// Replace `--out` (or the database's gallery) if it exists.
     #[arg(long)]
     force: bool,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -66,8 +71,11 @@ pub struct BuildArgs {
 #[derive(Args)]
 pub struct AddArgs {
     /// Gallery file to change (rewritten atomically).
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    gallery: Option<PathBuf>,
+    /// Gallery database to change instead (one transaction).
     #[arg(long)]
-    gallery: PathBuf,
+    db: Option<String>,
     /// Model directory; must be the model the gallery was built with.
     #[arg(long)]
     model: PathBuf,
@@ -86,8 +94,11 @@ pub struct AddArgs {
 #[derive(Args)]
 pub struct RemoveArgs {
     /// Gallery file to change (rewritten atomically).
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    gallery: Option<PathBuf>,
+    /// Gallery database to change instead (one transaction).
     #[arg(long)]
-    gallery: PathBuf,
+    db: Option<String>,
     /// Brand name.
     #[arg(long)]
     brand: String,
@@ -97,8 +108,11 @@ pub struct RemoveArgs {
 #[derive(Args)]
 pub struct ListArgs {
     /// Gallery file.
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    gallery: Option<PathBuf>,
+    /// Gallery database instead.
     #[arg(long)]
-    gallery: PathBuf,
+    db: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -167,8 +181,16 @@ pub struct ServeArgs {
     #[arg(long)]
     localiser: Option<PathBuf>,
     /// Gallery file (enrolment and deletion rewrite it atomically).
+    #[arg(long, required_unless_present = "gallery_db", conflicts_with = "gallery_db")]
+    gallery: Option<PathBuf>,
+    /// Gallery database (PostgreSQL + pgvector) shared by several replicas: enrolment and
+    /// deletion write it in one transaction (503 while it is unreachable), and every replica
+    /// follows the others' changes.
     #[arg(long)]
-    gallery: PathBuf,
+    gallery_db: Option<String>,
+    /// With --gallery-db: how often, in milliseconds, the database is checked for changes.
+    #[arg(long, default_value_t = 1000)]
+    follow_ms: u64,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -262,10 +284,25 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
         GalleryCommand::Build(a) => build(a),
         GalleryCommand::Add(a) => add(a),
         GalleryCommand::Remove(a) => {
-            let mut g = Gallery::load(&a.gallery).with_context(|| format!("opening the gallery {}", a.gallery.display()))?;
-            let removed = g.remove(&a.brand).with_context(|| format!("removing from {}", a.gallery.display()))?;
-            save_gallery(&g, &a.gallery)?;
-            println!("removed brand {:?} ({removed} images); {} brands left in {}", a.brand, g.brands().len(), a.gallery.display());
+            let (g, removed, name) = match (&a.gallery, &a.db) {
+                (Some(path), _) => {
+                    let mut g = Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?;
+                    let removed = g.remove(&a.brand).with_context(|| format!("removing from {}", path.display()))?;
+                    save_gallery(&g, path)?;
+                    (g, removed, path.display().to_string())
+                }
+                (None, Some(url)) => {
+                    let applied = block_on(async {
+                        let mut db = GalleryDb::connect(url).await?;
+                        let (g, v) = db.load().await?;
+                        db.remove(&g, v, &a.brand).await
+                    })?
+                    .with_context(|| format!("removing {:?} from {}", a.brand, redact(url)))?;
+                    (applied.gallery, applied.rows, redact(url))
+                }
+                (None, None) => bail!("give --gallery or --db"),
+            };
+            println!("removed brand {:?} ({removed} images); {} brands left in {name}", a.brand, g.brands().len());
             Ok(ExitCode::SUCCESS)
         }
         GalleryCommand::List(a) => list(a),
@@ -273,8 +310,11 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
 }
 
 fn build(a: BuildArgs) -> Result<ExitCode> {
-    if a.out.exists() && !a.force {
-        bail!("{} exists; pass --force to replace it, or use `proxima gallery add` to extend it", a.out.display());
+    if let Some(out) = &a.out
+        && out.exists()
+        && !a.force
+    {
+        bail!("{} exists; pass --force to replace it, or use `proxima gallery add` to extend it", out.display());
     }
     let model = load_model(&a.model, &a.device)?;
     let data = read_dataset(&a.data)?;
@@ -302,26 +342,61 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     } else {
         eprintln!("note: no --calibrate folder, so the gallery has no threshold; query and serve will need --threshold");
     }
-    save_gallery(&g, &a.out)?;
-    println!("built {}: {} brands, {} images, model {}", a.out.display(), g.brands().len(), g.len(), g.model_fingerprint());
+    let name = match (&a.out, &a.db) {
+        (Some(out), _) => {
+            save_gallery(&g, out)?;
+            out.display().to_string()
+        }
+        (None, Some(url)) => {
+            block_on(async { GalleryDb::connect(url).await?.create(&g, a.force).await })?.with_context(|| format!("storing the gallery in {}", redact(url)))?;
+            redact(url)
+        }
+        (None, None) => bail!("give --out or --db"),
+    };
+    println!("built {name}: {} brands, {} images, model {}", g.brands().len(), g.len(), g.model_fingerprint());
     Ok(ExitCode::SUCCESS)
 }
 
 fn add(a: AddArgs) -> Result<ExitCode> {
     let model = load_model(&a.model, &a.device)?;
-    let mut g = load_gallery_for(&a.gallery, &model)?;
     let paths = expand_images(&a.inputs)?;
     let emb = embed_files(&model, &paths)?;
-    let new = g.brand_id(&a.brand).is_none();
-    let added = g.add(&a.brand, &emb, &paths).with_context(|| format!("enrolling brand {:?}", a.brand))?;
-    save_gallery(&g, &a.gallery)?;
+    let (g, new, added, name) = match (&a.gallery, &a.db) {
+        (Some(path), _) => {
+            let mut g = load_gallery_for(path, &model)?;
+            let new = g.brand_id(&a.brand).is_none();
+            let added = g.add(&a.brand, &emb, &paths).with_context(|| format!("enrolling brand {:?}", a.brand))?;
+            save_gallery(&g, path)?;
+            (g, new, added, path.display().to_string())
+        }
+        (None, Some(url)) => {
+            let (applied, new) = block_on(async {
+                let mut db = GalleryDb::connect(url).await?;
+                let (g, v) = db.load_for_model(&model.card.fingerprint).await?;
+                let new = g.brand_id(&a.brand).is_none();
+                db.add(&g, v, &a.brand, &emb, &paths).await.map(|applied| (applied, new))
+            })?
+            .with_context(|| format!("enrolling brand {:?} in {}", a.brand, redact(url)))?;
+            (applied.gallery, new, applied.rows, redact(url))
+        }
+        (None, None) => bail!("give --gallery or --db"),
+    };
     let rows = g.list().into_iter().find(|b| b.brand == a.brand).map_or(0, |b| b.rows);
-    println!("{} brand {:?}: +{added} images ({rows} in all); {} brands in {}", if new { "enrolled new" } else { "extended" }, a.brand, g.brands().len(), a.gallery.display());
+    println!("{} brand {:?}: +{added} images ({rows} in all); {} brands in {name}", if new { "enrolled new" } else { "extended" }, a.brand, g.brands().len());
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `f` to completion on a one-thread async runtime (the database client is async).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?.block_on(f))
+}
+
 fn list(a: ListArgs) -> Result<ExitCode> {
-    let g = Gallery::load(&a.gallery).with_context(|| format!("opening the gallery {}", a.gallery.display()))?;
+    let (g, name) = match (&a.gallery, &a.db) {
+        (Some(path), _) => (Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?, path.display().to_string()),
+        (None, Some(url)) => (block_on(async { GalleryDb::connect(url).await?.load().await })?.with_context(|| format!("reading the gallery in {}", redact(url)))?.0, redact(url)),
+        (None, None) => bail!("give --gallery or --db"),
+    };
     if a.json {
         let v = serde_json::json!({
             "model_fingerprint": g.model_fingerprint(),
@@ -334,7 +409,7 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let threshold = g.calibration().map_or("none (uncalibrated)".to_string(), |c| format!("{:.4} (FMR ≤ {})", c.threshold, c.target_fmr));
-    println!("{}: {} brands, {} images, dim {}, model {}, threshold {threshold}", a.gallery.display(), g.brands().len(), g.len(), g.dim(), g.model_fingerprint());
+    println!("{name}: {} brands, {} images, dim {}, model {}, threshold {threshold}", g.brands().len(), g.len(), g.dim(), g.model_fingerprint());
     for b in g.list() {
         println!("  {:<24} {:>5}", b.brand, b.rows);
     }
@@ -430,10 +505,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     let find_note = localiser.as_ref().map_or("no localiser: /v1/find answers 501".to_string(), |l| format!("localiser {}", l.display()));
     let load_localiser: Option<proxima_server::LocaliserLoader> =
         localiser.map(|l| Box::new(move || proxima_detect::load_localiser(&l, device).map(|(loc, _)| loc)) as proxima_server::LocaliserLoader);
-    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, &a.gallery, |addr| {
-        eprintln!("serving {} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.gallery.display(), a.model.display());
+    let source = match (&a.gallery, &a.gallery_db) {
+        (Some(path), _) => GallerySource::File(path.clone()),
+        (None, Some(url)) => GallerySource::Db { url: url.clone(), poll: Duration::from_millis(a.follow_ms.max(1)) },
+        (None, None) => bail!("give --gallery or --gallery-db"),
+    };
+    let name = source.name();
+    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, source, |addr| {
+        eprintln!("serving {name} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.model.display());
     })
-    .with_context(|| format!("serving {} on {}", a.gallery.display(), a.addr))?;
+    .with_context(|| format!("serving {} on {}", a.gallery.as_ref().map_or_else(|| a.gallery_db.as_deref().map(redact).unwrap_or_default(), |p| p.display().to_string()), a.addr))?;
     Ok(ExitCode::SUCCESS)
 }
 

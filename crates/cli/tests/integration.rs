@@ -340,9 +340,17 @@ fn code(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[test]
-fn gallery_build_add_query_match_remove_with_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
+/// Synthetic brands with two models: enrolment photos of brands 0-2, calibration photos of
+/// brands 0-3 (brand 3 is unknown), and brand 4's folder as a new brand.
+struct GalleryFixture {
+    model: PathBuf,
+    other: PathBuf,
+    enrol: PathBuf,
+    cal: PathBuf,
+    new_brand: PathBuf,
+}
+
+fn gallery_fixture(dir: &tempfile::TempDir) -> GalleryFixture {
     let data = dir.path().join("data");
     proxima_data::synth(5, 6, 32, 4, 0.3, &data).unwrap();
     let make_model = |name: &str, seed: i64| {
@@ -370,6 +378,14 @@ fn gallery_build_add_query_match_remove_with_exit_codes() {
             std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
         }
     }
+    let new_brand = data.join(&classes[4]);
+    GalleryFixture { model, other, enrol, cal, new_brand }
+}
+
+#[test]
+fn gallery_build_add_query_match_remove_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, other, enrol, cal, new_brand } = gallery_fixture(&dir);
     let g = dir.path().join("brands.gallery");
     let (c, out, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g), "--calibrate", s(&cal), "--target-fmr", "0.25"]);
     assert_eq!(c, 0, "{out}{err}");
@@ -379,7 +395,6 @@ fn gallery_build_add_query_match_remove_with_exit_codes() {
     assert!(err.contains("--force"), "{err}");
 
     // A new brand from a folder: no retraining.
-    let new_brand = data.join(&classes[4]);
     let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "newco", s(&new_brand)]);
     assert_eq!(c, 0, "{err}");
     assert!(out.contains("enrolled new brand \"newco\": +6 images"), "{out}");
@@ -422,4 +437,48 @@ fn gallery_build_add_query_match_remove_with_exit_codes() {
     let (c, _, err) = code(&["gallery", "remove", "--gallery", s(&g), "--brand", "newco"]);
     assert_eq!(c, 2);
     assert!(err.contains("not in the gallery"), "{err}");
+}
+
+/// The gallery commands with `--db` (a PostgreSQL + pgvector database from
+/// scripts/with-postgres.sh; without PROXIMA_TEST_PG_URL the test prints why and returns) give
+/// the same gallery as with a file.
+#[test]
+fn gallery_commands_on_a_database_match_the_file_gallery() {
+    let Ok(url) = std::env::var("PROXIMA_TEST_PG_URL") else {
+        eprintln!("skipped: PROXIMA_TEST_PG_URL is not set (scripts/with-postgres.sh starts PostgreSQL + pgvector; scripts/test.sh runs the tests through it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, other, enrol, cal, new_brand } = gallery_fixture(&dir);
+    let g = dir.path().join("brands.gallery");
+    let build = |target: &[&str], extra: &[&str]| code(&[&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--calibrate", s(&cal), "--target-fmr", "0.25"][..], target, extra].concat());
+    let (c, out, err) = build(&["--out", s(&g)], &[]);
+    assert_eq!(c, 0, "{out}{err}");
+    let (c, out, err) = build(&["--db", &url], &["--force"]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("3 brands, 9 images"), "{out}");
+    let (c, _, err) = build(&["--db", &url], &[]);
+    assert_eq!(c, 2);
+    assert!(err.contains("--force"), "{err}");
+    let same = || assert_eq!(run_json(&["gallery", "list", "--gallery", s(&g), "--json"]), run_json(&["gallery", "list", "--db", &url, "--json"]));
+    same();
+    for target in [["--gallery", s(&g)], ["--db", &url]] {
+        let (c, out, err) = code(&[&["gallery", "add", "--model", s(&model), "--brand", "newco", s(&new_brand)][..], &target[..]].concat());
+        assert_eq!(c, 0, "{out}{err}");
+        assert!(out.contains("enrolled new brand \"newco\": +6 images"), "{out}");
+    }
+    same();
+    let (c, _, err) = code(&["gallery", "add", "--db", &url, "--model", s(&other), "--brand", "x", s(&new_brand)]);
+    assert_eq!(c, 2);
+    assert!(err.contains("was built with model"), "{err}");
+    let (c, out, _) = code(&["gallery", "remove", "--db", &url, "--brand", "newco"]);
+    assert_eq!(c, 0);
+    assert!(out.contains("6 images"), "{out}");
+    let (c, _, err) = code(&["gallery", "remove", "--db", &url, "--brand", "newco"]);
+    assert_eq!(c, 2);
+    assert!(err.contains("not in the gallery"), "{err}");
+    // An unreachable database is a clear error naming it, without its password.
+    let (c, _, err) = code(&["gallery", "list", "--db", "postgres://someone:secret@127.0.0.1:1/nothing"]);
+    assert_eq!(c, 2);
+    assert!(err.contains("unavailable") && !err.contains("secret"), "{err}");
 }

@@ -13,6 +13,7 @@
 //! file and what the server answers never disagree after a successful response.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use axum::routing::{get, post};
 use proxima_data::{DataError, DecodeOptions, Pipeline};
 use proxima_detect::FindAnswer;
 use proxima_detect::find::{FindOptions, answer as find_answer, crop, downscale, regions as find_regions};
+use proxima_gallery_db::{DbError, GalleryDb};
 use proxima_index::{BrandCount, BrandMatch, Calibration, Decision, Gallery, IndexError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -35,6 +37,19 @@ use crate::ServerConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::locate::LocaliserHandle;
 use crate::worker::{ModelInfo, SubmitError, WorkerHandle};
+
+/// Where a server's gallery lives.
+pub enum GalleryStore {
+    /// A gallery file, rewritten atomically by enrolment and removal.
+    File(PathBuf),
+    /// A PostgreSQL + pgvector database shared with other replicas (`proxima_gallery_db`).
+    Db {
+        /// The database, password removed.
+        name: String,
+        /// The database version this replica serves.
+        version: AtomicI64,
+    },
+}
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -47,8 +62,9 @@ pub struct AppState {
     worker: WorkerHandle,
     pipeline: Pipeline,
     gallery: RwLock<Arc<Gallery>>,
-    gallery_path: PathBuf,
-    writer: tokio::sync::Mutex<()>,
+    store: GalleryStore,
+    /// Serialises this replica's writes; with a database it also holds the connection.
+    writer: tokio::sync::Mutex<Option<GalleryDb>>,
     decode_slots: Semaphore,
     localiser: Option<LocaliserHandle>,
 }
@@ -56,6 +72,11 @@ pub struct AppState {
 impl AppState {
     /// State for a loaded gallery and a running worker.
     pub fn new(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, gallery_path: PathBuf, metrics: Arc<Metrics>) -> Result<Self, String> {
+        Self::with_store(config, worker, info, gallery, GalleryStore::File(gallery_path), None, metrics)
+    }
+
+    /// State whose gallery lives in `store`; `db` is the connection of a database store.
+    pub fn with_store(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, store: GalleryStore, db: Option<GalleryDb>, metrics: Arc<Metrics>) -> Result<Self, String> {
         let pipeline = Pipeline::new(info.pipeline.clone(), 0).map_err(|e| format!("model pipeline: {e}"))?;
         // Decoding is CPU work off the async threads; more parallel decodes than cores only
         // adds memory (each holds a decoded image).
@@ -67,8 +88,8 @@ impl AppState {
             worker,
             pipeline,
             gallery: RwLock::new(Arc::new(gallery)),
-            gallery_path,
-            writer: tokio::sync::Mutex::new(()),
+            store,
+            writer: tokio::sync::Mutex::new(db),
             decode_slots: Semaphore::new(2 * cores),
             localiser: None,
         })
@@ -92,6 +113,22 @@ impl AppState {
 
     fn publish(&self, g: Gallery) {
         *self.gallery.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
+    }
+
+    /// Publishes a database gallery at `version` unless a newer one is already served (a
+    /// follower's load can finish after this replica's own, later write).
+    pub fn publish_version(&self, g: Gallery, version: i64) {
+        let GalleryStore::Db { version: current, .. } = &self.store else { return };
+        let mut slot = self.gallery.write().unwrap_or_else(|p| p.into_inner());
+        if version > current.load(Ordering::SeqCst) {
+            current.store(version, Ordering::SeqCst);
+            *slot = Arc::new(g);
+        }
+    }
+
+    /// Where the gallery lives.
+    pub fn store(&self) -> &GalleryStore {
+        &self.store
     }
 
     /// The decision threshold: the configured one, else the gallery's calibration.
@@ -466,13 +503,24 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
         let n = uploads.len();
         let pixels = s.prepare(uploads).await?;
         let emb = s.embed(pixels, n).await?;
-        let _w = s.writer.lock().await;
-        let mut g = (*s.gallery()).clone();
-        let added = g.add(&brand, &emb, &names).map_err(index_error)?;
-        let g = save(&s, g).await?;
+        let mut w = s.writer.lock().await;
+        let (g, added) = match (&s.store, w.as_mut()) {
+            (GalleryStore::Db { version, .. }, Some(db)) => {
+                let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+                let applied = db.add(&s.gallery(), version.load(Ordering::SeqCst), &brand, &emb, &paths).await.map_err(db_error)?;
+                s.publish_version(applied.gallery.clone(), applied.version);
+                (applied.gallery, applied.rows)
+            }
+            _ => {
+                let mut g = (*s.gallery()).clone();
+                let added = g.add(&brand, &emb, &names).map_err(index_error)?;
+                let g = save(&s, g).await?;
+                s.publish(g.clone());
+                (g, added)
+            }
+        };
         let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
         let brands = g.brands().len();
-        s.publish(g);
         Ok((StatusCode::CREATED, Json(serde_json::json!({ "brand": brand, "added": added, "rows": rows, "brands": brands }))).into_response())
     })
     .await
@@ -481,20 +529,42 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
 async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
     s.timed(async {
-        let _w = s.writer.lock().await;
-        let mut g = (*s.gallery()).clone();
-        let removed = g.remove(&brand).map_err(index_error)?;
-        let g = save(&s, g).await?;
-        let brands = g.brands().len();
-        s.publish(g);
+        let mut w = s.writer.lock().await;
+        let (removed, brands) = match (&s.store, w.as_mut()) {
+            (GalleryStore::Db { version, .. }, Some(db)) => {
+                let applied = db.remove(&s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
+                let brands = applied.gallery.brands().len();
+                s.publish_version(applied.gallery, applied.version);
+                (applied.rows, brands)
+            }
+            _ => {
+                let mut g = (*s.gallery()).clone();
+                let removed = g.remove(&brand).map_err(index_error)?;
+                let g = save(&s, g).await?;
+                let brands = g.brands().len();
+                s.publish(g);
+                (removed, brands)
+            }
+        };
         Ok(Json(serde_json::json!({ "brand": brand, "removed": removed, "brands": brands })))
     })
     .await
 }
 
+/// A database gallery's error: 503 while the database is away (nothing was changed; retry),
+/// else as the gallery's own errors.
+fn db_error(e: DbError) -> ApiError {
+    match e {
+        DbError::Index(e) => index_error(e),
+        e if e.is_unavailable() => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed, retry later")),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Writes `g` to the gallery file atomically and hands it back.
 async fn save(s: &Arc<AppState>, g: Gallery) -> Result<Gallery, ApiError> {
-    let path = s.gallery_path.clone();
+    let GalleryStore::File(path) = &s.store else { return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no gallery file")) };
+    let path = path.clone();
     tokio::task::spawn_blocking(move || g.save(&path).map(|()| g))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the gallery: {e}")))?

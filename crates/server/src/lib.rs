@@ -102,6 +102,9 @@ pub enum ServeError {
     /// A configuration value is unusable.
     #[error("invalid server configuration: {0}")]
     Config(String),
+    /// The gallery database could not be read.
+    #[error("gallery database: {0}")]
+    Db(#[from] proxima_gallery_db::DbError),
     /// Binding, serving or building the runtime failed.
     #[error("{what}: {source}")]
     Io {
@@ -123,11 +126,15 @@ pub struct RunningServer {
     pub state: Arc<api::AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    follower: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting connections, finishes in-flight requests and waits for the server task.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -139,6 +146,31 @@ impl RunningServer {
     }
 }
 
+/// Where a server finds its gallery.
+#[derive(Debug, Clone)]
+pub enum GallerySource {
+    /// A gallery file.
+    File(PathBuf),
+    /// A PostgreSQL + pgvector database (`proxima gallery build --db`), shared with other
+    /// replicas; its changes are followed every `poll`.
+    Db {
+        /// libpq URL.
+        url: String,
+        /// How often the database's version is checked.
+        poll: Duration,
+    },
+}
+
+impl GallerySource {
+    /// The gallery's name for messages (a database without its password).
+    pub fn name(&self) -> String {
+        match self {
+            GallerySource::File(p) => p.display().to_string(),
+            GallerySource::Db { url, .. } => proxima_gallery_db::redact(url),
+        }
+    }
+}
+
 /// Loads the model (in its worker thread) and the gallery, binds `config.addr` and serves.
 pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: &Path) -> Result<RunningServer, ServeError> {
     start_with_localiser(config, load_model, None, gallery_path).await
@@ -146,6 +178,11 @@ pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: 
 
 /// As [`start`], with a localiser for `POST /v1/find` (loaded in its own thread).
 pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, gallery_path: &Path) -> Result<RunningServer, ServeError> {
+    start_with_source(config, load_model, load_localiser, GallerySource::File(gallery_path.to_path_buf())).await
+}
+
+/// As [`start_with_localiser`], with the gallery in a file or a database.
+pub async fn start_with_source(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, source: GallerySource) -> Result<RunningServer, ServeError> {
     check_config(&config)?;
     let localiser = match load_localiser {
         Some(load) => {
@@ -165,19 +202,42 @@ pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader,
         .await
         .map_err(|e| ServeError::Model(format!("model thread: {e}")))?
         .map_err(ServeError::Model)?;
-    let path = gallery_path.to_path_buf();
     let fp = info.fingerprint.clone();
-    let gallery: Gallery = tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp))
-        .await
-        .map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
+    let (gallery, store, db) = match &source {
+        GallerySource::File(path) => {
+            let path = path.clone();
+            let g: Gallery = tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp))
+                .await
+                .map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
+            (g, api::GalleryStore::File(gallery_path_of(&source)), None)
+        }
+        GallerySource::Db { url, .. } => {
+            let mut db = proxima_gallery_db::GalleryDb::connect(url).await?;
+            let (g, version) = db.load_for_model(&fp).await?;
+            (g, api::GalleryStore::Db { name: db.name(), version: std::sync::atomic::AtomicI64::new(version) }, Some(db))
+        }
+    };
     if config.threshold.is_none() && gallery.calibration().is_none() {
-        return Err(ServeError::NotCalibrated(gallery_path.to_path_buf()));
+        return Err(ServeError::NotCalibrated(PathBuf::from(source.name())));
     }
-    let mut state = api::AppState::new(config.clone(), worker, info, gallery, gallery_path.to_path_buf(), metrics).map_err(ServeError::Config)?;
+    let mut state = api::AppState::with_store(config.clone(), worker, info, gallery, store, db, metrics).map_err(ServeError::Config)?;
     if let Some(l) = localiser {
         state = state.with_localiser(l);
     }
     let state = Arc::new(state);
+    // A database gallery: follow the other replicas' changes (the task ends with the server).
+    let follower = match (&source, state.store()) {
+        (GallerySource::Db { url, poll }, api::GalleryStore::Db { version, .. }) => {
+            let weak = Arc::downgrade(&state);
+            let from = version.load(std::sync::atomic::Ordering::SeqCst);
+            Some(proxima_gallery_db::follow(url.clone(), state.info.fingerprint.clone(), from, *poll, move |g, v| {
+                if let Some(s) = weak.upgrade() {
+                    s.publish_version(g, v);
+                }
+            }))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Io { what: format!("binding {}", config.addr), source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Io { what: format!("reading the address bound for {}", config.addr), source })?;
     // Small JSON answers on kept-alive connections: without TCP_NODELAY, Nagle's algorithm and
@@ -194,7 +254,15 @@ pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader,
             })
             .await
     });
-    Ok(RunningServer { addr, state, shutdown: Some(tx), task })
+    Ok(RunningServer { addr, state, shutdown: Some(tx), task, follower })
+}
+
+/// The file of a file source (empty for a database).
+fn gallery_path_of(source: &GallerySource) -> PathBuf {
+    match source {
+        GallerySource::File(p) => p.clone(),
+        GallerySource::Db { .. } => PathBuf::new(),
+    }
 }
 
 fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
@@ -223,13 +291,13 @@ fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
 /// Runs a server on a new multi-threaded runtime until Ctrl-C (or SIGTERM); for `proxima serve`.
 ///
 /// `on_ready` is called with the bound address once the server accepts connections.
-pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, gallery_path: &Path, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, source: GallerySource, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| ServeError::Io { what: "starting the async runtime".into(), source })?;
     rt.block_on(async move {
-        let server = start_with_localiser(config, load_model, load_localiser, gallery_path).await?;
+        let server = start_with_source(config, load_model, load_localiser, source).await?;
         on_ready(server.addr);
         shutdown_signal().await?;
         server.shutdown().await

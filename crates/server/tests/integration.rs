@@ -359,3 +359,85 @@ async fn find_answers_like_the_cli_and_is_501_without_a_localiser() {
     assert!(v["error"].as_str().unwrap().contains("--localiser"));
     plain.shutdown().await.unwrap();
 }
+
+/// Two replicas share a PostgreSQL + pgvector gallery (scripts/with-postgres.sh provides the
+/// server; without PROXIMA_TEST_PG_URL the test prints why and returns): enrol through one,
+/// identify through the other; with the database stopped an enrolment answers 503 and leaves
+/// nothing behind, and both replicas recover when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_a_database_gallery() {
+    let Ok(db_url) = std::env::var("PROXIMA_TEST_PG_URL") else {
+        eprintln!("skipped: PROXIMA_TEST_PG_URL is not set (scripts/with-postgres.sh starts PostgreSQL + pgvector; scripts/test.sh runs the tests through it)");
+        return;
+    };
+    let ctl = std::env::var("PROXIMA_TEST_PG_CTL").expect("PROXIMA_TEST_PG_CTL comes with PROXIMA_TEST_PG_URL");
+    let pg = |action: &str| assert!(std::process::Command::new(&ctl).arg(action).status().unwrap().success(), "{ctl} {action}");
+    let f = fixture();
+    let g = Gallery::load(&f.gallery).unwrap();
+    // A database of its own, so that other tests using the server are not disturbed.
+    let (admin, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin.batch_execute("DROP DATABASE IF EXISTS proxima_replicas_test").await.unwrap();
+    admin.batch_execute("CREATE DATABASE proxima_replicas_test").await.unwrap();
+    let url = format!("{}/proxima_replicas_test", db_url.rsplit_once('/').unwrap().0);
+    proxima_gallery_db::GalleryDb::connect(&url).await.unwrap().create(&g, true).await.unwrap();
+
+    let start = |url: String| {
+        let dir = f.model.clone();
+        let source = proxima_server::GallerySource::Db { url, poll: Duration::from_millis(100) };
+        async move { proxima_server::start_with_source(config(), Box::new(move || load_model_dir(&dir, Device::Cpu)), None, source).await.expect("replica starts") }
+    };
+    let (a, b) = (start(url.clone()).await, start(url.clone()).await);
+    let c = reqwest::Client::new();
+    let identify = |s: &RunningServer| c.post(url_of(s, "/v1/identify")).body(png(&logo(2))).send();
+
+    // Replica b does not know "green" yet; enrol it through a.
+    let (_, v) = json(identify(&b).await.unwrap()).await;
+    assert_eq!(v["decision"], "unknown", "{v}");
+    let form = Form::new().part("file", Part::bytes(png(&logo(2))).file_name("g1.png"));
+    let (st, v) = json(c.post(url_of(&a, "/v1/gallery/green")).multipart(form).send().await.unwrap()).await;
+    assert_eq!(st, 201, "{v}");
+    // b follows within a few polls.
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let (_, v) = json(identify(&b).await.unwrap()).await;
+        if v["brand"] == "green" {
+            seen = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((seen["decision"].as_str(), seen["brand"].as_str()), (Some("known"), Some("green")), "replica b never saw the enrolment: {seen}");
+
+    // The database goes away: enrolment through b is a clear 503 and changes nothing; both
+    // replicas keep answering from their copies.
+    pg("stop");
+    let form = Form::new().part("file", Part::bytes(png(&logo(0))).file_name("x.png"));
+    let (st, v) = json(c.post(url_of(&b, "/v1/gallery/outage")).multipart(form).send().await.unwrap()).await;
+    assert_eq!(st, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("unavailable"), "{v}");
+    let (st, v) = json(identify(&a).await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (200, Some("green")), "{v}");
+    pg("start");
+    // Back: b enrols (reconnecting), a follows; the failed brand never appears.
+    let form = Form::new().part("file", Part::bytes(png(&logo(1))).file_name("b2.png"));
+    let (st, v) = json(c.post(url_of(&b, "/v1/gallery/blue")).multipart(form).send().await.unwrap()).await;
+    assert_eq!(st, 201, "{v}");
+    let mut rows = 0;
+    for _ in 0..50 {
+        let (_, v) = json(c.get(url_of(&a, "/v1/gallery")).send().await.unwrap()).await;
+        rows = v["rows"].as_u64().unwrap();
+        if rows == 4 {
+            assert!(v["brands"].as_array().unwrap().iter().all(|b| b["brand"] != "outage"), "{v}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows, 4, "replica a follows after the outage (red, blue ×2, green)");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+fn url_of(s: &RunningServer, path: &str) -> String {
+    url(s, path)
+}
