@@ -26,6 +26,35 @@ pub enum LocaliserCommand {
     Train(LocaliserTrainArgs),
     /// Box AP@0.5 on scenes it did not train on; with --model and --gallery also image-level identification.
     Eval(LocaliserEvalArgs),
+    /// Crops of what the localiser finds that is not a logo (detections away from every box of
+    /// training scenes), as a folder to enrol under the gallery's background brand.
+    Negatives(LocaliserNegativesArgs),
+}
+
+/// Arguments of `proxima localiser negatives`.
+#[derive(Args)]
+pub struct LocaliserNegativesArgs {
+    /// Localiser directory (or a model directory holding `localiser/`).
+    #[arg(long)]
+    localiser: PathBuf,
+    /// Scene manifests with boxes (training scenes, never the ones evaluated on); repeatable.
+    #[arg(long, required = true)]
+    scenes: Vec<PathBuf>,
+    /// Folder to write the crops to (PNG).
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep detections scoring at least this.
+    #[arg(long, default_value_t = 0.1)]
+    min_score: f32,
+    /// A detection overlapping a logo box by more than this IoU is not a negative.
+    #[arg(long, default_value_t = 0.1)]
+    max_iou: f32,
+    /// Most crops per scene (the highest-scoring ones).
+    #[arg(long, default_value_t = 4)]
+    per_scene: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Arguments of `proxima localiser train`.
@@ -89,6 +118,10 @@ pub struct LocaliserEvalArgs {
     /// Write the report as JSON to this file (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write every image's find answer with its true brands, one JSON object per line
+    /// (for choosing a decision rule offline).
+    #[arg(long, requires = "gallery")]
+    answers: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -144,6 +177,7 @@ fn read_all_scenes(paths: &[PathBuf]) -> Result<Vec<Scene>> {
 /// Runs `proxima localiser …`.
 pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
     match cmd {
+        LocaliserCommand::Negatives(a) => negatives(a),
         LocaliserCommand::Train(a) => {
             let device = experiment::available_device(&a.device)?;
             let scenes = read_all_scenes(&a.scenes)?;
@@ -190,6 +224,33 @@ struct EvalReport {
     find_seconds_mean: Option<f64>,
 }
 
+fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
+    let device = experiment::available_device(&a.device)?;
+    let (loc, _) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
+    let scenes: Vec<Scene> = read_all_scenes(&a.scenes)?.into_iter().filter(|s| s.boxes.is_some()).collect();
+    if scenes.is_empty() {
+        bail!("no scene with boxes in the manifests: negatives need to know where the logos are");
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let opts = FindOptions::default();
+    let mut written = 0usize;
+    for (i, s) in scenes.iter().enumerate() {
+        let img = decode_file(&s.image, &DecodeOptions::default()).with_context(|| format!("decoding {}", s.image.display()))?;
+        let (img, scale) = proxima_detect::find::downscale(&img, &opts)?;
+        let (dets, _) = loc.detect(&img)?;
+        let boxes: Vec<[f32; 4]> = s.boxes.iter().flatten().map(|b| b.bbox.map(|v| v * scale)).collect();
+        let far = dets.iter().filter(|d| d.score >= a.min_score && boxes.iter().all(|b| proxima_eval::box_iou(&d.bbox, b) <= a.max_iou));
+        for (k, d) in far.take(a.per_scene).enumerate() {
+            let crop = proxima_detect::find::crop(&img, d.bbox, opts.padding);
+            let path = a.out.join(format!("{i:05}_{k}.png"));
+            crop.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            written += 1;
+        }
+    }
+    println!("wrote {written} non-logo crops from {} scenes to {} (enrol them with `proxima gallery add --brand {:?}`)", scenes.len(), a.out.display(), proxima_detect::find::BACKGROUND_BRAND);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     let device = experiment::available_device(&a.device)?;
     let (loc, card) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
@@ -214,12 +275,17 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
+        let mut lines = String::new();
         let mut times = Vec::new();
         for s in &scenes {
             let t = Instant::now();
             let img = decode_file(&s.image, &DecodeOptions::default()).with_context(|| format!("decoding {}", s.image.display()))?;
             let ans = finder.find(&s.image.to_string_lossy(), &img)?;
             times.push(t.elapsed().as_secs_f64());
+            if a.answers.is_some() {
+                lines.push_str(&serde_json::to_string(&serde_json::json!({ "truth": s.brands, "answer": ans }))?);
+                lines.push('\n');
+            }
             let best = ans.regions.first();
             answers.push(ImageAnswer {
                 brand: best.map(|r| r.best_brand.clone()),
@@ -243,6 +309,9 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         report.find_seconds_mean = Some(times.iter().sum::<f64>() / times.len() as f64);
         println!("find latency per image (decode included): median {:.3} s, mean {:.3} s", times[times.len() / 2], report.find_seconds_mean.unwrap_or(0.0));
         report.identification = Some(id);
+        if let Some(path) = &a.answers {
+            proxima_train::checkpoint::write_atomic(path, lines.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     if let Some(out) = &a.out {
         let text = serde_json::to_string_pretty(&report)?;

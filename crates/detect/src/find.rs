@@ -51,6 +51,10 @@ pub struct RegionAnswer {
     pub similarity: f32,
     /// The best brand whatever the threshold.
     pub best_brand: String,
+    /// Similarity of the second-best brand (null with a one-brand gallery): a region that is
+    /// about as close to two brands is less likely a logo of either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_similarity: Option<f32>,
     /// Localiser score (0 for the whole-image region).
     pub score: f32,
 }
@@ -153,23 +157,38 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
     if regions.is_empty() {
         return Ok(answer);
     }
-    let ranked = gallery.rank_brands_batch(embeddings, 1)?;
+    let ranked = gallery.rank_brands_batch(embeddings, 3)?;
     for ((b, score), r) in regions.iter().zip(ranked) {
-        let best = &r[0];
+        // A region nearest to the background is not a logo.
+        if r[0].brand == BACKGROUND_BRAND {
+            continue;
+        }
+        let mut brands = r.iter().filter(|m| m.brand != BACKGROUND_BRAND);
+        let best = brands.next().expect("the nearest brand is not the background");
         let known = best.similarity >= threshold;
         answer.regions.push(RegionAnswer {
             bbox: b.map(|v| v / scale),
             brand: known.then(|| best.brand.clone()),
             similarity: best.similarity,
             best_brand: best.brand.clone(),
+            second_similarity: brands.next().map(|m| m.similarity),
             score: *score,
         });
+    }
+    if answer.regions.is_empty() {
+        return Ok(answer);
     }
     answer.regions.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
     answer.similarity = Some(answer.regions[0].similarity);
     answer.brand = answer.regions[0].brand.clone();
     Ok(answer)
 }
+
+/// The gallery brand whose rows are non-logo regions (`proxima localiser negatives`): a region
+/// nearer to it than to any brand is not a logo. Why: UI elements and text that resemble one
+/// enrolled mark more than any other (a "hub" brand) otherwise cause most false alarms on
+/// screenshots; examples of them in the gallery answer "none" for such regions.
+pub const BACKGROUND_BRAND: &str = "(background)";
 
 /// Crops `b` grown by `padding` of its size per side, clamped to the image (at least 1×1).
 pub fn crop(img: &RgbImage, b: [f32; 4], padding: f32) -> RgbImage {
