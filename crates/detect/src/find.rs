@@ -205,6 +205,27 @@ pub fn crop(img: &RgbImage, b: [f32; 4], padding: f32) -> RgbImage {
 mod tests {
     use super::*;
 
+    /// A region nearest to the background brand is dropped; the others report the best real
+    /// brand and the second-best one's similarity.
+    #[test]
+    fn background_regions_are_not_answers() {
+        let mut g = Gallery::new(2, "m").unwrap();
+        g.add("acme", &[1.0, 0.0], &["a.png"]).unwrap();
+        g.add("globex", &[0.6, 0.8], &["g.png"]).unwrap();
+        g.add(BACKGROUND_BRAND, &[0.0, 1.0], &["bg.png"]).unwrap();
+        let regions = [([0.0, 0.0, 10.0, 10.0], 0.9), ([20.0, 0.0, 30.0, 10.0], 0.8)];
+        // Region 0 is acme-like; region 1 is nearest to the background.
+        let emb = [1.0, 0.1, 0.1, 1.0];
+        let a = answer("x", &regions, &emb, 1.0, &g, 0.5).unwrap();
+        assert_eq!(a.regions.len(), 1);
+        assert_eq!((a.brand.as_deref(), a.regions[0].best_brand.as_str()), (Some("acme"), "acme"));
+        let second = a.regions[0].second_similarity.unwrap();
+        assert!(second < a.regions[0].similarity && second > 0.0, "globex is second: {second}");
+        // Only background-like regions: no answer at all.
+        let a = answer("y", &regions[1..], &emb[2..], 1.0, &g, 0.5).unwrap();
+        assert!(a.regions.is_empty() && a.brand.is_none() && a.similarity.is_none());
+    }
+
     #[test]
     fn crop_grows_and_clamps() {
         let img = RgbImage::new(100, 50);
