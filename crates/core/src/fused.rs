@@ -77,13 +77,27 @@ unsafe fn gemm_raw(out: *mut f32, out_rs: usize, a: *const f32, a_rs: usize, b: 
     unsafe { gemm::gemm(m, n, k, out, 1, out_rs as isize, false, a, 1, a_rs as isize, b, b_cs, b_rs, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None) }
 }
 
-/// `x xᵀ` for row-major `x (n × d)` as a row-major `n × n` matrix. (Computing only the upper
-/// block triangle halves the flops, but mirroring it costs as much as it saves at B = 1024.)
-fn gram(x: &[f32], n: usize, d: usize) -> Scratch {
+/// Rows per block of [`gram`]'s upper-triangle form.
+const UPPER_BLOCK: usize = 256;
+
+/// `x xᵀ` for row-major `x (n × d)` as a row-major `n × n` matrix; with `upper`, only the
+/// entries `j ≥ i` are guaranteed (blocks of rows from their first row on: about 60 % of the
+/// flops at B = 1024; the rest of the matrix is left 0). Mirroring the upper half into a full
+/// matrix would cost what it saves, so only passes that read `j > i` use it.
+fn gram(x: &[f32], n: usize, d: usize, upper: bool) -> Scratch {
     assert!(x.len() == n * d, "gram: x is not n × d");
     let mut out = Scratch::zeroed(n * n);
-    // SAFETY: out is n × n, x is n × d (read as lhs and, transposed, as rhs).
-    unsafe { gemm_raw(out.as_mut_ptr(), n, x.as_ptr(), d, x.as_ptr(), d, true, [n, n, d]) };
+    if !upper {
+        // SAFETY: out is n × n, x is n × d (read as lhs and, transposed, as rhs).
+        unsafe { gemm_raw(out.as_mut_ptr(), n, x.as_ptr(), d, x.as_ptr(), d, true, [n, n, d]) };
+        return out;
+    }
+    for (b, rows) in out.chunks_mut(UPPER_BLOCK * n).enumerate() {
+        let (i0, m) = (b * UPPER_BLOCK, rows.len() / n);
+        // SAFETY: rows i0..i0+m, columns i0..n lie in `rows` (row stride n); x's rows i0.. give
+        // the m lhs rows and the n − i0 rhs rows (read transposed), d values each.
+        unsafe { gemm_raw(rows.as_mut_ptr().add(i0), n, x.as_ptr().add(i0 * d), d, x.as_ptr().add(i0 * d), d, true, [m, n - i0, d]) };
+    }
     out
 }
 
@@ -184,10 +198,21 @@ const NORM_EPS: f64 = 1e-12;
 impl EuclideanSelf {
     /// Computes the distances of the rows of `x` (float32 CPU `n × d`); `None` otherwise.
     pub(crate) fn new(x: &Tensor, normalize: bool) -> Option<Self> {
-        let mut e = Self::gram(x, normalize)?;
+        Self::distances(x, normalize, false)
+    }
+
+    /// As [`EuclideanSelf::new`], with only the distances `j > i` computed (see [`gram`]): for
+    /// passes over unordered pairs.
+    pub(crate) fn upper(x: &Tensor, normalize: bool) -> Option<Self> {
+        Self::distances(x, normalize, true)
+    }
+
+    fn distances(x: &Tensor, normalize: bool, upper: bool) -> Option<Self> {
+        let mut e = Self::gram_of(x, normalize, upper)?;
         let sq: Vec<f32> = e.xn.chunks(e.d).map(|r| r.iter().map(|v| v * v).sum()).collect();
         e.dist.chunks_mut(e.n).enumerate().for_each(|(i, row)| {
-            for (v, &s) in row.iter_mut().zip(&sq) {
+            let from = if upper { i } else { 0 };
+            for (v, &s) in row[from..].iter_mut().zip(&sq[from..]) {
                 *v = (sq[i] + s - 2.0 * *v).max(1e-30).sqrt();
             }
         });
@@ -197,6 +222,10 @@ impl EuclideanSelf {
     /// As [`EuclideanSelf::new`] but `dist` holds the inner products `x̂_i · x̂_j` (cosine
     /// similarity when normalising, dot product otherwise).
     pub(crate) fn gram(x: &Tensor, normalize: bool) -> Option<Self> {
+        Self::gram_of(x, normalize, false)
+    }
+
+    fn gram_of(x: &Tensor, normalize: bool, upper: bool) -> Option<Self> {
         if x.device() != Device::Cpu || x.kind() != Kind::Float || x.dim() != 2 {
             return None;
         }
@@ -217,7 +246,7 @@ impl EuclideanSelf {
                 inv_norm[i] = (1.0 / norm.max(NORM_EPS)) as f32;
             }
         }
-        let dist = gram(&xn, n, d);
+        let dist = gram(&xn, n, d, upper);
         Some(EuclideanSelf { xn, inv_norm, tiny, dist, n, d, normalize })
     }
 
@@ -328,52 +357,80 @@ impl EuclideanSelf {
     }
 }
 
-/// One contrastive term over all pairs of a self batch: positives (`d − pos_margin`) or
-/// negatives (`neg_margin − d`), relu'd, then filtered by `low < v < high`.
-/// Returns `(sum of kept values, number kept, entries (i, j, ∂v/∂d) of kept values whose
-/// relu is active)`.
-pub(crate) fn contrastive_scan(
-    e: &EuclideanSelf,
-    labels: &[i64],
-    positive: bool,
-    margin: f64,
-    low: Option<f64>,
-    high: Option<f64>,
-) -> (f64, u64, Vec<(u32, u32, f32)>) {
-    let n = e.n;
-    let margin = margin as f32;
-    let (low, high) = (low.map(|v| v as f32), high.map(|v| v as f32));
-    let sign = if positive { 1.0f32 } else { -1.0 };
-    let parts: Vec<(f64, u64, Vec<(u32, u32, f32)>)> = (0..n)
-        .map(|i| {
-            let row = &e.dist[i * n..(i + 1) * n];
-            let li = labels[i];
-            let (mut sum, mut count, mut active) = (0f64, 0u64, Vec::new());
-            for (j, (&dij, &lj)) in row.iter().zip(labels).enumerate() {
-                if (lj == li) != positive || j == i {
-                    continue;
-                }
-                let pre = if positive { dij - margin } else { margin - dij };
-                let v = pre.max(0.0);
-                if low.is_some_and(|l| v <= l) || high.is_some_and(|h| v >= h) {
-                    continue;
-                }
-                sum += v as f64;
-                count += 1;
-                if pre > 0.0 {
-                    active.push((i as u32, j as u32, sign));
+/// One contrastive term's scan: `(sum of kept values, number kept, entries (i, j, ∂v/∂d) of
+/// kept values whose relu is active)`.
+pub(crate) type ContrastiveSide = (f64, u64, Vec<(u32, u32, f32)>);
+
+/// Both contrastive terms over all pairs of a self batch in one pass: positives
+/// (`d − pos_margin`) and negatives (`neg_margin − d`), relu'd, then filtered by `low < v < high`
+/// — `[positives, negatives]`.
+///
+/// `e` may be [`EuclideanSelf::upper`]: only the pairs `j > i` are read, each standing for both
+/// orders (`(i, j)` and `(j, i)` have the same distance, so they count twice and their entry
+/// carries twice the weight). One lane-wise pass per row (see [`crate::lanes`]); the entries of
+/// a chunk are collected only when one of its lanes is active (few: most negatives are beyond
+/// the margin).
+pub(crate) fn contrastive_scan(e: &EuclideanSelf, labels: &[i64], [pos_margin, neg_margin]: [f64; 2], low: Option<f64>, high: Option<f64>) -> [ContrastiveSide; 2] {
+    let (ids, _) = dense_labels(labels);
+    let range = [low.map_or(f32::NEG_INFINITY, |v| v as f32), high.map_or(f32::INFINITY, |v| v as f32)];
+    contrastive_fill(&e.dist, &ids, [pos_margin as f32, neg_margin as f32], range)
+}
+
+avx2_dispatch!(fn contrastive_fill(dist: &[f32], ids: &[u32], margins: [f32; 2], range: [f32; 2]) -> [ContrastiveSide; 2] => contrastive_fill_imp);
+
+/// The rows of [`contrastive_scan`] (`range`: the reducer's exclusive `(low, high)`, ±∞ when
+/// absent): a lane-wise pass per row for the sums and counts, which also notes the chunks with
+/// an active pair; only those chunks are revisited for the entries.
+#[inline(always)]
+fn contrastive_fill_imp(dist: &[f32], ids: &[u32], [pos_margin, neg_margin]: [f32; 2], [low, high]: [f32; 2]) -> [ContrastiveSide; 2] {
+    let n = ids.len();
+    let mut out: [ContrastiveSide; 2] = [(0.0, 0, Vec::new()), (0.0, 0, Vec::new())];
+    let lab = ids;
+    let mut hot: Vec<usize> = Vec::new();
+    // (value, kept, active) of one lane on its side (positive: 0, negative: 1, neither: None).
+    let lane = |d: f32, l: u32, li: u32| -> (f32, bool, bool, bool) {
+        let pos = l == li;
+        let side = pos || (l != li && is_label(l));
+        let pre = if pos { d - pos_margin } else { neg_margin - d };
+        let v = max(pre, 0.0);
+        let keep = side && v > low && v < high;
+        (if keep { v } else { 0.0 }, keep, keep && pre > 0.0, pos)
+    };
+    for i in 0..n {
+        let li = ids[i];
+        // Columns after the diagonal only.
+        let row = &dist[i * n + i + 1..(i + 1) * n];
+        let lab = &lab[i + 1..];
+        let (mut sp, mut sn, mut kp, mut kn) = ([0f32; LANES], [0f32; LANES], [0u32; LANES], [0u32; LANES]);
+        hot.clear();
+        chunks_indexed(row, lab, |j0, d, l| {
+            let mut act = 0u32;
+            for k in 0..LANES {
+                let (v, keep, on, pos) = lane(d[k], l[k], li);
+                sp[k] += if pos { v } else { 0.0 };
+                sn[k] += if pos { 0.0 } else { v };
+                kp[k] += (keep & pos) as u32;
+                kn[k] += (keep & !pos) as u32;
+                act |= on as u32;
+            }
+            if act != 0 {
+                hot.push(j0);
+            }
+        });
+        for &j0 in &hot {
+            for j in j0..(j0 + LANES).min(row.len()) {
+                let (_, _, on, pos) = lane(row[j], lab[j], li);
+                if on {
+                    out[usize::from(!pos)].2.push((i as u32, (i + 1 + j) as u32, if pos { 2.0 } else { -2.0 }));
                 }
             }
-            (sum, count, active)
-        })
-        .collect();
-    let mut total = (0f64, 0u64, Vec::new());
-    for (s, c, a) in parts {
-        total.0 += s;
-        total.1 += c;
-        total.2.extend(a);
+        }
+        out[0].0 += 2.0 * lanes_sum(&sp);
+        out[1].0 += 2.0 * lanes_sum(&sn);
+        out[0].1 += 2 * kp.iter().map(|&c| c as u64).sum::<u64>();
+        out[1].1 += 2 * kn.iter().map(|&c| c as u64).sum::<u64>();
     }
-    total
+    out
 }
 
 /// Per-row values `v_i` of a loss with their derivatives `∂v_i/∂s_ij` (row-major `n × n`).

@@ -16,10 +16,11 @@ pub(crate) const NO_LABEL: u32 = u32::MAX;
 /// The label of the padding lanes of a partial chunk (see [`chunks`]).
 pub(crate) const PAD: u32 = u32::MAX - 1;
 
-/// Whether `l` is a real label (not [`NO_LABEL`] or [`PAD`]).
+/// Whether `l` is a real label (not [`NO_LABEL`] or [`PAD`]). Two equality tests, not
+/// `l < PAD`: AVX2 has no unsigned compare, and the compiler widens one to 64-bit lanes.
 #[inline(always)]
 pub(crate) fn is_label(l: u32) -> bool {
-    l < PAD
+    (l != NO_LABEL) & (l != PAD)
 }
 
 /// Whether the AVX2 + FMA builds of the passes can run on this CPU.

@@ -8,7 +8,7 @@
 //! several times the distance computation itself. The gradient with respect to the embeddings
 //! is computed in closed form from the kept pairs and attached with `value + x·g − (x·g)ᵈᵉᵗ`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -16,7 +16,7 @@ use tch::Tensor;
 use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
-use crate::fused::{EuclideanSelf, contrastive_scan};
+use crate::fused::{ContrastiveSide, EuclideanSelf, contrastive_scan};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
@@ -100,9 +100,10 @@ impl ContrastiveLoss {
         if np <= 1 && nn <= 1 {
             return Some(vec![LossTerm::zero("pos_loss"), LossTerm::zero("neg_loss")]);
         }
-        let e = Arc::new(EuclideanSelf::new(batch.embeddings, normalize_embeddings)?);
+        let e = Arc::new(EuclideanSelf::upper(batch.embeddings, normalize_embeddings)?);
         let labels = Arc::new(labels);
-        let term = |name: &'static str, positive: bool, count: i64, margin: f64| {
+        let scans = Arc::new(Mutex::new(None));
+        let term = |name: &'static str, positive: bool, count: i64| {
             if count == 0 {
                 return LossTerm::zero(name);
             }
@@ -112,12 +113,13 @@ impl ContrastiveLoss {
                 embeddings: batch.embeddings.shallow_clone(),
                 label_tensor: batch.labels.shallow_clone(),
                 positive,
-                margin,
+                margins: [self.params.pos_margin, self.params.neg_margin],
+                scans: scans.clone(),
                 loss: ContrastiveLoss { params: self.params.clone(), distance: self.distance.clone() },
             };
             LossTerm { name, losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None }
         };
-        Some(vec![term("pos_loss", true, np, self.params.pos_margin), term("neg_loss", false, nn, self.params.neg_margin)])
+        Some(vec![term("pos_loss", true, np), term("neg_loss", false, nn)])
     }
 
     /// The terms as explicit pair values (any device, distance, or mined tuples).
@@ -153,13 +155,37 @@ struct FusedContrastiveTerm {
     embeddings: Tensor,
     label_tensor: Tensor,
     positive: bool,
-    margin: f64,
+    /// `[pos_margin, neg_margin]`.
+    margins: [f64; 2],
+    /// One scan gives both terms: the first term reduced keeps the other's result here, keyed
+    /// by the reducer's `(low, high)`.
+    scans: Arc<Mutex<Option<SharedScan>>>,
     loss: ContrastiveLoss,
 }
 
+/// Both terms' scans for one `(low, high)`, each taken by its term.
+type SharedScan = ((Option<f64>, Option<f64>), [Option<ContrastiveSide>; 2]);
+
 impl StreamedTerm for FusedContrastiveTerm {
     fn reduce(&self, how: Separable) -> Result<Tensor> {
-        let (sum, kept, active) = contrastive_scan(&self.e, &self.labels, self.positive, self.margin, how.low, how.high);
+        let side = usize::from(!self.positive);
+        let key = (how.low, how.high);
+        let mine = {
+            let mut cache = self.scans.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_mut() {
+                Some((k, sides)) if *k == key && sides[side].is_some() => sides[side].take(),
+                _ => None,
+            }
+            .unwrap_or_else(|| {
+                let [pos, neg] = contrastive_scan(&self.e, &self.labels, self.margins, how.low, how.high);
+                let (mine, other) = if self.positive { (pos, neg) } else { (neg, pos) };
+                let mut sides = [None, None];
+                sides[1 - side] = Some(other);
+                *cache = Some((key, sides));
+                mine
+            })
+        };
+        let (sum, kept, active) = mine;
         let denominator = how.denominator.divisor(kept as f64);
         if denominator == 0.0 {
             return Ok(zero_loss(&self.embeddings));
