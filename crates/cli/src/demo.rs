@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use proxima_data::{Dataset, ScanOptions, Split};
 use proxima_index::{Decision, Gallery, ImpostorScores};
-use proxima_train::artifact::{TrainedModel, load_model_dir};
+use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_train::experiment::{self, RunSummary};
 
 const EXPERIMENT: &str = include_str!("../../../examples/experiments/synth_small_cnn.toml");

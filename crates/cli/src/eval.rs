@@ -103,7 +103,7 @@ enum PartArg {
 /// Embeds the labelled images of `--data` (optionally one part of a split) with `--model`.
 fn embed_data(args: &EvalArgs, model_dir: &Path, data: &Path) -> Result<(EmbeddingFile, RawLabels)> {
     let device = proxima_train::experiment::available_device(&args.device)?;
-    let model = proxima_train::artifact::load_model_dir(model_dir, device).with_context(|| format!("loading the model {}", model_dir.display()))?;
+    let model = proxima_models::model_dir::load_model_dir(model_dir, device).with_context(|| format!("loading the model {}", model_dir.display()))?;
     let dataset = if data.is_dir() {
         let scan = proxima_data::Dataset::scan_folder(data, &proxima_data::ScanOptions::default()).with_context(|| format!("reading {}", data.display()))?;
         for issue in &scan.issues {

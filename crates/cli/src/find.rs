@@ -246,7 +246,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     }
     if let Some(out) = &a.out {
         let text = serde_json::to_string_pretty(&report)?;
-        proxima_train::checkpoint::write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+        proxima_models::tensor_file::write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -300,7 +300,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
                 .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
                 .with_context(|| format!("encoding {}", out.display()))?;
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            proxima_train::checkpoint::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
+            proxima_models::tensor_file::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
         }
         answers.push(ans);
     }

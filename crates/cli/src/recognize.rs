@@ -18,7 +18,7 @@ use proxima_data::{Dataset, ScanOptions};
 use proxima_index::{Decision, Gallery, ImpostorScores};
 use proxima_server::api::{CompareAnswer, IdentifyAnswer, cosine};
 use proxima_server::{BatchConfig, ServerConfig};
-use proxima_train::artifact::{TrainedModel, load_model_dir};
+use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_train::experiment;
 use serde::Serialize;
 

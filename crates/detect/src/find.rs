@@ -9,7 +9,7 @@
 
 use image::RgbImage;
 use proxima_index::Gallery;
-use proxima_train::artifact::TrainedModel;
+use proxima_models::model_dir::TrainedModel;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DetectError, Result};

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxima_index::{Gallery, IndexError};
-use proxima_train::artifact::TrainedModel;
+use proxima_models::model_dir::TrainedModel;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -113,7 +113,7 @@ pub enum ServeError {
 }
 
 /// Loads the model inside the worker thread.
-pub type ModelLoader = Box<dyn FnOnce() -> proxima_train::Result<TrainedModel> + Send>;
+pub type ModelLoader = Box<dyn FnOnce() -> proxima_models::Result<TrainedModel> + Send>;
 
 /// A server running on the current tokio runtime.
 pub struct RunningServer {

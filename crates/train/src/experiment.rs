@@ -12,7 +12,6 @@ use proxima_models::{EmbeddingConfig, EmbeddingModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, nn};
 
-use crate::artifact;
 use crate::error::{Result, TrainError};
 use crate::model::trainable_with_prefix;
 use crate::optim::{Optimizer, OptimizerConfig, ParamGroup};
@@ -316,12 +315,12 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     // The model directory holds the best weights (or the last when there was no validation).
     let best = trainer::best_checkpoint(run_dir);
     let source = if best.exists() { best } else { trainer::last_checkpoint(run_dir) };
-    artifact::load_model_weights(&model, &source)?;
+    proxima_models::model_dir::load_model_weights(&model, &source)?;
     let test_after = match &test_loader {
         Some(l) => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
         None => None,
     };
-    artifact::save_model_dir(&model, size, &run_dir.join("model"))?;
+    proxima_models::model_dir::save_model_dir(&model, size, &run_dir.join("model"))?;
     let summary = RunSummary {
         run_dir: run_dir.to_path_buf(),
         state,
