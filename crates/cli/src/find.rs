@@ -211,7 +211,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let model = load_model(model_path, &a.device)?;
         let gallery = load_gallery_for(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
-        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
+        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
         let mut times = Vec::new();

@@ -18,20 +18,7 @@ fn s(p: &Path) -> &str {
 
 /// A `.npy` (format 1.0) file with the given dtype descriptor, shape and raw data.
 fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let shape_text = match shape {
-        [n] => format!("({n},)"),
-        s => format!("({})", s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
+    std::fs::write(path, proxima_cli::io::npy_bytes(descr, shape, data)).unwrap();
 }
 
 fn write_f32(path: &Path, rows: usize, dim: usize, v: &[f32]) {

@@ -170,7 +170,7 @@ pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader,
     let gallery: Gallery = tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp))
         .await
         .map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
-    if config.threshold.is_none() && gallery.calibration().is_none() {
+    if gallery.decision_threshold(config.threshold).is_err() {
         return Err(ServeError::NotCalibrated(gallery_path.to_path_buf()));
     }
     let mut state = api::AppState::new(config.clone(), worker, info, gallery, gallery_path.to_path_buf(), metrics).map_err(ServeError::Config)?;
