@@ -10,6 +10,10 @@ scripts/fetch-weights.sh
 # The CUDA variant links here without a GPU (about 15 s incrementally); the test build below then
 # relinks the default target/release/proxima, which is the one that runs on this machine.
 cargo build --release -p proxima-cli --features cuda
+# Style and lints first (rustfmt.toml at the root; every clippy warning is an error). The python/
+# member (pyo3, abi3 without `extension-module`) builds here, so it is linted like the rest.
+cargo fmt --all --check
+cargo clippy --workspace --release --all-targets -- -D warnings
 cargo test --workspace --release "$@"
 # The `proxima` Python package: wheel built into a throwaway venv, pytest on python/tests (4 minutes
 # with an empty target/ on the shared 2-core machine, about 30 s when target/ is warm). The CLI just built by the tests

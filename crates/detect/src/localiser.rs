@@ -52,7 +52,7 @@ impl Default for LocaliserConfig {
 impl LocaliserConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
-        if self.input_size < 64 || self.input_size > 2048 || self.input_size % 32 != 0 {
+        if self.input_size < 64 || self.input_size > 2048 || !self.input_size.is_multiple_of(32) {
             return Err(DetectError::Config(format!("input_size must be a multiple of 32 in 64..=2048, got {}", self.input_size)));
         }
         if self.width16 <= 0 || self.width8 <= 0 {

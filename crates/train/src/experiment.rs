@@ -172,7 +172,7 @@ impl ExperimentConfig {
         if let Some(a) = &self.augment {
             a.validate().map_err(|e| TrainError::Config(format!("augment: {e}")))?;
         }
-        if self.sampler.m == 0 || self.sampler.batch_size % self.sampler.m != 0 || self.sampler.batch_size / self.sampler.m < 2 {
+        if self.sampler.m == 0 || !self.sampler.batch_size.is_multiple_of(self.sampler.m) || self.sampler.batch_size / self.sampler.m < 2 {
             return bad(format!("sampler: batch_size ({}) must be a multiple of m ({}) with at least 2 classes per batch", self.sampler.batch_size, self.sampler.m));
         }
         if self.train.epochs == 0 {

@@ -231,7 +231,11 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
             let mut loss = parts.loss.forward(&core_batch, tuples.as_ref())?;
             if let Some(head) = parts.classifier {
                 let logits = emb.apply(head);
-                loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+                // Out of place (not `+=`): the loss is a node of the autograd graph.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+                }
             }
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -258,7 +262,7 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         let mut record = EpochRecord { epoch, mean_loss, lr_factor, eval: None };
         let is_last = epoch + 1 == cfg.epochs;
         if let Some(val) = parts.val_loader
-            && ((epoch + 1) % cfg.eval_every.max(1) == 0 || is_last)
+            && ((epoch + 1).is_multiple_of(cfg.eval_every.max(1)) || is_last)
         {
             let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
             emit(&Event::Eval { epoch, metrics }, on_event)?;

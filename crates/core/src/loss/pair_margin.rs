@@ -612,7 +612,7 @@ mod fused_tests {
         tch::manual_seed(5);
         let n = 80;
         let x = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
-        let mut l: Vec<i64> = (0..n as i64).map(|i| i % 9).collect();
+        let mut l: Vec<i64> = (0..n).map(|i| i % 9).collect();
         l[0] = 100;
         let labels = Tensor::from_slice(&l);
         let cases = [
