@@ -360,6 +360,7 @@ pub(crate) struct RowValues {
 /// (a [`EuclideanSelf::gram`]): `v_i = log(1 + Σ_pos e^{α(base − s_ij)})/α +
 /// log(1 + Σ_neg e^{β(s_ij − base)})/β` (a row without positives or negatives contributes 0 for
 /// that part, as the reference's masked log-sum-exp), with `∂v_i/∂s_ij`.
+
 pub(crate) fn multi_similarity_rows(e: &EuclideanSelf, labels: &[i64], alpha: f64, beta: f64, base: f64) -> RowValues {
     let n = e.n;
     let (alpha, beta, base) = (alpha as f32, beta as f32, base as f32);
