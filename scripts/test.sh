@@ -10,6 +10,10 @@ scripts/fetch-weights.sh
 # The CUDA variant links here without a GPU (about 15 s incrementally); the test build below then
 # relinks the default target/release/proxima, which is the one that runs on this machine.
 cargo build --release -p proxima-cli --features cuda
+# Style and lints first (rustfmt.toml at the root; every clippy warning is an error). The python/
+# member (pyo3, abi3 without `extension-module`) builds here, so it is linted like the rest.
+cargo fmt --all --check
+cargo clippy --workspace --release --all-targets -- -D warnings
 # A throwaway PostgreSQL + pgvector server (PyPI wheel `pgserver`) for the database gallery's
 # tests; they skip, saying why, only when it cannot be installed or started.
 scripts/with-postgres.sh cargo test --workspace --release "$@"

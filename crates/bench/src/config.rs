@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use proxima_data::rng::{Rng, derive_seed};
+use proxima_train::experiment;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result};
@@ -348,37 +349,12 @@ pub fn expand(cfg: &BenchConfig) -> Result<Vec<Variant>> {
 
 /// FNV-1a, 64 bit: a hash that is stable across Rust versions and platforms (run ids).
 pub fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    proxima_data::rng::fnv1a64(0, bytes)
 }
 
-/// Sets `key` (dotted) in `table`, creating intermediate tables.
+/// Sets `key` (dotted) in `table`, creating intermediate tables ([`experiment::set_dotted`]).
 pub fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
-    let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        let next = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-        cur = next.as_table_mut().ok_or_else(|| BenchError::Config(format!("{key}: '{p}' is not a table")))?;
-    }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
-}
-
-/// Removes `key` (dotted) from `table`; a missing key is not an error.
-pub fn unset_dotted(table: &mut toml::Table, key: &str) {
-    let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        match cur.get_mut(*p).and_then(|v| v.as_table_mut()) {
-            Some(t) => cur = t,
-            None => return,
-        }
-    }
-    cur.remove(parts[parts.len() - 1]);
+    experiment::set_dotted(table, key, value).map_err(BenchError::Config)
 }
 
 impl Variant {
@@ -386,7 +362,7 @@ impl Variant {
     pub fn apply(&self, base: &toml::Table) -> Result<toml::Table> {
         let mut t = base.clone();
         for k in &self.unset {
-            unset_dotted(&mut t, k);
+            experiment::unset_dotted(&mut t, k);
         }
         for (k, v) in &self.set {
             set_dotted(&mut t, k, v.clone())?;

@@ -185,20 +185,53 @@ fn opt(c: &Option<MeanCi>) -> String {
 
 /// Builds `report.md`, `report.html` and the charts under `out` from `results.jsonl`.
 pub fn build_report(out: &Path) -> Result<ReportFiles> {
-    let results_path = out.join("results.jsonl");
-    let loaded = store::load(&results_path)?;
+    let loaded = store::load(&out.join("results.jsonl"))?;
+    let plan = read_plan(out)?;
+    let (results, not_in_plan) = select_results(&loaded.results, plan.as_ref());
+    let title = plan.as_ref().map_or_else(|| "Proxima bench".to_string(), |p| format!("Proxima bench: {}", p.name));
+    let plot_dir = out.join("report");
+    std::fs::create_dir_all(&plot_dir).map_err(|e| BenchError::io(&plot_dir, e))?;
+    let mut plots = Vec::new();
+    let mut blocks = vec![Block::Heading(1, title.clone())];
+    blocks.extend(intro_blocks(&results, plan.as_ref(), loaded.torn_tail, not_in_plan));
+    let mut datasets: Vec<&str> = Vec::new();
+    for r in &results {
+        if !datasets.contains(&r.dataset.as_str()) {
+            datasets.push(&r.dataset);
+        }
+    }
+    for (di, ds) in datasets.iter().enumerate() {
+        dataset_section(di, ds, &results, plan.as_ref(), &plot_dir, &mut blocks, &mut plots)?;
+    }
+    blocks.extend(runs_blocks(&results));
+    blocks.extend(configuration_blocks(&results));
+
+    let md = render_md(&blocks)?;
+    let html = render_html(&title, &blocks, &plot_dir)?;
+    let files = ReportFiles { markdown: out.join("report.md"), html: out.join("report.html"), plots, not_in_plan, torn_tail: loaded.torn_tail };
+    write_atomic(&files.markdown, md.as_bytes())?;
+    write_atomic(&files.html, html.as_bytes())?;
+    Ok(files)
+}
+
+/// `plan.json` of the bench folder, if there is one.
+fn read_plan(out: &Path) -> Result<Option<PlanFile>> {
     let plan_path = out.join("plan.json");
-    let plan: Option<PlanFile> = match std::fs::read(&plan_path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| BenchError::Corrupt { path: plan_path.clone(), line: e.line(), message: e.to_string() })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(BenchError::io(&plan_path, e)),
-    };
-    // Keep the first line of every id, and only planned ids when the plan is known.
-    let planned_ids: Option<BTreeSet<&str>> = plan.as_ref().map(|p| p.runs.iter().map(|r| r.id.as_str()).collect());
+    match std::fs::read(&plan_path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| BenchError::Corrupt { path: plan_path.clone(), line: e.line(), message: e.to_string() })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BenchError::io(&plan_path, e)),
+    }
+}
+
+/// The first result line of every run id, only planned ids when the plan is known; and how many
+/// lines were left out for not being in the plan.
+fn select_results<'a>(all: &'a [RunResult], plan: Option<&PlanFile>) -> (Vec<&'a RunResult>, usize) {
+    let planned_ids: Option<BTreeSet<&str>> = plan.map(|p| p.runs.iter().map(|r| r.id.as_str()).collect());
     let mut seen = BTreeSet::new();
     let mut not_in_plan = 0;
     let mut results: Vec<&RunResult> = Vec::new();
-    for r in &loaded.results {
+    for r in all {
         if planned_ids.as_ref().is_some_and(|ids| !ids.contains(r.id.as_str())) {
             not_in_plan += 1;
             continue;
@@ -207,16 +240,16 @@ pub fn build_report(out: &Path) -> Result<ReportFiles> {
             results.push(r);
         }
     }
-    let title = plan.as_ref().map_or_else(|| "Proxima bench".to_string(), |p| format!("Proxima bench: {}", p.name));
-    let plot_dir = out.join("report");
-    std::fs::create_dir_all(&plot_dir).map_err(|e| BenchError::io(&plot_dir, e))?;
-    let mut plots = Vec::new();
-    let mut blocks = vec![Block::Heading(1, title.clone())];
+    (results, not_in_plan)
+}
 
+/// Who made the report and the runs, how many finished, notes on skipped lines, and the protocol.
+fn intro_blocks(results: &[&RunResult], plan: Option<&PlanFile>, torn_tail: Option<usize>, not_in_plan: usize) -> Vec<Block> {
+    let mut blocks = Vec::new();
     let commit_now = crate::git_commit();
     let run_commits: BTreeSet<String> = results.iter().map(|r| format!("{} ({})", r.version, r.commit.as_deref().unwrap_or("commit unknown"))).collect();
     let total_seconds: f64 = results.iter().map(|r| r.seconds).sum();
-    let planned_total = plan.as_ref().map(|p| p.runs.len());
+    let planned_total = plan.map(|p| p.runs.len());
     blocks.push(Block::Para(format!(
         "Report by Proxima {} (commit {}). Runs made by: {}. {} of {} planned runs finished; total training time {:.1} s ({:.1} min) summed over runs.",
         env!("CARGO_PKG_VERSION"),
@@ -227,7 +260,7 @@ pub fn build_report(out: &Path) -> Result<ReportFiles> {
         total_seconds,
         total_seconds / 60.0
     )));
-    if let Some(t) = loaded.torn_tail {
+    if let Some(t) = torn_tail {
         blocks.push(Block::Para(format!("Note: results.jsonl ends in a partial line ({t} bytes, an interrupted write); it was ignored.")));
     }
     if not_in_plan > 0 {
@@ -237,91 +270,95 @@ pub fn build_report(out: &Path) -> Result<ReportFiles> {
         "Protocol: every configuration is trained once per seed and class-disjoint fold (train on k−1 folds, validate on the held-out fold, keep the best-on-validation checkpoint) and evaluated on a fixed set of test classes never seen in training. Values are mean ± 95% confidence half-width (Student t over folds × seeds).".into(),
     ));
 
-    let mut datasets: Vec<&str> = Vec::new();
-    for r in &results {
-        if !datasets.contains(&r.dataset.as_str()) {
-            datasets.push(&r.dataset);
+    blocks
+}
+
+/// The section of one data set (`di`-th, named `ds`): its summary table, the random-search
+/// selection, and the bar and learning-curve plots (written to `plot_dir`).
+fn dataset_section(di: usize, ds: &str, results: &[&RunResult], plan: Option<&PlanFile>, plot_dir: &Path, blocks: &mut Vec<Block>, plots: &mut Vec<PathBuf>) -> Result<()> {
+    let rs: Vec<&RunResult> = results.iter().copied().filter(|r| r.dataset == *ds).collect();
+    let mut planned: BTreeMap<String, usize> = BTreeMap::new();
+    if let Some(p) = plan {
+        for e in p.runs.iter().filter(|e| e.dataset == *ds) {
+            *planned.entry(e.config.clone()).or_default() += 1;
         }
     }
-    for (di, ds) in datasets.iter().enumerate() {
-        let rs: Vec<&RunResult> = results.iter().copied().filter(|r| r.dataset == *ds).collect();
-        let mut planned: BTreeMap<String, usize> = BTreeMap::new();
-        if let Some(p) = &plan {
-            for e in p.runs.iter().filter(|e| e.dataset == *ds) {
-                *planned.entry(e.config.clone()).or_default() += 1;
-            }
-        }
-        let rows = summarize(&rs, &planned);
-        blocks.push(Block::Heading(2, format!("Data set: {ds}")));
-        let classes = rs[0];
-        blocks.push(Block::Para(format!(
-            "{} training, {} validation and {} test classes per run; {} fold(s).",
-            classes.train_classes, classes.val_classes, classes.test_classes, classes.folds
-        )));
-        let header: Vec<String> = ["#", "configuration", "runs", "test MAP@R", "test R-Precision", "test P@1", "val MAP@R", "untrained MAP@R", "s/run"].map(String::from).to_vec();
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                vec![
-                    (i + 1).to_string(),
-                    r.config.clone(),
-                    r.planned.map_or(r.n.to_string(), |p| format!("{}/{p}", r.n)),
-                    opt(&r.map_at_r),
-                    opt(&r.r_precision),
-                    opt(&r.precision_at_1),
-                    opt(&r.val_map_at_r),
-                    opt(&r.untrained_map_at_r),
-                    format!("{:.1}", r.seconds),
-                ]
-            })
-            .collect();
-        blocks.push(Block::Table(header, table));
+    let rows = summarize(&rs, &planned);
+    blocks.push(Block::Heading(2, format!("Data set: {ds}")));
+    let classes = rs[0];
+    blocks.push(Block::Para(format!(
+        "{} training, {} validation and {} test classes per run; {} fold(s).",
+        classes.train_classes, classes.val_classes, classes.test_classes, classes.folds
+    )));
+    let header: Vec<String> = ["#", "configuration", "runs", "test MAP@R", "test R-Precision", "test P@1", "val MAP@R", "untrained MAP@R", "s/run"].map(String::from).to_vec();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                (i + 1).to_string(),
+                r.config.clone(),
+                r.planned.map_or(r.n.to_string(), |p| format!("{}/{p}", r.n)),
+                opt(&r.map_at_r),
+                opt(&r.r_precision),
+                opt(&r.precision_at_1),
+                opt(&r.val_map_at_r),
+                opt(&r.untrained_map_at_r),
+                format!("{:.1}", r.seconds),
+            ]
+        })
+        .collect();
+    blocks.push(Block::Table(header, table));
 
-        // Random search: the trial with the best mean validation MAP@R per configuration.
-        let mut groups: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-        for r in &rows {
-            if let Some(g) = &r.search_of {
-                groups.entry(g.as_str()).or_default().push(r);
-            }
-        }
-        if !groups.is_empty() {
-            blocks.push(Block::Heading(3, "Random search: trial selected by validation MAP@R".into()));
-            let sel: Vec<Vec<String>> = groups
-                .iter()
-                .map(|(g, trials)| {
-                    let best = trials.iter().max_by(|a, b| a.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean).total_cmp(&b.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean))).expect("non-empty");
-                    vec![g.to_string(), trials.len().to_string(), best.config.clone(), opt(&best.val_map_at_r), opt(&best.map_at_r)]
-                })
-                .collect();
-            blocks.push(Block::Table(["configuration", "trials", "selected trial", "val MAP@R", "test MAP@R"].map(String::from).to_vec(), sel));
-        }
-
-        let bars: Vec<Bar> = rows.iter().filter_map(|r| r.map_at_r.map(|c| Bar { label: r.config.clone(), value: c.mean, error: c.half_width })).collect();
-        if !bars.is_empty() {
-            let stem = format!("bars_{di}");
-            let chart = BarChart { title: "Test MAP@R (mean ± 95% CI)".into(), x_label: "configuration".into(), y_label: "MAP@R".into(), bars, size: (1000, 520) };
-            let f = bar_chart(&plot_dir, &stem, &chart)?;
-            plots.extend([f.png, f.svg]);
-            blocks.push(Block::Image(stem, format!("Test MAP@R per configuration, {ds}")));
-        }
-        let series: Vec<Series> = rows
-            .iter()
-            .map(|r| {
-                let of: Vec<&RunResult> = rs.iter().copied().filter(|x| x.config == r.config).collect();
-                Series { name: r.config.clone(), points: mean_curve(&of) }
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect();
-        if !series.is_empty() {
-            let stem = format!("curves_{di}");
-            let chart = LineChart { title: "Validation MAP@R per epoch (mean over folds × seeds)".into(), x_label: "epoch".into(), y_label: "MAP@R".into(), series, size: (1000, 560), ..Default::default() };
-            let f = line_chart(&plot_dir, &stem, &chart)?;
-            plots.extend([f.png, f.svg]);
-            blocks.push(Block::Image(stem, format!("Learning curves, {ds}")));
+    // Random search: the trial with the best mean validation MAP@R per configuration.
+    let mut groups: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in &rows {
+        if let Some(g) = &r.search_of {
+            groups.entry(g.as_str()).or_default().push(r);
         }
     }
+    if !groups.is_empty() {
+        blocks.push(Block::Heading(3, "Random search: trial selected by validation MAP@R".into()));
+        let sel: Vec<Vec<String>> = groups
+            .iter()
+            .map(|(g, trials)| {
+                let best = trials.iter().max_by(|a, b| a.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean).total_cmp(&b.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean))).expect("non-empty");
+                vec![g.to_string(), trials.len().to_string(), best.config.clone(), opt(&best.val_map_at_r), opt(&best.map_at_r)]
+            })
+            .collect();
+        blocks.push(Block::Table(["configuration", "trials", "selected trial", "val MAP@R", "test MAP@R"].map(String::from).to_vec(), sel));
+    }
 
+    let bars: Vec<Bar> = rows.iter().filter_map(|r| r.map_at_r.map(|c| Bar { label: r.config.clone(), value: c.mean, error: c.half_width })).collect();
+    if !bars.is_empty() {
+        let stem = format!("bars_{di}");
+        let chart = BarChart { title: "Test MAP@R (mean ± 95% CI)".into(), x_label: "configuration".into(), y_label: "MAP@R".into(), bars, size: (1000, 520) };
+        let f = bar_chart(plot_dir, &stem, &chart)?;
+        plots.extend([f.png, f.svg]);
+        blocks.push(Block::Image(stem, format!("Test MAP@R per configuration, {ds}")));
+    }
+    let series: Vec<Series> = rows
+        .iter()
+        .map(|r| {
+            let of: Vec<&RunResult> = rs.iter().copied().filter(|x| x.config == r.config).collect();
+            Series { name: r.config.clone(), points: mean_curve(&of) }
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !series.is_empty() {
+        let stem = format!("curves_{di}");
+        let chart = LineChart { title: "Validation MAP@R per epoch (mean over folds × seeds)".into(), x_label: "epoch".into(), y_label: "MAP@R".into(), series, size: (1000, 560), ..Default::default() };
+        let f = line_chart(plot_dir, &stem, &chart)?;
+        plots.extend([f.png, f.svg]);
+        blocks.push(Block::Image(stem, format!("Learning curves, {ds}")));
+    }
+    Ok(())
+}
+
+/// The table of every run.
+fn runs_blocks(results: &[&RunResult]) -> Vec<Block> {
+    let total_seconds: f64 = results.iter().map(|r| r.seconds).sum();
+    let mut blocks = Vec::new();
     blocks.push(Block::Heading(2, "Runs".into()));
     let run_rows: Vec<Vec<String>> = results
         .iter()
@@ -342,10 +379,16 @@ pub fn build_report(out: &Path) -> Result<ReportFiles> {
     blocks.push(Block::Table(["configuration", "seed", "fold", "id", "epochs", "val MAP@R", "test MAP@R", "seconds", "resumed"].map(String::from).to_vec(), run_rows));
     blocks.push(Block::Para(format!("Total: {} runs, {:.1} s.", results.len(), total_seconds)));
 
+    blocks
+}
+
+/// The resolved experiment of each configuration's first run.
+fn configuration_blocks(results: &[&RunResult]) -> Vec<Block> {
+    let mut blocks = Vec::new();
     blocks.push(Block::Heading(2, "Resolved configurations".into()));
     blocks.push(Block::Para("The experiment of each configuration's first run; other runs differ only in `seed` and the fold (`split`, `split_file`).".into()));
     let mut shown = BTreeSet::new();
-    for r in &results {
+    for r in results {
         if shown.insert((r.dataset.as_str(), r.config.as_str())) {
             blocks.push(Block::Heading(3, r.config.clone()));
             if !r.overrides.is_empty() {
@@ -355,12 +398,7 @@ pub fn build_report(out: &Path) -> Result<ReportFiles> {
         }
     }
 
-    let md = render_md(&blocks)?;
-    let html = render_html(&title, &blocks, &plot_dir)?;
-    let files = ReportFiles { markdown: out.join("report.md"), html: out.join("report.html"), plots, not_in_plan, torn_tail: loaded.torn_tail };
-    write_atomic(&files.markdown, md.as_bytes())?;
-    write_atomic(&files.html, html.as_bytes())?;
-    Ok(files)
+    blocks
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use proxima_data::{Dataset, ScanOptions, Split};
+use proxima_eval::OpenSetCounts;
 use proxima_index::{Decision, Gallery, ImpostorScores};
-use proxima_train::artifact::{TrainedModel, load_model_dir};
+use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_train::experiment::{self, RunSummary};
 
 const EXPERIMENT: &str = include_str!("../../../examples/experiments/synth_small_cnn.toml");
@@ -40,11 +41,7 @@ pub struct DemoArgs {
 }
 
 struct OpenSet {
-    known_total: usize,
-    known_correct: usize,
-    known_rejected: usize,
-    unknown_total: usize,
-    unknown_rejected: usize,
+    counts: OpenSetCounts,
     examples: Vec<(String, String, String)>,
 }
 
@@ -73,7 +70,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let report = write_report(out, &summary, &open_set, started.elapsed().as_secs_f64())?;
     println!(
         "open set: {}/{} photos of enrolled brands identified, {}/{} photos of never-enrolled brands answered \"unknown\"",
-        open_set.known_correct, open_set.known_total, open_set.unknown_rejected, open_set.unknown_total
+        open_set.counts.known_correct, open_set.counts.known, open_set.counts.unknown_rejected, open_set.counts.unknown
     );
     for (photo, truth, answer) in open_set.examples.iter().take(6) {
         println!("  {photo:<28} truth {truth:<12} → {answer}");
@@ -115,24 +112,15 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
     let cal = gallery.calibrate(&cal_q, &cal_truth, TARGET_FMR, ImpostorScores::BestWrongBrand)?.clone();
     eprintln!("calibrated threshold {:.4} for a false-match rate ≤ {TARGET_FMR} (achieved {:.3} on {} impostor scores)", cal.threshold, cal.achieved_fmr, cal.num_impostor);
     gallery.save(gallery_path).with_context(|| format!("writing {}", gallery_path.display()))?;
-    let mut r = OpenSet { known_total: 0, known_correct: 0, known_rejected: 0, unknown_total: 0, unknown_rejected: 0, examples: Vec::new() };
+    let mut r = OpenSet { counts: OpenSetCounts::default(), examples: Vec::new() };
     for (n, (i, truth, enrolled)) in eval.iter().enumerate() {
         let id = gallery.identify(row(*i), 3)?;
         let answer = match &id.decision {
             Decision::Known { brand, similarity } => format!("{brand} (similarity {similarity:.3})"),
             Decision::Unknown { best_similarity } => format!("unknown (best similarity {best_similarity:.3})"),
         };
-        if *enrolled {
-            r.known_total += 1;
-            match &id.decision {
-                Decision::Known { brand, .. } if brand == truth => r.known_correct += 1,
-                Decision::Unknown { .. } => r.known_rejected += 1,
-                _ => {}
-            }
-        } else {
-            r.unknown_total += 1;
-            r.unknown_rejected += matches!(id.decision, Decision::Unknown { .. }) as usize;
-        }
+        let accepted = matches!(id.decision, Decision::Known { .. });
+        r.counts.add(*enrolled, accepted, matches!(&id.decision, Decision::Known { brand, .. } if brand == truth));
         if n % 7 == 0 {
             let photo = test.samples[*i].path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             let truth = if *enrolled { truth.clone() } else { format!("{truth} (never enrolled)") };
@@ -142,7 +130,8 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
     Ok(r)
 }
 
-fn write_report(out: &Path, s: &RunSummary, o: &OpenSet, seconds: f64) -> Result<PathBuf> {
+fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, seconds: f64) -> Result<PathBuf> {
+    let o = &open_set.counts;
     let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
     let mut md = String::new();
     writeln!(md, "# Proxima demo\n")?;
@@ -160,13 +149,13 @@ fn write_report(out: &Path, s: &RunSummary, o: &OpenSet, seconds: f64) -> Result
     writeln!(md, "## Open-set identification\n")?;
     writeln!(md, "{} unseen brands were enrolled from {ENROL} photos each, {NEVER_ENROLLED} were never enrolled; the decision threshold was calibrated for a false-match rate of {TARGET_FMR} on separate photos.\n", s.test_classes.saturating_sub(NEVER_ENROLLED))?;
     let rows = vec![
-        vec!["photos of enrolled brands identified correctly".to_string(), format!("{}/{} ({:.1}%)", o.known_correct, o.known_total, pct(o.known_correct, o.known_total))],
-        vec!["photos of enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.known_rejected, o.known_total, pct(o.known_rejected, o.known_total))],
-        vec!["photos of never-enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.unknown_rejected, o.unknown_total, pct(o.unknown_rejected, o.unknown_total))],
+        vec!["photos of enrolled brands identified correctly".to_string(), format!("{}/{} ({:.1}%)", o.known_correct, o.known, pct(o.known_correct, o.known))],
+        vec!["photos of enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.known_rejected, o.known, pct(o.known_rejected, o.known))],
+        vec!["photos of never-enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.unknown_rejected, o.unknown, pct(o.unknown_rejected, o.unknown))],
     ];
     md.push_str(&proxima_report::markdown_table(&["", "result"], &rows)?);
     writeln!(md, "\n### Examples\n")?;
-    let rows: Vec<Vec<String>> = o.examples.iter().map(|(p, t, a)| vec![p.clone(), t.clone(), a.clone()]).collect();
+    let rows: Vec<Vec<String>> = open_set.examples.iter().map(|(p, t, a)| vec![p.clone(), t.clone(), a.clone()]).collect();
     md.push_str(&proxima_report::markdown_table(&["photo", "truth", "answer"], &rows)?);
     writeln!(md, "\nTry it: `proxima query --gallery {0}/gallery --model {0} <image>`.", out.display())?;
     let path = out.join("report.md");

@@ -11,12 +11,8 @@
 //! * Clustering (NMI, AMI): k-means of the query embeddings with k = number of query classes
 //!   (`proxima_eval::evaluate_clustering`, seeded by `--seed`), skipped for one class.
 //! * Verification (AUC, EER, FNMR at FMR 1e-2/1e-3/1e-4) of pair scores in the chosen
-//!   metric: all unordered pairs of the query set (or all query × reference pairs) when there
-//!   are at most [`MAX_PAIRS`] of them — for one set that is N ≤ 5000; above that,
-//!   [`MAX_PAIRS`] pairs drawn uniformly *with replacement* (two distinct rows each) by a
-//!   SplitMix64 generator seeded by `--seed`, in fixed blocks so the sample does not depend
-//!   on the thread count. Uniform sampling keeps the genuine/impostor ratio of the data, so
-//!   the precision–recall curve stays honest.
+//!   metric: `proxima_eval::pair_scores` (all pairs up to `proxima_eval::MAX_PAIRS`, else a
+//!   sample seeded by `--seed`) and `proxima_eval::verification_report`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,20 +20,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
+use proxima_base::SplitMix64;
 use proxima_eval::{
-    ClusteringMetrics, Embeddings, KSpec, Metric, RetrievalConfig, RetrievalMetrics, ScoreKind, VerificationReport,
-    evaluate_clustering, evaluate_retrieval, pca_2d, roc_curve, verification_report,
+    ClusteringMetrics, Embeddings, KSpec, Metric, PairInfo, PairScores, RetrievalConfig, RetrievalMetrics, ScoreKind, VerificationReport,
+    evaluate_clustering, evaluate_retrieval, pair_scores, pca_2d, roc_curve, verification_report,
 };
 use proxima_report as report;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::io::{EmbeddingFile, RawLabels, ResolvedLabels, read_embeddings, read_labels, resolve_labels};
 
-/// Largest number of pairs scored exhaustively: all pairs of 5000 embeddings.
-pub const MAX_PAIRS: usize = 5000 * 4999 / 2;
-/// Pairs per independently seeded sampling block.
-const SAMPLE_BLOCK: usize = 1 << 16;
 /// Most points drawn in the PCA map (a seeded sample above that).
 const MAX_PCA_POINTS: usize = 10_000;
 /// Most points kept when plotting a curve.
@@ -103,7 +95,7 @@ enum PartArg {
 /// Embeds the labelled images of `--data` (optionally one part of a split) with `--model`.
 fn embed_data(args: &EvalArgs, model_dir: &Path, data: &Path) -> Result<(EmbeddingFile, RawLabels)> {
     let device = proxima_train::experiment::available_device(&args.device)?;
-    let model = proxima_train::artifact::load_model_dir(model_dir, device).with_context(|| format!("loading the model {}", model_dir.display()))?;
+    let model = proxima_models::model_dir::load_model_dir(model_dir, device).with_context(|| format!("loading the model {}", model_dir.display()))?;
     let dataset = if data.is_dir() {
         let scan = proxima_data::Dataset::scan_folder(data, &proxima_data::ScanOptions::default()).with_context(|| format!("reading {}", data.display()))?;
         for issue in &scan.issues {
@@ -192,19 +184,6 @@ struct Inputs {
     reference_embeddings: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference_labels: Option<PathBuf>,
-}
-
-/// How the verification pairs were chosen.
-#[derive(Serialize, Clone)]
-struct PairInfo {
-    /// `all` or `sampled`.
-    mode: &'static str,
-    /// Pairs that exist.
-    total_pairs: u128,
-    /// Pairs scored.
-    evaluated_pairs: usize,
-    /// Sampling seed (meaningful for `sampled`).
-    seed: u64,
 }
 
 /// Verification section of the output.
@@ -345,7 +324,7 @@ fn evaluate(
         None
     };
 
-    let pairs = pair_scores(q, qlabels, r, args.metric, args.seed)?;
+    let pairs = pair_scores(q, qlabels, r, args.metric.metric(), args.seed)?;
     let verification = if pairs.genuine.is_empty() || pairs.impostor.is_empty() {
         notes.push(format!(
             "pair verification needs genuine and impostor pairs ({} genuine, {} impostor): not computed",
@@ -396,127 +375,6 @@ fn evaluate(
         notes,
     };
     Ok((output, pairs))
-}
-
-/// Genuine and impostor pair scores, in the metric's own units.
-struct PairScores {
-    genuine: Vec<f64>,
-    impostor: Vec<f64>,
-    info: PairInfo,
-}
-
-/// Rows prepared for pair scoring (unit-normalised for cosine).
-struct Rows {
-    data: Vec<f32>,
-    dim: usize,
-}
-
-impl Rows {
-    fn new(e: Embeddings<'_>, metric: MetricArg, what: &str) -> Result<Self> {
-        let mut data = e.data().to_vec();
-        if metric == MetricArg::Cosine {
-            for (i, row) in data.chunks_mut(e.dim()).enumerate() {
-                let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-                ensure!(norm > 0.0, "{what}: row {i} (0-based) is the zero vector; cosine similarity is undefined");
-                row.iter_mut().for_each(|v| *v = (f64::from(*v) / norm) as f32);
-            }
-        }
-        Ok(Self { data, dim: e.dim() })
-    }
-
-    fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-}
-
-fn score(a: &[f32], b: &[f32], metric: MetricArg) -> f64 {
-    match metric {
-        MetricArg::L2 => a.iter().zip(b).map(|(x, y)| f64::from(x - y) * f64::from(x - y)).sum::<f64>().sqrt(),
-        MetricArg::Cosine | MetricArg::Dot => a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum(),
-    }
-}
-
-/// SplitMix64: a tiny, well-mixed, seedable generator (enough for choosing pairs).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; bias below 2^-40 for the sizes used here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
-fn pair_scores(q: Embeddings<'_>, ql: &[i64], r: Option<(Embeddings<'_>, &[i64])>, metric: MetricArg, seed: u64) -> Result<PairScores> {
-    let qr = Rows::new(q, metric, "query embeddings")?;
-    let rr = match r {
-        Some((e, _)) => Some(Rows::new(e, metric, "reference embeddings")?),
-        None => None,
-    };
-    let rl = r.map_or(ql, |r| r.1);
-    let (nq, nr) = (q.rows(), rl.len());
-    let total: u128 = match rr {
-        None => nq as u128 * (nq as u128 - 1) / 2,
-        Some(_) => nq as u128 * nr as u128,
-    };
-    let refs = rr.as_ref().unwrap_or(&qr);
-    let split = |parts: Vec<(Vec<f64>, Vec<f64>)>| {
-        let (mut g, mut i) = (Vec::new(), Vec::new());
-        for (pg, pi) in parts {
-            g.extend(pg);
-            i.extend(pi);
-        }
-        (g, i)
-    };
-    let (genuine, impostor, mode, evaluated) = if total <= MAX_PAIRS as u128 {
-        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..nq)
-            .into_par_iter()
-            .map(|a| {
-                let (mut g, mut i) = (Vec::new(), Vec::new());
-                let start = if rr.is_none() { a + 1 } else { 0 };
-                for (b, &lb) in rl.iter().enumerate().skip(start) {
-                    let s = score(qr.row(a), refs.row(b), metric);
-                    if ql[a] == lb { g.push(s) } else { i.push(s) }
-                }
-                (g, i)
-            })
-            .collect();
-        let (g, i) = split(parts);
-        (g, i, "all", total as usize)
-    } else {
-        let blocks = MAX_PAIRS.div_ceil(SAMPLE_BLOCK);
-        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..blocks)
-            .into_par_iter()
-            .map(|blk| {
-                let mut rng = SplitMix64(seed ^ (blk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-                let count = SAMPLE_BLOCK.min(MAX_PAIRS - blk * SAMPLE_BLOCK);
-                let (mut g, mut i) = (Vec::new(), Vec::new());
-                for _ in 0..count {
-                    let a = rng.below(nq);
-                    let b = if rr.is_none() {
-                        // A distinct second row: draw from the n − 1 others.
-                        let b = rng.below(nq - 1);
-                        if b >= a { b + 1 } else { b }
-                    } else {
-                        rng.below(nr)
-                    };
-                    let s = score(qr.row(a), refs.row(b), metric);
-                    if ql[a] == rl[b] { g.push(s) } else { i.push(s) }
-                }
-                (g, i)
-            })
-            .collect();
-        let (g, i) = split(parts);
-        (g, i, "sampled", MAX_PAIRS)
-    };
-    Ok(PairScores { genuine, impostor, info: PairInfo { mode, total_pairs: total, evaluated_pairs: evaluated, seed } })
 }
 
 /// `(metric, value)` rows shared by the terminal table and `report.md`.
@@ -770,53 +628,6 @@ mod tests {
         assert_eq!(parse_k("7"), Ok(KSpec::Fixed(7)));
         assert!(parse_k("0").is_err());
         assert!(parse_k("many").unwrap_err().contains("max-bin-count"));
-    }
-
-    #[test]
-    fn exhaustive_pairs_match_a_brute_force_count() {
-        // 5 points on a line, labels 0 0 1 1 1: 1 + 3 = 4 genuine and 6 impostor pairs.
-        let data = [0.0f32, 1.0, 2.0, 3.0, 4.0];
-        let e = Embeddings::new("q", &data, 1).unwrap();
-        let labels = [0, 0, 1, 1, 1];
-        let p = pair_scores(e, &labels, None, MetricArg::L2, 0).unwrap();
-        assert_eq!((p.genuine.len(), p.impostor.len(), p.info.mode), (4, 6, "all"));
-        let mut g = p.genuine.clone();
-        g.sort_by(f64::total_cmp);
-        assert_eq!(g, vec![1.0, 1.0, 1.0, 2.0]);
-        // Cross pairs: every query against every reference.
-        let r = Embeddings::new("r", &data[..2], 1).unwrap();
-        let p = pair_scores(e, &labels, Some((r, &[0, 1])), MetricArg::Dot, 0).unwrap();
-        assert_eq!(p.genuine.len() + p.impostor.len(), 10);
-        assert_eq!(p.genuine.len(), 2 + 3);
-    }
-
-    #[test]
-    fn sampled_pairs_are_seeded_and_distinct_rows() {
-        // 5001 rows exceed MAX_PAIRS in one set, so the pairs are sampled.
-        let n = 5001;
-        let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
-        let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
-        let e = Embeddings::new("q", &data, 1).unwrap();
-        let a = pair_scores(e, &labels, None, MetricArg::L2, 3).unwrap();
-        assert_eq!(a.info.mode, "sampled");
-        assert_eq!(a.genuine.len() + a.impostor.len(), MAX_PAIRS);
-        // Distinct rows: no zero distance; same-parity pairs have even distance.
-        assert!(a.genuine.iter().chain(&a.impostor).all(|&s| s >= 1.0));
-        assert!(a.genuine.iter().all(|&s| s % 2.0 == 0.0));
-        let frac = a.genuine.len() as f64 / MAX_PAIRS as f64;
-        assert!((frac - 0.49995).abs() < 0.01, "{frac}");
-        let b = pair_scores(e, &labels, None, MetricArg::L2, 3).unwrap();
-        assert_eq!(a.genuine, b.genuine);
-        let c = pair_scores(e, &labels, None, MetricArg::L2, 4).unwrap();
-        assert_ne!(a.genuine, c.genuine);
-    }
-
-    #[test]
-    fn cosine_rejects_zero_rows() {
-        let data = [1.0f32, 0.0, 0.0, 0.0];
-        let e = Embeddings::new("q", &data, 2).unwrap();
-        let err = pair_scores(e, &[0, 1], None, MetricArg::Cosine, 0).err().unwrap();
-        assert!(err.to_string().contains("row 1 (0-based) is the zero vector"), "{err}");
     }
 
     #[test]

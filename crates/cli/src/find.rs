@@ -272,7 +272,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let model = load_model(model_path, &a.device)?;
         let gallery = load_gallery_for(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
-        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.calibration().map_or(0.0, |c| c.threshold)), ..Default::default() };
+        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
         let mut lines = String::new();
@@ -315,7 +315,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     }
     if let Some(out) = &a.out {
         let text = serde_json::to_string_pretty(&report)?;
-        proxima_train::checkpoint::write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+        proxima_models::tensor_file::write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -369,7 +369,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
                 .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
                 .with_context(|| format!("encoding {}", out.display()))?;
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            proxima_train::checkpoint::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
+            proxima_models::tensor_file::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
         }
         answers.push(ans);
     }

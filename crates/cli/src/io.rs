@@ -49,6 +49,11 @@ impl RawLabels {
             RawLabels::Names(v) => v.len(),
         }
     }
+
+    /// True when there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Class ids of one or more label files, and the name of every class.

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use proxima_data::{Dataset, ScanOptions};
-use proxima_index::{Decision, Gallery, ImpostorScores};
-use proxima_server::api::{CompareAnswer, IdentifyAnswer, cosine};
 use proxima_gallery_db::{GalleryDb, redact};
+use proxima_index::{Decision, Gallery, ImpostorScores, cosine};
+use proxima_models::model_dir::{TrainedModel, load_model_dir};
+use proxima_server::api::{CompareAnswer, IdentifyAnswer};
 use proxima_server::{BatchConfig, GallerySource, ServerConfig};
-use proxima_train::artifact::{TrainedModel, load_model_dir};
 use proxima_train::experiment;
 use serde::Serialize;
 
@@ -430,11 +430,7 @@ pub fn query(a: QueryArgs) -> Result<ExitCode> {
     }
     let model = load_model(&a.model, &a.device)?;
     let g = load_gallery_for(&a.gallery, &model)?;
-    let threshold = match (a.threshold, g.calibration()) {
-        (Some(t), _) => t,
-        (None, Some(c)) => c.threshold,
-        (None, None) => bail!("the gallery {} has no calibrated threshold; pass --threshold", a.gallery.display()),
-    };
+    let threshold = g.decision_threshold(a.threshold).map_err(|_| anyhow!("the gallery {} has no calibrated threshold; pass --threshold", a.gallery.display()))?;
     let emb = embed_files(&model, &a.images)?;
     let dim = g.dim();
     let mut all_known = true;
@@ -466,7 +462,7 @@ pub fn matches(a: MatchArgs) -> Result<ExitCode> {
     let threshold = match (&a.gallery, a.threshold) {
         (Some(path), _) => {
             let g = load_gallery_for(path, &model)?;
-            g.calibration().with_context(|| format!("the gallery {} has no calibrated threshold; pass --threshold", path.display()))?.threshold
+            g.decision_threshold(None).map_err(|_| anyhow!("the gallery {} has no calibrated threshold; pass --threshold", path.display()))?
         }
         (None, Some(t)) => t,
         (None, None) => bail!("pass --threshold or --gallery"),

@@ -118,7 +118,7 @@ pub struct EmbedArgs {
 /// Runs `proxima embed`.
 pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
     let device = experiment::available_device(&args.device)?;
-    let model = proxima_train::artifact::load_model_dir(&args.model, device).with_context(|| format!("loading the model {}", args.model.display()))?;
+    let model = proxima_models::model_dir::load_model_dir(&args.model, device).with_context(|| format!("loading the model {}", args.model.display()))?;
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut labels: Vec<Option<String>> = Vec::new();
     for input in &args.inputs {
@@ -165,7 +165,7 @@ fn write_embeddings(out: &Path, emb: &[f32], dim: usize, paths: &[PathBuf], labe
         }
         "safetensors" => {
             let t = tch::Tensor::from_slice(emb).view([n as i64, dim as i64]);
-            proxima_train::checkpoint::save(out, &[("embeddings".to_string(), t)], &sidecar).with_context(|| format!("writing {}", out.display()))?;
+            proxima_models::tensor_file::save(out, &[("embeddings".to_string(), t)], &sidecar).with_context(|| format!("writing {}", out.display()))?;
         }
         _ => bail!("--out must end in .npy or .safetensors, got {}", out.display()),
     }

@@ -18,20 +18,7 @@ fn s(p: &Path) -> &str {
 
 /// A `.npy` (format 1.0) file with the given dtype descriptor, shape and raw data.
 fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let shape_text = match shape {
-        [n] => format!("({n},)"),
-        s => format!("({})", s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
+    std::fs::write(path, proxima_cli::io::npy_bytes(descr, shape, data)).unwrap();
 }
 
 fn write_f32(path: &Path, rows: usize, dim: usize, v: &[f32]) {
@@ -316,13 +303,13 @@ fn eval_with_a_model_embeds_the_images_itself() {
     let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![8, 16] }, 16);
     let model = proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
     let model_dir = dir.path().join("model");
-    proxima_train::artifact::save_model_dir(&model, 32, &model_dir).unwrap();
+    proxima_models::model_dir::save_model_dir(&model, 32, &model_dir).unwrap();
 
     let json = run_json(&["eval", "--model", s(&model_dir), "--data", s(&data), "--json"]);
     assert_eq!(json["num_queries"].as_u64(), Some(20));
     assert_eq!(json["num_classes"].as_u64(), Some(4));
     // The same numbers as embedding with the library and evaluating directly.
-    let loaded = proxima_train::artifact::load_model_dir(&model_dir, tch::Device::Cpu).unwrap();
+    let loaded = proxima_models::model_dir::load_model_dir(&model_dir, tch::Device::Cpu).unwrap();
     let ds = proxima_data::Dataset::scan_folder(&data, &proxima_data::ScanOptions::default()).unwrap().dataset;
     let emb = loaded.embed_dataset(&ds).unwrap();
     let labels: Vec<i64> = ds.labels().iter().map(|&l| l as i64).collect();
@@ -358,7 +345,7 @@ fn gallery_fixture(dir: &tempfile::TempDir) -> GalleryFixture {
         let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
         let model = proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
         let d = dir.path().join(name);
-        proxima_train::artifact::save_model_dir(&model, 32, &d).unwrap();
+        proxima_models::model_dir::save_model_dir(&model, 32, &d).unwrap();
         d
     };
     let (model, other) = (make_model("model", 0), make_model("other", 1));

@@ -189,17 +189,17 @@ impl PipelineConfig {
             match t {
                 Transform::Resize { size } | Transform::CenterCrop { size } if size[0] == 0 || size[1] == 0 => return bad(format!("{t:?}: zero size")),
                 Transform::ResizeShorter { size: 0 } => return bad("resize_shorter: zero size".into()),
-                Transform::RandomResizedCrop { size, scale, ratio } => {
-                    if size[0] == 0 || size[1] == 0 || !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] <= 1.0) || !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) {
-                        return bad(format!("{t:?}: need size > 0, 0 < scale[0] <= scale[1] <= 1, 0 < ratio[0] <= ratio[1]"));
-                    }
+                Transform::RandomResizedCrop { size, scale, ratio }
+                    if size[0] == 0 || size[1] == 0 || !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] <= 1.0) || !(ratio[0] > 0.0 && ratio[0] <= ratio[1]) =>
+                {
+                    return bad(format!("{t:?}: need size > 0, 0 < scale[0] <= scale[1] <= 1, 0 < ratio[0] <= ratio[1]"));
                 }
                 Transform::Rotation { p, .. } | Transform::Grayscale { p } | Transform::HorizontalFlip { p } if !prob(*p) => return bad(format!("{t:?}: p out of [0,1]")),
                 Transform::Perspective { distortion, p, .. } if !prob(*p) || !(0.0..=1.0).contains(distortion) => return bad(format!("{t:?}: p and distortion in [0,1]")),
-                Transform::ColorJitter { brightness, contrast, saturation, hue, p } => {
-                    if !prob(*p) || [*brightness, *contrast, *saturation].iter().any(|v| !(0.0..=1.0).contains(v)) || !(0.0..=0.5).contains(hue) {
-                        return bad(format!("{t:?}: factors in [0,1], hue in [0,0.5], p in [0,1]"));
-                    }
+                Transform::ColorJitter { brightness, contrast, saturation, hue, p }
+                    if !prob(*p) || [*brightness, *contrast, *saturation].iter().any(|v| !(0.0..=1.0).contains(v)) || !(0.0..=0.5).contains(hue) =>
+                {
+                    return bad(format!("{t:?}: factors in [0,1], hue in [0,0.5], p in [0,1]"));
                 }
                 Transform::GaussianBlur { sigma, p } if !(prob(*p) && sigma[0] >= 0.0 && sigma[0] <= sigma[1]) => return bad(format!("{t:?}: need 0 <= sigma[0] <= sigma[1]")),
                 Transform::Noise { std, p } if !prob(*p) || *std < 0.0 => return bad(format!("{t:?}: std >= 0, p in [0,1]")),

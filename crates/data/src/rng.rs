@@ -5,18 +5,7 @@
 //! generator is also trivially seedable from `(seed, epoch, index)` tuples, which is how per-sample
 //! augmentation stays reproducible regardless of thread scheduling.
 
-/// Mixes a 64-bit value (SplitMix64 finaliser).
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a 64 of `bytes` starting from the offset basis xor `seed` (`seed` 0: plain FNV-1a).
-pub fn fnv1a64(seed: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325 ^ seed, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
+pub use proxima_base::{fnv1a64, mix64};
 
 /// Derives one seed from a list of parts (order-sensitive).
 pub fn derive_seed(parts: &[u64]) -> u64 {

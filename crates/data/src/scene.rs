@@ -10,7 +10,6 @@
 //! A scene manifest is JSONL, one [`Scene`] per line; relative image paths are resolved against
 //! the manifest's folder.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -91,27 +90,12 @@ pub fn write_scenes(path: &Path, scenes: &[Scene]) -> Result<()> {
     write_atomic(path, &buf)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path`, then
-/// syncs the folder (so the rename itself survives a crash). The temporary file is removed on
-/// failure; errors name the file that failed.
+/// Replaces `path` with `bytes` atomically and durably ([`proxima_base::write_atomic`]), creating
+/// its folder first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(&tmp, e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    proxima_base::write_atomic(path, bytes).map_err(|e| DataError::io(e.path, e.source))
 }
 
 #[cfg(test)]

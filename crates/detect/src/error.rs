@@ -36,8 +36,6 @@ pub enum DetectError {
     #[error(transparent)]
     Model(#[from] proxima_models::ModelError),
     #[error(transparent)]
-    Train(#[from] proxima_train::TrainError),
-    #[error(transparent)]
     Eval(#[from] proxima_eval::EvalError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

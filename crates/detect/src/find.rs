@@ -9,7 +9,7 @@
 
 use image::RgbImage;
 use proxima_index::Gallery;
-use proxima_train::artifact::TrainedModel;
+use proxima_models::model_dir::TrainedModel;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DetectError, Result};
@@ -99,13 +99,12 @@ impl<'a> Finder<'a> {
         if opts.max_regions == 0 || !(0.0..=1.0).contains(&opts.padding) || opts.max_side < 32 {
             return Err(DetectError::Config("max_regions must be > 0, padding in [0, 1] and max_side ≥ 32".into()));
         }
-        let threshold = match opts.threshold {
-            Some(t) if t.is_finite() => t,
-            Some(t) => return Err(DetectError::Config(format!("threshold must be a number, got {t}"))),
-            None => gallery.calibration().map(|c| c.threshold).ok_or_else(|| {
-                DetectError::Config("the gallery has no calibrated threshold: calibrate it or pass a threshold".into())
-            })?,
-        };
+        let threshold = gallery
+            .decision_threshold(opts.threshold)
+            .map_err(|_| DetectError::Config("the gallery has no calibrated threshold: calibrate it or pass a threshold".into()))?;
+        if !threshold.is_finite() {
+            return Err(DetectError::Config(format!("threshold must be a number, got {threshold}")));
+        }
         Ok(Finder { localiser, model, gallery, threshold, opts })
     }
 

@@ -52,7 +52,7 @@ impl Default for LocaliserConfig {
 impl LocaliserConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
-        if self.input_size < 64 || self.input_size > 2048 || self.input_size % 32 != 0 {
+        if self.input_size < 64 || self.input_size > 2048 || !self.input_size.is_multiple_of(32) {
             return Err(DetectError::Config(format!("input_size must be a multiple of 32 in 64..=2048, got {}", self.input_size)));
         }
         if self.width16 <= 0 || self.width8 <= 0 {
@@ -278,11 +278,11 @@ impl Localiser {
     pub fn save(&self, dir: &Path, trained_on: BTreeSet<PathBuf>, training: serde_json::Value) -> Result<LocaliserCard> {
         std::fs::create_dir_all(dir).map_err(|e| DetectError::io(dir, e))?;
         let weights = dir.join("weights.safetensors");
-        proxima_train::checkpoint::save(&weights, &self.variables(), &serde_json::json!({"kind": "proxima-localiser"}))?;
+        proxima_models::tensor_file::save(&weights, &self.variables(), &serde_json::json!({"kind": "proxima-localiser"}))?;
         let bytes = std::fs::read(&weights).map_err(|e| DetectError::io(&weights, e))?;
-        let card = LocaliserCard { format: FORMAT, config: self.config.clone(), fingerprint: proxima_train::artifact::fingerprint(&bytes), trained_on, training };
+        let card = LocaliserCard { format: FORMAT, config: self.config.clone(), fingerprint: proxima_models::model_dir::fingerprint(&bytes), trained_on, training };
         let text = serde_json::to_string_pretty(&card).expect("card serialises");
-        proxima_train::checkpoint::write_atomic(&dir.join("localiser.json"), text.as_bytes())?;
+        proxima_models::tensor_file::write_atomic(&dir.join("localiser.json"), text.as_bytes())?;
         Ok(card)
     }
 }
@@ -309,11 +309,11 @@ pub fn load_localiser(path: &Path, device: Device) -> Result<(Localiser, Localis
     }
     let weights = dir.join("weights.safetensors");
     let bytes = std::fs::read(&weights).map_err(|e| DetectError::io(&weights, e))?;
-    if proxima_train::artifact::fingerprint(&bytes) != card.fingerprint {
+    if proxima_models::model_dir::fingerprint(&bytes) != card.fingerprint {
         return Err(DetectError::Artifact { path: weights, message: "the weights do not match localiser.json's fingerprint (file changed or corrupted)".into() });
     }
     let loc = Localiser::new(card.config.clone(), None, device)?;
-    let (tensors, _) = proxima_train::checkpoint::load(&weights)?;
+    let (tensors, _) = proxima_models::tensor_file::load(&weights)?;
     for (name, var) in loc.vs.variables() {
         let src = tensors
             .iter()

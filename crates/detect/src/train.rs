@@ -234,20 +234,20 @@ fn compute_views(loc: &Localiser, train: &[&Scene], opts: &TrainLocaliserOptions
 /// Identifies a feature cache: the training scenes, views, input size and seed.
 fn cache_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
     let text = serde_json::to_string(&(train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(), opts.views_per_scene, opts.config.input_size, opts.seed, &opts.pretrained, 2u32)).expect("key serialises");
-    proxima_train::artifact::fingerprint(text.as_bytes())
+    proxima_models::model_dir::fingerprint(text.as_bytes())
 }
 
 fn save_cache(path: &Path, key: &str, views: &[View]) -> Result<()> {
     let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&views.iter().map(f).collect::<Vec<_>>(), 0);
     let boxes = serde_json::to_value(views.iter().map(|v| &v.boxes).collect::<Vec<_>>()).expect("boxes serialise");
     let tensors = vec![("f8".to_string(), stack(|v| &v.f8)), ("f16".to_string(), stack(|v| &v.f16)), ("f32".to_string(), stack(|v| &v.f32))];
-    proxima_train::checkpoint::save(path, &tensors, &serde_json::json!({"key": key, "boxes": boxes}))?;
+    proxima_models::tensor_file::save(path, &tensors, &serde_json::json!({"key": key, "boxes": boxes}))?;
     Ok(())
 }
 
 /// The cached views when `path` holds the cache for `key`, else None.
 fn load_cache(path: &Path, key: &str) -> Result<Option<Vec<View>>> {
-    let (tensors, state) = proxima_train::checkpoint::load(path)?;
+    let (tensors, state) = proxima_models::tensor_file::load(path)?;
     if state["key"].as_str() != Some(key) {
         return Ok(None);
     }

@@ -107,7 +107,7 @@ fn model_dir(dir: &Path, seed: i64) -> PathBuf {
     let cfg = EmbeddingConfig::new(BackboneSpec::SmallCnn { widths: vec![8, 16] }, 8);
     let m = EmbeddingModel::new(cfg, Device::Cpu).unwrap();
     let out = dir.join(format!("model{seed}"));
-    proxima_train::artifact::save_model_dir(&m, 32, &out).unwrap();
+    proxima_models::model_dir::save_model_dir(&m, 32, &out).unwrap();
     out
 }
 
@@ -118,7 +118,7 @@ fn find_checks_the_gallery_model_and_answers_none_below_the_threshold() {
     let out = dir.path().join("loc");
     train_localiser(&scenes, &TrainLocaliserOptions { epochs: 1, ..tiny_options() }, Device::Cpu, &out, &mut |_| {}).unwrap();
     let (loc, _) = load_localiser(&out, Device::Cpu).unwrap();
-    let model = proxima_train::artifact::load_model_dir(&model_dir(dir.path(), 1), Device::Cpu).unwrap();
+    let model = proxima_models::model_dir::load_model_dir(&model_dir(dir.path(), 1), Device::Cpu).unwrap();
 
     let other = Gallery::new(8, "another-model").unwrap();
     let e = Finder::new(&loc, &model, &other, FindOptions::default()).err().expect("mismatch refused");

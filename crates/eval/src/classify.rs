@@ -141,6 +141,57 @@ pub struct OpenSetMetrics {
     pub overall_accuracy: f64,
 }
 
+/// The counts behind [`OpenSetMetrics`]: one [`OpenSetCounts::add`] per answered query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSetCounts {
+    /// Queries whose true class is enrolled.
+    pub known: usize,
+    /// Known queries answered with their true label.
+    pub known_correct: usize,
+    /// Known queries answered with a label, correct or not.
+    pub known_accepted: usize,
+    /// Known queries rejected as unknown.
+    pub known_rejected: usize,
+    /// Queries whose true class is not enrolled.
+    pub unknown: usize,
+    /// Unknown queries rejected.
+    pub unknown_rejected: usize,
+}
+
+impl OpenSetCounts {
+    /// Counts one answer: whether the query's true class is enrolled, whether the answer was a
+    /// label (not "unknown"), and whether that label is the true one.
+    pub fn add(&mut self, truth_enrolled: bool, accepted: bool, correct: bool) {
+        if truth_enrolled {
+            self.known += 1;
+            if accepted {
+                self.known_accepted += 1;
+                self.known_correct += correct as usize;
+            } else {
+                self.known_rejected += 1;
+            }
+        } else {
+            self.unknown += 1;
+            self.unknown_rejected += !accepted as usize;
+        }
+    }
+
+    /// The rates (`None` where a denominator is zero; overall accuracy 0 without queries).
+    pub fn metrics(&self) -> OpenSetMetrics {
+        let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+        let total = self.known + self.unknown;
+        OpenSetMetrics {
+            num_known: self.known,
+            num_unknown: self.unknown,
+            known_accuracy: ratio(self.known_correct, self.known),
+            closed_set_accuracy_of_accepted: ratio(self.known_correct, self.known_accepted),
+            false_rejection_rate: ratio(self.known_rejected, self.known),
+            unknown_rejection_rate: ratio(self.unknown_rejected, self.unknown),
+            overall_accuracy: ratio(self.known_correct + self.unknown_rejected, total).unwrap_or(0.0),
+        }
+    }
+}
+
 /// Score predictions; a true label is "known" when it is in `known_labels` (the gallery's).
 pub fn open_set_metrics(predictions: &[Prediction], true_labels: &[i64], known_labels: &[i64]) -> Result<OpenSetMetrics> {
     check_labels("predictions", predictions.len(), true_labels)?;
@@ -148,38 +199,12 @@ pub fn open_set_metrics(predictions: &[Prediction], true_labels: &[i64], known_l
         return Err(EvalError::Empty { what: "predictions" });
     }
     let known: HashSet<i64> = known_labels.iter().copied().collect();
-    let (mut nk, mut nu, mut correct, mut accepted, mut accepted_correct, mut rejected_known, mut rejected_unknown) =
-        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut counts = OpenSetCounts::default();
     for (p, &t) in predictions.iter().zip(true_labels) {
-        if known.contains(&t) {
-            nk += 1;
-            match *p {
-                Prediction::Known { label, .. } => {
-                    accepted += 1;
-                    if label == t {
-                        correct += 1;
-                        accepted_correct += 1;
-                    }
-                }
-                Prediction::Unknown { .. } => rejected_known += 1,
-            }
-        } else {
-            nu += 1;
-            if matches!(p, Prediction::Unknown { .. }) {
-                rejected_unknown += 1;
-            }
-        }
+        let accepted = matches!(p, Prediction::Known { .. });
+        counts.add(known.contains(&t), accepted, matches!(*p, Prediction::Known { label, .. } if label == t));
     }
-    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
-    Ok(OpenSetMetrics {
-        num_known: nk,
-        num_unknown: nu,
-        known_accuracy: ratio(correct, nk),
-        closed_set_accuracy_of_accepted: ratio(accepted_correct, accepted),
-        false_rejection_rate: ratio(rejected_known, nk),
-        unknown_rejection_rate: ratio(rejected_unknown, nu),
-        overall_accuracy: (correct + rejected_unknown) as f64 / predictions.len() as f64,
-    })
+    Ok(counts.metrics())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! Special cases (sklearn 1.x): both labelings a single cluster → NMI = AMI = 1; one side a
 //! single cluster → MI = 0, NMI = 0, AMI = 0.
 
+use proxima_base::SplitMix64;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -173,24 +174,6 @@ pub struct KMeans {
     pub iterations: usize,
     /// Sum of squared distances of rows to their centres.
     pub inertia: f64,
-}
-
-/// SplitMix64: a tiny, stable, seedable generator (results never change across versions).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 fn sq_dist(a: &[f32], b: &[f32]) -> f64 {

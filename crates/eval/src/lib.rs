@@ -11,6 +11,8 @@
 //! * [`retrieval`] — P@1, R-Precision, MAP@R, MAP, MRR, precision/recall@k, per class.
 //! * [`clustering`] — seeded k-means, NMI, AMI.
 //! * [`verification`] — ROC, AUC, EER, FNMR@FMR, thresholds for a target FMR.
+//! * [`pairs`] — the genuine and impostor pair scores verification is computed on (exhaustive
+//!   or seeded-sampled).
 //! * [`classify`] — nearest-class classification with open-set rejection.
 //! * [`pca`] — 2-D projection for plots.
 //! * [`perf`] — the benchmark entry point.
@@ -21,17 +23,19 @@ pub mod detection;
 pub mod error;
 pub mod knn;
 pub mod matrix;
+pub mod pairs;
 pub mod pca;
 pub mod perf;
 pub mod retrieval;
 pub mod verification;
 
-pub use classify::{Classifier, OpenSetMetrics, Prediction, classify, open_set_metrics};
+pub use classify::{Classifier, OpenSetCounts, OpenSetMetrics, Prediction, classify, open_set_metrics};
 pub use clustering::{ClusteringMetrics, KMeans, ami, evaluate_clustering, kmeans, nmi};
 pub use detection::{ApResult, AtFalseAlarm, IdentificationReport, ImageAnswer, ScoredBox, average_precision, box_iou, identification_report};
 pub use error::{EvalError, Result};
 pub use knn::{KnnResult, KnnStats, Metric, knn, knn_with_stats};
 pub use matrix::Embeddings;
+pub use pairs::{MAX_PAIRS, PairInfo, PairScores, pair_scores};
 pub use pca::pca_2d;
 pub use perf::{PerfReport, perf_accuracy, perf_accuracy_runs};
 pub use retrieval::{

@@ -222,10 +222,102 @@ fn counts(labels: &[i64]) -> HashMap<i64, usize> {
     m
 }
 
-/// Per-query values: the five core metrics then precision@k' and recall@k' per cut-off.
-struct QueryScores {
-    core: [f64; 5],
-    extra: Vec<f64>,
+/// The scores of one query, or their sum or mean over a group of queries: the five core metrics
+/// and precision and recall at each cut-off of [`RetrievalConfig::at_ks`].
+#[derive(Clone)]
+struct Scores {
+    core: CoreMetrics,
+    precision_at: Vec<f64>,
+    recall_at: Vec<f64>,
+}
+
+impl Scores {
+    fn zero(cutoffs: usize) -> Self {
+        Scores { core: CoreMetrics::default(), precision_at: vec![0.0; cutoffs], recall_at: vec![0.0; cutoffs] }
+    }
+
+    /// Every value, core metrics first (in [`CoreMetrics`] field order).
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut f64> {
+        let c = &mut self.core;
+        [&mut c.precision_at_1, &mut c.r_precision, &mut c.mean_average_precision_at_r, &mut c.mean_average_precision, &mut c.mean_reciprocal_rank]
+            .into_iter()
+            .chain(self.precision_at.iter_mut())
+            .chain(self.recall_at.iter_mut())
+    }
+
+    fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        let c = &self.core;
+        [c.precision_at_1, c.r_precision, c.mean_average_precision_at_r, c.mean_average_precision, c.mean_reciprocal_rank]
+            .into_iter()
+            .chain(self.precision_at.iter().copied())
+            .chain(self.recall_at.iter().copied())
+    }
+
+    fn add(&mut self, other: &Scores) {
+        for (acc, v) in self.values_mut().zip(other.values()) {
+            *acc += v;
+        }
+    }
+
+    fn divided_by(mut self, n: f64) -> Scores {
+        self.values_mut().for_each(|v| *v /= n);
+        self
+    }
+
+    /// The core metrics and the `AtK` lists for the cut-offs `ks`.
+    fn into_parts(self, ks: &[usize]) -> (CoreMetrics, Vec<AtK>, Vec<AtK>) {
+        let at = |values: Vec<f64>| ks.iter().zip(values).map(|(&k, value)| AtK { k, value }).collect();
+        (self.core, at(self.precision_at), at(self.recall_at))
+    }
+}
+
+/// Refuses a k-NN result that does not fit the labels or is shallower than `depth`.
+fn check_knn(knn: &KnnResult, nq: usize, reference_labels: &[i64], depth: usize) -> Result<()> {
+    if knn.num_queries() != nq {
+        return Err(EvalError::LabelCountMismatch { what: "k-NN result", rows: knn.num_queries(), labels: nq });
+    }
+    if knn.k < depth {
+        return Err(EvalError::InvalidK { k: depth, max: knn.k, reason: "neighbours available in the k-NN result" });
+    }
+    if let Some(&bad) = knn.indices.iter().find(|&&j| j >= reference_labels.len()) {
+        return Err(EvalError::InvalidParameter {
+            name: "knn.indices",
+            value: bad.to_string(),
+            reason: "neighbour index out of range of the reference labels",
+        });
+    }
+    Ok(())
+}
+
+/// The scores of one query from whether each of its neighbours matches its label: `k` neighbours
+/// count, `r_full` references share its label (R, capped at `k` for R-Precision and MAP@R).
+fn query_scores(matches: &[bool], k: usize, r_full: usize, at_ks: &[usize]) -> Scores {
+    let r = r_full.min(k);
+    let mut cum = 0usize;
+    let (mut hits_r, mut ap_r, mut ap, mut first) = (0usize, 0f64, 0f64, None::<usize>);
+    for (pos, &m) in matches[..k].iter().enumerate() {
+        if m {
+            cum += 1;
+            let p = cum as f64 / (pos + 1) as f64;
+            ap += p;
+            if pos < r {
+                hits_r += 1;
+                ap_r += p;
+            }
+            first.get_or_insert(pos);
+        }
+    }
+    Scores {
+        core: CoreMetrics {
+            precision_at_1: f64::from(u8::from(matches[0])),
+            r_precision: hits_r as f64 / r as f64,
+            mean_average_precision_at_r: ap_r / r_full as f64,
+            mean_average_precision: ap / r_full as f64,
+            mean_reciprocal_rank: first.map_or(0.0, |p| 1.0 / (p + 1) as f64),
+        },
+        precision_at: at_ks.iter().map(|&c| matches[..c].iter().filter(|&&m| m).count() as f64 / c as f64).collect(),
+        recall_at: at_ks.iter().map(|&c| f64::from(u8::from(matches[..c].iter().any(|&m| m)))).collect(),
+    }
 }
 
 /// Compute the metrics from precomputed neighbours (exact or approximate).
@@ -244,24 +336,12 @@ pub fn metrics_from_knn(
 ) -> Result<RetrievalMetrics> {
     let plan = plan_k(query_labels, reference_labels, same_source, config)?;
     let nq = query_labels.len();
-    if knn.num_queries() != nq {
-        return Err(EvalError::LabelCountMismatch { what: "k-NN result", rows: knn.num_queries(), labels: nq });
-    }
-    if knn.k < plan.depth {
-        return Err(EvalError::InvalidK { k: plan.depth, max: knn.k, reason: "neighbours available in the k-NN result" });
-    }
-    if let Some(&bad) = knn.indices.iter().find(|&&j| j >= reference_labels.len()) {
-        return Err(EvalError::InvalidParameter {
-            name: "knn.indices",
-            value: bad.to_string(),
-            reason: "neighbour index out of range of the reference labels",
-        });
-    }
+    check_knn(knn, nq, reference_labels, plan.depth)?;
     let counts = counts(reference_labels);
     let self_count = usize::from(same_source);
     let k = plan.k;
 
-    let mut per_query: Vec<(i64, QueryScores)> = Vec::with_capacity(nq);
+    let mut per_query: Vec<(i64, Scores)> = Vec::with_capacity(nq);
     let mut lone = 0;
     for (i, &ql) in query_labels.iter().enumerate() {
         let count = counts.get(&ql).copied().unwrap_or(0);
@@ -269,98 +349,48 @@ pub fn metrics_from_knn(
             lone += 1;
             continue;
         }
-        let r_full = count - self_count;
-        let r = r_full.min(k);
-        let row = knn.row_indices(i);
-        let matches: Vec<bool> = row.iter().map(|&j| reference_labels[j] == ql).collect();
-        let mut cum = 0usize;
-        let (mut hits_r, mut ap_r, mut ap, mut first) = (0usize, 0f64, 0f64, None::<usize>);
-        for (pos, &m) in matches[..k].iter().enumerate() {
-            if m {
-                cum += 1;
-                let p = cum as f64 / (pos + 1) as f64;
-                ap += p;
-                if pos < r {
-                    hits_r += 1;
-                    ap_r += p;
-                }
-                first.get_or_insert(pos);
-            }
-        }
-        let core = [
-            f64::from(u8::from(matches[0])),
-            hits_r as f64 / r as f64,
-            ap_r / r_full as f64,
-            ap / r_full as f64,
-            first.map_or(0.0, |p| 1.0 / (p + 1) as f64),
-        ];
-        let mut extra = Vec::with_capacity(2 * config.at_ks.len());
-        for &c in &config.at_ks {
-            extra.push(matches[..c].iter().filter(|&&m| m).count() as f64 / c as f64);
-        }
-        for &c in &config.at_ks {
-            extra.push(f64::from(u8::from(matches[..c].iter().any(|&m| m))));
-        }
-        per_query.push((ql, QueryScores { core, extra }));
+        let matches: Vec<bool> = knn.row_indices(i).iter().map(|&j| reference_labels[j] == ql).collect();
+        per_query.push((ql, query_scores(&matches, k, count - self_count, &config.at_ks)));
     }
     if per_query.is_empty() {
         return Err(EvalError::NoRetrievableQueries { queries: nq });
     }
 
     // Per-class means, classes sorted by label.
-    let width = 5 + 2 * config.at_ks.len();
-    let mut classes: HashMap<i64, (usize, Vec<f64>)> = HashMap::new();
-    let mut total = vec![0f64; width];
+    let cutoffs = config.at_ks.len();
+    let mut classes: HashMap<i64, (usize, Scores)> = HashMap::new();
+    let mut total = Scores::zero(cutoffs);
     for (l, s) in &per_query {
-        let e = classes.entry(*l).or_insert_with(|| (0, vec![0.0; width]));
+        let e = classes.entry(*l).or_insert_with(|| (0, Scores::zero(cutoffs)));
         e.0 += 1;
-        for (acc, v) in e.1.iter_mut().zip(s.core.iter().chain(&s.extra)) {
-            *acc += v;
-        }
-        for (acc, v) in total.iter_mut().zip(s.core.iter().chain(&s.extra)) {
-            *acc += v;
-        }
+        e.1.add(s);
+        total.add(s);
     }
     let mut labels: Vec<i64> = classes.keys().copied().collect();
     labels.sort_unstable();
-    let class_means: Vec<(i64, usize, Vec<f64>)> = labels
+    let class_means: Vec<(i64, usize, Scores)> = labels
         .iter()
         .map(|l| {
             let (n, sums) = &classes[l];
-            (*l, *n, sums.iter().map(|s| s / *n as f64).collect())
+            (*l, *n, sums.clone().divided_by(*n as f64))
         })
         .collect();
-    let overall: Vec<f64> = if config.avg_of_avgs {
-        let mut m = vec![0f64; width];
+    let overall = if config.avg_of_avgs {
+        let mut m = Scores::zero(cutoffs);
         for (_, _, v) in &class_means {
-            for (a, b) in m.iter_mut().zip(v) {
-                *a += b;
-            }
+            m.add(v);
         }
-        m.iter().map(|s| s / class_means.len() as f64).collect()
+        m.divided_by(class_means.len() as f64)
     } else {
-        total.iter().map(|s| s / per_query.len() as f64).collect()
+        total.divided_by(per_query.len() as f64)
     };
 
-    let split = |v: &[f64]| -> (CoreMetrics, Vec<AtK>, Vec<AtK>) {
-        let core = CoreMetrics {
-            precision_at_1: v[0],
-            r_precision: v[1],
-            mean_average_precision_at_r: v[2],
-            mean_average_precision: v[3],
-            mean_reciprocal_rank: v[4],
-        };
-        let n = config.at_ks.len();
-        let p = config.at_ks.iter().zip(&v[5..5 + n]).map(|(&k, &value)| AtK { k, value }).collect();
-        let r = config.at_ks.iter().zip(&v[5 + n..]).map(|(&k, &value)| AtK { k, value }).collect();
-        (core, p, r)
-    };
-    let (metrics, precision_at, recall_at) = split(&overall);
+    let (metrics, precision_at, recall_at) = overall.into_parts(&config.at_ks);
     let per_class = class_means
-        .iter()
+        .into_iter()
         .map(|(label, n, v)| {
-            let (metrics, precision_at, recall_at) = split(v);
-            ClassRetrieval { label: *label, num_queries: *n, metrics, precision_at, recall_at }
+            let (metrics, precision_at, recall_at) = v.into_parts(&config.at_ks);
+            ClassRetrieval { label, num_queries: n, metrics, precision_at, recall_at }
         })
         .collect();
     Ok(RetrievalMetrics {

@@ -60,15 +60,11 @@ pub struct IndexBenchReport {
 }
 
 /// Seeded standard normals (SplitMix64 + Box–Muller).
-struct Normal(u64);
+struct Normal(proxima_base::SplitMix64);
 
 impl Normal {
     fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
     fn sample(&mut self) -> f32 {
         let u1 = self.uniform().max(f64::MIN_POSITIVE);
@@ -82,7 +78,7 @@ impl Normal {
 /// # Shapes
 /// Returns `(n × d, queries × d)`.
 pub fn clustered_data(n: usize, d: usize, queries: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
-    let mut g = Normal(seed);
+    let mut g = Normal(proxima_base::SplitMix64(seed));
     let c = (n / 100).max(1);
     let centres: Vec<f32> = (0..c * d).map(|_| g.sample()).collect();
     let draw = |m: usize, g: &mut Normal| -> Vec<f32> {

@@ -166,6 +166,18 @@ pub(crate) fn check_rows(what: &'static str, data: &[f32], dim: usize) -> Result
     Ok(data.len() / dim)
 }
 
+/// Cosine similarity of two vectors, accumulated in f64 (0 when either is zero): how two
+/// embeddings compare under a gallery's metric (`proxima match`, `POST /v1/compare`).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    if aa == 0.0 || bb == 0.0 { 0.0 } else { (ab / (aa.sqrt() * bb.sqrt())) as f32 }
+}
+
 /// Scale every row to unit L2 norm (norm accumulated in f64); zero rows are errors.
 pub(crate) fn normalize_rows(what: &'static str, data: &mut [f32], dim: usize) -> Result<()> {
     for (i, row) in data.chunks_mut(dim).enumerate() {
@@ -555,12 +567,14 @@ impl Gallery {
     /// # Shapes
     /// `query`: `dim`.
     pub fn identify(&self, query: &[f32], k: usize) -> Result<Identification> {
-        let t = self
-            .calibration
-            .as_ref()
-            .ok_or(IndexError::NotCalibrated)?
-            .threshold;
-        self.identify_with_threshold(query, k, t)
+        self.identify_with_threshold(query, k, self.decision_threshold(None)?)
+    }
+
+    /// The decision threshold to use: `explicit` when given (a `--threshold` flag, a server
+    /// setting), else the one calibrated in this gallery; [`IndexError::NotCalibrated`] when
+    /// there is neither. Every caller (CLI, server, find pipeline) chooses it here.
+    pub fn decision_threshold(&self, explicit: Option<f32>) -> Result<f32> {
+        explicit.or(self.calibration.as_ref().map(|c| c.threshold)).ok_or(IndexError::NotCalibrated)
     }
 
     /// As [`Gallery::identify`] with an explicit threshold (similarity units).
@@ -611,6 +625,13 @@ mod tests {
         g.add("c", &[0.0, 0.1, 1.0, 0.0, 0.0, 3.0], &["c0.png", "c1.png"])
             .unwrap();
         g
+    }
+
+    #[test]
+    fn cosine_is_scale_free_and_zero_safe() {
+        assert!((cosine(&[1.0, 0.0], &[5.0, 0.0]) - 1.0).abs() < 1e-7);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-7);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub use calibrate::{
 };
 pub use error::{IndexError, Result};
 pub use format::{FORMAT_VERSION, Header, MAGIC};
-pub use gallery::{BrandCount, BrandMatch, Decision, Gallery, Identification, RowHit};
+pub use gallery::{BrandCount, BrandMatch, Decision, Gallery, Identification, RowHit, cosine};
 pub use proxima_eval::Metric;

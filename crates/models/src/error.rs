@@ -33,6 +33,20 @@ pub enum ModelError {
     /// The input does not have the shape the model needs.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A file of a model directory or a tensor file cannot be read or written.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tensor file (checkpoint, model weights) or model card is not as written: corrupt, of
+    /// another format version, or changed since its fingerprint was taken.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// Decoding or preprocessing images failed.
+    #[error(transparent)]
+    Data(#[from] proxima_data::DataError),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -48,6 +62,11 @@ pub fn fmt_shape(shape: &[i64]) -> String {
 }
 
 impl ModelError {
+    /// Builds a [`ModelError::File`].
+    pub fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::File { path: path.into(), source }
+    }
+
     /// Builds a [`ModelError::Corrupt`].
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         ModelError::Corrupt { path: path.into(), reason: reason.into() }

@@ -1,5 +1,5 @@
-//! Proxima's models: image backbones, the embedding model built on them, and pretrained-weight
-//! import.
+//! Proxima's models: image backbones, the embedding model built on them, pretrained-weight
+//! import, and the trained-model directory ([`model_dir`]) that every consumer of a model loads.
 //!
 //! Metric learning almost always starts from ImageNet weights, and those exist as PyTorch files.
 //! The backbones therefore mirror the reference implementations' parameter names exactly, and
@@ -10,9 +10,12 @@
 pub mod backbone;
 pub mod embedding;
 pub mod error;
+pub mod model_dir;
+pub mod tensor_file;
 pub mod weights;
 
 pub use backbone::{Backbone, BackboneSpec, EfficientNetLite, Normalization, ResNet, ResNetDepth, SmallCnn};
 pub use embedding::{EmbeddingConfig, EmbeddingModel, HeadSpec};
 pub use error::{ModelError, Result};
+pub use model_dir::{ModelCard, TrainedModel, fingerprint, load_model_dir, save_model_dir};
 pub use weights::{ImportOptions, ImportReport, StateDict, WeightFormat, load_file, load_into};

@@ -5,7 +5,6 @@
 //! through a temporary file renamed into place, so a failed draw leaves no file at all and a
 //! reader never sees a truncated one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -100,26 +99,12 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, png::E
     Ok(out)
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+/// Write `bytes` to `path` atomically and durably ([`proxima_base::write_atomic`]).
 ///
 /// The folder must exist. On error nothing is left at `path` (an older file stays intact).
 /// New files get mode 0644 (less the umask) on Unix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |source| ReportError::Io { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".proxima-tmp-");
-    // Temporary files are private (0600) by default; a report is meant to be shared.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut tmp = builder.tempfile_in(dir).map_err(io_err)?;
-    tmp.write_all(bytes).map_err(io_err)?;
-    tmp.flush().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
+    proxima_base::write_atomic(path, bytes).map_err(|e| ReportError::Io { path: e.path, source: e.source })
 }
 
 #[cfg(test)]

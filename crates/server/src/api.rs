@@ -29,7 +29,7 @@ use proxima_data::{DataError, DecodeOptions, Pipeline};
 use proxima_detect::FindAnswer;
 use proxima_detect::find::{FindOptions, answer as find_answer, crop, downscale, regions as find_regions};
 use proxima_gallery_db::{DbError, GalleryDb};
-use proxima_index::{BrandCount, BrandMatch, Calibration, Decision, Gallery, IndexError};
+use proxima_index::{BrandCount, BrandMatch, Calibration, Decision, Gallery, IndexError, cosine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -133,10 +133,7 @@ impl AppState {
 
     /// The decision threshold: the configured one, else the gallery's calibration.
     fn threshold(&self, g: &Gallery) -> Result<f32, ApiError> {
-        self.config
-            .threshold
-            .or(g.calibration().map(|c| c.threshold))
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the gallery has no calibrated threshold"))
+        g.decision_threshold(self.config.threshold).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the gallery has no calibrated threshold"))
     }
 
     /// Decodes and preprocesses uploads (name, bytes) into model input, off the async threads.
@@ -357,17 +354,6 @@ pub struct GalleryInfo {
     pub calibration: Option<Calibration>,
     /// Brands and their rows.
     pub brands: Vec<BrandCount>,
-}
-
-/// Cosine similarity of two vectors (0 when either is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    if aa == 0.0 || bb == 0.0 { 0.0 } else { (ab / (aa.sqrt() * bb.sqrt())) as f32 }
 }
 
 type Shared = State<Arc<AppState>>;
@@ -625,13 +611,6 @@ mod tests {
         assert_eq!(decode_error(big).status, StatusCode::PAYLOAD_TOO_LARGE);
         let truncated = proxima_data::decode_bytes(&png[..png.len() / 2], Path::new("x"), &DecodeOptions::default()).unwrap_err();
         assert_eq!(decode_error(truncated).status, StatusCode::UNPROCESSABLE_ENTITY);
-    }
-
-    #[test]
-    fn cosine_is_scale_free_and_zero_safe() {
-        assert!((cosine(&[1.0, 0.0], &[5.0, 0.0]) - 1.0).abs() < 1e-7);
-        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-7);
-        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxima_index::{Gallery, IndexError};
-use proxima_train::artifact::TrainedModel;
+use proxima_models::model_dir::TrainedModel;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -116,7 +116,7 @@ pub enum ServeError {
 }
 
 /// Loads the model inside the worker thread.
-pub type ModelLoader = Box<dyn FnOnce() -> proxima_train::Result<TrainedModel> + Send>;
+pub type ModelLoader = Box<dyn FnOnce() -> proxima_models::Result<TrainedModel> + Send>;
 
 /// A server running on the current tokio runtime.
 pub struct RunningServer {
@@ -217,7 +217,7 @@ pub async fn start_with_source(config: ServerConfig, load_model: ModelLoader, lo
             (g, api::GalleryStore::Db { name: db.name(), version: std::sync::atomic::AtomicI64::new(version) }, Some(db))
         }
     };
-    if config.threshold.is_none() && gallery.calibration().is_none() {
+    if gallery.decision_threshold(config.threshold).is_err() {
         return Err(ServeError::NotCalibrated(PathBuf::from(source.name())));
     }
     let mut state = api::AppState::with_store(config.clone(), worker, info, gallery, store, db, metrics).map_err(ServeError::Config)?;

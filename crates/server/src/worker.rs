@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use proxima_data::PipelineConfig;
-use proxima_train::artifact::TrainedModel;
+use proxima_models::model_dir::TrainedModel;
 use tch::{Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
@@ -109,7 +109,7 @@ impl WorkerHandle {
 /// The model is created inside the thread and never leaves it. The thread ends when every
 /// [`WorkerHandle`] is dropped.
 pub fn spawn(
-    load: Box<dyn FnOnce() -> proxima_train::Result<TrainedModel> + Send>,
+    load: Box<dyn FnOnce() -> proxima_models::Result<TrainedModel> + Send>,
     cfg: BatchConfig,
     metrics: Arc<Metrics>,
     before_batch: Option<BeforeBatch>,

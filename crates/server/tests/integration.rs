@@ -10,7 +10,7 @@ use image::{Rgb, RgbImage};
 use proxima_index::{Calibration, Gallery};
 use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
 use proxima_server::{BatchConfig, RunningServer, ServerConfig};
-use proxima_train::artifact::{load_model_dir, save_model_dir};
+use proxima_models::model_dir::{load_model_dir, save_model_dir};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use tch::Device;

@@ -5,89 +5,36 @@
 //! the target, so a run killed at any moment leaves either the old or the new checkpoint, never a
 //! torn one.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use tch::{Device, Kind, Tensor};
+use proxima_models::{ModelError, tensor_file};
+use tch::Tensor;
 
 use crate::error::{Result, TrainError};
 
-const STATE_KEY: &str = "proxima_state";
-
-fn dtype_of(kind: Kind) -> Option<Dtype> {
-    match kind {
-        Kind::Float => Some(Dtype::F32),
-        Kind::Double => Some(Dtype::F64),
-        Kind::Half => Some(Dtype::F16),
-        Kind::BFloat16 => Some(Dtype::BF16),
-        Kind::Int64 => Some(Dtype::I64),
-        Kind::Int => Some(Dtype::I32),
-        Kind::Uint8 => Some(Dtype::U8),
-        _ => None,
+/// A tensor-file error in training's words: `checkpoint <path>: …` and `<path>: <io error>`.
+fn train_error(e: ModelError) -> TrainError {
+    match e {
+        ModelError::Checkpoint { path, message } => TrainError::Checkpoint { path, message },
+        ModelError::File { path, source } => TrainError::Io { path, source },
+        other => TrainError::Model(other),
     }
 }
 
-fn kind_of(dtype: Dtype) -> Option<Kind> {
-    match dtype {
-        Dtype::F32 => Some(Kind::Float),
-        Dtype::F64 => Some(Kind::Double),
-        Dtype::F16 => Some(Kind::Half),
-        Dtype::BF16 => Some(Kind::BFloat16),
-        Dtype::I64 => Some(Kind::Int64),
-        Dtype::I32 => Some(Kind::Int),
-        Dtype::U8 => Some(Kind::Uint8),
-        _ => None,
-    }
-}
-
-/// Writes `tensors` and `state` to `path` atomically.
+/// Writes `tensors` and `state` to `path` atomically ([`tensor_file::save`]).
 pub fn save(path: &Path, tensors: &[(String, Tensor)], state: &serde_json::Value) -> Result<()> {
-    let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
-    let mut buffers = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.detach().to_device(Device::Cpu).contiguous();
-        let dtype = dtype_of(t.kind()).ok_or_else(|| err(format!("tensor '{name}' has unsupported type {:?}", t.kind())))?;
-        let numel = t.numel();
-        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut bytes, numel)?;
-        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-        buffers.push((name.clone(), dtype, shape, bytes));
-    }
-    let views = buffers
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| err(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([(STATE_KEY.to_string(), state.to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| err(e.to_string()))?;
-    write_atomic(path, &bytes)
+    tensor_file::save(path, tensors, state).map_err(train_error)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename
-/// ([`proxima_data::scene::write_atomic`]).
+/// ([`tensor_file::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    proxima_data::scene::write_atomic(path, bytes).map_err(|e| match e {
-        proxima_data::DataError::Io { path, source } => TrainError::io(path, source),
-        other => TrainError::Checkpoint { path: path.to_path_buf(), message: other.to_string() },
-    })
+    tensor_file::write_atomic(path, bytes).map_err(train_error)
 }
 
-/// Reads a checkpoint: its tensors (on CPU) and its state.
+/// Reads a checkpoint: its tensors (on CPU) and its state ([`tensor_file::load`]).
 pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, serde_json::Value)> {
-    let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
-    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a valid checkpoint ({e})")))?;
-    let state_text = meta.metadata().as_ref().and_then(|m| m.get(STATE_KEY)).ok_or_else(|| err("no training state in the header".into()))?;
-    let state = serde_json::from_str(state_text).map_err(|e| err(format!("corrupt training state ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid checkpoint ({e})")))?;
-    let mut out = Vec::new();
-    for (name, view) in st.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| err(format!("tensor '{name}' has unsupported type {:?}", view.dtype())))?;
-        let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-        out.push((name, Tensor::from_data_size(view.data(), &shape, kind)));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((out, state))
+    tensor_file::load(path).map_err(train_error)
 }
 
 #[cfg(test)]

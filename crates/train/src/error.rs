@@ -19,6 +19,10 @@ pub enum TrainError {
     Core(#[from] proxima_core::CoreError),
     #[error(transparent)]
     Eval(#[from] proxima_eval::EvalError),
+    #[error(transparent)]
+    Model(#[from] proxima_models::ModelError),
+    #[error(transparent)]
+    Data(#[from] proxima_data::DataError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -12,7 +12,6 @@ use proxima_models::{EmbeddingConfig, EmbeddingModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, nn};
 
-use crate::artifact;
 use crate::error::{Result, TrainError};
 use crate::model::trainable_with_prefix;
 use crate::optim::{Optimizer, OptimizerConfig, ParamGroup};
@@ -111,20 +110,40 @@ pub fn load_file(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> 
     })
 }
 
+/// Applies one `--set key.path=value` (the value parsed as TOML, else taken as a string).
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let (key, raw) = o.split_once('=').ok_or_else(|| TrainError::Config(format!("--set expects key=value, got '{o}'")))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let parts: Vec<&str> = key.trim().split('.').collect();
+    set_dotted(table, key, value).map_err(|e| TrainError::Config(format!("--set {e}")))
+}
+
+/// Sets `key` (dotted, e.g. `optimizer.lr`) in `table`, creating intermediate tables; the error
+/// names the part that is not a table. The one override of `--set` and of bench grids.
+pub fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
     let mut cur = table;
     for p in &parts[..parts.len() - 1] {
         let next = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-        cur = next.as_table_mut().ok_or_else(|| TrainError::Config(format!("--set {key}: '{p}' is not a table")))?;
+        cur = next.as_table_mut().ok_or_else(|| format!("{key}: '{p}' is not a table"))?;
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// Removes `key` (dotted) from `table`; a missing key is not an error.
+pub fn unset_dotted(table: &mut toml::Table, key: &str) {
+    let parts: Vec<&str> = key.trim().split('.').map(str::trim).collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        match cur.get_mut(*p).and_then(|v| v.as_table_mut()) {
+            Some(t) => cur = t,
+            None => return,
+        }
+    }
+    cur.remove(parts[parts.len() - 1]);
 }
 
 impl ExperimentConfig {
@@ -153,7 +172,7 @@ impl ExperimentConfig {
         if let Some(a) = &self.augment {
             a.validate().map_err(|e| TrainError::Config(format!("augment: {e}")))?;
         }
-        if self.sampler.m == 0 || self.sampler.batch_size % self.sampler.m != 0 || self.sampler.batch_size / self.sampler.m < 2 {
+        if self.sampler.m == 0 || !self.sampler.batch_size.is_multiple_of(self.sampler.m) || self.sampler.batch_size / self.sampler.m < 2 {
             return bad(format!("sampler: batch_size ({}) must be a multiple of m ({}) with at least 2 classes per batch", self.sampler.batch_size, self.sampler.m));
         }
         if self.train.epochs == 0 {
@@ -250,7 +269,7 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
         (None, false) => proxima_data::make_split(&dataset.classes, &cfg.split, cfg.seed),
     }
     .map_err(|e| TrainError::Config(format!("split: {e}")))?;
-    split.save(&split_path).map_err(|e| TrainError::Config(format!("split: {e}")))?;
+    split.save(&split_path)?;
     let (train_ds, val_ds, test_ds) = split.apply(&dataset).map_err(|e| TrainError::Config(format!("split: {e}")))?;
     if train_ds.num_classes() < 2 {
         return Err(TrainError::Config(format!("split: training needs at least 2 classes, got {}", train_ds.num_classes())));
@@ -258,7 +277,7 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     let sampler = MPerClassSampler::new(&train_ds.labels(), cfg.sampler, cfg.seed).map_err(|e| TrainError::Config(format!("sampler: {e}")))?;
 
     tch::manual_seed(cfg.seed as i64);
-    let mut model = EmbeddingModel::new(cfg.model.clone(), device).map_err(|e| TrainError::Config(format!("model: {e}")))?;
+    let mut model = EmbeddingModel::new(cfg.model.clone(), device)?;
     let normalize = normalize_of(&model);
     let size = cfg.data.image_size;
     let mut augment = cfg.augment.clone().unwrap_or_else(|| PipelineConfig::train(size));
@@ -267,8 +286,7 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     eval_pipe.normalize = normalize;
     let lcfg = LoaderConfig { image_size: [size, size], workers: cfg.data.workers, cache: cfg.data.cache, ..Default::default() };
     let loader = |ds: &Dataset, pipe: &PipelineConfig, seed: u64| {
-        Loader::new(Arc::new(ds.clone()), Pipeline::new(pipe.clone(), seed).map_err(|e| TrainError::Config(format!("augment: {e}")))?, lcfg)
-            .map_err(|e| TrainError::Config(format!("loader: {e}")))
+        Ok::<_, TrainError>(Loader::new(Arc::new(ds.clone()), Pipeline::new(pipe.clone(), seed).map_err(|e| TrainError::Config(format!("augment: {e}")))?, lcfg)?)
     };
     let train_loader = loader(&train_ds, &augment, cfg.seed)?;
     let val_loader = if val_ds.num_classes() >= 2 { Some(loader(&val_ds, &eval_pipe, 0)?) } else { None };
@@ -316,12 +334,12 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     // The model directory holds the best weights (or the last when there was no validation).
     let best = trainer::best_checkpoint(run_dir);
     let source = if best.exists() { best } else { trainer::last_checkpoint(run_dir) };
-    artifact::load_model_weights(&model, &source)?;
+    proxima_models::model_dir::load_model_weights(&model, &source)?;
     let test_after = match &test_loader {
         Some(l) => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
         None => None,
     };
-    artifact::save_model_dir(&model, size, &run_dir.join("model"))?;
+    proxima_models::model_dir::save_model_dir(&model, size, &run_dir.join("model"))?;
     let summary = RunSummary {
         run_dir: run_dir.to_path_buf(),
         state,

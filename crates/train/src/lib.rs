@@ -1,7 +1,7 @@
 //! Training of embedding models: experiment configuration, optimizers, learning-rate
-//! schedules, crash-safe checkpoints and the training loop.
+//! schedules, crash-safe checkpoints and the training loop. The trained-model directory a run
+//! writes is [`proxima_models::model_dir`].
 
-pub mod artifact;
 pub mod checkpoint;
 pub mod error;
 pub mod experiment;

@@ -169,19 +169,7 @@ pub fn restore(parts: &mut Parts, path: &Path) -> Result<TrainState> {
 
 /// Embeds every sample of a loader's data set (eval mode, no gradients).
 pub fn embed_all(model: &dyn EmbeddingNet, loader: &Loader, device: Device, batch_size: usize) -> Result<(Vec<f32>, Vec<i64>)> {
-    let n = loader.dataset().len();
-    let plan: Vec<(u64, Vec<usize>)> = (0..n).collect::<Vec<_>>().chunks(batch_size.max(1)).map(|c| (0u64, c.to_vec())).collect();
-    let mut emb = Vec::new();
-    let mut labels = Vec::new();
-    for batch in loader.iter(plan) {
-        let batch = batch.map_err(|e| TrainError::Config(format!("loading evaluation images: {e}")))?;
-        let [b, c, h, w] = batch.shape.map(|x| x as i64);
-        let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(device);
-        let e = tch::no_grad(|| model.forward_t(&x, false)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        emb.extend(Vec::<f32>::try_from(e.flatten(0, -1))?);
-        labels.extend(batch.labels);
-    }
-    Ok((emb, labels))
+    Ok(proxima_models::model_dir::embed_loader(loader, batch_size, |x| model.forward_t(&x.to_device(device), false))?)
 }
 
 /// Retrieval metrics of a model on a loader's data (query = reference, k = max bin count).
@@ -243,7 +231,11 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
             let mut loss = parts.loss.forward(&core_batch, tuples.as_ref())?;
             if let Some(head) = parts.classifier {
                 let logits = emb.apply(head);
-                loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+                // Out of place (not `+=`): the loss is a node of the autograd graph.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+                }
             }
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -270,7 +262,7 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         let mut record = EpochRecord { epoch, mean_loss, lr_factor, eval: None };
         let is_last = epoch + 1 == cfg.epochs;
         if let Some(val) = parts.val_loader
-            && ((epoch + 1) % cfg.eval_every.max(1) == 0 || is_last)
+            && ((epoch + 1).is_multiple_of(cfg.eval_every.max(1)) || is_last)
         {
             let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
             emit(&Event::Eval { epoch, metrics }, on_event)?;

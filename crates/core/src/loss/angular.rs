@@ -7,48 +7,42 @@
 use serde::{Deserialize, Serialize};
 
 use super::pair_common::masked_lse;
-use super::{BuildContext, LossParams, MetricLoss};
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, TermIndices};
 use crate::tuples::{Batch, Tuples};
 
-fn default_alpha() -> f64 {
-    40.0
-}
-
 /// Parameters of [`AngularLoss`] (reference default: `alpha = 40` degrees; normalised
 /// Euclidean distance only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AngularParams {
     /// The angle bound, in degrees.
-    #[serde(default = "default_alpha")]
     pub alpha: f64,
 }
 
 impl Default for AngularParams {
     fn default() -> Self {
-        AngularParams { alpha: default_alpha() }
+        AngularParams { alpha: 40.0 }
     }
 }
 
-impl LossParams for AngularParams {
+impl DistanceLossParams for AngularParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
         if !(self.alpha.is_finite() && self.alpha > 0.0 && self.alpha < 90.0) {
             return Err(invalid("angular loss", format!("alpha must be an angle in (0, 90) degrees, got {}", self.alpha)));
         }
         Ok(())
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::lp);
-        if distance != Distance::lp() {
+    fn check_distance(distance: &Distance) -> Result<()> {
+        if *distance != Distance::lp() {
             return Err(invalid("angular loss", "only the normalised Euclidean distance (lp, p = 2, power = 1) is supported"));
         }
-        Ok(Box::new(AngularLoss { params: self.clone(), distance }))
+        Ok(())
     }
 }
 
@@ -60,16 +54,9 @@ impl LossParams for AngularParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(P·m) memory for P positive pairs.
-pub struct AngularLoss {
-    pub params: AngularParams,
-    pub distance: Distance,
-}
+pub type AngularLoss = DistanceLoss<AngularParams>;
 
 impl MetricLoss for AngularLoss {
-    fn name(&self) -> &'static str {
-        "AngularLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pairs = batch.to_pairs(tuples);
         if pairs.num_pos() == 0 || pairs.num_neg() == 0 {

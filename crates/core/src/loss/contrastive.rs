@@ -13,24 +13,19 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::finite;
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
-use crate::error::{Result, invalid};
+use crate::error::Result;
 use crate::fused::{ContrastiveSide, EuclideanSelf, contrastive_scan};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
-fn one() -> f64 {
-    1.0
-}
-
 /// Parameters of [`ContrastiveLoss`] (reference defaults: `pos_margin = 0`, `neg_margin = 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ContrastiveParams {
-    #[serde(default)]
     pub pos_margin: f64,
-    #[serde(default = "one")]
     pub neg_margin: f64,
 }
 
@@ -40,18 +35,12 @@ impl Default for ContrastiveParams {
     }
 }
 
-impl LossParams for ContrastiveParams {
+impl DistanceLossParams for ContrastiveParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
-        if !self.pos_margin.is_finite() || !self.neg_margin.is_finite() {
-            return Err(invalid("contrastive loss", "margins must be finite"));
-        }
-        Ok(())
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(ContrastiveLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
+        finite("contrastive loss", &[("pos_margin", self.pos_margin), ("neg_margin", self.neg_margin)])
     }
 }
 
@@ -63,16 +52,9 @@ impl LossParams for ContrastiveParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct ContrastiveLoss {
-    pub params: ContrastiveParams,
-    pub distance: Distance,
-}
+pub type ContrastiveLoss = DistanceLoss<ContrastiveParams>;
 
 impl MetricLoss for ContrastiveLoss {
-    fn name(&self) -> &'static str {
-        "ContrastiveLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::AvgNonZero
     }

@@ -30,33 +30,20 @@ use crate::error::{CoreError, Result, invalid};
 use crate::reducer::LossTerm;
 use crate::tuples::{Batch, Tuples};
 
-fn default_min_val() -> f64 {
-    -2.0
-}
-fn default_num_bins() -> i64 {
-    10
-}
-fn default_momentum() -> f64 {
-    0.01
-}
-
 /// Parameters of [`DynamicSoftMarginLoss`] (reference defaults: min_val −2, 10 bins, momentum 0.01).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DynamicSoftMarginParams {
     /// Smallest significant margin `d_pos − d_neg`; the bins cover `[min_val, −min_val]`.
-    #[serde(default = "default_min_val")]
     pub min_val: f64,
-    #[serde(default = "default_num_bins")]
     pub num_bins: i64,
     /// Weight of the current batch's histogram in the moving average.
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
 }
 
 impl Default for DynamicSoftMarginParams {
     fn default() -> Self {
-        DynamicSoftMarginParams { min_val: default_min_val(), num_bins: default_num_bins(), momentum: default_momentum() }
+        DynamicSoftMarginParams { min_val: -2.0, num_bins: 10, momentum: 0.01 }
     }
 }
 
@@ -158,10 +145,6 @@ impl DynamicSoftMarginLoss {
 }
 
 impl MetricLoss for DynamicSoftMarginLoss {
-    fn name(&self) -> &'static str {
-        "DynamicSoftMarginLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
         let nb = self.params.num_bins;

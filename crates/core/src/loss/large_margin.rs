@@ -14,33 +14,11 @@ use tch::{Kind, Tensor, nn};
 
 use super::class_common::{as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, miner_weights, one_hot, weight};
 use super::{BuildContext, LossParams, MetricLoss};
-use super::checks::positive;
+use super::checks::{check_angle, check_scale, finite, integer_margin};
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
 use crate::reducer::LossTerm;
 use crate::tuples::{Batch, Tuples};
-
-fn four() -> f64 {
-    4.0
-}
-fn one() -> f64 {
-    1.0
-}
-fn arcface_margin() -> f64 {
-    28.6
-}
-fn sixty_four() -> f64 {
-    64.0
-}
-fn cosface_margin() -> f64 {
-    0.35
-}
-fn three() -> i64 {
-    3
-}
-fn temperature() -> f64 {
-    0.05
-}
 
 /// How the target class's cosine is modified and the logits scaled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,17 +35,6 @@ pub enum MarginVariant {
     CosFace { m: f64 },
 }
 
-fn check_scale(loss: &str, scale: f64) -> Result<()> {
-    positive(loss, "scale", scale)
-}
-
-fn integer_margin(loss: &str, margin: f64) -> Result<i64> {
-    if !(margin.is_finite() && margin >= 1.0 && margin.fract() == 0.0 && margin <= 64.0) {
-        return Err(invalid(loss, format!("margin must be a whole number between 1 and 64 (the angle multiplier), got {margin}")));
-    }
-    Ok(margin as i64)
-}
-
 fn cosine_only(loss: &str, distance: Option<Distance>) -> Result<Distance> {
     match distance {
         None => Ok(Distance::cosine()),
@@ -78,68 +45,80 @@ fn cosine_only(loss: &str, distance: Option<Distance>) -> Result<Distance> {
 
 /// Parameters of LargeMarginSoftmaxLoss (reference defaults: `margin = 4`, `scale = 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LargeMarginSoftmaxParams {
     /// The angle multiplier m (a whole number).
-    #[serde(default = "four")]
     pub margin: f64,
-    #[serde(default = "one")]
     pub scale: f64,
+}
+
+impl Default for LargeMarginSoftmaxParams {
+    fn default() -> Self {
+        LargeMarginSoftmaxParams { margin: 4.0, scale: 1.0 }
+    }
 }
 
 /// Parameters of SphereFaceLoss (reference defaults: `margin = 4`, `scale = 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SphereFaceParams {
     /// The angle multiplier m (a whole number).
-    #[serde(default = "four")]
     pub margin: f64,
-    #[serde(default = "one")]
     pub scale: f64,
+}
+
+impl Default for SphereFaceParams {
+    fn default() -> Self {
+        SphereFaceParams { margin: 4.0, scale: 1.0 }
+    }
 }
 
 /// Parameters of ArcFaceLoss (reference defaults: `margin = 28.6` degrees, `scale = 64`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ArcFaceParams {
     /// Additive angular margin, in degrees.
-    #[serde(default = "arcface_margin")]
     pub margin: f64,
-    #[serde(default = "sixty_four")]
     pub scale: f64,
+}
+
+impl Default for ArcFaceParams {
+    fn default() -> Self {
+        ArcFaceParams { margin: 28.6, scale: 64.0 }
+    }
 }
 
 /// Parameters of SubCenterArcFaceLoss (reference defaults: `margin = 28.6`, `scale = 64`,
 /// `sub_centers = 3`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubCenterArcFaceParams {
     /// Additive angular margin, in degrees.
-    #[serde(default = "arcface_margin")]
     pub margin: f64,
-    #[serde(default = "sixty_four")]
     pub scale: f64,
     /// Centres per class.
-    #[serde(default = "three")]
     pub sub_centers: i64,
+}
+
+impl Default for SubCenterArcFaceParams {
+    fn default() -> Self {
+        SubCenterArcFaceParams { margin: 28.6, scale: 64.0, sub_centers: 3 }
+    }
 }
 
 /// Parameters of CosFaceLoss (reference defaults: `margin = 0.35`, `scale = 64`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CosFaceParams {
     /// Additive cosine margin.
-    #[serde(default = "cosface_margin")]
     pub margin: f64,
-    #[serde(default = "sixty_four")]
     pub scale: f64,
 }
 
-fn check_angle(loss: &str, margin: f64) -> Result<()> {
-    if !(margin.is_finite() && (0.0..180.0).contains(&margin)) {
-        return Err(invalid(loss, format!("margin must be an angle in degrees in [0, 180), got {margin}")));
+impl Default for CosFaceParams {
+    fn default() -> Self {
+        CosFaceParams { margin: 0.35, scale: 64.0 }
     }
-    Ok(())
 }
 
 impl LossParams for LargeMarginSoftmaxParams {
@@ -203,9 +182,7 @@ impl LossParams for SubCenterArcFaceParams {
 
 impl LossParams for CosFaceParams {
     fn validate(&self) -> Result<()> {
-        if !self.margin.is_finite() {
-            return Err(invalid("CosFaceLoss", "margin must be finite"));
-        }
+        finite("CosFaceLoss", &[("margin", self.margin)])?;
         check_scale("CosFaceLoss", self.scale)
     }
     fn default_distance(&self) -> Option<Distance> {
@@ -237,6 +214,11 @@ pub struct MarginSoftmaxLoss {
 }
 
 impl MarginSoftmaxLoss {
+    /// The reference class name of the variant (for error messages).
+    fn name(&self) -> &'static str {
+        variant_name(self.variant)
+    }
+
     /// Builds the loss and creates `W` (normal(0, 1), as the reference) in the context.
     pub fn new(variant: MarginVariant, scale: f64, distance: Option<Distance>, ctx: &BuildContext) -> Result<Self> {
         let name = variant_name(variant);
@@ -335,10 +317,6 @@ fn variant_name(v: MarginVariant) -> &'static str {
 }
 
 impl MetricLoss for MarginSoftmaxLoss {
-    fn name(&self) -> &'static str {
-        variant_name(self.variant)
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let name = self.name();
         let labels = check_classification_batch(batch, name, self.num_classes, self.embedding_size)?;
@@ -364,10 +342,15 @@ impl MetricLoss for MarginSoftmaxLoss {
 
 /// Parameters of NormalizedSoftmaxLoss (reference default: `temperature = 0.05`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NormalizedSoftmaxParams {
-    #[serde(default = "temperature")]
     pub temperature: f64,
+}
+
+impl Default for NormalizedSoftmaxParams {
+    fn default() -> Self {
+        NormalizedSoftmaxParams { temperature: 0.05 }
+    }
 }
 
 impl LossParams for NormalizedSoftmaxParams {
@@ -407,11 +390,13 @@ pub struct NormalizedSoftmaxLoss {
     w: Tensor,
 }
 
-impl MetricLoss for NormalizedSoftmaxLoss {
+impl NormalizedSoftmaxLoss {
     fn name(&self) -> &'static str {
         "NormalizedSoftmaxLoss"
     }
+}
 
+impl MetricLoss for NormalizedSoftmaxLoss {
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let labels = check_classification_batch(batch, self.name(), self.num_classes, self.embedding_size)?;
         let emb = batch.embeddings;
@@ -433,7 +418,7 @@ impl MetricLoss for NormalizedSoftmaxLoss {
 
 /// Parameters of P2SGradLoss (none beyond the build context's sizes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct P2SGradParams {}
 
 impl LossParams for P2SGradParams {
@@ -443,11 +428,8 @@ impl LossParams for P2SGradParams {
     fn default_distance(&self) -> Option<Distance> {
         None
     }
-    fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+    fn build(&self, _distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         let name = "P2SGradLoss";
-        if distance.is_some() {
-            return Err(invalid(name, "this loss uses no distance"));
-        }
         let (c, d) = classes_and_dim(ctx, name)?;
         let w = weight(ctx, "weight", &[d, c], nn::Init::Uniform { lo: -1.0, up: 1.0 })?;
         tch::no_grad(|| w.shallow_clone().copy_(&(w.renorm(2.0, 1, 1e-5) * 1e5)));
@@ -468,11 +450,13 @@ pub struct P2SGradLoss {
     w: Tensor,
 }
 
-impl MetricLoss for P2SGradLoss {
+impl P2SGradLoss {
     fn name(&self) -> &'static str {
         "P2SGradLoss"
     }
+}
 
+impl MetricLoss for P2SGradLoss {
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_some() {
             return Err(CoreError::Unsupported("P2SGradLoss does not use mined tuples".into()));

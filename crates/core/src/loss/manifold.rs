@@ -20,36 +20,21 @@ use crate::error::{CoreError, Result, invalid};
 use crate::reducer::LossTerm;
 use crate::tuples::{Batch, Tuples};
 
-fn fifty() -> i64 {
-    50
-}
-fn one() -> f64 {
-    1.0
-}
-fn default_alpha() -> f64 {
-    0.8
-}
-fn default_margin() -> f64 {
-    5e-4
-}
-
 /// Parameters of [`ManifoldLoss`] (reference defaults: K 50, lambdaC 1, alpha 0.8, margin 5e-4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ManifoldParams {
     /// Embedding size; when absent it comes from the build context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub l: Option<i64>,
     /// Number of proxies (meta-classes).
-    #[serde(rename = "K", default = "fifty")]
+    #[serde(rename = "K")]
     pub k: i64,
     /// Weight of the context loss (`loss = int + λ_C · ctx`; ∞ = context loss only).
-    #[serde(rename = "lambdaC", default = "one")]
+    #[serde(rename = "lambdaC")]
     pub lambda_c: f64,
     /// Random-walk parameter in (0, 1).
-    #[serde(default = "default_alpha")]
     pub alpha: f64,
-    #[serde(default = "default_margin")]
     pub margin: f64,
 }
 
@@ -184,10 +169,6 @@ impl ManifoldLoss {
 }
 
 impl MetricLoss for ManifoldLoss {
-    fn name(&self) -> &'static str {
-        "ManifoldLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_some() {
             return Err(CoreError::Unsupported("manifold loss takes no mined tuples (its meta-classes are random)".into()));

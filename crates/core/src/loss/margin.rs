@@ -18,39 +18,24 @@ use crate::error::{CoreError, Result, invalid};
 use crate::reducer::{Denominator, LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, separable_reduce, zero_loss};
 use crate::tuples::{Batch, Triplets, Tuples};
 
-fn default_margin() -> f64 {
-    0.2
-}
-fn default_beta() -> f64 {
-    1.2
-}
-fn all() -> TripletsPerAnchor {
-    TripletsPerAnchor::All(super::triplet::AllTriplets::All)
-}
-
 /// Parameters of [`MarginLoss`] (reference defaults: margin 0.2, nu 0, beta 1.2, all triplets,
 /// fixed beta). The number of classes (one beta per class) comes from the build context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MarginParams {
-    #[serde(default = "default_margin")]
     pub margin: f64,
     /// Weight of the `beta` regularisation term (used when `learn_beta`).
-    #[serde(default)]
     pub nu: f64,
     /// Initial boundary between positive and negative distances.
-    #[serde(default = "default_beta")]
     pub beta: f64,
-    #[serde(default = "all")]
     pub triplets_per_anchor: TripletsPerAnchor,
     /// Make `beta` a learnable parameter (named `beta`).
-    #[serde(default)]
     pub learn_beta: bool,
 }
 
 impl Default for MarginParams {
     fn default() -> Self {
-        MarginParams { margin: 0.2, nu: 0.0, beta: 1.2, triplets_per_anchor: all(), learn_beta: false }
+        MarginParams { margin: 0.2, nu: 0.0, beta: 1.2, triplets_per_anchor: TripletsPerAnchor::All(super::triplet::AllTriplets::All), learn_beta: false }
     }
 }
 
@@ -153,10 +138,6 @@ impl MarginLoss {
 }
 
 impl MetricLoss for MarginLoss {
-    fn name(&self) -> &'static str {
-        "MarginLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::Divisor
     }

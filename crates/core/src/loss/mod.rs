@@ -44,15 +44,14 @@ pub use contrastive::ContrastiveLoss;
 pub use triplet::{TripletMarginLoss, TripletsPerAnchor};
 
 use crate::distance::Distance;
-use crate::error::Result;
+use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer};
 use crate::regularizer::Regularizer;
 use crate::tuples::{Batch, Tuples};
 
-/// One loss implementation: computes its terms for a batch.
+/// One loss implementation: computes its terms for a batch. (Its name is the registry's, see
+/// [`LossKind::reference_name`].)
 pub trait MetricLoss: Send {
-    /// The reference library's class name (e.g. `TripletMarginLoss`).
-    fn name(&self) -> &'static str;
     /// The unreduced terms of the loss for `batch` and optional mined `tuples` (None = all).
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>>;
     /// The reducer used when none is configured.
@@ -147,13 +146,56 @@ macro_rules! loss_kinds {
 }
 
 /// The parameters of one loss: validated, then built into the loss.
+///
+/// A loss that holds nothing but its parameters and a distance implements
+/// [`DistanceLossParams`] instead, and gets this trait from it.
 pub trait LossParams {
     /// Checks the parameters (called when a configuration is loaded).
     fn validate(&self) -> Result<()>;
-    /// The loss's default distance (None for losses that use none).
+    /// The distance used when none is configured; None for a loss that uses no distance
+    /// ([`LossSpec::validate`] then refuses a configured one).
     fn default_distance(&self) -> Option<Distance>;
-    /// Builds the loss with the given distance.
+    /// Builds the loss. `distance` is already resolved by [`LossSpec::build`]: the configured
+    /// distance, else [`LossParams::default_distance`] (so None only for a loss that uses none).
     fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>>;
+}
+
+/// A loss that holds nothing but its parameters and its distance: most pair, triplet and ranking
+/// losses (`ContrastiveLoss` is `DistanceLoss<ContrastiveParams>`). The math of each is its
+/// `impl MetricLoss for DistanceLoss<…Params>`, next to the parameters.
+#[derive(Debug, Clone)]
+pub struct DistanceLoss<P> {
+    pub params: P,
+    pub distance: Distance,
+}
+
+/// The parameters of a [`DistanceLoss`]; [`LossParams`] follows from these.
+pub trait DistanceLossParams: Clone + Send + 'static {
+    /// The distance used when none is configured.
+    fn default_distance() -> Distance;
+    /// Checks the parameters (called when a configuration is loaded).
+    fn validate(&self) -> Result<()>;
+    /// Refuses a distance the loss is not defined for (by default, every distance is accepted).
+    fn check_distance(_distance: &Distance) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<P: DistanceLossParams> LossParams for P
+where
+    DistanceLoss<P>: MetricLoss,
+{
+    fn validate(&self) -> Result<()> {
+        DistanceLossParams::validate(self)
+    }
+    fn default_distance(&self) -> Option<Distance> {
+        Some(P::default_distance())
+    }
+    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
+        let distance = distance.unwrap_or_else(P::default_distance);
+        P::check_distance(&distance)?;
+        Ok(Box::new(DistanceLoss { params: self.clone(), distance }))
+    }
 }
 
 loss_kinds! {
@@ -251,8 +293,12 @@ impl LossSpec {
 
     /// Checks every parameter (called when a configuration is loaded, not mid-epoch).
     pub fn validate(&self) -> Result<()> {
-        self.kind.params().validate()?;
+        let params = self.kind.params();
+        params.validate()?;
         if let Some(d) = &self.distance {
+            if params.default_distance().is_none() {
+                return Err(invalid(self.kind.reference_name(), "this loss uses no distance (for a wrapper, set it on the inner loss)"));
+            }
             d.validate()?;
         }
         if let Some(r) = &self.reducer {
@@ -271,6 +317,7 @@ impl LossSpec {
         let distance = self.distance.clone().or_else(|| params.default_distance());
         let inner = params.build(distance, ctx)?;
         Ok(Loss {
+            name: self.kind.reference_name(),
             inner,
             reducer: self.reducer.clone(),
             embedding_regularizer: self.embedding_regularizer.clone().map(|r| (r, self.embedding_reg_weight)),
@@ -281,6 +328,8 @@ impl LossSpec {
 
 /// A built loss: call [`Loss::forward`] with a batch (and optional mined tuples).
 pub struct Loss {
+    /// The reference library's class name, from the registry ([`LossKind::reference_name`]).
+    name: &'static str,
     inner: Box<dyn MetricLoss>,
     reducer: Option<Reducer>,
     embedding_regularizer: Option<(Regularizer, f64)>,
@@ -288,14 +337,14 @@ pub struct Loss {
 }
 
 impl Loss {
-    /// Wraps a loss implementation with its default reducer.
-    pub fn from_impl(inner: Box<dyn MetricLoss>) -> Self {
-        Loss { inner, reducer: None, embedding_regularizer: None, weight_regularizer: None }
+    /// Wraps a loss implementation, named `name`, with its default reducer.
+    pub fn from_impl(name: &'static str, inner: Box<dyn MetricLoss>) -> Self {
+        Loss { name, inner, reducer: None, embedding_regularizer: None, weight_regularizer: None }
     }
 
     /// The reference library's class name of the loss.
     pub fn name(&self) -> &'static str {
-        self.inner.name()
+        self.name
     }
 
     /// The reducer in use.
@@ -327,5 +376,69 @@ impl Loss {
     /// The learnable parameters by name.
     pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
         self.inner.parameters()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every registered name, given as the only key of a table, deserialises (by its snake-case and
+    /// its reference name) to its parameters' `Default`, so the field defaults and `Default` cannot
+    /// drift apart. The exceptions need a field: the ranked list loss (`margin`, required as in the
+    /// reference) and the wrappers (their inner losses).
+    #[test]
+    fn every_name_deserialises_from_an_empty_table_to_its_default() {
+        use LossKind as K;
+        let defaults = [
+            K::Contrastive(Default::default()),
+            K::TripletMargin(Default::default()),
+            K::MultiSimilarity(Default::default()),
+            K::NTXent(Default::default()),
+            K::SupCon(Default::default()),
+            K::Circle(Default::default()),
+            K::LiftedStructure(Default::default()),
+            K::GeneralizedLiftedStructure(Default::default()),
+            K::TupletMargin(Default::default()),
+            K::IntraPairVariance(Default::default()),
+            K::SignalToNoiseRatioContrastive(Default::default()),
+            K::NCA(Default::default()),
+            K::NPairs(Default::default()),
+            K::Instance(Default::default()),
+            K::Margin(Default::default()),
+            K::Angular(Default::default()),
+            K::FastAP(Default::default()),
+            K::Histogram(Default::default()),
+            K::PNP(Default::default()),
+            K::SmoothAP(Default::default()),
+            K::VICReg(Default::default()),
+            K::DynamicSoftMargin(Default::default()),
+            K::ThresholdConsistentMargin(Default::default()),
+            K::Manifold(Default::default()),
+            K::ProxyAnchor(Default::default()),
+            K::ProxyNca(Default::default()),
+            K::NormalizedSoftmax(Default::default()),
+            K::ArcFace(Default::default()),
+            K::SubCenterArcFace(Default::default()),
+            K::CosFace(Default::default()),
+            K::SphereFace(Default::default()),
+            K::LargeMarginSoftmax(Default::default()),
+            K::SoftTriple(Default::default()),
+            K::P2SGrad(Default::default()),
+        ];
+        let needs_a_field = ["ranked_list", "cross_batch_memory", "self_supervised", "multiple_losses"];
+        for (snake, reference) in LossKind::names() {
+            for name in [snake, reference] {
+                let parsed = toml::from_str::<LossKind>(&format!("type = \"{name}\""));
+                if needs_a_field.contains(snake) {
+                    assert!(parsed.is_err(), "{name} should need a field");
+                    continue;
+                }
+                let parsed = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let expected = defaults.iter().find(|k| k.reference_name() == *reference).unwrap_or_else(|| panic!("{name}: no Default listed"));
+                assert_eq!(&parsed, expected, "{name}");
+            }
+        }
+        assert_eq!(defaults.len() + needs_a_field.len(), LossKind::names().len());
     }
 }

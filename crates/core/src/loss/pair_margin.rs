@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, weighted_row_lse};
-use super::{BuildContext, LossParams, MetricLoss};
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use super::checks::{cosine_only, finite, positive};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
@@ -31,25 +31,12 @@ fn elements(name: &'static str, losses: Tensor) -> LossTerm {
 // ---------------------------------------------------------------------------------------------
 // Multi-similarity.
 
-fn two() -> f64 {
-    2.0
-}
-fn fifty() -> f64 {
-    50.0
-}
-fn half() -> f64 {
-    0.5
-}
-
 /// Parameters of [`MultiSimilarityLoss`] (reference defaults: alpha 2, beta 50, base 0.5, cosine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MultiSimilarityParams {
-    #[serde(default = "two")]
     pub alpha: f64,
-    #[serde(default = "fifty")]
     pub beta: f64,
-    #[serde(default = "half")]
     pub base: f64,
 }
 
@@ -59,17 +46,14 @@ impl Default for MultiSimilarityParams {
     }
 }
 
-impl LossParams for MultiSimilarityParams {
+impl DistanceLossParams for MultiSimilarityParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         positive("multi_similarity loss", "alpha", self.alpha)?;
         positive("multi_similarity loss", "beta", self.beta)?;
         finite("multi_similarity loss", &[("base", self.base)])
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(MultiSimilarityLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
     }
 }
 
@@ -81,16 +65,9 @@ impl LossParams for MultiSimilarityParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
-pub struct MultiSimilarityLoss {
-    pub params: MultiSimilarityParams,
-    pub distance: Distance,
-}
+pub type MultiSimilarityLoss = DistanceLoss<MultiSimilarityParams>;
 
 impl MetricLoss for MultiSimilarityLoss {
-    fn name(&self) -> &'static str {
-        "MultiSimilarityLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_none()
             && batch.is_self()
@@ -205,20 +182,11 @@ impl StreamedTerm for FusedRowTerm {
 // ---------------------------------------------------------------------------------------------
 // Circle.
 
-fn circle_m() -> f64 {
-    0.4
-}
-fn circle_gamma() -> f64 {
-    80.0
-}
-
 /// Parameters of [`CircleLoss`] (reference defaults: m 0.4, gamma 80, cosine similarity only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CircleParams {
-    #[serde(default = "circle_m")]
     pub m: f64,
-    #[serde(default = "circle_gamma")]
     pub gamma: f64,
 }
 
@@ -228,17 +196,16 @@ impl Default for CircleParams {
     }
 }
 
-impl LossParams for CircleParams {
+impl DistanceLossParams for CircleParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         finite("circle loss", &[("m", self.m)])?;
         positive("circle loss", "gamma", self.gamma)
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only("circle loss", distance)?;
-        Ok(Box::new(CircleLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only("circle loss", distance)
     }
 }
 
@@ -250,16 +217,9 @@ impl LossParams for CircleParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
-pub struct CircleLoss {
-    pub params: CircleParams,
-    pub distance: Distance,
-}
+pub type CircleLoss = DistanceLoss<CircleParams>;
 
 impl MetricLoss for CircleLoss {
-    fn name(&self) -> &'static str {
-        "CircleLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::AvgNonZero
     }
@@ -321,18 +281,12 @@ impl CircleLoss {
 // ---------------------------------------------------------------------------------------------
 // Lifted structure.
 
-fn one() -> f64 {
-    1.0
-}
-
 /// Parameters of [`LiftedStructureLoss`] and [`GeneralizedLiftedStructureLoss`] (reference
 /// defaults: `neg_margin = 1`, `pos_margin = 0`, Euclidean distance).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LiftedStructureParams {
-    #[serde(default = "one")]
     pub neg_margin: f64,
-    #[serde(default)]
     pub pos_margin: f64,
 }
 
@@ -344,11 +298,9 @@ impl Default for LiftedStructureParams {
 
 /// Parameters of [`GeneralizedLiftedStructureLoss`] (same as the original's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct GeneralizedLiftedStructureParams {
-    #[serde(default = "one")]
     pub neg_margin: f64,
-    #[serde(default)]
     pub pos_margin: f64,
 }
 
@@ -358,27 +310,21 @@ impl Default for GeneralizedLiftedStructureParams {
     }
 }
 
-impl LossParams for LiftedStructureParams {
+impl DistanceLossParams for LiftedStructureParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
         finite("lifted_structure loss", &[("neg_margin", self.neg_margin), ("pos_margin", self.pos_margin)])
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(LiftedStructureLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
-    }
 }
 
-impl LossParams for GeneralizedLiftedStructureParams {
+impl DistanceLossParams for GeneralizedLiftedStructureParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
         finite("generalized_lifted_structure loss", &[("neg_margin", self.neg_margin), ("pos_margin", self.pos_margin)])
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(GeneralizedLiftedStructureLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
     }
 }
 
@@ -390,16 +336,9 @@ impl LossParams for GeneralizedLiftedStructureParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
-pub struct LiftedStructureLoss {
-    pub params: LiftedStructureParams,
-    pub distance: Distance,
-}
+pub type LiftedStructureLoss = DistanceLoss<LiftedStructureParams>;
 
 impl MetricLoss for LiftedStructureLoss {
-    fn name(&self) -> &'static str {
-        "LiftedStructureLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pp = PosPairsNegCounts::new(batch, tuples, batch.embeddings.kind());
         if pp.trivial() || pp.num_pos == 0 || pp.num_neg == 0 {
@@ -436,16 +375,9 @@ impl MetricLoss for LiftedStructureLoss {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct GeneralizedLiftedStructureLoss {
-    pub params: GeneralizedLiftedStructureParams,
-    pub distance: Distance,
-}
+pub type GeneralizedLiftedStructureLoss = DistanceLoss<GeneralizedLiftedStructureParams>;
 
 impl MetricLoss for GeneralizedLiftedStructureLoss {
-    fn name(&self) -> &'static str {
-        "GeneralizedLiftedStructureLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
@@ -461,41 +393,31 @@ impl MetricLoss for GeneralizedLiftedStructureLoss {
 // ---------------------------------------------------------------------------------------------
 // Tuplet margin.
 
-fn tuplet_margin() -> f64 {
-    5.73
-}
-fn tuplet_scale() -> f64 {
-    64.0
-}
-
 /// Parameters of [`TupletMarginLoss`] (reference defaults: margin 5.73°, scale 64, cosine only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TupletMarginParams {
     /// Angular margin in degrees.
-    #[serde(default = "tuplet_margin")]
     pub margin: f64,
-    #[serde(default = "tuplet_scale")]
     pub scale: f64,
 }
 
 impl Default for TupletMarginParams {
     fn default() -> Self {
-        TupletMarginParams { margin: tuplet_margin(), scale: tuplet_scale() }
+        TupletMarginParams { margin: 5.73, scale: 64.0 }
     }
 }
 
-impl LossParams for TupletMarginParams {
+impl DistanceLossParams for TupletMarginParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         finite("tuplet_margin loss", &[("margin", self.margin)])?;
         positive("tuplet_margin loss", "scale", self.scale)
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only("tuplet_margin loss", distance)?;
-        Ok(Box::new(TupletMarginLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only("tuplet_margin loss", distance)
     }
 }
 
@@ -506,16 +428,9 @@ impl LossParams for TupletMarginParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
-pub struct TupletMarginLoss {
-    pub params: TupletMarginParams,
-    pub distance: Distance,
-}
+pub type TupletMarginLoss = DistanceLoss<TupletMarginParams>;
 
 impl MetricLoss for TupletMarginLoss {
-    fn name(&self) -> &'static str {
-        "TupletMarginLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pp = PosPairsNegCounts::new(batch, tuples, batch.embeddings.kind());
         if pp.trivial() || pp.num_pos == 0 || pp.num_neg == 0 {
@@ -534,17 +449,11 @@ impl MetricLoss for TupletMarginLoss {
 // ---------------------------------------------------------------------------------------------
 // Intra-pair variance.
 
-fn eps() -> f64 {
-    0.01
-}
-
 /// Parameters of [`IntraPairVarianceLoss`] (reference defaults: `pos_eps = neg_eps = 0.01`, cosine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IntraPairVarianceParams {
-    #[serde(default = "eps")]
     pub pos_eps: f64,
-    #[serde(default = "eps")]
     pub neg_eps: f64,
 }
 
@@ -554,15 +463,12 @@ impl Default for IntraPairVarianceParams {
     }
 }
 
-impl LossParams for IntraPairVarianceParams {
+impl DistanceLossParams for IntraPairVarianceParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         finite("intra_pair_variance loss", &[("pos_eps", self.pos_eps), ("neg_eps", self.neg_eps)])
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(IntraPairVarianceLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
     }
 }
 
@@ -575,10 +481,7 @@ impl LossParams for IntraPairVarianceParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct IntraPairVarianceLoss {
-    pub params: IntraPairVarianceParams,
-    pub distance: Distance,
-}
+pub type IntraPairVarianceLoss = DistanceLoss<IntraPairVarianceParams>;
 
 impl IntraPairVarianceLoss {
     fn variance_with_eps(pairs: &Tensor, eps: f64, incentivize_increase: bool) -> Tensor {
@@ -589,10 +492,6 @@ impl IntraPairVarianceLoss {
 }
 
 impl MetricLoss for IntraPairVarianceLoss {
-    fn name(&self) -> &'static str {
-        "IntraPairVarianceLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pairs = batch.to_pairs(tuples);
         let (np, nn) = (pairs.num_pos(), pairs.num_neg());
@@ -623,11 +522,9 @@ impl MetricLoss for IntraPairVarianceLoss {
 /// Parameters of [`SignalToNoiseRatioContrastiveLoss`] (reference defaults: `pos_margin = 0`,
 /// `neg_margin = 1`, SNR distance only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnrContrastiveParams {
-    #[serde(default)]
     pub pos_margin: f64,
-    #[serde(default = "one")]
     pub neg_margin: f64,
 }
 
@@ -637,19 +534,18 @@ impl Default for SnrContrastiveParams {
     }
 }
 
-impl LossParams for SnrContrastiveParams {
+impl DistanceLossParams for SnrContrastiveParams {
+    fn default_distance() -> Distance {
+        Distance::snr()
+    }
     fn validate(&self) -> Result<()> {
         finite("signal_to_noise_ratio_contrastive loss", &[("pos_margin", self.pos_margin), ("neg_margin", self.neg_margin)])
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::snr())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::snr);
+    fn check_distance(distance: &Distance) -> Result<()> {
         if !matches!(distance, Distance::Snr { .. }) {
             return Err(invalid("signal_to_noise_ratio_contrastive loss", "only the snr distance is supported"));
         }
-        Ok(Box::new(SignalToNoiseRatioContrastiveLoss { params: self.clone(), distance }))
+        Ok(())
     }
 }
 
@@ -660,16 +556,9 @@ impl LossParams for SnrContrastiveParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct SignalToNoiseRatioContrastiveLoss {
-    pub params: SnrContrastiveParams,
-    pub distance: Distance,
-}
+pub type SignalToNoiseRatioContrastiveLoss = DistanceLoss<SnrContrastiveParams>;
 
 impl MetricLoss for SignalToNoiseRatioContrastiveLoss {
-    fn name(&self) -> &'static str {
-        "SignalToNoiseRatioContrastiveLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::AvgNonZero
     }
@@ -719,7 +608,7 @@ mod fused_tests {
         tch::manual_seed(5);
         let n = 80;
         let x = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
-        let mut l: Vec<i64> = (0..n as i64).map(|i| i % 9).collect();
+        let mut l: Vec<i64> = (0..n).map(|i| i % 9).collect();
         l[0] = 100;
         let labels = Tensor::from_slice(&l);
         let cases = [

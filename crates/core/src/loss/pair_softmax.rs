@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, small_val, weighted_row_lse};
-use super::{BuildContext, LossParams, MetricLoss};
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use super::checks::{cosine_only, positive};
 use crate::distance::Distance;
 use crate::error::{CoreError, Result};
@@ -23,33 +23,25 @@ fn as_similarity(distance: &Distance, mat: Tensor) -> Tensor {
     if distance.is_inverted() { mat } else { -mat }
 }
 
-fn default_ntxent_temperature() -> f64 {
-    0.07
-}
-
 /// Parameters of [`NTXentLoss`] (reference default: `temperature = 0.07`, cosine similarity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NTXentParams {
-    #[serde(default = "default_ntxent_temperature")]
     pub temperature: f64,
 }
 
 impl Default for NTXentParams {
     fn default() -> Self {
-        NTXentParams { temperature: default_ntxent_temperature() }
+        NTXentParams { temperature: 0.07 }
     }
 }
 
-impl LossParams for NTXentParams {
+impl DistanceLossParams for NTXentParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         positive("ntxent loss", "temperature", self.temperature)
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(NTXentLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
     }
 }
 
@@ -62,16 +54,9 @@ impl LossParams for NTXentParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(n·m) memory.
-pub struct NTXentLoss {
-    pub params: NTXentParams,
-    pub distance: Distance,
-}
+pub type NTXentLoss = DistanceLoss<NTXentParams>;
 
 impl MetricLoss for NTXentLoss {
-    fn name(&self) -> &'static str {
-        "NTXentLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pp = PosPairsNegCounts::new(batch, tuples, batch.embeddings.kind());
         if pp.trivial() || pp.num_pos == 0 || pp.num_neg == 0 {
@@ -88,33 +73,25 @@ impl MetricLoss for NTXentLoss {
     }
 }
 
-fn default_supcon_temperature() -> f64 {
-    0.1
-}
-
 /// Parameters of [`SupConLoss`] (reference default: `temperature = 0.1`, cosine similarity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SupConParams {
-    #[serde(default = "default_supcon_temperature")]
     pub temperature: f64,
 }
 
 impl Default for SupConParams {
     fn default() -> Self {
-        SupConParams { temperature: default_supcon_temperature() }
+        SupConParams { temperature: 0.1 }
     }
 }
 
-impl LossParams for SupConParams {
+impl DistanceLossParams for SupConParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         positive("supcon loss", "temperature", self.temperature)
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(SupConLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::cosine) }))
     }
 }
 
@@ -126,16 +103,9 @@ impl LossParams for SupConParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct SupConLoss {
-    pub params: SupConParams,
-    pub distance: Distance,
-}
+pub type SupConLoss = DistanceLoss<SupConParams>;
 
 impl MetricLoss for SupConLoss {
-    fn name(&self) -> &'static str {
-        "SupConLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::AvgNonZero
     }
@@ -158,15 +128,10 @@ impl MetricLoss for SupConLoss {
     }
 }
 
-fn one() -> f64 {
-    1.0
-}
-
 /// Parameters of [`NCALoss`] (reference default: `softmax_scale = 1`, squared Euclidean).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NCAParams {
-    #[serde(default = "one")]
     pub softmax_scale: f64,
 }
 
@@ -176,15 +141,12 @@ impl Default for NCAParams {
     }
 }
 
-impl LossParams for NCAParams {
+impl DistanceLossParams for NCAParams {
+    fn default_distance() -> Distance {
+        Distance::lp_squared()
+    }
     fn validate(&self) -> Result<()> {
         positive("nca loss", "softmax_scale", self.softmax_scale)
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp_squared())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(NCALoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp_squared) }))
     }
 }
 
@@ -220,16 +182,9 @@ pub fn miner_weights(tuples: Option<&Tuples>, n: i64, kind: Kind, device: tch::D
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct NCALoss {
-    pub params: NCAParams,
-    pub distance: Distance,
-}
+pub type NCALoss = DistanceLoss<NCAParams>;
 
 impl MetricLoss for NCALoss {
-    fn name(&self) -> &'static str {
-        "NCALoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let n = batch.len();
         if n <= 1 {
@@ -255,18 +210,15 @@ impl MetricLoss for NCALoss {
 
 /// Parameters of [`NPairsLoss`] (none; dot-product similarity by default).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NPairsParams {}
 
-impl LossParams for NPairsParams {
+impl DistanceLossParams for NPairsParams {
+    fn default_distance() -> Distance {
+        Distance::dot_product()
+    }
     fn validate(&self) -> Result<()> {
         Ok(())
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::dot_product())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(NPairsLoss { distance: distance.unwrap_or_else(Distance::dot_product) }))
     }
 }
 
@@ -278,15 +230,9 @@ impl LossParams for NPairsParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct NPairsLoss {
-    pub distance: Distance,
-}
+pub type NPairsLoss = DistanceLoss<NPairsParams>;
 
 impl MetricLoss for NPairsLoss {
-    fn name(&self) -> &'static str {
-        "NPairsLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pairs = batch.to_pairs(tuples);
         let a: Vec<i64> = Vec::try_from(pairs.pos_anchor.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).unwrap_or_default();
@@ -312,34 +258,28 @@ impl MetricLoss for NPairsLoss {
     }
 }
 
-fn default_gamma() -> f64 {
-    64.0
-}
-
 /// Parameters of [`InstanceLoss`] (reference default: `gamma = 64`, cosine similarity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct InstanceParams {
-    #[serde(default = "default_gamma")]
     pub gamma: f64,
 }
 
 impl Default for InstanceParams {
     fn default() -> Self {
-        InstanceParams { gamma: default_gamma() }
+        InstanceParams { gamma: 64.0 }
     }
 }
 
-impl LossParams for InstanceParams {
+impl DistanceLossParams for InstanceParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         positive("instance loss", "gamma", self.gamma)
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only("instance loss", distance)?;
-        Ok(Box::new(InstanceLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only("instance loss", distance)
     }
 }
 
@@ -351,16 +291,9 @@ impl LossParams for InstanceParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct InstanceLoss {
-    pub params: InstanceParams,
-    pub distance: Distance,
-}
+pub type InstanceLoss = DistanceLoss<InstanceParams>;
 
 impl MetricLoss for InstanceLoss {
-    fn name(&self) -> &'static str {
-        "InstanceLoss"
-    }
-
     fn terms(&self, batch: &Batch, _tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if !batch.is_self() {
             return Err(CoreError::Unsupported("instance loss does not support a separate reference set".into()));

@@ -15,36 +15,18 @@ use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, TermIndices};
 use crate::tuples::{Batch, Tuples};
 
-fn proxy_anchor_margin() -> f64 {
-    0.1
-}
-fn thirty_two() -> f64 {
-    32.0
-}
-fn one() -> f64 {
-    1.0
-}
-fn ten() -> i64 {
-    10
-}
-fn twenty() -> f64 {
-    20.0
-}
-fn gamma() -> f64 {
-    0.1
-}
-fn soft_triple_margin() -> f64 {
-    0.01
-}
-
 /// Parameters of ProxyAnchorLoss (reference defaults: `margin = 0.1`, `alpha = 32`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProxyAnchorParams {
-    #[serde(default = "proxy_anchor_margin")]
     pub margin: f64,
-    #[serde(default = "thirty_two")]
     pub alpha: f64,
+}
+
+impl Default for ProxyAnchorParams {
+    fn default() -> Self {
+        ProxyAnchorParams { margin: 0.1, alpha: 32.0 }
+    }
 }
 
 impl LossParams for ProxyAnchorParams {
@@ -80,11 +62,13 @@ pub struct ProxyAnchorLoss {
     proxies: Tensor,
 }
 
-impl MetricLoss for ProxyAnchorLoss {
+impl ProxyAnchorLoss {
     fn name(&self) -> &'static str {
         "ProxyAnchorLoss"
     }
+}
 
+impl MetricLoss for ProxyAnchorLoss {
     fn default_reducer(&self) -> Reducer {
         Reducer::Divisor
     }
@@ -122,10 +106,15 @@ impl MetricLoss for ProxyAnchorLoss {
 
 /// Parameters of ProxyNCALoss (reference default: `softmax_scale = 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProxyNcaParams {
-    #[serde(default = "one")]
     pub softmax_scale: f64,
+}
+
+impl Default for ProxyNcaParams {
+    fn default() -> Self {
+        ProxyNcaParams { softmax_scale: 1.0 }
+    }
 }
 
 impl LossParams for ProxyNcaParams {
@@ -158,11 +147,13 @@ pub struct ProxyNcaLoss {
     proxies: Tensor,
 }
 
-impl MetricLoss for ProxyNcaLoss {
+impl ProxyNcaLoss {
     fn name(&self) -> &'static str {
         "ProxyNCALoss"
     }
+}
 
+impl MetricLoss for ProxyNcaLoss {
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let labels = check_classification_batch(batch, self.name(), self.num_classes, self.embedding_size)?;
         let emb = batch.embeddings;
@@ -191,19 +182,21 @@ impl MetricLoss for ProxyNcaLoss {
 /// `gamma = 0.1`, `margin = 0.01`). The reference's intra-class centre regularizer is the
 /// `sparse_centers` weight regularizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SoftTripleParams {
-    #[serde(default = "ten")]
     pub centers_per_class: i64,
     /// λ: scale of the class logits.
-    #[serde(default = "twenty")]
     pub la: f64,
     /// γ: temperature of the soft assignment to a class's centres.
-    #[serde(default = "gamma")]
     pub gamma: f64,
     /// δ: margin subtracted from the target class's similarity.
-    #[serde(default = "soft_triple_margin")]
     pub margin: f64,
+}
+
+impl Default for SoftTripleParams {
+    fn default() -> Self {
+        SoftTripleParams { centers_per_class: 10, la: 20.0, gamma: 0.1, margin: 0.01 }
+    }
 }
 
 impl LossParams for SoftTripleParams {
@@ -249,11 +242,13 @@ pub struct SoftTripleLoss {
     fc: Tensor,
 }
 
-impl MetricLoss for SoftTripleLoss {
+impl SoftTripleLoss {
     fn name(&self) -> &'static str {
         "SoftTripleLoss"
     }
+}
 
+impl MetricLoss for SoftTripleLoss {
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let labels = check_classification_batch(batch, self.name(), self.num_classes, self.embedding_size)?;
         let emb = batch.embeddings;

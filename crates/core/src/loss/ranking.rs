@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::pair_softmax::miner_weights;
-use super::{BuildContext, LossParams, MetricLoss};
+use super::{BuildContext, DistanceLoss, DistanceLossParams, LossParams, MetricLoss};
 use super::checks::cosine_only;
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
@@ -19,15 +19,10 @@ fn no_reference(batch: &Batch, loss: &str) -> Result<()> {
     if batch.is_self() { Ok(()) } else { Err(CoreError::Unsupported(format!("{loss} does not support a separate reference set"))) }
 }
 
-fn ten() -> u32 {
-    10
-}
-
 /// Parameters of [`FastAPLoss`] (reference default: 10 bins; squared normalised Euclidean).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FastAPParams {
-    #[serde(default = "ten")]
     pub num_bins: u32,
 }
 
@@ -37,23 +32,22 @@ impl Default for FastAPParams {
     }
 }
 
-impl LossParams for FastAPParams {
+impl DistanceLossParams for FastAPParams {
+    fn default_distance() -> Distance {
+        Distance::lp_squared()
+    }
     fn validate(&self) -> Result<()> {
         if self.num_bins == 0 {
             return Err(invalid("fast_ap loss", "num_bins must be at least 1"));
         }
         Ok(())
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp_squared())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = distance.unwrap_or_else(Distance::lp_squared);
+    fn check_distance(distance: &Distance) -> Result<()> {
         match distance {
             Distance::Lp { normalize_embeddings: true, p: 2.0, .. } => {}
             _ => return Err(invalid("fast_ap loss", "only the normalised Euclidean distance (lp, p = 2) is supported")),
         }
-        Ok(Box::new(FastAPLoss { params: self.clone(), distance }))
+        Ok(())
     }
 }
 
@@ -66,16 +60,9 @@ impl LossParams for FastAPParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar; O(num_bins · n²) memory.
-pub struct FastAPLoss {
-    pub params: FastAPParams,
-    pub distance: Distance,
-}
+pub type FastAPLoss = DistanceLoss<FastAPParams>;
 
 impl MetricLoss for FastAPLoss {
-    fn name(&self) -> &'static str {
-        "FastAPLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         no_reference(batch, "fast_ap loss")?;
         let kind = batch.embeddings.kind();
@@ -129,11 +116,9 @@ impl MetricLoss for FastAPLoss {
 /// Parameters of [`HistogramLoss`] (reference: `n_bins = 100` when neither is given,
 /// `delta = 2 / n_bins`; cosine similarity).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HistogramParams {
-    #[serde(default)]
     pub n_bins: Option<u32>,
-    #[serde(default)]
     pub delta: Option<f64>,
 }
 
@@ -199,10 +184,6 @@ impl HistogramLoss {
 }
 
 impl MetricLoss for HistogramLoss {
-    fn name(&self) -> &'static str {
-        "HistogramLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         no_reference(batch, "histogram loss")?;
         let t = batch.to_triplets(tuples);
@@ -248,7 +229,10 @@ pub struct RankedListParams {
     pub tp: f64,
 }
 
-impl LossParams for RankedListParams {
+impl DistanceLossParams for RankedListParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.imbalance) {
             return Err(invalid("ranked_list loss", format!("imbalance must be in [0, 1], got {}", self.imbalance)));
@@ -259,12 +243,6 @@ impl LossParams for RankedListParams {
             }
         }
         Ok(())
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(RankedListLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
     }
 }
 
@@ -278,16 +256,9 @@ impl LossParams for RankedListParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct RankedListLoss {
-    pub params: RankedListParams,
-    pub distance: Distance,
-}
+pub type RankedListLoss = DistanceLoss<RankedListParams>;
 
 impl MetricLoss for RankedListLoss {
-    fn name(&self) -> &'static str {
-        "RankedListLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         no_reference(batch, "ranked_list loss")?;
         if tuples.is_some() {
@@ -337,30 +308,13 @@ pub enum PnpVariant {
     O,
 }
 
-fn pnp_b() -> f64 {
-    2.0
-}
-fn pnp_alpha() -> f64 {
-    1.0
-}
-fn pnp_anneal() -> f64 {
-    0.01
-}
-fn pnp_variant() -> PnpVariant {
-    PnpVariant::O
-}
-
 /// Parameters of [`PNPLoss`] (reference defaults: b 2, alpha 1, anneal 0.01, variant "O"; cosine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PNPParams {
-    #[serde(default = "pnp_b")]
     pub b: f64,
-    #[serde(default = "pnp_alpha")]
     pub alpha: f64,
-    #[serde(default = "pnp_anneal")]
     pub anneal: f64,
-    #[serde(default = "pnp_variant")]
     pub variant: PnpVariant,
 }
 
@@ -370,7 +324,10 @@ impl Default for PNPParams {
     }
 }
 
-impl LossParams for PNPParams {
+impl DistanceLossParams for PNPParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         if !(self.anneal.is_finite() && self.anneal > 0.0) {
             return Err(invalid("pnp loss", format!("anneal must be positive, got {}", self.anneal)));
@@ -380,12 +337,8 @@ impl LossParams for PNPParams {
         }
         Ok(())
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only("pnp loss", distance)?;
-        Ok(Box::new(PNPLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only("pnp loss", distance)
     }
 }
 
@@ -399,16 +352,9 @@ impl LossParams for PNPParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct PNPLoss {
-    pub params: PNPParams,
-    pub distance: Distance,
-}
+pub type PNPLoss = DistanceLoss<PNPParams>;
 
 impl MetricLoss for PNPLoss {
-    fn name(&self) -> &'static str {
-        "PNPLoss"
-    }
-
     fn terms(&self, batch: &Batch, _tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         no_reference(batch, "pnp loss")?;
         let n = batch.len();
@@ -439,37 +385,31 @@ impl MetricLoss for PNPLoss {
     }
 }
 
-fn smooth_ap_temperature() -> f64 {
-    0.01
-}
-
 /// Parameters of [`SmoothAPLoss`] (reference default: `temperature = 0.01`; cosine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmoothAPParams {
-    #[serde(default = "smooth_ap_temperature")]
     pub temperature: f64,
 }
 
 impl Default for SmoothAPParams {
     fn default() -> Self {
-        SmoothAPParams { temperature: smooth_ap_temperature() }
+        SmoothAPParams { temperature: 0.01 }
     }
 }
 
-impl LossParams for SmoothAPParams {
+impl DistanceLossParams for SmoothAPParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(invalid("smooth_ap loss", format!("temperature must be positive, got {}", self.temperature)));
         }
         Ok(())
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only("smooth_ap loss", distance)?;
-        Ok(Box::new(SmoothAPLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only("smooth_ap loss", distance)
     }
 }
 
@@ -485,16 +425,9 @@ impl LossParams for SmoothAPParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct SmoothAPLoss {
-    pub params: SmoothAPParams,
-    pub distance: Distance,
-}
+pub type SmoothAPLoss = DistanceLoss<SmoothAPParams>;
 
 impl MetricLoss for SmoothAPLoss {
-    fn name(&self) -> &'static str {
-        "SmoothAPLoss"
-    }
-
     fn terms(&self, batch: &Batch, _tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         no_reference(batch, "smooth_ap loss")?;
         let labels: Vec<i64> = Vec::try_from(batch.labels.to_device(tch::Device::Cpu).to_kind(Kind::Int64)).unwrap_or_default();

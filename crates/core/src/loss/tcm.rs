@@ -12,34 +12,20 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{BuildContext, LossParams, MetricLoss};
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use super::checks::cosine_only;
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::LossTerm;
 use crate::tuples::{Batch, Tuples};
 
-fn one() -> f64 {
-    1.0
-}
-fn default_margin_plus() -> f64 {
-    0.9
-}
-fn default_margin_minus() -> f64 {
-    0.5
-}
-
 /// Parameters of [`ThresholdConsistentMarginLoss`] (reference defaults: λ± 1, m+ 0.9, m− 0.5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThresholdConsistentMarginParams {
-    #[serde(default = "one")]
     pub lambda_plus: f64,
-    #[serde(default = "one")]
     pub lambda_minus: f64,
-    #[serde(default = "default_margin_plus")]
     pub margin_plus: f64,
-    #[serde(default = "default_margin_minus")]
     pub margin_minus: f64,
 }
 
@@ -51,7 +37,10 @@ impl Default for ThresholdConsistentMarginParams {
 
 const NAME: &str = "threshold_consistent_margin loss";
 
-impl LossParams for ThresholdConsistentMarginParams {
+impl DistanceLossParams for ThresholdConsistentMarginParams {
+    fn default_distance() -> Distance {
+        Distance::cosine()
+    }
     fn validate(&self) -> Result<()> {
         for (name, v) in [("lambda_plus", self.lambda_plus), ("lambda_minus", self.lambda_minus), ("margin_plus", self.margin_plus), ("margin_minus", self.margin_minus)] {
             if !v.is_finite() {
@@ -60,12 +49,8 @@ impl LossParams for ThresholdConsistentMarginParams {
         }
         Ok(())
     }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::cosine())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        let distance = cosine_only(NAME, distance)?;
-        Ok(Box::new(ThresholdConsistentMarginLoss { params: self.clone(), distance }))
+    fn check_distance(distance: &Distance) -> Result<()> {
+        cosine_only(NAME, distance)
     }
 }
 
@@ -78,10 +63,7 @@ impl LossParams for ThresholdConsistentMarginParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct ThresholdConsistentMarginLoss {
-    pub params: ThresholdConsistentMarginParams,
-    pub distance: Distance,
-}
+pub type ThresholdConsistentMarginLoss = DistanceLoss<ThresholdConsistentMarginParams>;
 
 /// `Σ x·keep / max(Σ keep, 1)`.
 fn masked_mean(x: &Tensor, keep: &Tensor) -> Tensor {
@@ -90,10 +72,6 @@ fn masked_mean(x: &Tensor, keep: &Tensor) -> Tensor {
 }
 
 impl MetricLoss for ThresholdConsistentMarginLoss {
-    fn name(&self) -> &'static str {
-        "ThresholdConsistentMarginLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
         let (pos, neg) = match tuples {

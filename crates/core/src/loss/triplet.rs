@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{BuildContext, LossParams, MetricLoss};
+use super::checks::finite;
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
@@ -33,50 +34,34 @@ pub enum AllTriplets {
     All,
 }
 
-fn default_margin() -> f64 {
-    0.05
-}
-fn all() -> TripletsPerAnchor {
-    TripletsPerAnchor::All(AllTriplets::All)
-}
-
 /// Parameters of [`TripletMarginLoss`] (reference defaults: margin 0.05, no swap, hinge, all).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TripletMarginParams {
-    #[serde(default = "default_margin")]
     pub margin: f64,
     /// Use the closer of d(a,n) and d(p,n) as the negative distance.
-    #[serde(default)]
     pub swap: bool,
     /// softplus instead of the hinge.
-    #[serde(default)]
     pub smooth_loss: bool,
-    #[serde(default = "all")]
     pub triplets_per_anchor: TripletsPerAnchor,
 }
 
 impl Default for TripletMarginParams {
     fn default() -> Self {
-        TripletMarginParams { margin: default_margin(), swap: false, smooth_loss: false, triplets_per_anchor: all() }
+        TripletMarginParams { margin: 0.05, swap: false, smooth_loss: false, triplets_per_anchor: TripletsPerAnchor::All(AllTriplets::All) }
     }
 }
 
-impl LossParams for TripletMarginParams {
+impl DistanceLossParams for TripletMarginParams {
+    fn default_distance() -> Distance {
+        Distance::lp()
+    }
     fn validate(&self) -> Result<()> {
-        if !self.margin.is_finite() {
-            return Err(invalid("triplet_margin loss", "margin must be finite"));
-        }
+        finite("triplet_margin loss", &[("margin", self.margin)])?;
         if self.triplets_per_anchor == TripletsPerAnchor::Count(0) {
             return Err(invalid("triplet_margin loss", "triplets_per_anchor must be \"all\" or at least 1"));
         }
         Ok(())
-    }
-    fn default_distance(&self) -> Option<Distance> {
-        Some(Distance::lp())
-    }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        Ok(Box::new(TripletMarginLoss { params: self.clone(), distance: distance.unwrap_or_else(Distance::lp) }))
     }
 }
 
@@ -88,16 +73,9 @@ impl LossParams for TripletMarginParams {
 ///
 /// # Shapes
 /// embeddings [n, d], labels [n] → scalar.
-pub struct TripletMarginLoss {
-    pub params: TripletMarginParams,
-    pub distance: Distance,
-}
+pub type TripletMarginLoss = DistanceLoss<TripletMarginParams>;
 
 impl MetricLoss for TripletMarginLoss {
-    fn name(&self) -> &'static str {
-        "TripletMarginLoss"
-    }
-
     fn default_reducer(&self) -> Reducer {
         Reducer::AvgNonZero
     }

@@ -14,27 +14,13 @@ use crate::error::{CoreError, Result, invalid};
 use crate::reducer::{LossTerm, TermIndices};
 use crate::tuples::{Batch, Tuples};
 
-fn twenty_five() -> f64 {
-    25.0
-}
-fn one() -> f64 {
-    1.0
-}
-fn default_eps() -> f64 {
-    1e-4
-}
-
 /// Parameters of [`VICRegLoss`] (reference defaults: λ 25, μ 25, ν 1, eps 1e-4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VICRegParams {
-    #[serde(default = "twenty_five")]
     pub invariance_lambda: f64,
-    #[serde(default = "twenty_five")]
     pub variance_mu: f64,
-    #[serde(default = "one")]
     pub covariance_v: f64,
-    #[serde(default = "default_eps")]
     pub eps: f64,
 }
 
@@ -59,10 +45,7 @@ impl LossParams for VICRegParams {
     fn default_distance(&self) -> Option<Distance> {
         None
     }
-    fn build(&self, distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        if distance.is_some() {
-            return Err(invalid("vicreg loss", "VICReg cannot use a distance"));
-        }
+    fn build(&self, _distance: Option<Distance>, _ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         Ok(Box::new(VICRegLoss { params: self.clone() }))
     }
 }
@@ -89,10 +72,6 @@ fn off_diagonal_sq_sum(x: &Tensor) -> Tensor {
 }
 
 impl MetricLoss for VICRegLoss {
-    fn name(&self) -> &'static str {
-        "VICRegLoss"
-    }
-
     fn terms(&self, batch: &Batch, _tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let Some((other, _)) = batch.reference else {
             return Err(CoreError::Unsupported("vicreg loss needs the second view as the batch's reference embeddings".into()));

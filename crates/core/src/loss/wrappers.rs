@@ -40,13 +40,6 @@ fn reduced_terms(inner: &Loss, batch: &Batch, tuples: Option<&Tuples>) -> Result
     inner.terms(batch, tuples)?.into_iter().map(|t| Ok((t.name, reducer.reduce_terms(vec![t], batch)?))).collect()
 }
 
-fn no_distance(loss: &str, distance: Option<Distance>) -> Result<()> {
-    if distance.is_some() {
-        return Err(invalid(loss, "a wrapper has no distance of its own: set it on the inner loss"));
-    }
-    Ok(())
-}
-
 fn default_memory_size() -> i64 {
     1024
 }
@@ -76,8 +69,7 @@ impl LossParams for CrossBatchMemoryParams {
     fn default_distance(&self) -> Option<Distance> {
         None
     }
-    fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        no_distance("CrossBatchMemory", distance)?;
+    fn build(&self, _distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         let embedding_size = ctx.embedding_size.ok_or_else(|| invalid("CrossBatchMemory", "embedding_size is required: set it in the build context"))?;
         let inner = self.loss.build(ctx)?;
         let miner = self.miner.as_ref().map(MinerSpec::build).transpose()?;
@@ -213,10 +205,6 @@ fn append_given(mined: Tuples, given: &Tuples, batch: &Batch, slots: &Tensor) ->
 }
 
 impl MetricLoss for CrossBatchMemory {
-    fn name(&self) -> &'static str {
-        "CrossBatchMemory"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if batch.reference.is_some() {
             return Err(CoreError::Unsupported("CrossBatchMemory takes a plain batch: the memory is its reference set".into()));
@@ -290,8 +278,7 @@ impl LossParams for SelfSupervisedParams {
     fn default_distance(&self) -> Option<Distance> {
         None
     }
-    fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        no_distance("SelfSupervisedLoss", distance)?;
+    fn build(&self, _distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         Ok(Box::new(SelfSupervisedLoss { inner: self.loss.build(ctx)?, symmetric: self.symmetric }))
     }
 }
@@ -310,10 +297,6 @@ pub struct SelfSupervisedLoss {
 }
 
 impl MetricLoss for SelfSupervisedLoss {
-    fn name(&self) -> &'static str {
-        "SelfSupervisedLoss"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_some() {
             return Err(CoreError::Unsupported("SelfSupervisedLoss builds its own labels and takes no mined tuples".into()));
@@ -380,8 +363,7 @@ impl LossParams for MultipleLossesParams {
     fn default_distance(&self) -> Option<Distance> {
         None
     }
-    fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
-        no_distance("MultipleLosses", distance)?;
+    fn build(&self, _distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         let mut parts = Vec::with_capacity(self.losses.len());
         for (i, spec) in self.losses.iter().enumerate() {
             // Each loss's weights live under its index, so two losses of one kind do not collide.
@@ -412,10 +394,6 @@ pub struct MultipleLosses {
 }
 
 impl MetricLoss for MultipleLosses {
-    fn name(&self) -> &'static str {
-        "MultipleLosses"
-    }
-
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_some() && self.parts.iter().any(|p| p.miner.is_some()) {
             return Err(CoreError::Unsupported("MultipleLosses with miners takes no tuples from the caller".into()));

@@ -88,6 +88,7 @@ pub fn labels(v: &Value) -> Tensor {
 }
 
 /// Compares element-wise; returns a description of the worst mismatch.
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(excess <= 0.0)` counts a NaN excess as a failure.
 pub fn compare(what: &str, got: &[f64], want: &[f64]) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!("{what}: {} values, expected {}", got.len(), want.len()));

@@ -172,6 +172,6 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
     assert!(msg.contains("non-finite") && msg.contains("last good checkpoint"), "{msg}");
     let last = trainer::last_checkpoint(&run_dir);
     if last.exists() {
-        proxima_train::checkpoint::load(&last).expect("the kept checkpoint is readable");
+        proxima_models::tensor_file::load(&last).expect("the kept checkpoint is readable");
     }
 }

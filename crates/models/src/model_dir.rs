@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proxima_data::{Dataset, DecodeOptions, Loader, LoaderConfig, Normalize, Pipeline, PipelineConfig};
-use proxima_models::{EmbeddingConfig, EmbeddingModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
-use crate::error::{Result, TrainError};
+use crate::embedding::{EmbeddingConfig, EmbeddingModel};
+use crate::error::{ModelError, Result};
+use crate::tensor_file;
 
 /// Contents of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,13 +46,13 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 
 /// Copies the `model/…` variables of a training checkpoint into `model`.
 pub fn load_model_weights(model: &EmbeddingModel, checkpoint_path: &Path) -> Result<()> {
-    let (tensors, _) = checkpoint::load(checkpoint_path)?;
+    let (tensors, _) = tensor_file::load(checkpoint_path)?;
     copy_into(model, tensors.iter().filter_map(|(n, t)| n.strip_prefix("model/").map(|n| (n, t))), checkpoint_path)
 }
 
 fn copy_into<'a>(model: &EmbeddingModel, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>, path: &Path) -> Result<()> {
     let tensors: Vec<(&str, &Tensor)> = tensors.collect();
-    let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
+    let err = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
     for (name, var) in model.var_store().variables() {
         let (_, src) = tensors.iter().find(|(n, _)| *n == name).ok_or_else(|| err(format!("missing variable '{name}'")))?;
         if src.size() != var.size() {
@@ -65,12 +65,12 @@ fn copy_into<'a>(model: &EmbeddingModel, tensors: impl Iterator<Item = (&'a str,
 
 /// Writes `model` as a model directory (atomically per file).
 pub fn save_model_dir(model: &EmbeddingModel, image_size: u32, dir: &Path) -> Result<ModelCard> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e))?;
     let mut vars: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let weights = dir.join("weights.safetensors");
-    checkpoint::save(&weights, &vars, &serde_json::json!({"kind": "proxima-model"}))?;
-    let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
+    tensor_file::save(&weights, &vars, &serde_json::json!({"kind": "proxima-model"}))?;
+    let bytes = std::fs::read(&weights).map_err(|e| ModelError::file(&weights, e))?;
     let n = model.normalization();
     let mut config = model.config().clone();
     config.pretrained = None;
@@ -82,7 +82,7 @@ pub fn save_model_dir(model: &EmbeddingModel, image_size: u32, dir: &Path) -> Re
         normalize: Normalize { mean: n.mean.map(|x| x as f32), std: n.std.map(|x| x as f32) },
         fingerprint: fingerprint(&bytes),
     };
-    checkpoint::write_atomic(&dir.join("model.json"), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
+    tensor_file::write_atomic(&dir.join("model.json"), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
     Ok(card)
 }
 
@@ -93,25 +93,25 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(TrainError::Config(format!("{} is not a model directory (no model.json in it or in its model/ folder)", path.display())))
+    Err(ModelError::Config(format!("{} is not a model directory (no model.json in it or in its model/ folder)", path.display())))
 }
 
 /// Loads a model directory (a run directory works too) onto `device`.
 pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
     let dir = resolve_model_dir(path)?;
     let card_path = dir.join("model.json");
-    let text = std::fs::read_to_string(&card_path).map_err(|e| TrainError::io(&card_path, e))?;
-    let card: ModelCard = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: card_path.clone(), message: format!("invalid model card: {e}") })?;
+    let text = std::fs::read_to_string(&card_path).map_err(|e| ModelError::file(&card_path, e))?;
+    let card: ModelCard = serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint { path: card_path.clone(), message: format!("invalid model card: {e}") })?;
     if card.format != FORMAT {
-        return Err(TrainError::Checkpoint { path: card_path, message: format!("model format {} is not supported (expected {FORMAT})", card.format) });
+        return Err(ModelError::Checkpoint { path: card_path, message: format!("model format {} is not supported (expected {FORMAT})", card.format) });
     }
     let weights = dir.join("weights.safetensors");
-    let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
+    let bytes = std::fs::read(&weights).map_err(|e| ModelError::file(&weights, e))?;
     if fingerprint(&bytes) != card.fingerprint {
-        return Err(TrainError::Checkpoint { path: weights, message: "the weights do not match model.json's fingerprint (file changed or corrupted)".into() });
+        return Err(ModelError::Checkpoint { path: weights, message: "the weights do not match model.json's fingerprint (file changed or corrupted)".into() });
     }
-    let mut model = EmbeddingModel::new(card.model.clone(), device).map_err(|e| TrainError::Config(format!("model: {e}")))?;
-    let (tensors, _) = checkpoint::load(&weights)?;
+    let mut model = EmbeddingModel::new(card.model.clone(), device)?;
+    let (tensors, _) = tensor_file::load(&weights)?;
     copy_into(&model, tensors.iter().map(|(n, t)| (n.as_str(), t)), &weights)?;
     model.eval();
     Ok(TrainedModel { card, model, device, dir })
@@ -129,9 +129,8 @@ impl TrainedModel {
     pub fn embed_dataset(&self, dataset: &Dataset) -> Result<Vec<f32>> {
         let size = self.card.image_size;
         let cfg = LoaderConfig { image_size: [size, size], ..Default::default() };
-        let pipe = Pipeline::new(self.pipeline(), 0).map_err(|e| TrainError::Config(e.to_string()))?;
-        let loader = Loader::new(Arc::new(dataset.clone()), pipe, cfg).map_err(|e| TrainError::Config(e.to_string()))?;
-        let (emb, _) = crate::trainer::embed_all(&self.model, &loader, self.device, 64)?;
+        let loader = Loader::new(Arc::new(dataset.clone()), Pipeline::new(self.pipeline(), 0)?, cfg)?;
+        let (emb, _) = embed_loader(&loader, 64, |x| self.model.embed_t(&x.to_device(self.device), false))?;
         Ok(emb)
     }
 
@@ -144,7 +143,7 @@ impl TrainedModel {
             return Ok(Vec::new());
         }
         let size = self.card.image_size;
-        let pipe = Pipeline::new(self.pipeline(), 0).map_err(|e| TrainError::Config(e.to_string()))?;
+        let pipe = Pipeline::new(self.pipeline(), 0)?;
         let per = (3 * size * size) as usize;
         let mut buf = vec![0f32; per * images.len()];
         for (i, img) in images.iter().enumerate() {
@@ -160,8 +159,26 @@ impl TrainedModel {
         let opts = DecodeOptions::default();
         let images = paths
             .iter()
-            .map(|p| proxima_data::decode_file(p, &opts).map_err(|e| TrainError::Config(format!("{e}"))))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|p| proxima_data::decode_file(p, &opts))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         self.embed_images(&images)
     }
+}
+
+/// Embeds every sample of `loader`'s dataset in order, `batch_size` at a time, with `forward`
+/// (images `[b, 3, h, w]` on the CPU → embeddings `[b, E]`): the embeddings (row-major) and labels.
+pub fn embed_loader(loader: &Loader, batch_size: usize, forward: impl Fn(&Tensor) -> Tensor) -> Result<(Vec<f32>, Vec<i64>)> {
+    let n = loader.dataset().len();
+    let plan: Vec<(u64, Vec<usize>)> = (0..n).collect::<Vec<_>>().chunks(batch_size.max(1)).map(|c| (0u64, c.to_vec())).collect();
+    let mut emb = Vec::new();
+    let mut labels = Vec::new();
+    for batch in loader.iter(plan) {
+        let batch = batch.map_err(|e| ModelError::Config(format!("loading evaluation images: {e}")))?;
+        let [b, c, h, w] = batch.shape.map(|x| x as i64);
+        let x = Tensor::from_slice(&batch.images).view([b, c, h, w]);
+        let e = tch::no_grad(|| forward(&x)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        emb.extend(Vec::<f32>::try_from(e.flatten(0, -1))?);
+        labels.extend(batch.labels);
+    }
+    Ok((emb, labels))
 }

@@ -1,0 +1,94 @@
+//! The `proxima` command as a library: one binary for data preparation, training, evaluation,
+//! recognition and benchmarking. Each subcommand lives in its own module; this file only parses and
+//! dispatches ([`run`]), and `main.rs` only calls it. Being a library lets the integration tests
+//! reuse the CLI's own helpers (e.g. [`io::npy_bytes`]) instead of copies.
+//!
+//! Exit codes (stable, for scripts):
+//! - 0: success (for `query`: a known brand was found)
+//! - 1: a negative answer that is not an error (for `query`: unknown brand)
+//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
+
+mod bench;
+mod data;
+mod demo;
+mod eval;
+mod find;
+pub mod io;
+mod perf;
+mod recognize;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Proxima: deep metric learning — train embeddings where distance means similarity, evaluate
+/// them on unseen classes, and recognise new classes (e.g. brand logos) by nearest neighbour.
+#[derive(Parser)]
+#[command(name = "proxima", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 negative answer (e.g. unknown brand), 2 error.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate saved embeddings: retrieval, clustering and pair-verification metrics, optional report.
+    Eval(eval::EvalArgs),
+    /// Benchmark losses, miners and evaluation on random data; prints one JSON object per line.
+    Perf(perf::PerfArgs),
+    /// The main job on built-in data: synthetic logos → training → unseen-brand retrieval → gallery → report.
+    Demo(demo::DemoArgs),
+    /// Train an embedding model from an experiment file (TOML); `--resume` continues a killed run.
+    Train(train::TrainArgs),
+    /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
+    Embed(train::EmbedArgs),
+    /// Run an experiment grid with class-disjoint cross-validation (resumable) and write a report.
+    Bench(bench::BenchArgs),
+    /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Brand galleries: build from class folders (optionally calibrated), add or remove a brand, list.
+    #[command(subcommand)]
+    Gallery(recognize::GalleryCommand),
+    /// Identify images against a gallery: top-k brands and known/unknown (exit 0 all known, 1 any unknown).
+    Query(recognize::QueryArgs),
+    /// Compare two logos: cosine similarity and same/different (exit 0 same, 1 different).
+    Match(recognize::MatchArgs),
+    /// Find and identify logos anywhere in photos and screenshots (exit 0 a brand found, 1 none).
+    Find(find::FindArgs),
+    /// The class-agnostic logo localiser behind `find`: train it, evaluate box AP and identification.
+    #[command(subcommand)]
+    Localiser(find::LocaliserCommand),
+    /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
+    Serve(recognize::ServeArgs),
+}
+
+/// Parses the command line and runs the subcommand; errors are printed and exit with code 2.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval(args) => eval::run(args),
+        Command::Perf(args) => perf::run(args),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Embed(args) => train::embed(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Gallery(cmd) => recognize::gallery(cmd),
+        Command::Query(args) => recognize::query(args),
+        Command::Match(args) => recognize::matches(args),
+        Command::Serve(args) => recognize::serve(args),
+        Command::Find(args) => find::find(args),
+        Command::Localiser(cmd) => find::localiser(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
