@@ -15,16 +15,9 @@
 //! becomes `ValueError` (bad input) or `OSError` (a file, with its path).
 
 use numpy::ndarray::Array2;
-use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
-};
-use proxima_eval::{
-    Embeddings, EvalError, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering,
-    metrics_from_knn,
-};
-use proxima_index::{
-    BackendConfig, Calibration, Decision, Gallery, HnswConfig, ImpostorScores, IndexError,
-};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use proxima_eval::{Embeddings, EvalError, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering, metrics_from_knn};
+use proxima_index::{BackendConfig, Calibration, Decision, Gallery, HnswConfig, ImpostorScores, IndexError};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -45,13 +38,8 @@ fn eval_err(e: EvalError) -> PyErr {
 fn index_err(e: IndexError) -> PyErr {
     match e {
         // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError, ...).
-        IndexError::Io {
-            ref path,
-            ref source,
-        } => match source.raw_os_error() {
-            Some(code) => {
-                PyOSError::new_err((code, source.to_string(), path.display().to_string()))
-            }
+        IndexError::Io { ref path, ref source } => match source.raw_os_error() {
+            Some(code) => PyOSError::new_err((code, source.to_string(), path.display().to_string())),
             None => PyOSError::new_err(e.to_string()),
         },
         other => PyValueError::new_err(other.to_string()),
@@ -65,9 +53,7 @@ fn parse_metric(name: &str) -> PyResult<Metric> {
         "squared_euclidean" | "l2_squared" | "sqeuclidean" => Ok(Metric::L2Squared),
         "cosine" => Ok(Metric::Cosine),
         "dot" | "inner_product" | "ip" => Ok(Metric::Dot),
-        _ => Err(PyValueError::new_err(format!(
-            "metric: unknown metric {name:?}; expected one of 'euclidean', 'squared_euclidean', 'cosine', 'dot'"
-        ))),
+        _ => Err(PyValueError::new_err(format!("metric: unknown metric {name:?}; expected one of 'euclidean', 'squared_euclidean', 'cosine', 'dot'"))),
     }
 }
 
@@ -81,37 +67,22 @@ fn metric_name(m: Metric) -> &'static str {
 }
 
 /// Borrow a C-contiguous 2-D array as validated embeddings (`what` names it in errors).
-fn matrix<'a>(
-    what: &'static str,
-    a: &'a PyReadonlyArray2<'_, f32>,
-) -> PyResult<(&'a [f32], usize)> {
+fn matrix<'a>(what: &'static str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize)> {
     let dim = a.shape()[1];
-    let data = a
-        .as_slice()
-        .map_err(|_| PyValueError::new_err(format!("{what}: the array must be C-contiguous")))?;
+    let data = a.as_slice().map_err(|_| PyValueError::new_err(format!("{what}: the array must be C-contiguous")))?;
     if a.shape()[0] == 0 {
-        return Err(PyValueError::new_err(format!(
-            "{what}: the array has no rows"
-        )));
+        return Err(PyValueError::new_err(format!("{what}: the array has no rows")));
     }
     Embeddings::new(what, data, dim).map_err(eval_err)?;
     Ok((data, dim))
 }
 
 fn labels<'a>(what: &'static str, a: &'a PyReadonlyArray1<'_, i64>) -> PyResult<&'a [i64]> {
-    a.as_slice()
-        .map_err(|_| PyValueError::new_err(format!("{what}: the array must be contiguous")))
+    a.as_slice().map_err(|_| PyValueError::new_err(format!("{what}: the array must be contiguous")))
 }
 
-fn to_2d<'py, T: numpy::Element>(
-    py: Python<'py>,
-    v: Vec<T>,
-    rows: usize,
-    cols: usize,
-) -> Bound<'py, PyArray2<T>> {
-    Array2::from_shape_vec((rows, cols), v)
-        .expect("rows × cols values")
-        .into_pyarray(py)
+fn to_2d<'py, T: numpy::Element>(py: Python<'py>, v: Vec<T>, rows: usize, cols: usize) -> Bound<'py, PyArray2<T>> {
+    Array2::from_shape_vec((rows, cols), v).expect("rows × cols values").into_pyarray(py)
 }
 
 /// The k of pytorch-metric-learning: an int, `"max_bin_count"`, or `None` (every reference).
@@ -124,14 +95,10 @@ enum KArg {
 fn parse_k(k: Option<KArg>) -> PyResult<KSpec> {
     match k {
         None => Ok(KSpec::AllReferences),
-        Some(KArg::Fixed(0)) => Err(PyValueError::new_err(
-            "k: must be a positive integer, 'max_bin_count' or None",
-        )),
+        Some(KArg::Fixed(0)) => Err(PyValueError::new_err("k: must be a positive integer, 'max_bin_count' or None")),
         Some(KArg::Fixed(k)) => Ok(KSpec::Fixed(k)),
         Some(KArg::Named(s)) if s == "max_bin_count" => Ok(KSpec::MaxBinCount),
-        Some(KArg::Named(s)) => Err(PyValueError::new_err(format!(
-            "k: must be a positive integer, 'max_bin_count' or None, not {s:?}"
-        ))),
+        Some(KArg::Named(s)) => Err(PyValueError::new_err(format!("k: must be a positive integer, 'max_bin_count' or None, not {s:?}"))),
     }
 }
 
@@ -159,43 +126,26 @@ fn accuracy<'py>(
     let (q, d) = matrix("query", &query)?;
     let ql = labels("query_labels", &query_labels)?;
     if ql.len() != q.len() / d {
-        return Err(PyValueError::new_err(format!(
-            "query_labels: {} labels for {} query rows",
-            ql.len(),
-            q.len() / d
-        )));
+        return Err(PyValueError::new_err(format!("query_labels: {} labels for {} query rows", ql.len(), q.len() / d)));
     }
     let reference = match (&reference, &reference_labels) {
         (Some(r), Some(rl)) => {
             let (r, rd) = matrix("reference", r)?;
             let rl = labels("reference_labels", rl)?;
             if rd != d {
-                return Err(PyValueError::new_err(format!(
-                    "reference: dimension {rd} differs from the query's dimension {d}"
-                )));
+                return Err(PyValueError::new_err(format!("reference: dimension {rd} differs from the query's dimension {d}")));
             }
             if rl.len() != r.len() / rd {
-                return Err(PyValueError::new_err(format!(
-                    "reference_labels: {} labels for {} reference rows",
-                    rl.len(),
-                    r.len() / rd
-                )));
+                return Err(PyValueError::new_err(format!("reference_labels: {} labels for {} reference rows", rl.len(), r.len() / rd)));
             }
             Some((r, rl))
         }
         (None, None) => None,
         _ => {
-            return Err(PyValueError::new_err(
-                "reference and reference_labels must be given together",
-            ));
+            return Err(PyValueError::new_err("reference and reference_labels must be given together"));
         }
     };
-    let config = RetrievalConfig {
-        k,
-        avg_of_avgs,
-        at_ks: vec![],
-        metric,
-    };
+    let config = RetrievalConfig { k, avg_of_avgs, at_ks: vec![], metric };
     let out = PyDict::new(py);
     let (retrieval, cluster) = py
         .detach(|| -> Result<Computed, EvalError> {
@@ -205,11 +155,7 @@ fn accuracy<'py>(
                     None => (None, Source::Same),
                     Some((r, rl)) => {
                         let re = Embeddings::new("reference", r, d)?;
-                        let source = if ref_includes_query {
-                            Source::Includes
-                        } else {
-                            Source::Separate
-                        };
+                        let source = if ref_includes_query { Source::Includes } else { Source::Separate };
                         (Some((re, rl)), source)
                     }
                 };
@@ -238,29 +184,18 @@ fn accuracy<'py>(
         out.set_item("mean_reciprocal_rank", c.mean_reciprocal_rank)?;
         let per = PyDict::new(py);
         let pc = &m.per_class;
-        per.set_item(
-            "labels",
-            PyArray1::from_vec(py, pc.iter().map(|c| c.label).collect()),
-        )?;
-        per.set_item(
-            "num_queries",
-            PyArray1::from_vec(py, pc.iter().map(|c| c.num_queries as i64).collect()),
-        )?;
+        per.set_item("labels", PyArray1::from_vec(py, pc.iter().map(|c| c.label).collect()))?;
+        per.set_item("num_queries", PyArray1::from_vec(py, pc.iter().map(|c| c.num_queries as i64).collect()))?;
         type Get = fn(&proxima_eval::CoreMetrics) -> f64;
         let fields: [(&str, Get); 5] = [
             ("precision_at_1", |c| c.precision_at_1),
             ("r_precision", |c| c.r_precision),
-            ("mean_average_precision_at_r", |c| {
-                c.mean_average_precision_at_r
-            }),
+            ("mean_average_precision_at_r", |c| c.mean_average_precision_at_r),
             ("mean_average_precision", |c| c.mean_average_precision),
             ("mean_reciprocal_rank", |c| c.mean_reciprocal_rank),
         ];
         for (name, get) in fields {
-            per.set_item(
-                name,
-                PyArray1::from_vec(py, pc.iter().map(|c| get(&c.metrics)).collect()),
-            )?;
+            per.set_item(name, PyArray1::from_vec(py, pc.iter().map(|c| get(&c.metrics)).collect()))?;
         }
         out.set_item("per_class", per)?;
     }
@@ -305,17 +240,9 @@ fn retrieval(
     let same_labels = source != Source::Separate;
     // Validate exactly as metrics_from_knn does: an empty k-NN result passes its checks of k and
     // the labels and then fails only on its row count.
-    let probe = proxima_eval::KnnResult {
-        k: 0,
-        metric: config.metric,
-        indices: vec![],
-        scores: vec![],
-    };
+    let probe = proxima_eval::KnnResult { k: 0, metric: config.metric, indices: vec![], scores: vec![] };
     match metrics_from_knn(&probe, ql, rl, same_labels, config) {
-        Err(EvalError::LabelCountMismatch {
-            what: "k-NN result",
-            ..
-        }) => {}
+        Err(EvalError::LabelCountMismatch { what: "k-NN result", .. }) => {}
         other => return other,
     }
     let self_count = usize::from(same_labels);
@@ -338,10 +265,7 @@ fn retrieval(
         let reference = (source == Source::Separate).then_some((r, rl));
         return proxima_eval::evaluate_retrieval(q, ql, reference, config);
     }
-    let fixed = RetrievalConfig {
-        k: KSpec::Fixed(k),
-        ..config.clone()
-    };
+    let fixed = RetrievalConfig { k: KSpec::Fixed(k), ..config.clone() };
     let d = q.dim();
     let mut classes: std::collections::BTreeMap<i64, (usize, [f64; 5])> = Default::default();
     let mut lone = 0;
@@ -386,20 +310,12 @@ fn retrieval(
         .collect();
     let mut overall = [0.0; 5];
     for (&(_, sums), c) in classes.values().zip(&per_class) {
-        let add = if config.avg_of_avgs {
-            core(&c.metrics)
-        } else {
-            sums
-        };
+        let add = if config.avg_of_avgs { core(&c.metrics) } else { sums };
         for (acc, v) in overall.iter_mut().zip(add) {
             *acc += v;
         }
     }
-    let denom = if config.avg_of_avgs {
-        per_class.len()
-    } else {
-        classes.values().map(|c| c.0).sum()
-    } as f64;
+    let denom = if config.avg_of_avgs { per_class.len() } else { classes.values().map(|c| c.0).sum() } as f64;
     Ok(RetrievalMetrics {
         metrics: from_core(overall.map(|s| s / denom)),
         precision_at: vec![],
@@ -414,11 +330,7 @@ fn retrieval(
 
 /// The first `k` neighbours of every row after leaving out those `skip(row, index)` names, or the
 /// first column when none is named (the list is `k + 1` long).
-fn keep_k(
-    found: &proxima_eval::KnnResult,
-    k: usize,
-    skip: impl Fn(usize, usize) -> bool,
-) -> proxima_eval::KnnResult {
+fn keep_k(found: &proxima_eval::KnnResult, k: usize, skip: impl Fn(usize, usize) -> bool) -> proxima_eval::KnnResult {
     let nq = found.num_queries();
     let mut indices = Vec::with_capacity(nq * k);
     let mut scores = Vec::with_capacity(nq * k);
@@ -432,53 +344,28 @@ fn keep_k(
             }
         }
     }
-    proxima_eval::KnnResult {
-        k,
-        metric: found.metric,
-        indices,
-        scores,
-    }
+    proxima_eval::KnnResult { k, metric: found.metric, indices, scores }
 }
 
 fn core(m: &proxima_eval::CoreMetrics) -> [f64; 5] {
-    [
-        m.precision_at_1,
-        m.r_precision,
-        m.mean_average_precision_at_r,
-        m.mean_average_precision,
-        m.mean_reciprocal_rank,
-    ]
+    [m.precision_at_1, m.r_precision, m.mean_average_precision_at_r, m.mean_average_precision, m.mean_reciprocal_rank]
 }
 
 fn from_core(v: [f64; 5]) -> proxima_eval::CoreMetrics {
-    proxima_eval::CoreMetrics {
-        precision_at_1: v[0],
-        r_precision: v[1],
-        mean_average_precision_at_r: v[2],
-        mean_average_precision: v[3],
-        mean_reciprocal_rank: v[4],
-    }
+    proxima_eval::CoreMetrics { precision_at_1: v[0], r_precision: v[1], mean_average_precision_at_r: v[2], mean_average_precision: v[3], mean_reciprocal_rank: v[4] }
 }
 
 /// Exact k nearest references of every query: (scores, indices), closest first.
 #[pyfunction]
 #[pyo3(signature = (query, reference, k, metric))]
-fn knn<'py>(
-    py: Python<'py>,
-    query: PyReadonlyArray2<'py, f32>,
-    reference: Option<PyReadonlyArray2<'py, f32>>,
-    k: usize,
-    metric: &str,
-) -> PyResult<ScoresAndRows<'py>> {
+fn knn<'py>(py: Python<'py>, query: PyReadonlyArray2<'py, f32>, reference: Option<PyReadonlyArray2<'py, f32>>, k: usize, metric: &str) -> PyResult<ScoresAndRows<'py>> {
     let metric = parse_metric(metric)?;
     let (q, d) = matrix("query", &query)?;
     let r = match &reference {
         Some(r) => {
             let (r, rd) = matrix("reference", r)?;
             if rd != d {
-                return Err(PyValueError::new_err(format!(
-                    "reference: dimension {rd} differs from the query's dimension {d}"
-                )));
+                return Err(PyValueError::new_err(format!("reference: dimension {rd} differs from the query's dimension {d}")));
             }
             Some(r)
         }
@@ -513,17 +400,9 @@ struct PyGallery {
     inner: Gallery,
 }
 
-fn gallery_rows<'a>(
-    g: &Gallery,
-    what: &'static str,
-    a: &'a PyReadonlyArray2<'_, f32>,
-) -> PyResult<&'a [f32]> {
+fn gallery_rows<'a>(g: &Gallery, what: &'static str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<&'a [f32]> {
     if a.shape()[1] != g.dim() {
-        return Err(PyValueError::new_err(format!(
-            "{what}: dimension {} differs from the gallery's dimension {}",
-            a.shape()[1],
-            g.dim()
-        )));
+        return Err(PyValueError::new_err(format!("{what}: dimension {} differs from the gallery's dimension {}", a.shape()[1], g.dim())));
     }
     Ok(matrix(what, a)?.0)
 }
@@ -535,19 +414,13 @@ impl PyGallery {
     #[pyo3(signature = (dim, model_fingerprint, metric = "cosine"))]
     fn new(dim: usize, model_fingerprint: String, metric: &str) -> PyResult<Self> {
         let metric = parse_metric(metric)?;
-        Ok(Self {
-            inner: Gallery::with_metric(dim, model_fingerprint, metric).map_err(index_err)?,
-        })
+        Ok(Self { inner: Gallery::with_metric(dim, model_fingerprint, metric).map_err(index_err)? })
     }
 
     /// Read a gallery file; with `model_fingerprint`, refuse one built with another model.
     #[staticmethod]
     #[pyo3(signature = (path, model_fingerprint = None))]
-    fn load(
-        py: Python<'_>,
-        path: std::path::PathBuf,
-        model_fingerprint: Option<String>,
-    ) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: std::path::PathBuf, model_fingerprint: Option<String>) -> PyResult<Self> {
         let g = py
             .detach(|| match &model_fingerprint {
                 Some(fp) => Gallery::load_for_model(&path, fp),
@@ -564,12 +437,7 @@ impl PyGallery {
     }
 
     /// Enrol rows under `brand`; returns the number of rows added.
-    fn add(
-        &mut self,
-        brand: &str,
-        embeddings: PyReadonlyArray2<'_, f32>,
-        paths: Vec<String>,
-    ) -> PyResult<usize> {
+    fn add(&mut self, brand: &str, embeddings: PyReadonlyArray2<'_, f32>, paths: Vec<String>) -> PyResult<usize> {
         let rows = gallery_rows(&self.inner, "embeddings", &embeddings)?;
         self.inner.add(brand, rows, &paths).map_err(index_err)
     }
@@ -580,57 +448,28 @@ impl PyGallery {
     }
 
     /// Row search: (similarities, rows), `nq × min(k, len)`, best first.
-    fn search<'py>(
-        &self,
-        py: Python<'py>,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: usize,
-    ) -> PyResult<ScoresAndRows<'py>> {
+    fn search<'py>(&self, py: Python<'py>, queries: PyReadonlyArray2<'py, f32>, k: usize) -> PyResult<ScoresAndRows<'py>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let hits = py.detach(|| g.search_batch(q, k)).map_err(index_err)?;
         let nq = hits.len();
         let kk = hits.first().map_or(0, Vec::len);
-        let sims = hits
-            .iter()
-            .flat_map(|h| h.iter().map(|x| x.similarity))
-            .collect();
-        let rows = hits
-            .iter()
-            .flat_map(|h| h.iter().map(|x| x.row as i64))
-            .collect();
+        let sims = hits.iter().flat_map(|h| h.iter().map(|x| x.similarity)).collect();
+        let rows = hits.iter().flat_map(|h| h.iter().map(|x| x.row as i64)).collect();
         Ok((to_2d(py, sims, nq, kk), to_2d(py, rows, nq, kk)))
     }
 
     /// Brand ranking per query: lists of (brand, similarity, row, path), best first.
-    fn rank_brands<'py>(
-        &self,
-        py: Python<'py>,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: usize,
-    ) -> PyResult<Vec<Vec<BrandHit>>> {
+    fn rank_brands<'py>(&self, py: Python<'py>, queries: PyReadonlyArray2<'py, f32>, k: usize) -> PyResult<Vec<Vec<BrandHit>>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let ranked = py.detach(|| g.rank_brands_batch(q, k)).map_err(index_err)?;
-        Ok(ranked
-            .into_iter()
-            .map(|r| {
-                r.into_iter()
-                    .map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string()))
-                    .collect()
-            })
-            .collect())
+        Ok(ranked.into_iter().map(|r| r.into_iter().map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string())).collect()).collect())
     }
 
     /// Open-set decisions per query: (brand or None, similarity, threshold, candidates).
     #[pyo3(signature = (queries, k, threshold = None))]
-    fn identify<'py>(
-        &self,
-        py: Python<'py>,
-        queries: PyReadonlyArray2<'py, f32>,
-        k: usize,
-        threshold: Option<f32>,
-    ) -> PyResult<Vec<Answer>> {
+    fn identify<'py>(&self, py: Python<'py>, queries: PyReadonlyArray2<'py, f32>, k: usize, threshold: Option<f32>) -> PyResult<Vec<Answer>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
         let d = g.dim();
@@ -651,11 +490,7 @@ impl PyGallery {
                     Decision::Known { brand, similarity } => (Some(brand), similarity),
                     Decision::Unknown { best_similarity } => (None, best_similarity),
                 };
-                let cands = id
-                    .candidates
-                    .into_iter()
-                    .map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string()))
-                    .collect();
+                let cands = id.candidates.into_iter().map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string())).collect();
                 (brand, sim, id.threshold, cands)
             })
             .collect())
@@ -675,32 +510,18 @@ impl PyGallery {
             "best_wrong_brand" => ImpostorScores::BestWrongBrand,
             "every_wrong_brand" => ImpostorScores::EveryWrongBrand,
             other => {
-                return Err(PyValueError::new_err(format!(
-                    "impostors: expected 'best_wrong_brand' or 'every_wrong_brand', not {other:?}"
-                )));
+                return Err(PyValueError::new_err(format!("impostors: expected 'best_wrong_brand' or 'every_wrong_brand', not {other:?}")));
             }
         };
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &mut self.inner;
-        let c = py
-            .detach(|| g.calibrate(q, &true_brands, target_fmr, mode).cloned())
-            .map_err(index_err)?;
+        let c = py.detach(|| g.calibrate(q, &true_brands, target_fmr, mode).cloned()).map_err(index_err)?;
         calibration_dict(py, &c)
     }
 
     /// Calibrate from precomputed genuine and impostor similarities; returns the calibration.
-    fn calibrate_from_scores<'py>(
-        &mut self,
-        py: Python<'py>,
-        genuine: Vec<f64>,
-        impostor: Vec<f64>,
-        target_fmr: f64,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let c = self
-            .inner
-            .calibrate_from_scores(&genuine, &impostor, target_fmr)
-            .map_err(index_err)?
-            .clone();
+    fn calibrate_from_scores<'py>(&mut self, py: Python<'py>, genuine: Vec<f64>, impostor: Vec<f64>, target_fmr: f64) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.calibrate_from_scores(&genuine, &impostor, target_fmr).map_err(index_err)?.clone();
         calibration_dict(py, &c)
     }
 
@@ -712,36 +533,18 @@ impl PyGallery {
     /// The calibration as a dict, or None.
     #[getter]
     fn calibration<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.inner
-            .calibration()
-            .map(|c| calibration_dict(py, c))
-            .transpose()
+        self.inner.calibration().map(|c| calibration_dict(py, c)).transpose()
     }
 
     /// Use exact search (the default).
     fn use_exact(&mut self) -> PyResult<()> {
-        self.inner
-            .set_backend(BackendConfig::Exact)
-            .map_err(index_err)
+        self.inner.set_backend(BackendConfig::Exact).map_err(index_err)
     }
 
     /// Use HNSW search for galleries of at least `exact_below` rows.
     #[pyo3(signature = (m = 16, ef_construction = 100, ef_search = 64, exact_below = 10_000))]
-    fn use_hnsw(
-        &mut self,
-        m: usize,
-        ef_construction: usize,
-        ef_search: usize,
-        exact_below: usize,
-    ) -> PyResult<()> {
-        self.inner
-            .set_backend(BackendConfig::Hnsw(HnswConfig {
-                m,
-                ef_construction,
-                ef_search,
-                exact_below,
-            }))
-            .map_err(index_err)
+    fn use_hnsw(&mut self, m: usize, ef_construction: usize, ef_search: usize, exact_below: usize) -> PyResult<()> {
+        self.inner.set_backend(BackendConfig::Hnsw(HnswConfig { m, ef_construction, ef_search, exact_below })).map_err(index_err)
     }
 
     /// The search backend as a dict.
@@ -788,31 +591,19 @@ impl PyGallery {
     /// Brand id of every row.
     #[getter]
     fn labels<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        PyArray1::from_vec(
-            py,
-            self.inner.labels().iter().map(|&l| i64::from(l)).collect(),
-        )
+        PyArray1::from_vec(py, self.inner.labels().iter().map(|&l| i64::from(l)).collect())
     }
 
     /// Source path of every row.
     #[getter]
     fn paths(&self) -> Vec<String> {
-        self.inner
-            .paths()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect()
+        self.inner.paths().iter().map(|p| p.display().to_string()).collect()
     }
 
     /// A copy of the stored rows (unit-norm for cosine galleries).
     #[getter]
     fn embeddings<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f32>> {
-        to_2d(
-            py,
-            self.inner.data().to_vec(),
-            self.inner.len(),
-            self.inner.dim(),
-        )
+        to_2d(py, self.inner.data().to_vec(), self.inner.len(), self.inner.dim())
     }
 
     /// (brand, rows) per brand, in brand-id order.

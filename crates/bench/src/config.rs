@@ -438,7 +438,10 @@ mod tests {
             "#,
         );
         let v = expand(&b).unwrap();
-        assert_eq!(v.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["plain, optimizer.lr=0.001", "plain, optimizer.lr=0.01", "hard, optimizer.lr=0.001", "hard, optimizer.lr=0.01"]);
+        assert_eq!(
+            v.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            ["plain, optimizer.lr=0.001", "plain, optimizer.lr=0.01", "hard, optimizer.lr=0.001", "hard, optimizer.lr=0.01"]
+        );
         let base: toml::Table = toml::from_str("[miner]\ntype = \"multi_similarity\"").unwrap();
         assert!(!v[0].apply(&base).unwrap().contains_key("miner"));
         assert_eq!(v[2].apply(&base).unwrap()["miner"]["type"].as_str(), Some("batch_hard"));

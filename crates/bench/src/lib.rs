@@ -167,7 +167,9 @@ pub fn run_bench(config_path: &Path, out: &Path, on: &mut dyn FnMut(Progress)) -
         on(Progress::TornTail { bytes });
     }
     on(Progress::Planned { total: specs.len(), done: specs.iter().filter(|s| store.is_done(&s.id)).count() });
-    let mut runner = |spec: &RunSpec, dir: &Path, resume: bool, on_event: &mut dyn FnMut(&Event)| -> Result<RunSummary> { Ok(experiment::run(&spec.experiment, dir, resume, on_event)?) };
+    let mut runner = |spec: &RunSpec, dir: &Path, resume: bool, on_event: &mut dyn FnMut(&Event)| -> Result<RunSummary> {
+        Ok(experiment::run(&spec.experiment, dir, resume, on_event)?)
+    };
     let (ran, skipped, failed) = execute(&specs, out, &mut store, &mut runner, on)?;
     let report = build_report(out)?;
     Ok(Outcome { ran, skipped, failed, report })
@@ -188,7 +190,8 @@ mod tests {
 
     fn summary(dir: &Path) -> RunSummary {
         let eval = EvalSummary { precision_at_1: 0.5, r_precision: 0.4, map_at_r: 0.3 };
-        let state = TrainState { best_map_at_r: Some(0.3), history: vec![EpochRecord { epoch: 0, mean_loss: 1.0, lr_factor: 1.0, eval: Some(eval) }], ..Default::default() };
+        let state =
+            TrainState { best_map_at_r: Some(0.3), history: vec![EpochRecord { epoch: 0, mean_loss: 1.0, lr_factor: 1.0, eval: Some(eval) }], ..Default::default() };
         RunSummary { run_dir: dir.to_path_buf(), state, train_classes: 2, val_classes: 2, test_classes: 2, test_before: None, test_after: Some(eval) }
     }
 

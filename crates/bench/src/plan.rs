@@ -95,7 +95,9 @@ fn prepare_data(bench: &LoadedBench, table: &mut toml::Table, out: &Path) -> Res
         }
         let data_str = data.to_str().ok_or_else(|| BenchError::Config(format!("{} is not valid UTF-8", data.display())))?;
         set_dotted(table, "data.root", toml::Value::String(data_str.to_string()))?;
-        return Ok(DataResolution { identity: format!("synthetic logos ({} brands × {}, {} px, seed {}, difficulty {})", s.brands, s.per_brand, s.size, s.seed, s.difficulty) });
+        return Ok(DataResolution {
+            identity: format!("synthetic logos ({} brands × {}, {} px, seed {}, difficulty {})", s.brands, s.per_brand, s.size, s.seed, s.difficulty),
+        });
     }
     let identity = match (root, manifest) {
         (Some(r), _) => r.display().to_string(),

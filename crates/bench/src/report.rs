@@ -275,7 +275,15 @@ fn intro_blocks(results: &[&RunResult], plan: Option<&PlanFile>, torn_tail: Opti
 
 /// The section of one data set (`di`-th, named `ds`): its summary table, the random-search
 /// selection, and the bar and learning-curve plots (written to `plot_dir`).
-fn dataset_section(di: usize, ds: &str, results: &[&RunResult], plan: Option<&PlanFile>, plot_dir: &Path, blocks: &mut Vec<Block>, plots: &mut Vec<PathBuf>) -> Result<()> {
+fn dataset_section(
+    di: usize,
+    ds: &str,
+    results: &[&RunResult],
+    plan: Option<&PlanFile>,
+    plot_dir: &Path,
+    blocks: &mut Vec<Block>,
+    plots: &mut Vec<PathBuf>,
+) -> Result<()> {
     let rs: Vec<&RunResult> = results.iter().copied().filter(|r| r.dataset == *ds).collect();
     let mut planned: BTreeMap<String, usize> = BTreeMap::new();
     if let Some(p) = plan {
@@ -290,7 +298,8 @@ fn dataset_section(di: usize, ds: &str, results: &[&RunResult], plan: Option<&Pl
         "{} training, {} validation and {} test classes per run; {} fold(s).",
         classes.train_classes, classes.val_classes, classes.test_classes, classes.folds
     )));
-    let header: Vec<String> = ["#", "configuration", "runs", "test MAP@R", "test R-Precision", "test P@1", "val MAP@R", "untrained MAP@R", "s/run"].map(String::from).to_vec();
+    let header: Vec<String> =
+        ["#", "configuration", "runs", "test MAP@R", "test R-Precision", "test P@1", "val MAP@R", "untrained MAP@R", "s/run"].map(String::from).to_vec();
     let table: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
@@ -322,7 +331,10 @@ fn dataset_section(di: usize, ds: &str, results: &[&RunResult], plan: Option<&Pl
         let sel: Vec<Vec<String>> = groups
             .iter()
             .map(|(g, trials)| {
-                let best = trials.iter().max_by(|a, b| a.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean).total_cmp(&b.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean))).expect("non-empty");
+                let best = trials
+                    .iter()
+                    .max_by(|a, b| a.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean).total_cmp(&b.val_map_at_r.map_or(f64::NEG_INFINITY, |c| c.mean)))
+                    .expect("non-empty");
                 vec![g.to_string(), trials.len().to_string(), best.config.clone(), opt(&best.val_map_at_r), opt(&best.map_at_r)]
             })
             .collect();
@@ -347,7 +359,14 @@ fn dataset_section(di: usize, ds: &str, results: &[&RunResult], plan: Option<&Pl
         .collect();
     if !series.is_empty() {
         let stem = format!("curves_{di}");
-        let chart = LineChart { title: "Validation MAP@R per epoch (mean over folds × seeds)".into(), x_label: "epoch".into(), y_label: "MAP@R".into(), series, size: (1000, 560), ..Default::default() };
+        let chart = LineChart {
+            title: "Validation MAP@R per epoch (mean over folds × seeds)".into(),
+            x_label: "epoch".into(),
+            y_label: "MAP@R".into(),
+            series,
+            size: (1000, 560),
+            ..Default::default()
+        };
         let f = line_chart(plot_dir, &stem, &chart)?;
         plots.extend([f.png, f.svg]);
         blocks.push(Block::Image(stem, format!("Learning curves, {ds}")));

@@ -160,7 +160,10 @@ pub(crate) fn sample_result(id: &str, config: &str, fold: usize, map: f64) -> Ru
         test_before: Some(EvalSummary { precision_at_1: 0.1, r_precision: 0.1, map_at_r: 0.05 }),
         test_after: Some(e),
         best_val_map_at_r: Some(map),
-        val_curve: vec![CurvePoint { epoch: 1, map_at_r: map / 2.0, r_precision: 0.0, precision_at_1: 0.0 }, CurvePoint { epoch: 2, map_at_r: map, r_precision: 0.0, precision_at_1: 0.0 }],
+        val_curve: vec![
+            CurvePoint { epoch: 1, map_at_r: map / 2.0, r_precision: 0.0, precision_at_1: 0.0 },
+            CurvePoint { epoch: 2, map_at_r: map, r_precision: 0.0, precision_at_1: 0.0 },
+        ],
         loss_curve: vec![1.0, 0.5],
         train_classes: 4,
         val_classes: 2,

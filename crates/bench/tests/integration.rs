@@ -82,7 +82,12 @@ fn bench_trains_each_run_once_resumes_a_torn_run_and_rebuilds_its_report() {
     keys.sort();
     assert_eq!(
         keys,
-        [("loss=contrastive".to_string(), 0, 3), ("loss=contrastive".into(), 1, 3), ("loss=triplet_margin(margin=0.1)".into(), 0, 3), ("loss=triplet_margin(margin=0.1)".into(), 1, 3)]
+        [
+            ("loss=contrastive".to_string(), 0, 3),
+            ("loss=contrastive".into(), 1, 3),
+            ("loss=triplet_margin(margin=0.1)".into(), 0, 3),
+            ("loss=triplet_margin(margin=0.1)".into(), 1, 3)
+        ]
     );
     let test_classes: Vec<usize> = lines.results.iter().map(|r| r.test_classes).collect();
     assert_eq!(test_classes, [2, 2, 2, 2], "a fixed 20% of 10 brands is the test set");

@@ -53,11 +53,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             spec.dir(&out).display()
         ),
         Progress::Train(e) => progress.on_event(e),
-        Progress::Finished { result, .. } => eprintln!(
-            "  done in {:.1} s: test MAP@R {}",
-            result.seconds,
-            result.test_after.map_or("n/a".into(), |e| format!("{:.4}", e.map_at_r))
-        ),
+        Progress::Finished { result, .. } => {
+            eprintln!("  done in {:.1} s: test MAP@R {}", result.seconds, result.test_after.map_or("n/a".into(), |e| format!("{:.4}", e.map_at_r)))
+        }
         Progress::Failed { spec, error } => eprintln!("  FAILED {} (seed {}, fold {}): {error}", spec.config, spec.seed, spec.fold),
     })
     .with_context(|| format!("running the bench {} into {}", config.display(), out.display()))?;

@@ -174,8 +174,7 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
         DataCommand::Import(a) => {
             let ImportFormat::Flickrlogos27 = a.format;
             let opts = ImportOptions { padding: a.padding, ..Default::default() };
-            let report = proxima_data::import_flickrlogos27(&a.source, &a.out, &opts)
-                .with_context(|| format!("importing FlickrLogos-27 from {}", a.source.display()))?;
+            let report = proxima_data::import_flickrlogos27(&a.source, &a.out, &opts).with_context(|| format!("importing FlickrLogos-27 from {}", a.source.display()))?;
             println!(
                 "imported {} crops of {} brands from {} photos into {}/crops ({} degenerate boxes skipped; query/ and no_brand/ beside it)",
                 report.crops,

@@ -110,7 +110,10 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
         eval.extend(held.iter().map(|&i| (i, brand.clone(), enrolled)));
     }
     let cal = gallery.calibrate(&cal_q, &cal_truth, TARGET_FMR, ImpostorScores::BestWrongBrand)?.clone();
-    eprintln!("calibrated threshold {:.4} for a false-match rate ≤ {TARGET_FMR} (achieved {:.3} on {} impostor scores)", cal.threshold, cal.achieved_fmr, cal.num_impostor);
+    eprintln!(
+        "calibrated threshold {:.4} for a false-match rate ≤ {TARGET_FMR} (achieved {:.3} on {} impostor scores)",
+        cal.threshold, cal.achieved_fmr, cal.num_impostor
+    );
     gallery.save(gallery_path).with_context(|| format!("writing {}", gallery_path.display()))?;
     let mut r = OpenSet { counts: OpenSetCounts::default(), examples: Vec::new() };
     for (n, (i, truth, enrolled)) in eval.iter().enumerate() {
@@ -135,7 +138,11 @@ fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, seconds: f64) ->
     let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
     let mut md = String::new();
     writeln!(md, "# Proxima demo\n")?;
-    writeln!(md, "Synthetic brand logos; a small CNN trained with the multi-similarity loss and miner on {} brands; evaluated on {} brands **never seen in training**. Total time {seconds:.0} s.\n", s.train_classes, s.test_classes)?;
+    writeln!(
+        md,
+        "Synthetic brand logos; a small CNN trained with the multi-similarity loss and miner on {} brands; evaluated on {} brands **never seen in training**. Total time {seconds:.0} s.\n",
+        s.train_classes, s.test_classes
+    )?;
     writeln!(md, "## Retrieval on unseen brands\n")?;
     if let (Some(b), Some(a)) = (s.test_before, s.test_after) {
         let rows = vec![
@@ -147,11 +154,18 @@ fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, seconds: f64) ->
     }
     writeln!(md, "\n![training loss](loss.png)\n\n![validation metrics](validation.png)\n")?;
     writeln!(md, "## Open-set identification\n")?;
-    writeln!(md, "{} unseen brands were enrolled from {ENROL} photos each, {NEVER_ENROLLED} were never enrolled; the decision threshold was calibrated for a false-match rate of {TARGET_FMR} on separate photos.\n", s.test_classes.saturating_sub(NEVER_ENROLLED))?;
+    writeln!(
+        md,
+        "{} unseen brands were enrolled from {ENROL} photos each, {NEVER_ENROLLED} were never enrolled; the decision threshold was calibrated for a false-match rate of {TARGET_FMR} on separate photos.\n",
+        s.test_classes.saturating_sub(NEVER_ENROLLED)
+    )?;
     let rows = vec![
         vec!["photos of enrolled brands identified correctly".to_string(), format!("{}/{} ({:.1}%)", o.known_correct, o.known, pct(o.known_correct, o.known))],
         vec!["photos of enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.known_rejected, o.known, pct(o.known_rejected, o.known))],
-        vec!["photos of never-enrolled brands answered unknown".to_string(), format!("{}/{} ({:.1}%)", o.unknown_rejected, o.unknown, pct(o.unknown_rejected, o.unknown))],
+        vec![
+            "photos of never-enrolled brands answered unknown".to_string(),
+            format!("{}/{} ({:.1}%)", o.unknown_rejected, o.unknown, pct(o.unknown_rejected, o.unknown)),
+        ],
     ];
     md.push_str(&proxima_report::markdown_table(&["", "result"], &rows)?);
     writeln!(md, "\n### Examples\n")?;

@@ -22,8 +22,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 use proxima_base::SplitMix64;
 use proxima_eval::{
-    ClusteringMetrics, Embeddings, KSpec, Metric, PairInfo, PairScores, RetrievalConfig, RetrievalMetrics, ScoreKind, VerificationReport,
-    evaluate_clustering, evaluate_retrieval, pair_scores, pca_2d, roc_curve, verification_report,
+    ClusteringMetrics, Embeddings, KSpec, Metric, PairInfo, PairScores, RetrievalConfig, RetrievalMetrics, ScoreKind, VerificationReport, evaluate_clustering,
+    evaluate_retrieval, pair_scores, pca_2d, roc_curve, verification_report,
 };
 use proxima_report as report;
 use serde::Serialize;
@@ -276,23 +276,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 
 fn check_count(emb: &EmbeddingFile, labels_path: &Path, labels: &RawLabels) -> Result<()> {
     if emb.rows != labels.len() {
-        bail!(
-            "label count mismatch: embeddings file {} has {} rows but labels file {} has {} labels",
-            emb.path.display(),
-            emb.rows,
-            labels_path.display(),
-            labels.len()
-        );
+        bail!("label count mismatch: embeddings file {} has {} rows but labels file {} has {} labels", emb.path.display(), emb.rows, labels_path.display(), labels.len());
     }
     Ok(())
 }
 
-fn evaluate(
-    args: &EvalArgs,
-    query: &EmbeddingFile,
-    reference: Option<&EmbeddingFile>,
-    labels: &ResolvedLabels,
-) -> Result<(EvalOutput, PairScores)> {
+fn evaluate(args: &EvalArgs, query: &EmbeddingFile, reference: Option<&EmbeddingFile>, labels: &ResolvedLabels) -> Result<(EvalOutput, PairScores)> {
     let qlabels = &labels.ids[0];
     let q = Embeddings::new("query embeddings", &query.data, query.dim)?;
     let r = match reference {
@@ -301,20 +290,13 @@ fn evaluate(
     };
     let same = r.is_none();
     let usable = r.map_or(query.rows.saturating_sub(1), |r| r.0.rows());
-    let config = RetrievalConfig {
-        k: args.k,
-        metric: args.metric.metric(),
-        at_ks: AT_KS.iter().copied().filter(|&c| c <= usable).collect(),
-        ..RetrievalConfig::default()
-    };
+    let config =
+        RetrievalConfig { k: args.k, metric: args.metric.metric(), at_ks: AT_KS.iter().copied().filter(|&c| c <= usable).collect(), ..RetrievalConfig::default() };
     let retrieval = evaluate_retrieval(q, qlabels, r, &config).context("retrieval metrics")?;
 
     let mut notes = Vec::new();
     if retrieval.num_lone_queries > 0 {
-        notes.push(format!(
-            "{} queries have no same-class reference and are excluded from the retrieval metrics",
-            retrieval.num_lone_queries
-        ));
+        notes.push(format!("{} queries have no same-class reference and are excluded from the retrieval metrics", retrieval.num_lone_queries));
     }
     let classes: BTreeSet<i64> = qlabels.iter().copied().collect();
     let clustering = if classes.len() > 1 {
@@ -326,11 +308,7 @@ fn evaluate(
 
     let pairs = pair_scores(q, qlabels, r, args.metric.metric(), args.seed)?;
     let verification = if pairs.genuine.is_empty() || pairs.impostor.is_empty() {
-        notes.push(format!(
-            "pair verification needs genuine and impostor pairs ({} genuine, {} impostor): not computed",
-            pairs.genuine.len(),
-            pairs.impostor.len()
-        ));
+        notes.push(format!("pair verification needs genuine and impostor pairs ({} genuine, {} impostor): not computed", pairs.genuine.len(), pairs.impostor.len()));
         None
     } else {
         let report = verification_report(&pairs.genuine, &pairs.impostor, args.metric.score_kind()).context("verification metrics")?;
@@ -382,10 +360,7 @@ fn summary_rows(o: &EvalOutput) -> Vec<(String, String)> {
     let f = |x: f64| format!("{x:.4}");
     let mut rows = vec![
         ("queries".to_string(), format!("{} ({} lone)", o.num_queries, o.retrieval.num_lone_queries)),
-        (
-            "references".into(),
-            if o.same_set { format!("{} (the queries, own row excluded)", o.num_references) } else { o.num_references.to_string() },
-        ),
+        ("references".into(), if o.same_set { format!("{} (the queries, own row excluded)", o.num_references) } else { o.num_references.to_string() }),
         ("classes".into(), o.num_classes.to_string()),
         ("dimension".into(), o.dim.to_string()),
         ("metric, k".into(), format!("{}, k = {}", serde_json::to_value(o.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), o.retrieval.k)),
@@ -408,10 +383,7 @@ fn summary_rows(o: &EvalOutput) -> Vec<(String, String)> {
     match &o.verification {
         Some(v) => {
             let r = &v.report;
-            rows.push((
-                "pairs".into(),
-                format!("{} ({}; {} genuine, {} impostor)", v.pairs.evaluated_pairs, v.pairs.mode, r.num_genuine, r.num_impostor),
-            ));
+            rows.push(("pairs".into(), format!("{} ({}; {} genuine, {} impostor)", v.pairs.evaluated_pairs, v.pairs.mode, r.num_genuine, r.num_impostor)));
             rows.push(("AUC".into(), f(r.auc)));
             rows.push(("EER".into(), f(r.eer)));
             for p in &r.fnmr_at_fmr {
@@ -441,15 +413,7 @@ fn terminal_table(o: &EvalOutput) -> String {
 }
 
 /// Write `metrics.json`, the plots and `report.md` into `dir`.
-fn write_report(
-    dir: &Path,
-    args: &EvalArgs,
-    o: &EvalOutput,
-    json: &str,
-    query: &EmbeddingFile,
-    labels: &ResolvedLabels,
-    pairs: PairScores,
-) -> Result<()> {
+fn write_report(dir: &Path, args: &EvalArgs, o: &EvalOutput, json: &str, query: &EmbeddingFile, labels: &ResolvedLabels, pairs: PairScores) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create report folder {}", dir.display()))?;
     report::write_atomic(&dir.join("metrics.json"), format!("{json}\n").as_bytes())?;
     let mut plots: Vec<(&str, &str)> = Vec::new();

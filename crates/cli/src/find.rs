@@ -196,8 +196,8 @@ pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
                 feature_cache: a.feature_cache.clone(),
             };
             let t = Instant::now();
-            let report = train_localiser(&scenes, &opts, device, &a.out, &mut |m| eprintln!("{m}"))
-                .with_context(|| format!("training the localiser into {}", a.out.display()))?;
+            let report =
+                train_localiser(&scenes, &opts, device, &a.out, &mut |m| eprintln!("{m}")).with_context(|| format!("training the localiser into {}", a.out.display()))?;
             println!(
                 "trained on {} scenes ({} views) in {:.0} s (features {:.0} s, head {:.0} s); validation AP@0.5 {}; wrote {}",
                 report.train_scenes,
@@ -247,7 +247,12 @@ fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
             written += 1;
         }
     }
-    println!("wrote {written} non-logo crops from {} scenes to {} (enrol them with `proxima gallery add --brand {:?}`)", scenes.len(), a.out.display(), proxima_detect::find::BACKGROUND_BRAND);
+    println!(
+        "wrote {written} non-logo crops from {} scenes to {} (enrol them with `proxima gallery add --brand {:?}`)",
+        scenes.len(),
+        a.out.display(),
+        proxima_detect::find::BACKGROUND_BRAND
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -264,7 +269,8 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     let mut ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
     // Sets whose scenes carry no box at all (no-logo photos) have no AP to report.
     ap50.retain(|_, v| v.num_gt > 0);
-    let mut report = EvalReport { scenes: scenes.len(), left_out_trained_on: n_all - scenes.len(), ap50, identification: None, find_seconds_median: None, find_seconds_mean: None };
+    let mut report =
+        EvalReport { scenes: scenes.len(), left_out_trained_on: n_all - scenes.len(), ap50, identification: None, find_seconds_median: None, find_seconds_mean: None };
     for (k, v) in report.ap50.iter().filter(|(_, v)| v.num_gt > 0) {
         println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
     }
@@ -272,7 +278,8 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let model = load_model(model_path, &a.device)?;
         let gallery = load_gallery_for(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
-        let opts = FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)), ..Default::default() };
+        let opts =
+            FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)), ..Default::default() };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
         let mut lines = String::new();
@@ -296,13 +303,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let id = identification_report(&answers, &[0.01, 0.05])?;
         println!("image-level top-1: {:.4} of {} logo images ({} without a logo)", id.top1, id.num_logo_images, id.num_no_logo_images);
         for f in &id.at_false_alarm {
-            println!(
-                "identified at ≤{:.0}% false alarms: {:.4} (threshold {:.4}, false alarms {:.4})",
-                f.target * 100.0,
-                f.identified,
-                f.threshold,
-                f.false_alarm_rate
-            );
+            println!("identified at ≤{:.0}% false alarms: {:.4} (threshold {:.4}, false alarms {:.4})", f.target * 100.0, f.identified, f.threshold, f.false_alarm_rate);
         }
         times.sort_by(f64::total_cmp);
         report.find_seconds_median = Some(times[times.len() / 2]);
@@ -348,7 +349,12 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
         if !a.json {
             match &ans.brand {
                 Some(b) => println!("{}: {b} (similarity {:.4} ≥ threshold {:.4})", path.display(), ans.similarity.unwrap_or(f32::NAN), ans.threshold),
-                None => println!("{}: no known brand (best similarity {} < threshold {:.4})", path.display(), ans.similarity.map_or("-".into(), |s| format!("{s:.4}")), ans.threshold),
+                None => println!(
+                    "{}: no known brand (best similarity {} < threshold {:.4})",
+                    path.display(),
+                    ans.similarity.map_or("-".into(), |s| format!("{s:.4}")),
+                    ans.threshold
+                ),
             }
             if ans.scale != 1.0 {
                 println!("  (scaled by {:.4} first: the image is larger than {} px)", ans.scale, FindOptions::default().max_side);
@@ -356,7 +362,13 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
             for r in &ans.regions {
                 println!(
                     "  [{:.0}, {:.0}, {:.0}, {:.0}] localiser {:.3}: {} {:.4}{}",
-                    r.bbox[0], r.bbox[1], r.bbox[2], r.bbox[3], r.score, r.best_brand, r.similarity,
+                    r.bbox[0],
+                    r.bbox[1],
+                    r.bbox[2],
+                    r.bbox[3],
+                    r.score,
+                    r.best_brand,
+                    r.similarity,
                     if r.brand.is_some() { " (known)" } else { "" }
                 );
             }

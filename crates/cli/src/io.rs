@@ -90,13 +90,7 @@ pub fn read_embeddings(path: &Path) -> Result<EmbeddingFile> {
         parse_text_matrix(&text, &ext).with_context(|| format!("embeddings file {}", path.display()))?
     };
     if let Some(p) = data.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "embeddings file {}: row {} (0-based) has a non-finite value {} in column {}",
-            path.display(),
-            p / dim,
-            data[p],
-            p % dim
-        );
+        bail!("embeddings file {}: row {} (0-based) has a non-finite value {} in column {}", path.display(), p / dim, data[p], p % dim);
     }
     Ok(EmbeddingFile { path: path.to_path_buf(), rows, dim, data })
 }
@@ -296,11 +290,7 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
 }
 
 fn embeddings_from_npy(arr: NpyArray<'_>) -> Result<(usize, usize, Vec<f32>)> {
-    ensure!(
-        arr.shape.len() == 2,
-        "wrong shape {:?}: embeddings must be a 2-D array (rows × dimension)",
-        arr.shape
-    );
+    ensure!(arr.shape.len() == 2, "wrong shape {:?}: embeddings must be a 2-D array (rows × dimension)", arr.shape);
     let (rows, dim) = (arr.shape[0], arr.shape[1]);
     ensure!(rows > 0 && dim > 0, "wrong shape {:?}: no rows or zero dimension", arr.shape);
     let data: Vec<f32> = match arr.dtype {

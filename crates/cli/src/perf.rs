@@ -262,7 +262,15 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     failed = true;
-                    let line = Line { workload: &w.name, median_s: None, peak_rss_mb: None, images_per_s: None, gemm_gflops_per_thread: None, device: device_field.clone(), error: Some(format!("{e:#}")) };
+                    let line = Line {
+                        workload: &w.name,
+                        median_s: None,
+                        peak_rss_mb: None,
+                        images_per_s: None,
+                        gemm_gflops_per_thread: None,
+                        device: device_field.clone(),
+                        error: Some(format!("{e:#}")),
+                    };
                     println!("{}", serde_json::to_string(&line)?);
                 }
             }

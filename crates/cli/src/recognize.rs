@@ -172,7 +172,9 @@ pub struct MatchArgs {
 
 /// Arguments of `proxima serve`.
 #[derive(Args)]
-#[command(after_help = "Routes: POST /v1/identify (raw image or multipart `image`, ?top_k=N), POST /v1/compare (multipart `a`, `b`), GET /v1/gallery, POST|DELETE /v1/gallery/{brand} (multipart files), GET /healthz, GET /metrics. Stops on Ctrl-C or SIGTERM.")]
+#[command(
+    after_help = "Routes: POST /v1/identify (raw image or multipart `image`, ?top_k=N), POST /v1/compare (multipart `a`, `b`), GET /v1/gallery, POST|DELETE /v1/gallery/{brand} (multipart files), GET /healthz, GET /metrics. Stops on Ctrl-C or SIGTERM."
+)]
 pub struct ServeArgs {
     /// Model directory; must be the model the gallery was built with.
     #[arg(long)]
@@ -338,7 +340,10 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         let truth: Vec<&str> = cal.samples.iter().map(|s| cal.classes[s.label].as_str()).collect();
         let c = g.calibrate(&cal_emb, &truth, a.target_fmr, ImpostorScores::BestWrongBrand).with_context(|| format!("calibrating on {}", cal_dir.display()))?;
         let fnmr = c.fnmr.map_or("n/a".to_string(), |f| format!("{f:.3}"));
-        println!("calibrated threshold {:.4} for FMR ≤ {} (achieved {:.4} on {} impostor scores, FNMR {fnmr})", c.threshold, a.target_fmr, c.achieved_fmr, c.num_impostor);
+        println!(
+            "calibrated threshold {:.4} for FMR ≤ {} (achieved {:.4} on {} impostor scores, FNMR {fnmr})",
+            c.threshold, a.target_fmr, c.achieved_fmr, c.num_impostor
+        );
     } else {
         eprintln!("note: no --calibrate folder, so the gallery has no threshold; query and serve will need --threshold");
     }
@@ -394,7 +399,9 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
 fn list(a: ListArgs) -> Result<ExitCode> {
     let (g, name) = match (&a.gallery, &a.db) {
         (Some(path), _) => (Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?, path.display().to_string()),
-        (None, Some(url)) => (block_on(async { GalleryDb::connect(url).await?.load().await })?.with_context(|| format!("reading the gallery in {}", redact(url)))?.0, redact(url)),
+        (None, Some(url)) => {
+            (block_on(async { GalleryDb::connect(url).await?.load().await })?.with_context(|| format!("reading the gallery in {}", redact(url)))?.0, redact(url))
+        }
         (None, None) => bail!("give --gallery or --db"),
     };
     if a.json {
@@ -510,7 +517,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, source, |addr| {
         eprintln!("serving {name} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.model.display());
     })
-    .with_context(|| format!("serving {} on {}", a.gallery.as_ref().map_or_else(|| a.gallery_db.as_deref().map(redact).unwrap_or_default(), |p| p.display().to_string()), a.addr))?;
+    .with_context(|| {
+        format!("serving {} on {}", a.gallery.as_ref().map_or_else(|| a.gallery_db.as_deref().map(redact).unwrap_or_default(), |p| p.display().to_string()), a.addr)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

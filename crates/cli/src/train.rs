@@ -57,7 +57,13 @@ impl Progress {
                 }
             }
             Event::Eval { epoch, metrics } => {
-                let line = format!("epoch {:>3} validation: MAP@R {:.4}  R-Precision {:.4}  P@1 {:.4}", epoch + 1, metrics.map_at_r, metrics.r_precision, metrics.precision_at_1);
+                let line = format!(
+                    "epoch {:>3} validation: MAP@R {:.4}  R-Precision {:.4}  P@1 {:.4}",
+                    epoch + 1,
+                    metrics.map_at_r,
+                    metrics.r_precision,
+                    metrics.precision_at_1
+                );
                 match &self.bar {
                     Some(b) => b.println(line),
                     None => eprintln!("{line}"),

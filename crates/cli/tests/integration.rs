@@ -161,8 +161,20 @@ fn eval_with_named_labels_reference_set_and_cosine() {
     std::fs::write(&re, csv).unwrap();
     write_names(&rn, &rl);
     let json = run_json(&[
-        "eval", "--embeddings", s(&qe), "--labels", s(&qn), "--reference-embeddings", s(&re), "--reference-labels", s(&rn),
-        "--metric", "cosine", "--k", "5", "--json",
+        "eval",
+        "--embeddings",
+        s(&qe),
+        "--labels",
+        s(&qn),
+        "--reference-embeddings",
+        s(&re),
+        "--reference-labels",
+        s(&rn),
+        "--metric",
+        "cosine",
+        "--k",
+        "5",
+        "--json",
     ]);
 
     // Names get ids in first-seen order over queries then references.
@@ -174,12 +186,8 @@ fn eval_with_named_labels_reference_set_and_cosine() {
     }
     let remap = |l: &[i64]| -> Vec<i64> { l.iter().map(|x| order.iter().position(|o| o == x).unwrap() as i64).collect() };
     let (qids, rids) = (remap(&ql), remap(&rl));
-    let names_json: Vec<(i64, String)> = json["class_names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["id"].as_i64().unwrap(), c["name"].as_str().unwrap().to_string()))
-        .collect();
+    let names_json: Vec<(i64, String)> =
+        json["class_names"].as_array().unwrap().iter().map(|c| (c["id"].as_i64().unwrap(), c["name"].as_str().unwrap().to_string())).collect();
     let expected: Vec<(i64, String)> = order.iter().enumerate().map(|(i, &l)| (i as i64, names[l as usize].to_string())).collect();
     assert_eq!(names_json, expected);
 
@@ -228,12 +236,9 @@ fn eval_report_folder_and_terminal_table() {
 
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("| P@1") && md.contains("![") && md.contains("pca.png"), "{md}");
-    for (name, text) in [
-        ("pr_curve", "Precision–recall"),
-        ("roc_curve", "ROC of pair verification"),
-        ("pair_scores", "positive (same class)"),
-        ("pca", "PCA of the query embeddings"),
-    ] {
+    for (name, text) in
+        [("pr_curve", "Precision–recall"), ("roc_curve", "ROC of pair verification"), ("pair_scores", "positive (same class)"), ("pca", "PCA of the query embeddings")]
+    {
         let png = std::fs::read(report.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000, "{name}.png");
         let svg = std::fs::read_to_string(report.join(format!("{name}.svg"))).unwrap();
@@ -243,10 +248,7 @@ fn eval_report_folder_and_terminal_table() {
     files.sort();
     assert_eq!(
         files,
-        [
-            "metrics.json", "pair_scores.png", "pair_scores.svg", "pca.png", "pca.svg", "pr_curve.png", "pr_curve.svg", "report.md",
-            "roc_curve.png", "roc_curve.svg"
-        ]
+        ["metrics.json", "pair_scores.png", "pair_scores.svg", "pca.png", "pca.svg", "pr_curve.png", "pr_curve.svg", "report.md", "roc_curve.png", "roc_curve.svg"]
     );
 }
 
@@ -267,10 +269,7 @@ fn eval_bad_inputs_exit_2_and_name_the_problem() {
     let (e, l) = (dir.path().join("emb.npy"), dir.path().join("lab.npy"));
     write_f32(&e, 12, 3, &data);
     write_i64(&l, &labels[..11]);
-    assert_fails(
-        &["eval", "--embeddings", s(&e), "--labels", s(&l)],
-        &["label count mismatch", "emb.npy has 12 rows", "lab.npy has 11 labels"],
-    );
+    assert_fails(&["eval", "--embeddings", s(&e), "--labels", s(&l)], &["label count mismatch", "emb.npy has 12 rows", "lab.npy has 11 labels"]);
 
     let mut bad = data.clone();
     bad[7 * 3 + 1] = f32::NAN;
@@ -360,7 +359,13 @@ fn gallery_fixture(dir: &tempfile::TempDir) -> GalleryFixture {
         let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(class)).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         for (i, f) in files.iter().enumerate() {
-            let to = if i < 3 && ci < 3 { enrol.join(class) } else if i >= 3 { cal.join(class) } else { continue };
+            let to = if i < 3 && ci < 3 {
+                enrol.join(class)
+            } else if i >= 3 {
+                cal.join(class)
+            } else {
+                continue;
+            };
             std::fs::create_dir_all(&to).unwrap();
             std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
         }
@@ -438,7 +443,9 @@ fn gallery_commands_on_a_database_match_the_file_gallery() {
     let dir = tempfile::tempdir().unwrap();
     let GalleryFixture { model, other, enrol, cal, new_brand } = gallery_fixture(&dir);
     let g = dir.path().join("brands.gallery");
-    let build = |target: &[&str], extra: &[&str]| code(&[&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--calibrate", s(&cal), "--target-fmr", "0.25"][..], target, extra].concat());
+    let build = |target: &[&str], extra: &[&str]| {
+        code(&[&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--calibrate", s(&cal), "--target-fmr", "0.25"][..], target, extra].concat())
+    };
     let (c, out, err) = build(&["--out", s(&g)], &[]);
     assert_eq!(c, 0, "{out}{err}");
     let (c, out, err) = build(&["--db", &url], &["--force"]);

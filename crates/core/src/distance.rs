@@ -109,10 +109,7 @@ impl Distance {
 
     fn p_power(&self) -> (f64, f64) {
         match *self {
-            Distance::Lp { p, power, .. }
-            | Distance::Cosine { p, power, .. }
-            | Distance::DotProduct { p, power, .. }
-            | Distance::Snr { p, power, .. } => (p, power),
+            Distance::Lp { p, power, .. } | Distance::Cosine { p, power, .. } | Distance::DotProduct { p, power, .. } | Distance::Snr { p, power, .. } => (p, power),
         }
     }
 
@@ -250,11 +247,7 @@ pub fn check_pair(query: &Tensor, reference: Option<&Tensor>) -> Result<()> {
     if let Some(r) = reference {
         check_embeddings(r, "reference embeddings")?;
         if r.size()[1] != query.size()[1] {
-            return Err(CoreError::Shape(format!(
-                "embeddings have dimension {} but reference embeddings have dimension {}",
-                query.size()[1],
-                r.size()[1]
-            )));
+            return Err(CoreError::Shape(format!("embeddings have dimension {} but reference embeddings have dimension {}", query.size()[1], r.size()[1])));
         }
     }
     Ok(())

@@ -108,7 +108,6 @@ fn gemm_ab(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) 
     unsafe { gemm_raw(out.as_mut_ptr(), n, a.as_ptr(), k, b.as_ptr(), n, false, [m, n, k]) };
 }
 
-
 /// Numbers of positive pairs (same label, `i ≠ j`) and negative pairs of a self batch.
 pub(crate) fn pair_counts(labels: &[i64]) -> (i64, i64) {
     let mut sorted = labels.to_vec();
@@ -125,15 +124,7 @@ pub(crate) fn pair_counts(labels: &[i64]) -> (i64, i64) {
 /// the rows that have at least one positive and one negative, in row order; ties resolve to the
 /// lowest column. `None` when a value is NaN or infinite (the tensor formulation then decides:
 /// its masking values ±∞ could tie with real entries).
-pub(crate) fn batch_hard_rows(
-    mat: &[f32],
-    n: usize,
-    m: usize,
-    labels: &[i64],
-    ref_labels: &[i64],
-    inverted: bool,
-    is_self: bool,
-) -> Option<Vec<(i64, i64, i64)>> {
+pub(crate) fn batch_hard_rows(mat: &[f32], n: usize, m: usize, labels: &[i64], ref_labels: &[i64], inverted: bool, is_self: bool) -> Option<Vec<(i64, i64, i64)>> {
     if mat.len() != n * m || labels.len() != n || ref_labels.len() != m {
         return None;
     }
@@ -173,7 +164,6 @@ pub(crate) fn batch_hard_rows(
         Some(acc)
     })
 }
-
 
 /// Euclidean distances of a self batch, computed once on the CPU for the fused pair losses:
 /// the (optionally L2-normalised) rows and the `n × n` distance matrix, with torch's `cdist`
@@ -508,7 +498,13 @@ fn multi_similarity_row(row: &[f32], lab: &[u32], li: u32, [alpha, beta, base]: 
     chunks(row, lab, out, |_, l, o| {
         for k in 0..LANES {
             let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            o[k] *= if pos { -ip } else if neg { inn } else { 0.0 };
+            o[k] *= if pos {
+                -ip
+            } else if neg {
+                inn
+            } else {
+                0.0
+            };
         }
     });
     let pos_part = if has_p { (mp as f64 + zp.ln()) / alpha as f64 } else { 0.0 };
@@ -632,7 +628,14 @@ fn circle_row(row: &[f32], lab: &[u32], li: u32, m: f32, gamma: f32, out: &mut [
     chunks(row, lab, out, |r, l, o| {
         for k in 0..LANES {
             let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            o[k] *= logit(pos, r[k]).1 * if pos { wp } else if neg { wn } else { 0.0 };
+            o[k] *= logit(pos, r[k]).1
+                * if pos {
+                    wp
+                } else if neg {
+                    wn
+                } else {
+                    0.0
+                };
         }
     });
     sp as f32
@@ -725,7 +728,13 @@ fn pick_row<const POSITIVE: bool, const LARGEST: bool>(row: &[f32], lab: &[u32],
             let side = if POSITIVE { l[k] == li } else { l[k] != li && is_label(l[k]) };
             let keep = side && v >= lo && v <= hi && if LARGEST { v < t } else { v > t };
             found[k] |= keep as u32;
-            let x = if keep { v } else if l[k] == PAD { neutral } else { fill };
+            let x = if keep {
+                v
+            } else if l[k] == PAD {
+                neutral
+            } else {
+                fill
+            };
             let better = if LARGEST { x > best[k] } else { x < best[k] };
             best[k] = if better { x } else { best[k] };
             at[k] = if better { (j0 + k) as u32 } else { at[k] };
@@ -784,7 +793,14 @@ avx2_dispatch!(fn easy_hard_fill(mat: &[f32], ids: &[u32], largest: [bool; 2], s
 
 /// The picks of [`batch_easy_hard_rows`] for `rows` (`largest` and `ranges`: positives, negatives).
 #[inline(always)]
-fn easy_hard_fill_imp(mat: &[f32], ids: &[u32], [pos_largest, neg_largest]: [bool; 2], semihard: Option<bool>, [pos_range, neg_range]: [[f32; 2]; 2], rows: std::ops::Range<usize>) -> Vec<(i64, i64, i64)> {
+fn easy_hard_fill_imp(
+    mat: &[f32],
+    ids: &[u32],
+    [pos_largest, neg_largest]: [bool; 2],
+    semihard: Option<bool>,
+    [pos_range, neg_range]: [[f32; 2]; 2],
+    rows: std::ops::Range<usize>,
+) -> Vec<(i64, i64, i64)> {
     let n = ids.len();
     let mut out = Vec::new();
     let mut lab = ids.to_vec();

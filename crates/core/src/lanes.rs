@@ -65,11 +65,11 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     // k is read back as an integer difference of bit patterns (an `as i32` cast would add a
     // scalar saturation check per lane).
     const SHIFT: f32 = 12_582_912.0;
-    let xc = if x < -87.0 { -87.0 } else if x > 88.0 { 88.0 } else { x };
+    let xc = x.clamp(-87.0, 88.0);
     let shifted = xc * std::f32::consts::LOG2_E + SHIFT;
     let k = shifted - SHIFT;
     let r = xc - k * 0.693_359_4 - k * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let y = p * r * r + r + 1.0;
     let k_bits = shifted.to_bits().wrapping_sub(SHIFT.to_bits());
     let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);

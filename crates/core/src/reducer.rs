@@ -189,9 +189,7 @@ impl Reducer {
                 }
                 Ok(())
             }
-            Reducer::ClassWeighted { weights } if weights.iter().any(|w| !w.is_finite()) => {
-                Err(invalid("class_weighted reducer", "weights must be finite"))
-            }
+            Reducer::ClassWeighted { weights } if weights.iter().any(|w| !w.is_finite()) => Err(invalid("class_weighted reducer", "weights must be finite")),
             Reducer::PerAnchor { reducer: Some(r) } => r.validate(),
             Reducer::Multiple { reducers, default } => {
                 reducers.values().try_for_each(Reducer::validate)?;
@@ -291,7 +289,12 @@ pub fn separable_reduce(values: &Tensor, how: Separable, embeddings: &Tensor) ->
         return zero_loss(embeddings);
     }
     let mut keep: Option<Tensor> = None;
-    let mut and = |m: Tensor| keep = Some(match keep.take() { Some(k) => k.logical_and(&m), None => m });
+    let mut and = |m: Tensor| {
+        keep = Some(match keep.take() {
+            Some(k) => k.logical_and(&m),
+            None => m,
+        })
+    };
     if let Some(l) = how.low {
         and(values.gt(l));
     }
@@ -301,7 +304,13 @@ pub fn separable_reduce(values: &Tensor, how: Separable, embeddings: &Tensor) ->
     match (keep, how.denominator) {
         (None, Denominator::Kept) => values.mean(values.kind()),
         (None, Denominator::One) => values.sum(values.kind()),
-        (None, Denominator::Fixed(d)) => if d != 0.0 { values.sum(values.kind()) / d } else { zero_loss(embeddings) },
+        (None, Denominator::Fixed(d)) => {
+            if d != 0.0 {
+                values.sum(values.kind()) / d
+            } else {
+                zero_loss(embeddings)
+            }
+        }
         (Some(k), den) => {
             let kept = values.masked_select(&k);
             let n = kept.size()[0];

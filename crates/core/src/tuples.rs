@@ -50,11 +50,7 @@ impl Clone for Pairs {
 
 impl Clone for Triplets {
     fn clone(&self) -> Self {
-        Triplets {
-            anchor: self.anchor.shallow_clone(),
-            positive: self.positive.shallow_clone(),
-            negative: self.negative.shallow_clone(),
-        }
+        Triplets { anchor: self.anchor.shallow_clone(), positive: self.positive.shallow_clone(), negative: self.negative.shallow_clone() }
     }
 }
 
@@ -76,16 +72,8 @@ impl Pairs {
     pub fn masks(&self, n: i64, m: i64, device: Device) -> (Tensor, Tensor) {
         let opts = (Kind::Float, device);
         let one = Tensor::ones([1], opts);
-        let pos = Tensor::zeros([n, m], opts).index_put(
-            &[Some(self.pos_anchor.shallow_clone()), Some(self.pos_other.shallow_clone())],
-            &one,
-            false,
-        );
-        let neg = Tensor::zeros([n, m], opts).index_put(
-            &[Some(self.neg_anchor.shallow_clone()), Some(self.neg_other.shallow_clone())],
-            &one,
-            false,
-        );
+        let pos = Tensor::zeros([n, m], opts).index_put(&[Some(self.pos_anchor.shallow_clone()), Some(self.pos_other.shallow_clone())], &one, false);
+        let neg = Tensor::zeros([n, m], opts).index_put(&[Some(self.neg_anchor.shallow_clone()), Some(self.neg_other.shallow_clone())], &one, false);
         (pos, neg)
     }
 }

@@ -194,14 +194,20 @@ impl PipelineConfig {
                 {
                     return bad(format!("{t:?}: need size > 0, 0 < scale[0] <= scale[1] <= 1, 0 < ratio[0] <= ratio[1]"));
                 }
-                Transform::Rotation { p, .. } | Transform::Grayscale { p } | Transform::HorizontalFlip { p } if !prob(*p) => return bad(format!("{t:?}: p out of [0,1]")),
-                Transform::Perspective { distortion, p, .. } if !prob(*p) || !(0.0..=1.0).contains(distortion) => return bad(format!("{t:?}: p and distortion in [0,1]")),
+                Transform::Rotation { p, .. } | Transform::Grayscale { p } | Transform::HorizontalFlip { p } if !prob(*p) => {
+                    return bad(format!("{t:?}: p out of [0,1]"));
+                }
+                Transform::Perspective { distortion, p, .. } if !prob(*p) || !(0.0..=1.0).contains(distortion) => {
+                    return bad(format!("{t:?}: p and distortion in [0,1]"));
+                }
                 Transform::ColorJitter { brightness, contrast, saturation, hue, p }
                     if !prob(*p) || [*brightness, *contrast, *saturation].iter().any(|v| !(0.0..=1.0).contains(v)) || !(0.0..=0.5).contains(hue) =>
                 {
                     return bad(format!("{t:?}: factors in [0,1], hue in [0,0.5], p in [0,1]"));
                 }
-                Transform::GaussianBlur { sigma, p } if !(prob(*p) && sigma[0] >= 0.0 && sigma[0] <= sigma[1]) => return bad(format!("{t:?}: need 0 <= sigma[0] <= sigma[1]")),
+                Transform::GaussianBlur { sigma, p } if !(prob(*p) && sigma[0] >= 0.0 && sigma[0] <= sigma[1]) => {
+                    return bad(format!("{t:?}: need 0 <= sigma[0] <= sigma[1]"));
+                }
                 Transform::Noise { std, p } if !prob(*p) || *std < 0.0 => return bad(format!("{t:?}: std >= 0, p in [0,1]")),
                 _ => {}
             }
@@ -337,7 +343,13 @@ fn apply_one(t: &Transform, mut img: RgbImage, rng: &mut Rng) -> RgbImage {
             }
             // Fallback: centre crop with clamped aspect (as torchvision does).
             let r = wf / hf;
-            let (cw, ch) = if r < ratio[0] as f64 { (wf, wf / ratio[0] as f64) } else if r > ratio[1] as f64 { (hf * ratio[1] as f64, hf) } else { (wf, hf) };
+            let (cw, ch) = if r < ratio[0] as f64 {
+                (wf, wf / ratio[0] as f64)
+            } else if r > ratio[1] as f64 {
+                (hf * ratio[1] as f64, hf)
+            } else {
+                (wf, hf)
+            };
             resize_rgb(&img, Some(((wf - cw) / 2.0, (hf - ch) / 2.0, cw, ch)), size[1], size[0])
         }
         Transform::Rotation { degrees, p, fill } => {
@@ -358,12 +370,7 @@ fn apply_one(t: &Transform, mut img: RgbImage, rng: &mut Rng) -> RgbImage {
             }
             let (dx, dy) = (wf / 2.0, hf / 2.0);
             let start = [[0.0, 0.0], [wf, 0.0], [wf, hf], [0.0, hf]];
-            let end = [
-                [jit[0] * dx, jit[1] * dy],
-                [wf - jit[2] * dx, jit[3] * dy],
-                [wf - jit[4] * dx, hf - jit[5] * dy],
-                [jit[6] * dx, hf - jit[7] * dy],
-            ];
+            let end = [[jit[0] * dx, jit[1] * dy], [wf - jit[2] * dx, jit[3] * dy], [wf - jit[4] * dx, hf - jit[5] * dy], [jit[6] * dx, hf - jit[7] * dy]];
             match homography(&end, &start) {
                 Some(m) => warp_rgb(&img, w, h, &m, fill),
                 None => img,

@@ -53,11 +53,7 @@ pub fn check(root: &Path) -> CheckReport {
 
 /// Checks a tree or manifest with explicit options.
 pub fn check_with(root: &Path, opts: &ScanOptions) -> CheckReport {
-    let scanned = if root.is_file() {
-        Dataset::from_manifest(root).map(|ds| ds.verify(opts))
-    } else {
-        Dataset::scan_folder(root, opts)
-    };
+    let scanned = if root.is_file() { Dataset::from_manifest(root).map(|ds| ds.verify(opts)) } else { Dataset::scan_folder(root, opts) };
     let report = match scanned {
         Ok(r) => r,
         Err(e) => {
@@ -95,12 +91,7 @@ mod tests {
         let h = histogram(&[1, 2, 3, 4, 7, 8, 0]);
         assert_eq!(
             h,
-            vec![
-                HistBin { lo: 1, hi: 1, count: 1 },
-                HistBin { lo: 2, hi: 3, count: 2 },
-                HistBin { lo: 4, hi: 7, count: 2 },
-                HistBin { lo: 8, hi: 15, count: 1 },
-            ]
+            vec![HistBin { lo: 1, hi: 1, count: 1 }, HistBin { lo: 2, hi: 3, count: 2 }, HistBin { lo: 4, hi: 7, count: 2 }, HistBin { lo: 8, hi: 15, count: 1 },]
         );
     }
 

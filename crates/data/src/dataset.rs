@@ -165,12 +165,7 @@ impl Dataset {
                 classes.push(c.clone());
             }
         }
-        let samples = self
-            .samples
-            .iter()
-            .filter(|s| keep[s.label])
-            .map(|s| Sample { label: remap[s.label], ..s.clone() })
-            .collect();
+        let samples = self.samples.iter().filter(|s| keep[s.label]).map(|s| Sample { label: remap[s.label], ..s.clone() }).collect();
         Ok(Dataset { samples, classes })
     }
 
@@ -179,10 +174,7 @@ impl Dataset {
         let names: std::collections::BTreeSet<&String> = records.iter().map(|r| &r.1).collect();
         let classes: Vec<String> = names.into_iter().cloned().collect();
         let index: BTreeMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-        let samples = records
-            .iter()
-            .map(|(p, l, b, g)| Sample { path: p.clone(), label: index[l.as_str()], bbox: *b, group: g.clone() })
-            .collect();
+        let samples = records.iter().map(|(p, l, b, g)| Sample { path: p.clone(), label: index[l.as_str()], bbox: *b, group: g.clone() }).collect();
         Dataset { samples, classes }
     }
 
@@ -224,10 +216,8 @@ impl Dataset {
                 }
             }
         }
-        let checked: Vec<std::result::Result<(usize, PathBuf), Issue>> = candidates
-            .into_par_iter()
-            .map(|(ci, path)| check_file(&path, opts).map(|_| (ci, path)))
-            .collect();
+        let checked: Vec<std::result::Result<(usize, PathBuf), Issue>> =
+            candidates.into_par_iter().map(|(ci, path)| check_file(&path, opts).map(|_| (ci, path))).collect();
         let mut records = Vec::new();
         let mut counts = vec![0usize; class_dirs.len()];
         for r in checked {
@@ -251,10 +241,7 @@ impl Dataset {
         let file = std::fs::File::open(manifest).map_err(|e| DataError::io(manifest, e))?;
         let is_csv = manifest.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         let records = if is_csv { parse_csv(BufReader::new(file), manifest)? } else { parse_jsonl(BufReader::new(file), manifest)? };
-        let records = records
-            .into_iter()
-            .map(|(p, l, b, g)| (if p.is_absolute() { p } else { base.join(p) }, l, b, g))
-            .collect();
+        let records = records.into_iter().map(|(p, l, b, g)| (if p.is_absolute() { p } else { base.join(p) }, l, b, g)).collect();
         Ok(Dataset::from_records(records))
     }
 
@@ -487,11 +474,7 @@ mod tests {
 
     #[test]
     fn select_classes_relabels() {
-        let ds = Dataset::from_records(vec![
-            ("a".into(), "x".into(), None, None),
-            ("b".into(), "y".into(), None, None),
-            ("c".into(), "z".into(), None, None),
-        ]);
+        let ds = Dataset::from_records(vec![("a".into(), "x".into(), None, None), ("b".into(), "y".into(), None, None), ("c".into(), "z".into(), None, None)]);
         let sub = ds.select_classes(&["z".into(), "x".into()]).unwrap();
         assert_eq!(sub.classes, vec!["x", "z"]);
         assert_eq!(sub.labels(), vec![0, 1]);

@@ -46,10 +46,7 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "web
 
 /// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
 pub fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        .unwrap_or(false)
+    path.extension().and_then(|e| e.to_str()).map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e))).unwrap_or(false)
 }
 
 /// Reads and decodes the file at `path` to RGB8.
@@ -73,9 +70,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<R
 
 fn decode_inner(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     let err = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DataError::io(path, e))?;
     if reader.format().is_none() {
         return Err(err("not a recognised image format (file content matches no supported codec)".into()));
     }

@@ -128,9 +128,7 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
     } else {
         src.to_path_buf()
     };
-    let root = find_root(&src_dir, 4).ok_or_else(|| {
-        DataError::Invalid(format!("no {TRAIN_ANNOTATION} found under {}", src_dir.display()))
-    })?;
+    let root = find_root(&src_dir, 4).ok_or_else(|| DataError::Invalid(format!("no {TRAIN_ANNOTATION} found under {}", src_dir.display())))?;
     let images_dir = find_dir_named(&root, IMAGES_DIR, 3).unwrap_or_else(|| root.join(IMAGES_DIR));
 
     let mut report = ImportReport::default();
@@ -164,10 +162,7 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
     let crops_dir = out.join("crops");
 
     // One task per photo: decode once, crop all its boxes.
-    let results: Vec<PhotoResult<'_>> = by_image
-        .par_iter()
-        .map(|(image, boxes)| crop_photo(&images_dir, image, boxes, &crops_dir, opts))
-        .collect();
+    let results: Vec<PhotoResult<'_>> = by_image.par_iter().map(|(image, boxes)| crop_photo(&images_dir, image, boxes, &crops_dir, opts)).collect();
     let mut manifest = Vec::new();
     for (crops, issues, degenerate) in results {
         report.degenerate_skipped += degenerate;
@@ -234,11 +229,8 @@ pub fn import_flickrlogos27(src: &Path, out: &Path, opts: &ImportOptions) -> Res
     // Whole photos with their boxes (localiser training) and the query photos (identification).
     let mut train_scenes = Vec::new();
     for (image, boxes) in &by_image {
-        let boxes: Vec<SceneBox> = boxes
-            .iter()
-            .filter(|a| a.b[2] > a.b[0] && a.b[3] > a.b[1])
-            .map(|a| SceneBox { bbox: a.b.map(|v| v as f32), brand: a.brand.clone() })
-            .collect();
+        let boxes: Vec<SceneBox> =
+            boxes.iter().filter(|a| a.b[2] > a.b[0] && a.b[3] > a.b[1]).map(|a| SceneBox { bbox: a.b.map(|v| v as f32), brand: a.brand.clone() }).collect();
         let mut brands: Vec<String> = boxes.iter().map(|b| b.brand.clone()).collect();
         brands.sort();
         brands.dedup();

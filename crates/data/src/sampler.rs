@@ -322,10 +322,7 @@ mod tests {
     #[test]
     fn small_class_policies() {
         let labels = vec![0, 0, 0, 0, 1, 1, 1, 1, 2];
-        assert!(matches!(
-            MPerClassSampler::new(&labels, cfg(2, 4, SmallClassPolicy::Error), 0),
-            Err(DataError::ClassTooSmall { have: 1, need: 2, .. })
-        ));
+        assert!(matches!(MPerClassSampler::new(&labels, cfg(2, 4, SmallClassPolicy::Error), 0), Err(DataError::ClassTooSmall { have: 1, need: 2, .. })));
         let s = MPerClassSampler::new(&labels, cfg(2, 4, SmallClassPolicy::Skip), 0).unwrap();
         assert_eq!(s.skipped_classes(), &[(2, 1)]);
         assert!(MPerClassSampler::new(&labels, cfg(2, 6, SmallClassPolicy::Skip), 0).is_err());

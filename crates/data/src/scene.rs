@@ -52,8 +52,7 @@ pub fn read_scenes(path: &Path) -> Result<Vec<Scene>> {
         if line.trim().is_empty() {
             continue;
         }
-        let mut s: Scene = serde_json::from_str(line)
-            .map_err(|e| DataError::Invalid(format!("{}: line {}: not a scene record: {e}", path.display(), i + 1)))?;
+        let mut s: Scene = serde_json::from_str(line).map_err(|e| DataError::Invalid(format!("{}: line {}: not a scene record: {e}", path.display(), i + 1)))?;
         if s.image.is_relative() {
             s.image = base.join(&s.image);
         }

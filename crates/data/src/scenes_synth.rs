@@ -73,8 +73,7 @@ pub fn load_icons(root: &Path, part: BrandPart) -> Result<Vec<Icon>> {
     }
     let meta = root.join("data").join("simple-icons.json");
     let text = std::fs::read_to_string(&meta).map_err(|e| DataError::io(&meta, e))?;
-    let entries: Vec<Entry> =
-        serde_json::from_str(&text).map_err(|e| DataError::Invalid(format!("{}: not a simple-icons catalogue: {e}", meta.display())))?;
+    let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|e| DataError::Invalid(format!("{}: not a simple-icons catalogue: {e}", meta.display())))?;
     let mut icons = Vec::new();
     for e in entries {
         let Some(slug) = e.slug else { continue };
@@ -113,8 +112,8 @@ pub fn render_icon(icon: &Icon, side: u32, colour: [u8; 3]) -> Result<RgbaImage>
     let text = String::from_utf8_lossy(&data);
     let fill = format!("<svg fill=\"#{:02x}{:02x}{:02x}\" ", colour[0], colour[1], colour[2]);
     let text = text.replacen("<svg ", &fill, 1);
-    let tree = resvg::usvg::Tree::from_str(&text, &resvg::usvg::Options::default())
-        .map_err(|e| DataError::Decode { path: icon.svg.clone(), reason: format!("SVG: {e}") })?;
+    let tree =
+        resvg::usvg::Tree::from_str(&text, &resvg::usvg::Options::default()).map_err(|e| DataError::Decode { path: icon.svg.clone(), reason: format!("SVG: {e}") })?;
     let size = tree.size();
     let scale = side.max(1) as f32 / size.width().max(size.height());
     let (w, h) = (((size.width() * scale).ceil() as u32).max(1), ((size.height() * scale).ceil() as u32).max(1));
@@ -218,9 +217,7 @@ pub fn synth_scenes(icons_root: &Path, opts: &SceneOptions, out: &Path) -> Resul
             let (kind, ext, fmt) = if i < opts.screenshots { ("screenshot", "png", ImageFormat::Png) } else { ("photo", "jpg", ImageFormat::Jpeg) };
             let path = out.join("images").join(format!("{kind}_{i:05}.{ext}"));
             let mut buf = Vec::new();
-            DynamicImage::ImageRgb8(img)
-                .write_to(&mut Cursor::new(&mut buf), fmt)
-                .map_err(|e| DataError::Encode { path: path.clone(), reason: e.to_string() })?;
+            DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), fmt).map_err(|e| DataError::Encode { path: path.clone(), reason: e.to_string() })?;
             write_file(&path, &buf)?;
             let brands = icon.map(|ic| vec![ic.slug.clone()]).unwrap_or_default();
             let boxes = boxes.into_iter().map(|b| SceneBox { bbox: b, brand: icon.expect("boxes imply a logo").slug.clone() }).collect();
@@ -425,7 +422,13 @@ fn screenshot(r: &mut Rng, icon: Option<&Icon>) -> Result<(RgbImage, Vec<[f32; 4
     let header_h = r.range_f32(48.0, 84.0);
     let header_bg = match r.below(3) {
         0 => page_bg,
-        1 => if dark { [0.2; 3] } else { [r.range_f32(0.86, 0.97); 3] },
+        1 => {
+            if dark {
+                [0.2; 3]
+            } else {
+                [r.range_f32(0.86, 0.97); 3]
+            }
+        }
         _ => accent.map(|v| v * 0.8),
     };
     fill_rect(&mut c, w, h, [0.0, 0.0, wf, header_h], header_bg);
@@ -606,9 +609,7 @@ mod tests {
 
     /// `$PROXIMA_DATA_DIR/simple-icons` (default `../shared/data` from the workspace root).
     fn icons_root() -> Option<PathBuf> {
-        let data = std::env::var_os("PROXIMA_DATA_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        let data = std::env::var_os("PROXIMA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
         let p = data.join("simple-icons");
         p.join("data/simple-icons.json").is_file().then_some(p)
     }

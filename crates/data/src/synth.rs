@@ -156,18 +156,22 @@ impl Shape {
 }
 
 fn regular(n: usize, c: P, r: f32, rot: f32) -> Vec<P> {
-    (0..n).map(|i| {
-        let a = rot + i as f32 * std::f32::consts::TAU / n as f32;
-        [c[0] + r * a.cos(), c[1] + r * a.sin()]
-    }).collect()
+    (0..n)
+        .map(|i| {
+            let a = rot + i as f32 * std::f32::consts::TAU / n as f32;
+            [c[0] + r * a.cos(), c[1] + r * a.sin()]
+        })
+        .collect()
 }
 
 fn star(n: usize, c: P, r: f32, inner: f32, rot: f32) -> Vec<P> {
-    (0..2 * n).map(|i| {
-        let a = rot + i as f32 * std::f32::consts::PI / n as f32;
-        let rr = if i % 2 == 0 { r } else { r * inner };
-        [c[0] + rr * a.cos(), c[1] + rr * a.sin()]
-    }).collect()
+    (0..2 * n)
+        .map(|i| {
+            let a = rot + i as f32 * std::f32::consts::PI / n as f32;
+            let rr = if i % 2 == 0 { r } else { r * inner };
+            [c[0] + rr * a.cos(), c[1] + rr * a.sin()]
+        })
+        .collect()
 }
 
 fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Vec<P> {
@@ -279,7 +283,14 @@ impl Design {
                 let (h, t) = (s * r.range_f32(0.5, 0.9), s * r.range_f32(0.25, 0.4));
                 let c = icon_c;
                 layers.push(Layer {
-                    shape: Shape::Poly(vec![[c[0] - s, c[1] - h * 0.5], [c[0], c[1] + h * 0.5], [c[0] + s, c[1] - h * 0.5], [c[0] + s, c[1] - h * 0.5 + t], [c[0], c[1] + h * 0.5 + t], [c[0] - s, c[1] - h * 0.5 + t]]),
+                    shape: Shape::Poly(vec![
+                        [c[0] - s, c[1] - h * 0.5],
+                        [c[0], c[1] + h * 0.5],
+                        [c[0] + s, c[1] - h * 0.5],
+                        [c[0] + s, c[1] - h * 0.5 + t],
+                        [c[0], c[1] + h * 0.5 + t],
+                        [c[0] - s, c[1] - h * 0.5 + t],
+                    ]),
                     clip: None,
                     color: secondary,
                 });
@@ -401,10 +412,7 @@ fn render_photo(mark: &Mark, o: &SynthOptions, brand: usize, index: usize) -> Rg
     let mut dst = [[0f64; 2]; 4];
     for (k, (cx, cy)) in [(-0.5f32, -0.5f32), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)].iter().enumerate() {
         let (px, py) = (cx * side, cy * side);
-        dst[k] = [
-            (centre[0] + px * ca - py * sa + r.range_f32(-jit, jit)) as f64,
-            (centre[1] + px * sa + py * ca + r.range_f32(-jit, jit)) as f64,
-        ];
+        dst[k] = [(centre[0] + px * ca - py * sa + r.range_f32(-jit, jit)) as f64, (centre[1] + px * sa + py * ca + r.range_f32(-jit, jit)) as f64];
     }
     let m = mark.res as f64;
     let src = [[0.0, 0.0], [m, 0.0], [m, m], [0.0, m]];
@@ -447,7 +455,8 @@ fn render_photo(mark: &Mark, o: &SynthOptions, brand: usize, index: usize) -> Rg
             ((area * asp).sqrt(), (area / asp).sqrt())
         };
         let c = [centre[0] + r.range_f32(-0.5, 0.5) * side, centre[1] + r.range_f32(-0.5, 0.5) * side];
-        let shape = if r.chance(0.5) { Shape::Poly(rotated_rect(c, w * 0.5, h * 0.5, r.range_f32(0.0, 3.2))) } else { Shape::Circle(c, (area / std::f32::consts::PI).sqrt()) };
+        let shape =
+            if r.chance(0.5) { Shape::Poly(rotated_rect(c, w * 0.5, h * 0.5, r.range_f32(0.0, 3.2))) } else { Shape::Circle(c, (area / std::f32::consts::PI).sqrt()) };
         fill_shape(&mut img, s, &shape, col, 1.0);
     }
 

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// `PROXIMA_DATA_DIR`, else `<repo>/../shared/data`; `None` (with a printed reason) if absent.
 fn shared_data(sub: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("PROXIMA_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = std::env::var_os("PROXIMA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
     let p = base.join(sub);
     if p.is_dir() {
         Some(p)
@@ -135,7 +133,11 @@ mod robust_inputs {
             assert_eq!(hits.len(), 1, "expected one issue for {name}, issues: {:#?}", report.issues);
             hits[0].reason.to_lowercase()
         };
-        assert!(reason("truncated.jpg").contains("truncat") || reason("truncated.jpg").contains("eof") || reason("truncated.jpg").contains("end"), "{}", reason("truncated.jpg"));
+        assert!(
+            reason("truncated.jpg").contains("truncat") || reason("truncated.jpg").contains("eof") || reason("truncated.jpg").contains("end"),
+            "{}",
+            reason("truncated.jpg")
+        );
         assert!(reason("zero.jpg").contains("empty"));
         assert!(reason("text.jpg").contains("not a recognised image format"));
         assert!(reason("bomb.png").contains("100000x100000"), "{}", reason("bomb.png"));
@@ -390,7 +392,8 @@ mod loading {
         let dir = tempfile::tempdir().unwrap();
         synth(5, 6, 40, 1, 0.5, dir.path()).unwrap();
         let ds = Arc::new(Dataset::scan_folder(dir.path(), &ScanOptions::default()).unwrap().dataset);
-        let sampler = MPerClassSampler::new(&ds.labels(), MPerClassConfig { m: 2, batch_size: 6, small_classes: SmallClassPolicy::Error, batches_per_epoch: None }, 9).unwrap();
+        let sampler =
+            MPerClassSampler::new(&ds.labels(), MPerClassConfig { m: 2, batch_size: 6, small_classes: SmallClassPolicy::Error, batches_per_epoch: None }, 9).unwrap();
         let run = |workers: usize, cache: bool| -> Vec<proxima_data::Batch> {
             let cfg = LoaderConfig { image_size: [24, 32], workers, cache, prefetch: 2, ..Default::default() };
             let l = Loader::new(ds.clone(), Pipeline::new(PipelineConfig::train(32), 5).unwrap(), cfg).unwrap();

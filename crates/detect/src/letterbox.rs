@@ -22,21 +22,11 @@ pub struct Letterbox {
 impl Letterbox {
     /// Maps a box from input pixels back to image pixels.
     pub fn to_image(&self, b: [f32; 4]) -> [f32; 4] {
-        [
-            (b[0] - self.offset[0]) / self.scale,
-            (b[1] - self.offset[1]) / self.scale,
-            (b[2] - self.offset[0]) / self.scale,
-            (b[3] - self.offset[1]) / self.scale,
-        ]
+        [(b[0] - self.offset[0]) / self.scale, (b[1] - self.offset[1]) / self.scale, (b[2] - self.offset[0]) / self.scale, (b[3] - self.offset[1]) / self.scale]
     }
     /// Maps a box from image pixels to input pixels.
     pub fn to_input(&self, b: [f32; 4]) -> [f32; 4] {
-        [
-            b[0] * self.scale + self.offset[0],
-            b[1] * self.scale + self.offset[1],
-            b[2] * self.scale + self.offset[0],
-            b[3] * self.scale + self.offset[1],
-        ]
+        [b[0] * self.scale + self.offset[0], b[1] * self.scale + self.offset[1], b[2] * self.scale + self.offset[0], b[3] * self.scale + self.offset[1]]
     }
 }
 

@@ -185,7 +185,15 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     if let Some(all) = val_ap50.get("all") {
         log(&format!("validation AP@0.5 {:.3} (recall {:.3}) on {} scenes", all.ap, all.recall, val.len()));
     }
-    let report = TrainLocaliserReport { train_scenes: train.len(), val_scenes: val.len(), views: train.len() * opts.views_per_scene, epoch_loss, val_ap50, feature_seconds, head_seconds };
+    let report = TrainLocaliserReport {
+        train_scenes: train.len(),
+        val_scenes: val.len(),
+        views: train.len() * opts.views_per_scene,
+        epoch_loss,
+        val_ap50,
+        feature_seconds,
+        head_seconds,
+    };
     let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
     loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
     Ok(report)
@@ -233,7 +241,15 @@ fn compute_views(loc: &Localiser, train: &[&Scene], opts: &TrainLocaliserOptions
 
 /// Identifies a feature cache: the training scenes, views, input size and seed.
 fn cache_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
-    let text = serde_json::to_string(&(train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(), opts.views_per_scene, opts.config.input_size, opts.seed, &opts.pretrained, 2u32)).expect("key serialises");
+    let text = serde_json::to_string(&(
+        train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(),
+        opts.views_per_scene,
+        opts.config.input_size,
+        opts.seed,
+        &opts.pretrained,
+        2u32,
+    ))
+    .expect("key serialises");
     proxima_models::model_dir::fingerprint(text.as_bytes())
 }
 
@@ -251,7 +267,8 @@ fn load_cache(path: &Path, key: &str) -> Result<Option<Vec<View>>> {
     if state["key"].as_str() != Some(key) {
         return Ok(None);
     }
-    let boxes: Vec<Vec<[f32; 4]>> = serde_json::from_value(state["boxes"].clone()).map_err(|e| DetectError::Artifact { path: path.to_path_buf(), message: format!("corrupt cache: {e}") })?;
+    let boxes: Vec<Vec<[f32; 4]>> =
+        serde_json::from_value(state["boxes"].clone()).map_err(|e| DetectError::Artifact { path: path.to_path_buf(), message: format!("corrupt cache: {e}") })?;
     let get = |n: &str| tensors.iter().find(|(k, _)| k == n).map(|(_, t)| t.shallow_clone());
     let (Some(f8), Some(f16), Some(f32)) = (get("f8"), get("f16"), get("f32")) else { return Ok(None) };
     if f8.size()[0] as usize != boxes.len() {
@@ -290,7 +307,9 @@ fn make_view(img: &RgbImage, boxes: &[proxima_data::SceneBox], side: u32, plain:
         let scale = base * rng.range_f32(0.6, 1.8);
         let (sw, sh) = (w * scale, h * scale);
         // Keep a random box in view when the image is larger than the input.
-        let focus = if boxes.is_empty() { [w / 2.0, h / 2.0] } else {
+        let focus = if boxes.is_empty() {
+            [w / 2.0, h / 2.0]
+        } else {
             let b = boxes[rng.below(boxes.len())].bbox;
             [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]
         };

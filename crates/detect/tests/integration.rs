@@ -90,10 +90,13 @@ fn localiser_trains_saves_reloads_and_refuses_tampering() {
 #[test]
 fn training_without_boxes_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let none: Vec<Scene> = scenes(dir.path(), 10).into_iter().map(|mut s| {
-        s.boxes = Some(vec![]);
-        s
-    }).collect();
+    let none: Vec<Scene> = scenes(dir.path(), 10)
+        .into_iter()
+        .map(|mut s| {
+            s.boxes = Some(vec![]);
+            s
+        })
+        .collect();
     let e = train_localiser(&none, &tiny_options(), Device::Cpu, &dir.path().join("x"), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("no logo box"), "{e}");
     assert!(!dir.path().join("x").exists(), "nothing written on failure");

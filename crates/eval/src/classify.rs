@@ -113,8 +113,7 @@ pub fn classify(
                 }
             }
             let labels: Vec<i64> = sums.keys().copied().collect();
-            let centres: Vec<f32> =
-                sums.values().flat_map(|(n, s)| s.iter().map(move |v| (v / *n as f64) as f32)).collect();
+            let centres: Vec<f32> = sums.values().flat_map(|(n, s)| s.iter().map(move |v| (v / *n as f64) as f32)).collect();
             let c = Embeddings::new("class centres", &centres, d)?;
             let r = knn(query, Some(c), 1, metric)?;
             Ok((0..query.rows()).map(|q| decide(labels[r.indices[q]], metric.to_similarity(r.scores[q]))).collect())

@@ -215,8 +215,7 @@ pub fn kmeans(data: Embeddings<'_>, k: usize, seed: u64, max_iter: usize) -> Res
             } else {
                 (rng.next_u64() % n as u64) as usize
             };
-            let upd: Vec<f64> =
-                (0..n).map(|i| closest[i].min(sq_dist(data.row(i), data.row(cand)))).collect();
+            let upd: Vec<f64> = (0..n).map(|i| closest[i].min(sq_dist(data.row(i), data.row(cand)))).collect();
             let pot: f64 = upd.iter().sum();
             if best.as_ref().is_none_or(|b| pot < b.0) {
                 best = Some((pot, cand, upd));
@@ -247,9 +246,7 @@ pub fn kmeans(data: Embeddings<'_>, k: usize, seed: u64, max_iter: usize) -> Res
         // Empty cluster: move it to the row farthest from its centre.
         for cl in 0..k {
             if sizes[cl] == 0 {
-                let far = (0..n)
-                    .max_by(|&x, &y| nn.scores[x].total_cmp(&nn.scores[y]).then(y.cmp(&x)))
-                    .unwrap_or(0);
+                let far = (0..n).max_by(|&x, &y| nn.scores[x].total_cmp(&nn.scores[y]).then(y.cmp(&x))).unwrap_or(0);
                 for (s, &v) in sums[cl * d..(cl + 1) * d].iter_mut().zip(data.row(far)) {
                     *s = v as f64;
                 }

@@ -161,12 +161,7 @@ pub fn identification_report(answers: &[ImageAnswer], false_alarm_rates: &[f64])
         let threshold = if allowed >= neg.len() { f32::NEG_INFINITY } else { neg[allowed].next_up() };
         let fa = neg.iter().filter(|&&s| s >= threshold).count();
         let identified = logo.iter().filter(|a| right(a) && a.similarity >= threshold).count() as f64 / logo.len() as f64;
-        at.push(AtFalseAlarm {
-            target: f,
-            threshold,
-            false_alarm_rate: if neg.is_empty() { 0.0 } else { fa as f64 / neg.len() as f64 },
-            identified,
-        });
+        at.push(AtFalseAlarm { target: f, threshold, false_alarm_rate: if neg.is_empty() { 0.0 } else { fa as f64 / neg.len() as f64 }, identified });
     }
     Ok(IdentificationReport { num_logo_images: logo.len(), num_no_logo_images: none.len(), top1, at_false_alarm: at })
 }
@@ -194,10 +189,8 @@ mod tests {
         let r = average_precision(&perfect, &gt, 0.5).unwrap();
         assert_eq!((r.ap, r.recall, r.num_gt), (1.0, 1.0, 3));
         // A false positive ranked second: P = 1, 1/2, 2/3, 3/4 at recalls 1/3, 1/3, 2/3, 1.
-        let mixed = vec![
-            vec![sb([0.0, 0.0, 10.0, 10.0], 0.9), sb([50.0, 50.0, 60.0, 60.0], 0.85)],
-            vec![sb([20.0, 20.0, 30.0, 30.0], 0.8), sb([0.0, 0.0, 10.0, 10.0], 0.7)],
-        ];
+        let mixed =
+            vec![vec![sb([0.0, 0.0, 10.0, 10.0], 0.9), sb([50.0, 50.0, 60.0, 60.0], 0.85)], vec![sb([20.0, 20.0, 30.0, 30.0], 0.8), sb([0.0, 0.0, 10.0, 10.0], 0.7)]];
         let r = average_precision(&mixed, &gt, 0.5).unwrap();
         let want = 1.0 / 3.0 * 1.0 + 1.0 / 3.0 * 0.75 + 1.0 / 3.0 * 0.75;
         assert!((r.ap - want).abs() < 1e-12, "{} vs {want}", r.ap);

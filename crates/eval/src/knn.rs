@@ -126,34 +126,18 @@ pub struct KnnStats {
 /// # Shapes
 /// `query`: `nq × d`, `reference`: `nr × d`; result `nq × k`. Requires
 /// `1 <= k <= nr` (or `nr − 1` when the reference is the query set).
-pub fn knn(
-    query: Embeddings<'_>,
-    reference: Option<Embeddings<'_>>,
-    k: usize,
-    metric: Metric,
-) -> Result<KnnResult> {
+pub fn knn(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, metric: Metric) -> Result<KnnResult> {
     knn_with_stats(query, reference, k, metric).map(|(r, _)| r)
 }
 
 /// As [`knn`], also returning timing and GEMM rate.
-pub fn knn_with_stats(
-    query: Embeddings<'_>,
-    reference: Option<Embeddings<'_>>,
-    k: usize,
-    metric: Metric,
-) -> Result<(KnnResult, KnnStats)> {
+pub fn knn_with_stats(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, metric: Metric) -> Result<(KnnResult, KnnStats)> {
     knn_impl(query, reference, k, metric, true)
 }
 
 /// The search; `symmetric` allows the half-matrix path when the reference is the query set
 /// (false only in tests, to compare both paths).
-fn knn_impl(
-    query: Embeddings<'_>,
-    reference: Option<Embeddings<'_>>,
-    k: usize,
-    metric: Metric,
-    symmetric: bool,
-) -> Result<(KnnResult, KnnStats)> {
+fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, metric: Metric, symmetric: bool) -> Result<(KnnResult, KnnStats)> {
     let start = Instant::now();
     let same = reference.is_none();
     let reference = reference.unwrap_or(query);
@@ -163,15 +147,7 @@ fn knn_impl(
     let d = query.dim();
     let max_k = if same { nr - 1 } else { nr };
     if k == 0 || k > max_k {
-        return Err(EvalError::InvalidK {
-            k,
-            max: max_k,
-            reason: if same {
-                "reference is the query set minus the query itself"
-            } else {
-                "number of reference rows"
-            },
-        });
+        return Err(EvalError::InvalidK { k, max: max_k, reason: if same { "reference is the query set minus the query itself" } else { "number of reference rows" } });
     }
 
     // Prepare operands: cosine works on normalised copies; L2 needs squared norms.
@@ -222,45 +198,41 @@ fn knn_impl(
         return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
     }
 
-    indices
-        .par_chunks_mut(qb * k)
-        .zip(scores.par_chunks_mut(qb * k))
-        .enumerate()
-        .for_each(|(bi, (idx_out, score_out))| {
-            let q0 = bi * qb;
-            let m = idx_out.len() / k;
-            let qblock = &qdata[q0 * d..(q0 + m) * d];
-            let mut heaps: Vec<TopK> = (0..m).map(|_| TopK::new(k)).collect();
-            let mut tile = vec![0f32; m * RB.min(nr)];
-            let mut r0 = 0;
-            while r0 < nr {
-                let n = RB.min(nr - r0);
-                let rblock = &rdata[r0 * d..(r0 + n) * d];
-                let t = Instant::now();
-                // tile[i, j] = -2 q_i · r_j  (or -q_i · r_j for similarities)
-                let beta = if l2 { -2.0f32 } else { -1.0f32 };
-                gemm_abt(&mut tile, qblock, rblock, m, n, d, beta);
-                gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                for (i, heap) in heaps.iter_mut().enumerate() {
-                    let row = &mut tile[i * n..(i + 1) * n];
-                    if l2 {
-                        keys_in_place(row, qn[q0 + i], &rn[r0..r0 + n], true);
-                    }
-                    let self_j = if same { (q0 + i).checked_sub(r0).filter(|&j| j < n) } else { None };
-                    if let Some(j) = self_j {
-                        row[j] = f32::INFINITY;
-                    }
-                    scan_row(row, r0, self_j, heap);
+    indices.par_chunks_mut(qb * k).zip(scores.par_chunks_mut(qb * k)).enumerate().for_each(|(bi, (idx_out, score_out))| {
+        let q0 = bi * qb;
+        let m = idx_out.len() / k;
+        let qblock = &qdata[q0 * d..(q0 + m) * d];
+        let mut heaps: Vec<TopK> = (0..m).map(|_| TopK::new(k)).collect();
+        let mut tile = vec![0f32; m * RB.min(nr)];
+        let mut r0 = 0;
+        while r0 < nr {
+            let n = RB.min(nr - r0);
+            let rblock = &rdata[r0 * d..(r0 + n) * d];
+            let t = Instant::now();
+            // tile[i, j] = -2 q_i · r_j  (or -q_i · r_j for similarities)
+            let beta = if l2 { -2.0f32 } else { -1.0f32 };
+            gemm_abt(&mut tile, qblock, rblock, m, n, d, beta);
+            gemm_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            for (i, heap) in heaps.iter_mut().enumerate() {
+                let row = &mut tile[i * n..(i + 1) * n];
+                if l2 {
+                    keys_in_place(row, qn[q0 + i], &rn[r0..r0 + n], true);
                 }
-                r0 += n;
-            }
-            for (i, heap) in heaps.into_iter().enumerate() {
-                for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
-                    idx_out[i * k + slot] = j;
-                    score_out[i * k + slot] = final_score(metric, key);
+                let self_j = if same { (q0 + i).checked_sub(r0).filter(|&j| j < n) } else { None };
+                if let Some(j) = self_j {
+                    row[j] = f32::INFINITY;
                 }
+                scan_row(row, r0, self_j, heap);
             }
-        });
+            r0 += n;
+        }
+        for (i, heap) in heaps.into_iter().enumerate() {
+            for (slot, (key, j)) in heap.into_sorted().into_iter().enumerate() {
+                idx_out[i * k + slot] = j;
+                score_out[i * k + slot] = final_score(metric, key);
+            }
+        }
+    });
 
     let gemm_flops = 2.0 * nq as f64 * nr as f64 * d as f64;
     Ok(finish(indices, scores, gemm_flops, &gemm_nanos))
@@ -358,7 +330,7 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             for t in 0..W {
                 keys[t] = tile_key::<L2>(a, bs[t], vs[t]);
             }
-            if let Some(cm) = colmin.as_deref_mut() {
+            if let Some(cm) = &mut colmin {
                 let cm: &mut [f32; W] = (&mut cm[c0..c0 + W]).try_into().expect("W columns");
                 for t in 0..W {
                     cm[t] = if keys[t] < cm[t] { keys[t] } else { cm[t] };
@@ -383,7 +355,7 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             for (t, key) in keys[..w - full].iter_mut().enumerate() {
                 *key = tile_key::<L2>(a, b_norms[full + t], row[full + t]);
             }
-            if let Some(cm) = colmin.as_deref_mut() {
+            if let Some(cm) = &mut colmin {
                 for (c, &key) in cm[full..].iter_mut().zip(&keys) {
                     *c = if key < *c { key } else { *c };
                 }
@@ -693,9 +665,7 @@ mod tests {
                         let rj = &r[j * d..(j + 1) * d];
                         let dot: f64 = qi.iter().zip(rj).map(|(&a, &b)| a as f64 * b as f64).sum();
                         let key = match metric {
-                            Metric::L2 | Metric::L2Squared => {
-                                qi.iter().zip(rj).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum()
-                            }
+                            Metric::L2 | Metric::L2Squared => qi.iter().zip(rj).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum(),
                             Metric::Dot => -dot,
                             Metric::Cosine => {
                                 let na: f64 = qi.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
@@ -799,7 +769,13 @@ mod tests {
             assert_eq!((s2.gemm_flops, s1.flops), (2.0 * (n * n * d) as f64, s2.flops));
         }
         // Cosine on rows with one non-zero entry (exact norms).
-        let cos: Vec<f32> = (0..n).flat_map(|i| { let mut r = vec![0.0f32; d]; r[i % d] = 1.0 + (i % 3) as f32; r }).collect();
+        let cos: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                let mut r = vec![0.0f32; d];
+                r[i % d] = 1.0 + (i % 3) as f32;
+                r
+            })
+            .collect();
         let ce = Embeddings::new("q", &cos, d).unwrap();
         assert_eq!(knn_impl(ce, None, 5, Metric::Cosine, true).unwrap().0, knn_impl(ce, None, 5, Metric::Cosine, false).unwrap().0);
     }

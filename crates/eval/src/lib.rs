@@ -38,10 +38,7 @@ pub use matrix::Embeddings;
 pub use pairs::{MAX_PAIRS, PairInfo, PairScores, pair_scores};
 pub use pca::pca_2d;
 pub use perf::{PerfReport, perf_accuracy, perf_accuracy_runs};
-pub use retrieval::{
-    AtK, ClassRetrieval, CoreMetrics, KSpec, RetrievalConfig, RetrievalMetrics, evaluate_retrieval, metrics_from_knn,
-};
+pub use retrieval::{AtK, ClassRetrieval, CoreMetrics, KSpec, RetrievalConfig, RetrievalMetrics, evaluate_retrieval, metrics_from_knn};
 pub use verification::{
-    FnmrAtFmr, RocPoint, ScoreKind, VerificationReport, auc, equal_error_rate, rates_at_threshold, roc_curve,
-    threshold_for_fmr, verification_report,
+    FnmrAtFmr, RocPoint, ScoreKind, VerificationReport, auc, equal_error_rate, rates_at_threshold, roc_curve, threshold_for_fmr, verification_report,
 };

@@ -30,12 +30,7 @@ impl<'a> Embeddings<'a> {
             return Err(EvalError::RaggedRows { what, len: data.len(), dim });
         }
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
-            return Err(EvalError::NonFinite {
-                what,
-                row: pos / dim,
-                col: pos % dim,
-                value: data[pos] as f64,
-            });
+            return Err(EvalError::NonFinite { what, row: pos / dim, col: pos % dim, value: data[pos] as f64 });
         }
         Ok(Self { data, rows: data.len() / dim, dim })
     }
@@ -72,12 +67,7 @@ pub(crate) fn check_labels(what: &'static str, rows: usize, labels: &[i64]) -> R
 /// Check that two matrices share a dimension.
 pub(crate) fn check_same_dim(a: (&'static str, usize), b: (&'static str, usize)) -> Result<()> {
     if a.1 != b.1 {
-        return Err(EvalError::DimensionMismatch {
-            left_what: a.0,
-            left: a.1,
-            right_what: b.0,
-            right: b.1,
-        });
+        return Err(EvalError::DimensionMismatch { left_what: a.0, left: a.1, right_what: b.0, right: b.1 });
     }
     Ok(())
 }
@@ -90,17 +80,11 @@ mod tests {
     fn rejects_bad_buffers() {
         assert!(matches!(Embeddings::new("q", &[], 2), Err(EvalError::Empty { .. })));
         assert!(matches!(Embeddings::new("q", &[1.0], 0), Err(EvalError::ZeroDimension { .. })));
-        assert!(matches!(
-            Embeddings::new("q", &[1.0, 2.0, 3.0], 2),
-            Err(EvalError::RaggedRows { len: 3, dim: 2, .. })
-        ));
+        assert!(matches!(Embeddings::new("q", &[1.0, 2.0, 3.0], 2), Err(EvalError::RaggedRows { len: 3, dim: 2, .. })));
         let e = Embeddings::new("q", &[1.0, 2.0, f32::NAN, 0.0], 2).unwrap_err();
         assert!(matches!(e, EvalError::NonFinite { row: 1, col: 0, .. }));
         assert!(e.to_string().contains("row 1"));
-        assert!(matches!(
-            Embeddings::new("q", &[1.0, f32::INFINITY], 2),
-            Err(EvalError::NonFinite { row: 0, col: 1, .. })
-        ));
+        assert!(matches!(Embeddings::new("q", &[1.0, f32::INFINITY], 2), Err(EvalError::NonFinite { row: 0, col: 1, .. })));
     }
 
     #[test]

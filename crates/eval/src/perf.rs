@@ -57,11 +57,7 @@ pub fn perf_accuracy(n: usize, d: usize, seed: u64) -> Result<PerfReport> {
 /// [−1, 1]^d) plus uniform noise 1.6 times larger, so neighbourhoods are mixed (P@1 well below 1).
 pub fn perf_accuracy_runs(n: usize, d: usize, seed: u64, runs: usize) -> Result<PerfReport> {
     if n < 20 || d == 0 || runs == 0 {
-        return Err(EvalError::InvalidParameter {
-            name: "n/d/runs",
-            value: format!("{n}/{d}/{runs}"),
-            reason: "need n >= 20, d >= 1, runs >= 1",
-        });
+        return Err(EvalError::InvalidParameter { name: "n/d/runs", value: format!("{n}/{d}/{runs}"), reason: "need n >= 20, d >= 1, runs >= 1" });
     }
     let classes = n / 10;
     let mut s = seed;
@@ -74,10 +70,7 @@ pub fn perf_accuracy_runs(n: usize, d: usize, seed: u64, runs: usize) -> Result<
     };
     let centres: Vec<f32> = (0..classes * d).map(|_| uni()).collect();
     let labels: Vec<i64> = (0..n).map(|i| (i % classes) as i64).collect();
-    let data: Vec<f32> = (0..n)
-        .flat_map(|i| (0..d).map(move |t| (i, t)))
-        .map(|(i, t)| centres[(i % classes) * d + t] + 1.6 * uni())
-        .collect();
+    let data: Vec<f32> = (0..n).flat_map(|i| (0..d).map(move |t| (i, t))).map(|(i, t)| centres[(i % classes) * d + t] + 1.6 * uni()).collect();
     let e = Embeddings::new("perf data", &data, d)?;
     let config = RetrievalConfig { k: KSpec::MaxBinCount, avg_of_avgs: false, at_ks: vec![], metric: Metric::L2 };
     // Max bin count minus self: with labels i % classes, class 0 is (one of) the largest.

@@ -203,11 +203,7 @@ fn plan_k(query_labels: &[i64], ref_labels: &[i64], same: bool, config: &Retriev
     }
     for &c in &config.at_ks {
         if c == 0 || c > usable {
-            return Err(EvalError::InvalidParameter {
-                name: "at_ks",
-                value: c.to_string(),
-                reason: "each cut-off must be in 1..=number of usable references",
-            });
+            return Err(EvalError::InvalidParameter { name: "at_ks", value: c.to_string(), reason: "each cut-off must be in 1..=number of usable references" });
         }
     }
     let depth = config.at_ks.iter().copied().fold(k, usize::max);
@@ -280,11 +276,7 @@ fn check_knn(knn: &KnnResult, nq: usize, reference_labels: &[i64], depth: usize)
         return Err(EvalError::InvalidK { k: depth, max: knn.k, reason: "neighbours available in the k-NN result" });
     }
     if let Some(&bad) = knn.indices.iter().find(|&&j| j >= reference_labels.len()) {
-        return Err(EvalError::InvalidParameter {
-            name: "knn.indices",
-            value: bad.to_string(),
-            reason: "neighbour index out of range of the reference labels",
-        });
+        return Err(EvalError::InvalidParameter { name: "knn.indices", value: bad.to_string(), reason: "neighbour index out of range of the reference labels" });
     }
     Ok(())
 }
@@ -327,13 +319,7 @@ fn query_scores(matches: &[bool], k: usize, r_full: usize, at_ks: &[usize]) -> S
 ///
 /// # Shapes
 /// `knn`: `nq × K`; `query_labels`: `nq`; `reference_labels`: `nr` (the indices' range).
-pub fn metrics_from_knn(
-    knn: &KnnResult,
-    query_labels: &[i64],
-    reference_labels: &[i64],
-    same_source: bool,
-    config: &RetrievalConfig,
-) -> Result<RetrievalMetrics> {
+pub fn metrics_from_knn(knn: &KnnResult, query_labels: &[i64], reference_labels: &[i64], same_source: bool, config: &RetrievalConfig) -> Result<RetrievalMetrics> {
     let plan = plan_k(query_labels, reference_labels, same_source, config)?;
     let nq = query_labels.len();
     check_knn(knn, nq, reference_labels, plan.depth)?;
@@ -393,16 +379,7 @@ pub fn metrics_from_knn(
             ClassRetrieval { label, num_queries: n, metrics, precision_at, recall_at }
         })
         .collect();
-    Ok(RetrievalMetrics {
-        metrics,
-        precision_at,
-        recall_at,
-        k,
-        avg_of_avgs: config.avg_of_avgs,
-        num_queries: nq,
-        num_lone_queries: lone,
-        per_class,
-    })
+    Ok(RetrievalMetrics { metrics, precision_at, recall_at, k, avg_of_avgs: config.avg_of_avgs, num_queries: nq, num_lone_queries: lone, per_class })
 }
 
 #[cfg(test)]
@@ -502,16 +479,10 @@ mod tests {
         let c = cfg(KSpec::MaxBinCount);
         assert!(matches!(evaluate_retrieval(e, &[0, 1], None, &c), Err(EvalError::LabelCountMismatch { .. })));
         assert!(matches!(evaluate_retrieval(e, &[4, 4, 4], None, &c), Err(EvalError::SingleClass { label: 4, .. })));
-        assert!(matches!(
-            evaluate_retrieval(e, &[0, 0, 1], None, &cfg(KSpec::Fixed(3))),
-            Err(EvalError::InvalidK { k: 3, max: 2, .. })
-        ));
+        assert!(matches!(evaluate_retrieval(e, &[0, 0, 1], None, &cfg(KSpec::Fixed(3))), Err(EvalError::InvalidK { k: 3, max: 2, .. })));
         let r2 = [0.0f32, 1.0];
         let re = Embeddings::new("r", &r2, 2).unwrap();
-        assert!(matches!(
-            evaluate_retrieval(e, &[0, 0, 1], Some((re, &[0])), &c),
-            Err(EvalError::DimensionMismatch { .. })
-        ));
+        assert!(matches!(evaluate_retrieval(e, &[0, 0, 1], Some((re, &[0])), &c), Err(EvalError::DimensionMismatch { .. })));
     }
 
     proptest! {

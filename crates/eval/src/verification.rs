@@ -112,7 +112,11 @@ fn roc_sim(g: &[f64], i: &[f64]) -> Vec<RocPoint> {
     while k < all.len() {
         let t = all[k].0;
         while k < all.len() && all[k].0 == t {
-            if all[k].1 { tg += 1 } else { ti += 1 }
+            if all[k].1 {
+                tg += 1
+            } else {
+                ti += 1
+            }
             k += 1;
         }
         pts.push(RocPoint { threshold: t, fmr: ti as f64 / ni, tmr: tg as f64 / ng });
@@ -158,11 +162,7 @@ pub fn threshold_for_fmr(impostor: &[f64], target_fmr: f64, kind: ScoreKind) -> 
 
 fn threshold_sim(i: &[f64], target: f64) -> Result<f64> {
     if !(target > 0.0 && target < 1.0) {
-        return Err(EvalError::InvalidParameter {
-            name: "target_fmr",
-            value: target.to_string(),
-            reason: "must be in (0, 1)",
-        });
+        return Err(EvalError::InvalidParameter { name: "target_fmr", value: target.to_string(), reason: "must be in (0, 1)" });
     }
     let mut s = i.to_vec();
     s.sort_by(|a, b| b.total_cmp(a));

@@ -14,9 +14,7 @@ type Result<T, E> = std::result::Result<T, E>;
 use serde_json::Value;
 
 fn parity_dir() -> PathBuf {
-    std::env::var_os("PROXIMA_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/parity"))
+    std::env::var_os("PROXIMA_PARITY_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/parity"))
 }
 
 /// Load `name` from the parity directory, or `None` (with a SKIP message) when absent.
@@ -171,8 +169,7 @@ fn same_source_equals_k_plus_one_search_with_self_dropped() {
     let mut indices = Vec::new();
     let mut scores = Vec::new();
     for i in 0..n {
-        let row: Vec<(usize, f32)> =
-            full.row_indices(i).iter().copied().zip(full.row_scores(i).iter().copied()).filter(|&(j, _)| j != i).take(12).collect();
+        let row: Vec<(usize, f32)> = full.row_indices(i).iter().copied().zip(full.row_scores(i).iter().copied()).filter(|&(j, _)| j != i).take(12).collect();
         assert_eq!(row.len(), 12);
         indices.extend(row.iter().map(|r| r.0));
         scores.extend(row.iter().map(|r| r.1));

@@ -187,7 +187,8 @@ impl GalleryDb {
         let res: Result<i64, (&'static str, tokio_postgres::Error)> = async {
             client.batch_execute(SCHEMA).await.map_err(|e| ("creating the tables", e))?;
             let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
-            let old: Option<i64> = tx.query_opt("SELECT version FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await.map_err(|e| ("reading the version", e))?.map(|r| r.get(0));
+            let old: Option<i64> =
+                tx.query_opt("SELECT version FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await.map_err(|e| ("reading the version", e))?.map(|r| r.get(0));
             let rows: i64 = tx.query_one("SELECT count(*) FROM proxima_gallery_rows", &[]).await.map_err(|e| ("counting rows", e))?.get(0);
             if old.is_some() && !replace {
                 return Ok(-1 - rows);
@@ -199,7 +200,14 @@ impl GalleryDb {
             tx.execute(
                 "INSERT INTO proxima_gallery (id, model_fingerprint, dim, metric, backend, calibration, version) VALUES (1, $1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET model_fingerprint = $1, dim = $2, metric = $3, backend = $4, calibration = $5, version = $6",
-                &[&h.model_fingerprint, &(h.dim as i32), &json(serde_json::to_string(&h.metric)), &json(serde_json::to_string(&h.backend)), &h.calibration.as_ref().map(|c| json(serde_json::to_string(c))), &version],
+                &[
+                    &h.model_fingerprint,
+                    &(h.dim as i32),
+                    &json(serde_json::to_string(&h.metric)),
+                    &json(serde_json::to_string(&h.backend)),
+                    &h.calibration.as_ref().map(|c| json(serde_json::to_string(c))),
+                    &version,
+                ],
             )
             .await
             .map_err(|e| ("writing the gallery's metadata", e))?;
@@ -233,7 +241,8 @@ impl GalleryDb {
         let url = redact(&self.url);
         let client = self.client().await?;
         let res: Result<Option<(Header, Vec<f32>, i64)>, (&'static str, tokio_postgres::Error)> = async {
-            let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(|e| ("starting a transaction", e))?;
+            let tx =
+                client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(|e| ("starting a transaction", e))?;
             let meta = match tx.query_opt("SELECT model_fingerprint, dim, metric, backend, calibration, version FROM proxima_gallery WHERE id = 1", &[]).await {
                 Ok(m) => m,
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
@@ -283,7 +292,12 @@ impl GalleryDb {
     pub async fn load_for_model(&mut self, model_fingerprint: &str) -> Result<(Gallery, i64)> {
         let (g, v) = self.load().await?;
         if g.model_fingerprint() != model_fingerprint {
-            return Err(IndexError::FingerprintMismatch { path: PathBuf::from(self.name()), gallery: g.model_fingerprint().to_string(), expected: model_fingerprint.to_string() }.into());
+            return Err(IndexError::FingerprintMismatch {
+                path: PathBuf::from(self.name()),
+                gallery: g.model_fingerprint().to_string(),
+                expected: model_fingerprint.to_string(),
+            }
+            .into());
         }
         Ok((g, v))
     }
@@ -419,7 +433,13 @@ async fn insert_rows(tx: &impl GenericClient, brands: &[&str], paths: &[PathBuf]
 /// last one seen (initially `version`), loads the gallery and hands it to `on_change` (only
 /// galleries of `model_fingerprint`; another model's is skipped with a message on stderr).
 /// Errors (the database away) are retried at the next tick; the task runs until aborted.
-pub fn follow(url: String, model_fingerprint: String, mut version: i64, poll: Duration, mut on_change: impl FnMut(Gallery, i64) + Send + 'static) -> tokio::task::JoinHandle<()> {
+pub fn follow(
+    url: String,
+    model_fingerprint: String,
+    mut version: i64,
+    poll: Duration,
+    mut on_change: impl FnMut(Gallery, i64) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut db = GalleryDb { url, client: None };
         let mut tick = tokio::time::interval(poll);

@@ -59,7 +59,9 @@ fn assert_same(a: &Gallery, b: &Gallery) {
 #[test]
 fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() {
     let Ok(url) = std::env::var("PROXIMA_TEST_PG_URL") else {
-        eprintln!("skipped: PROXIMA_TEST_PG_URL is not set (scripts/with-postgres.sh starts a PostgreSQL + pgvector server and sets it; scripts/test.sh runs the tests through it)");
+        eprintln!(
+            "skipped: PROXIMA_TEST_PG_URL is not set (scripts/with-postgres.sh starts a PostgreSQL + pgvector server and sets it; scripts/test.sh runs the tests through it)"
+        );
         return;
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -133,7 +135,13 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         pg_ctl("start");
         let (now, _) = db.load().await.unwrap();
         let big_rows = now.list().into_iter().find(|b| b.brand == "big").map_or(0, |b| b.rows);
-        eprintln!("stopped in the middle of a {big}-row enrolment: {}", match &outcome { Ok(_) => "it had committed".to_string(), Err(e) => format!("refused ({e})") });
+        eprintln!(
+            "stopped in the middle of a {big}-row enrolment: {}",
+            match &outcome {
+                Ok(_) => "it had committed".to_string(),
+                Err(e) => format!("refused ({e})"),
+            }
+        );
         match outcome {
             Ok(a) => assert_eq!((a.rows, big_rows), (big, big), "committed before the stop: every row"),
             Err(e) => {

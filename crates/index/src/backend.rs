@@ -64,12 +64,7 @@ pub struct HnswConfig {
 
 impl Default for HnswConfig {
     fn default() -> Self {
-        Self {
-            m: 16,
-            ef_construction: 100,
-            ef_search: 64,
-            exact_below: 10_000,
-        }
+        Self { m: 16, ef_construction: 100, ef_search: 64, exact_below: 10_000 }
     }
 }
 
@@ -80,22 +75,11 @@ impl BackendConfig {
             return Ok(());
         };
         if !(2..=255).contains(&c.m) {
-            return Err(IndexError::InvalidParameter {
-                name: "m",
-                value: c.m.to_string(),
-                reason: "must be in 2..=255",
-            });
+            return Err(IndexError::InvalidParameter { name: "m", value: c.m.to_string(), reason: "must be in 2..=255" });
         }
-        for (name, v) in [
-            ("ef_construction", c.ef_construction),
-            ("ef_search", c.ef_search),
-        ] {
+        for (name, v) in [("ef_construction", c.ef_construction), ("ef_search", c.ef_search)] {
             if v == 0 {
-                return Err(IndexError::InvalidParameter {
-                    name,
-                    value: v.to_string(),
-                    reason: "must be >= 1",
-                });
+                return Err(IndexError::InvalidParameter { name, value: v.to_string(), reason: "must be >= 1" });
             }
         }
         if metric == Metric::Dot {
@@ -130,12 +114,7 @@ impl Distance<f32> for SquaredL2 {
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -149,12 +128,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             let t = x[i] - y[i];
@@ -169,24 +143,9 @@ pub(crate) fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
 /// Cosine rows and queries are unit-norm already, so cosine is the inner product.
 pub(crate) fn similarity(metric: Metric, q: &[f32], r: &[f32]) -> f32 {
     match metric {
-        Metric::Cosine | Metric::Dot => q
-            .iter()
-            .zip(r)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum::<f64>() as f32,
-        Metric::L2Squared => {
-            -(q.iter()
-                .zip(r)
-                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                .sum::<f64>() as f32)
-        }
-        Metric::L2 => {
-            -(q.iter()
-                .zip(r)
-                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                .sum::<f64>()
-                .sqrt() as f32)
-        }
+        Metric::Cosine | Metric::Dot => q.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32,
+        Metric::L2Squared => -(q.iter().zip(r).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() as f32),
+        Metric::L2 => -(q.iter().zip(r).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt() as f32),
     }
 }
 
@@ -203,32 +162,14 @@ fn sort_hits(h: &mut Hits) {
 /// # Shapes
 /// `rows`: `n × dim` (unit-norm for cosine), `queries`: `nq × dim` prepared the same way;
 /// result: `nq` lists of `k` hits.
-pub(crate) fn exact_search(
-    rows: &[f32],
-    dim: usize,
-    metric: Metric,
-    queries: &[f32],
-    k: usize,
-) -> Result<Vec<Hits>> {
+pub(crate) fn exact_search(rows: &[f32], dim: usize, metric: Metric, queries: &[f32], k: usize) -> Result<Vec<Hits>> {
     let q = Embeddings::new("query", queries, dim)?;
     let r = Embeddings::new("gallery", rows, dim)?;
     // Cosine rows are stored unit-norm: the inner product is the cosine, without knn
     // re-normalising the whole gallery on every call.
-    let kmetric = if metric == Metric::Cosine {
-        Metric::Dot
-    } else {
-        metric
-    };
+    let kmetric = if metric == Metric::Cosine { Metric::Dot } else { metric };
     let res = knn(q, Some(r), k, kmetric)?;
-    Ok((0..res.num_queries())
-        .map(|i| {
-            res.row_indices(i)
-                .iter()
-                .zip(res.row_scores(i))
-                .map(|(&j, &s)| (j, kmetric.to_similarity(s)))
-                .collect()
-        })
-        .collect())
+    Ok((0..res.num_queries()).map(|i| res.row_indices(i).iter().zip(res.row_scores(i)).map(|(&j, &s)| (j, kmetric.to_similarity(s))).collect()).collect())
 }
 
 /// The HNSW graph, typed by its distance.
@@ -247,11 +188,7 @@ pub struct HnswIndex {
 
 impl std::fmt::Debug for HnswIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HnswIndex")
-            .field("config", &self.config)
-            .field("metric", &self.metric)
-            .field("rows", &self.rows)
-            .finish()
+        f.debug_struct("HnswIndex").field("config", &self.config).field("metric", &self.metric).field("rows", &self.rows).finish()
     }
 }
 
@@ -260,19 +197,10 @@ impl HnswIndex {
     ///
     /// # Shapes
     /// `rows`: `n × dim`, unit-norm for cosine.
-    pub(crate) fn build(
-        rows: &[f32],
-        dim: usize,
-        metric: Metric,
-        config: HnswConfig,
-    ) -> Result<Self> {
+    pub(crate) fn build(rows: &[f32], dim: usize, metric: Metric, config: HnswConfig) -> Result<Self> {
         BackendConfig::Hnsw(config).validate(metric)?;
         let n = rows.len() / dim;
-        let items: Vec<(&[f32], usize)> = rows
-            .chunks_exact(dim)
-            .enumerate()
-            .map(|(i, r)| (r, i))
-            .collect();
+        let items: Vec<(&[f32], usize)> = rows.chunks_exact(dim).enumerate().map(|(i, r)| (r, i)).collect();
         let graph = match metric {
             Metric::Cosine => {
                 let mut h = Hnsw::new(config.m, n.max(1), 16, config.ef_construction, UnitCosine);
@@ -288,12 +216,7 @@ impl HnswIndex {
             }
             Metric::Dot => return Err(IndexError::UnsupportedMetric(metric)),
         };
-        Ok(Self {
-            graph,
-            config,
-            metric,
-            rows: n,
-        })
+        Ok(Self { graph, config, metric, rows: n })
     }
 
     /// The parameters it was built with.
@@ -330,10 +253,7 @@ impl HnswIndex {
     /// # Shapes
     /// `rows`: the `n × dim` matrix the graph was built from; `queries`: `nq × dim`.
     pub(crate) fn search(&self, rows: &[f32], dim: usize, queries: &[f32], k: usize) -> Vec<Hits> {
-        queries
-            .par_chunks_exact(dim)
-            .map(|q| self.search_one(rows, dim, q, k))
-            .collect()
+        queries.par_chunks_exact(dim).map(|q| self.search_one(rows, dim, q, k)).collect()
     }
 }
 
@@ -349,21 +269,14 @@ pub enum SearchIndex {
 impl SearchIndex {
     /// Prepare `config` over `rows`: builds the graph for HNSW (unless the gallery is
     /// smaller than `exact_below`, where exact search is used).
-    pub(crate) fn build(
-        config: BackendConfig,
-        rows: &[f32],
-        dim: usize,
-        metric: Metric,
-    ) -> Result<Self> {
+    pub(crate) fn build(config: BackendConfig, rows: &[f32], dim: usize, metric: Metric) -> Result<Self> {
         match config {
             BackendConfig::Exact => Ok(SearchIndex::Exact),
             BackendConfig::Hnsw(c) if rows.len() / dim < c.exact_below => {
                 BackendConfig::Hnsw(c).validate(metric)?;
                 Ok(SearchIndex::Exact)
             }
-            BackendConfig::Hnsw(c) => {
-                Ok(SearchIndex::Hnsw(HnswIndex::build(rows, dim, metric, c)?))
-            }
+            BackendConfig::Hnsw(c) => Ok(SearchIndex::Hnsw(HnswIndex::build(rows, dim, metric, c)?)),
         }
     }
 
@@ -372,14 +285,7 @@ impl SearchIndex {
     /// Asking HNSW for a quarter of the gallery or more is answered exactly: the graph
     /// would visit most of it anyway, and callers that need that many rows (brand
     /// ranking over all brands, calibration) want exact answers.
-    pub(crate) fn search(
-        &self,
-        rows: &[f32],
-        dim: usize,
-        metric: Metric,
-        queries: &[f32],
-        k: usize,
-    ) -> Result<Vec<Hits>> {
+    pub(crate) fn search(&self, rows: &[f32], dim: usize, metric: Metric, queries: &[f32], k: usize) -> Result<Vec<Hits>> {
         let n = rows.len() / dim;
         let k = k.min(n);
         match self {
@@ -402,9 +308,7 @@ mod tests {
         let mut s = seed;
         let mut v: Vec<f32> = (0..n * d)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect();
@@ -433,54 +337,21 @@ mod tests {
     fn config_validation_and_serde() {
         let ok = BackendConfig::Hnsw(HnswConfig::default());
         ok.validate(Metric::Cosine).unwrap();
-        assert!(matches!(
-            ok.validate(Metric::Dot),
-            Err(IndexError::UnsupportedMetric(Metric::Dot))
-        ));
+        assert!(matches!(ok.validate(Metric::Dot), Err(IndexError::UnsupportedMetric(Metric::Dot))));
         BackendConfig::Exact.validate(Metric::Dot).unwrap();
-        let bad = BackendConfig::Hnsw(HnswConfig {
-            m: 300,
-            ..Default::default()
-        });
-        assert!(matches!(
-            bad.validate(Metric::Cosine),
-            Err(IndexError::InvalidParameter { name: "m", .. })
-        ));
-        let bad = BackendConfig::Hnsw(HnswConfig {
-            ef_search: 0,
-            ..Default::default()
-        });
-        assert!(matches!(
-            bad.validate(Metric::L2),
-            Err(IndexError::InvalidParameter {
-                name: "ef_search",
-                ..
-            })
-        ));
+        let bad = BackendConfig::Hnsw(HnswConfig { m: 300, ..Default::default() });
+        assert!(matches!(bad.validate(Metric::Cosine), Err(IndexError::InvalidParameter { name: "m", .. })));
+        let bad = BackendConfig::Hnsw(HnswConfig { ef_search: 0, ..Default::default() });
+        assert!(matches!(bad.validate(Metric::L2), Err(IndexError::InvalidParameter { name: "ef_search", .. })));
 
         let json = serde_json::to_string(&ok).unwrap();
-        assert_eq!(
-            json,
-            r#"{"kind":"hnsw","m":16,"ef_construction":100,"ef_search":64,"exact_below":10000}"#
-        );
+        assert_eq!(json, r#"{"kind":"hnsw","m":16,"ef_construction":100,"ef_search":64,"exact_below":10000}"#);
         assert_eq!(serde_json::from_str::<BackendConfig>(&json).unwrap(), ok);
         // Missing fields take defaults; typos are rejected.
-        let partial: BackendConfig =
-            serde_json::from_str(r#"{"kind":"hnsw","ef_search":128}"#).unwrap();
-        assert_eq!(
-            partial,
-            BackendConfig::Hnsw(HnswConfig {
-                ef_search: 128,
-                ..Default::default()
-            })
-        );
-        assert!(
-            serde_json::from_str::<BackendConfig>(r#"{"kind":"hnsw","ef_serch":128}"#).is_err()
-        );
-        assert_eq!(
-            serde_json::from_str::<BackendConfig>(r#"{"kind":"exact"}"#).unwrap(),
-            BackendConfig::Exact
-        );
+        let partial: BackendConfig = serde_json::from_str(r#"{"kind":"hnsw","ef_search":128}"#).unwrap();
+        assert_eq!(partial, BackendConfig::Hnsw(HnswConfig { ef_search: 128, ..Default::default() }));
+        assert!(serde_json::from_str::<BackendConfig>(r#"{"kind":"hnsw","ef_serch":128}"#).is_err());
+        assert_eq!(serde_json::from_str::<BackendConfig>(r#"{"kind":"exact"}"#).unwrap(), BackendConfig::Exact);
     }
 
     #[test]
@@ -488,11 +359,7 @@ mod tests {
         let (n, d) = (600, 16);
         let rows = unit_rows(n, d, 11);
         let queries = unit_rows(20, d, 12);
-        let cfg = HnswConfig {
-            exact_below: 0,
-            ef_search: 200,
-            ..Default::default()
-        };
+        let cfg = HnswConfig { exact_below: 0, ef_search: 200, ..Default::default() };
         let idx = SearchIndex::build(BackendConfig::Hnsw(cfg), &rows, d, Metric::Cosine).unwrap();
         assert!(idx.is_approximate());
         let approx = idx.search(&rows, d, Metric::Cosine, &queries, 5).unwrap();
@@ -512,34 +379,15 @@ mod tests {
         // ef_search = 200 on 600 rows: essentially exhaustive.
         assert!(hit >= 95, "recall {hit}/100");
         // Asking for most of the gallery falls back to exact search.
-        let big = idx
-            .search(&rows, d, Metric::Cosine, &queries[..d], 400)
-            .unwrap();
-        assert_eq!(
-            big[0],
-            exact_search(&rows, d, Metric::Cosine, &queries[..d], 400).unwrap()[0]
-        );
+        let big = idx.search(&rows, d, Metric::Cosine, &queries[..d], 400).unwrap();
+        assert_eq!(big[0], exact_search(&rows, d, Metric::Cosine, &queries[..d], 400).unwrap()[0]);
     }
 
     #[test]
     fn small_galleries_stay_exact() {
         let rows = unit_rows(50, 8, 1);
-        let idx = SearchIndex::build(
-            BackendConfig::Hnsw(HnswConfig::default()),
-            &rows,
-            8,
-            Metric::L2,
-        )
-        .unwrap();
+        let idx = SearchIndex::build(BackendConfig::Hnsw(HnswConfig::default()), &rows, 8, Metric::L2).unwrap();
         assert!(!idx.is_approximate());
-        assert!(
-            SearchIndex::build(
-                BackendConfig::Hnsw(HnswConfig::default()),
-                &rows,
-                8,
-                Metric::Dot
-            )
-            .is_err()
-        );
+        assert!(SearchIndex::build(BackendConfig::Hnsw(HnswConfig::default()), &rows, 8, Metric::Dot).is_err());
     }
 }

@@ -85,11 +85,7 @@ pub fn clustered_data(n: usize, d: usize, queries: usize, seed: u64) -> (Vec<f32
         let mut v = Vec::with_capacity(m * d);
         for _ in 0..m {
             let ci = (g.uniform() * c as f64) as usize % c;
-            v.extend(
-                centres[ci * d..(ci + 1) * d]
-                    .iter()
-                    .map(|&x| x + 0.6 * g.sample()),
-            );
+            v.extend(centres[ci * d..(ci + 1) * d].iter().map(|&x| x + 0.6 * g.sample()));
         }
         normalize_rows("bench data", &mut v, d).expect("Gaussian rows are never zero");
         v
@@ -101,32 +97,13 @@ pub fn clustered_data(n: usize, d: usize, queries: usize, seed: u64) -> (Vec<f32
 
 /// Recall@10 and queries/s of HNSW (default parameters) vs exact search.
 pub fn bench_index(n: usize, d: usize, queries: usize, seed: u64) -> Result<IndexBenchReport> {
-    bench_index_with(
-        n,
-        d,
-        queries,
-        seed,
-        HnswConfig {
-            exact_below: 0,
-            ..HnswConfig::default()
-        },
-    )
+    bench_index_with(n, d, queries, seed, HnswConfig { exact_below: 0, ..HnswConfig::default() })
 }
 
 /// As [`bench_index`] with chosen HNSW parameters.
-pub fn bench_index_with(
-    n: usize,
-    d: usize,
-    queries: usize,
-    seed: u64,
-    hnsw: HnswConfig,
-) -> Result<IndexBenchReport> {
+pub fn bench_index_with(n: usize, d: usize, queries: usize, seed: u64, hnsw: HnswConfig) -> Result<IndexBenchReport> {
     if n <= BENCH_K || d == 0 || queries == 0 {
-        return Err(IndexError::InvalidParameter {
-            name: "n/d/queries",
-            value: format!("{n}/{d}/{queries}"),
-            reason: "need n > 10, d >= 1, queries >= 1",
-        });
+        return Err(IndexError::InvalidParameter { name: "n/d/queries", value: format!("{n}/{d}/{queries}"), reason: "need n > 10, d >= 1, queries >= 1" });
     }
     let (rows, q) = clustered_data(n, d, queries, seed);
     let t = Instant::now();
@@ -155,15 +132,7 @@ pub fn bench_index_with(
     }
     let hnsw_single_seconds = t.elapsed().as_secs_f64();
 
-    let found: usize = approx
-        .iter()
-        .zip(&exact)
-        .map(|(a, e)| {
-            a.iter()
-                .filter(|(j, _)| e.iter().any(|(je, _)| je == j))
-                .count()
-        })
-        .sum();
+    let found: usize = approx.iter().zip(&exact).map(|(a, e)| a.iter().filter(|(j, _)| e.iter().any(|(je, _)| je == j)).count()).sum();
     Ok(IndexBenchReport {
         n,
         d,

@@ -75,27 +75,11 @@ pub fn calibrate_scores(genuine: &[f64], impostor: &[f64], target_fmr: f64) -> R
     let t64 = threshold_for_fmr(impostor, target_fmr, ScoreKind::Similarity)?;
     let threshold = ceil_f32(t64);
     if !threshold.is_finite() {
-        return Err(IndexError::InvalidParameter {
-            name: "impostor scores",
-            value: t64.to_string(),
-            reason: "threshold does not fit in f32",
-        });
+        return Err(IndexError::InvalidParameter { name: "impostor scores", value: t64.to_string(), reason: "threshold does not fit in f32" });
     }
-    let fmr =
-        impostor.iter().filter(|&&s| s >= threshold as f64).count() as f64 / impostor.len() as f64;
-    let fnmr = if genuine.is_empty() {
-        None
-    } else {
-        Some(rates_at_threshold(genuine, impostor, threshold as f64, ScoreKind::Similarity)?.1)
-    };
-    Ok(Calibration {
-        threshold,
-        target_fmr,
-        achieved_fmr: fmr,
-        fnmr,
-        num_genuine: genuine.len(),
-        num_impostor: impostor.len(),
-    })
+    let fmr = impostor.iter().filter(|&&s| s >= threshold as f64).count() as f64 / impostor.len() as f64;
+    let fnmr = if genuine.is_empty() { None } else { Some(rates_at_threshold(genuine, impostor, threshold as f64, ScoreKind::Similarity)?.1) };
+    Ok(Calibration { threshold, target_fmr, achieved_fmr: fmr, fnmr, num_genuine: genuine.len(), num_impostor: impostor.len() })
 }
 
 /// Genuine and impostor scores of labelled calibration queries against a gallery.
@@ -104,30 +88,17 @@ pub fn calibrate_scores(genuine: &[f64], impostor: &[f64], target_fmr: f64) -> R
 ///
 /// # Shapes
 /// `queries`: `true_brands.len() × dim`.
-pub fn calibration_scores<S: AsRef<str>>(
-    gallery: &Gallery,
-    queries: &[f32],
-    true_brands: &[S],
-    mode: ImpostorScores,
-) -> Result<CalibrationScores> {
+pub fn calibration_scores<S: AsRef<str>>(gallery: &Gallery, queries: &[f32], true_brands: &[S], mode: ImpostorScores) -> Result<CalibrationScores> {
     let d = gallery.dim();
     if queries.len() != true_brands.len() * d {
-        return Err(IndexError::CountMismatch {
-            what: "calibration",
-            rows: queries.len() / d,
-            count: true_brands.len(),
-            items: "brand labels",
-        });
+        return Err(IndexError::CountMismatch { what: "calibration", rows: queries.len() / d, count: true_brands.len(), items: "brand labels" });
     }
     // Rank every brand: the exact per-brand maxima are needed for both score kinds.
     let ranked = gallery.rank_brands_batch(queries, gallery.brands().len())?;
     let mut out = CalibrationScores::default();
     for (cands, truth) in ranked.iter().zip(true_brands) {
         let truth = truth.as_ref();
-        let mut wrong = cands
-            .iter()
-            .filter(|c| c.brand != truth)
-            .map(|c| c.similarity as f64);
+        let mut wrong = cands.iter().filter(|c| c.brand != truth).map(|c| c.similarity as f64);
         if let Some(g) = cands.iter().find(|c| c.brand == truth) {
             out.genuine.push(g.similarity as f64);
         }
@@ -141,12 +112,7 @@ pub fn calibration_scores<S: AsRef<str>>(
 
 impl Gallery {
     /// Calibrate from precomputed similarities and store the threshold.
-    pub fn calibrate_from_scores(
-        &mut self,
-        genuine: &[f64],
-        impostor: &[f64],
-        target_fmr: f64,
-    ) -> Result<&Calibration> {
+    pub fn calibrate_from_scores(&mut self, genuine: &[f64], impostor: &[f64], target_fmr: f64) -> Result<&Calibration> {
         let c = calibrate_scores(genuine, impostor, target_fmr)?;
         Ok(self.calibration.insert(c))
     }
@@ -155,18 +121,10 @@ impl Gallery {
     ///
     /// # Shapes
     /// `queries`: `true_brands.len() × dim`.
-    pub fn calibrate<S: AsRef<str>>(
-        &mut self,
-        queries: &[f32],
-        true_brands: &[S],
-        target_fmr: f64,
-        mode: ImpostorScores,
-    ) -> Result<&Calibration> {
+    pub fn calibrate<S: AsRef<str>>(&mut self, queries: &[f32], true_brands: &[S], target_fmr: f64, mode: ImpostorScores) -> Result<&Calibration> {
         let s = calibration_scores(self, queries, true_brands, mode)?;
         if s.impostor.is_empty() {
-            return Err(IndexError::EmptyInput {
-                what: "impostor scores (the gallery needs two brands, or unknown queries)",
-            });
+            return Err(IndexError::EmptyInput { what: "impostor scores (the gallery needs two brands, or unknown queries)" });
         }
         self.calibrate_from_scores(&s.genuine, &s.impostor, target_fmr)
     }
@@ -179,16 +137,10 @@ mod tests {
     #[test]
     fn threshold_respects_target_and_rounds_up() {
         // 10 impostors 0.0..0.9; FMR <= 0.2 allows two false matches: t just above 0.7.
-        let imp: Vec<f64> = [0.0f32, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-            .map(f64::from)
-            .to_vec();
+        let imp: Vec<f64> = [0.0f32, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9].map(f64::from).to_vec();
         let genuine = [0.95, 0.85, 0.75, 0.65];
         let c = calibrate_scores(&genuine, &imp, 0.2).unwrap();
-        assert!(
-            c.threshold > 0.7f32 && c.threshold <= 0.7f32.next_up(),
-            "{}",
-            c.threshold
-        );
+        assert!(c.threshold > 0.7f32 && c.threshold <= 0.7f32.next_up(), "{}", c.threshold);
         assert_eq!(c.achieved_fmr, 0.2);
         assert_eq!(c.fnmr, Some(0.25));
         assert_eq!((c.num_genuine, c.num_impostor), (4, 10));
@@ -226,10 +178,7 @@ mod tests {
         assert_eq!(s.impostor.len(), 2 + 3);
         assert!(calibration_scores(&g, &q, &["a"], ImpostorScores::default()).is_err());
 
-        let c = g
-            .calibrate(&q, &["a", "z"], 0.4, ImpostorScores::BestWrongBrand)
-            .unwrap()
-            .clone();
+        let c = g.calibrate(&q, &["a", "z"], 0.4, ImpostorScores::BestWrongBrand).unwrap().clone();
         // Two impostors, FMR <= 0.4 allows none: threshold just above 0.6.
         assert!(c.threshold > 0.6 && c.threshold < 0.6001);
         assert_eq!(g.calibration(), Some(&c));

@@ -156,9 +156,7 @@ pub enum IndexError {
         reason: &'static str,
     },
     /// The HNSW backend cannot index this metric.
-    #[error(
-        "the HNSW backend does not support metric {0:?} (use Cosine, L2 or L2Squared, or the exact backend)"
-    )]
+    #[error("the HNSW backend does not support metric {0:?} (use Cosine, L2 or L2Squared, or the exact backend)")]
     UnsupportedMetric(Metric),
     /// An error from the evaluation crate (exact k-NN, thresholds).
     #[error(transparent)]

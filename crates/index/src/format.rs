@@ -98,10 +98,7 @@ impl Gallery {
     /// loaded file gets; `source` names where they came from in errors (a path or a database).
     pub fn from_header(source: &Path, header: Header, data: Vec<f32>) -> Result<Gallery> {
         if header.dim == 0 || data.len() != header.rows * header.dim {
-            return Err(IndexError::BadHeader {
-                path: source.to_path_buf(),
-                reason: format!("{} values for {} rows of dim {}", data.len(), header.rows, header.dim),
-            });
+            return Err(IndexError::BadHeader { path: source.to_path_buf(), reason: format!("{} values for {} rows of dim {}", data.len(), header.rows, header.dim) });
         }
         validate(source, header, data)
     }
@@ -128,25 +125,12 @@ impl Gallery {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("gallery");
-        let header = serde_json::to_vec(&self.header()).map_err(|e| IndexError::BadHeader {
-            path: path.to_path_buf(),
-            reason: format!("cannot serialise: {e}"),
-        })?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(io(dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("gallery");
+        let header = serde_json::to_vec(&self.header()).map_err(|e| IndexError::BadHeader { path: path.to_path_buf(), reason: format!("cannot serialise: {e}") })?;
+        let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir).map_err(io(dir))?;
         let tmp_path = tmp.path().to_path_buf();
         {
-            let mut w = CrcWriter {
-                inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
-                crc: crc32fast::Hasher::new(),
-            };
+            let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, tmp.as_file_mut()), crc: crc32fast::Hasher::new() };
             let mut body = || -> std::io::Result<()> {
                 w.write_all(&MAGIC)?;
                 w.write_all(&FORMAT_VERSION.to_le_bytes())?;
@@ -165,15 +149,10 @@ impl Gallery {
             body().map_err(io(&tmp_path))?;
         }
         tmp.as_file().sync_all().map_err(io(&tmp_path))?;
-        tmp.persist(path).map_err(|e| IndexError::Io {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
+        tmp.persist(path).map_err(|e| IndexError::Io { path: path.to_path_buf(), source: e.error })?;
         // Make the rename itself durable.
         #[cfg(unix)]
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(())
     }
 
@@ -189,11 +168,7 @@ impl Gallery {
         let path = path.as_ref();
         let g = Self::load(path)?;
         if g.model_fingerprint != model_fingerprint {
-            return Err(IndexError::FingerprintMismatch {
-                path: path.to_path_buf(),
-                gallery: g.model_fingerprint,
-                expected: model_fingerprint.to_string(),
-            });
+            return Err(IndexError::FingerprintMismatch { path: path.to_path_buf(), gallery: g.model_fingerprint, expected: model_fingerprint.to_string() });
         }
         Ok(g)
     }
@@ -204,111 +179,59 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Gallery> {
     let p = || path.to_path_buf();
     let min = (PREFIX + 4) as u64;
     if bytes.len() < 8 || bytes[..8] != MAGIC {
-        return Err(IndexError::BadMagic {
-            path: p(),
-            found: bytes[..bytes.len().min(8)].to_vec(),
-        });
+        return Err(IndexError::BadMagic { path: p(), found: bytes[..bytes.len().min(8)].to_vec() });
     }
     if (bytes.len() as u64) < min {
-        return Err(IndexError::LengthMismatch {
-            path: p(),
-            expected: min,
-            actual: bytes.len() as u64,
-        });
+        return Err(IndexError::LengthMismatch { path: p(), expected: min, actual: bytes.len() as u64 });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(IndexError::UnsupportedVersion {
-            path: p(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(IndexError::UnsupportedVersion { path: p(), found: version, supported: FORMAT_VERSION });
     }
     let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
     let checksum = || {
         let computed = crc32fast::hash(&bytes[..bytes.len() - 4]);
-        if computed != stored_crc {
-            Err(IndexError::ChecksumMismatch {
-                path: p(),
-                stored: stored_crc,
-                computed,
-            })
-        } else {
-            Ok(())
-        }
+        if computed != stored_crc { Err(IndexError::ChecksumMismatch { path: p(), stored: stored_crc, computed }) } else { Ok(()) }
     };
     let hlen = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     if hlen > MAX_HEADER || PREFIX as u64 + hlen + 4 > bytes.len() as u64 {
         // A truncated file (the usual case) or a corrupted length field: the checksum
         // cannot be trusted to tell them apart, since a truncated file fails it too.
-        return Err(IndexError::LengthMismatch {
-            path: p(),
-            expected: PREFIX as u64 + hlen + 4,
-            actual: bytes.len() as u64,
-        });
+        return Err(IndexError::LengthMismatch { path: p(), expected: PREFIX as u64 + hlen + 4, actual: bytes.len() as u64 });
     }
     let hend = PREFIX + hlen as usize;
     let header: Header = match serde_json::from_slice(&bytes[PREFIX..hend]) {
         Ok(h) => h,
         Err(e) => {
             checksum()?;
-            return Err(IndexError::BadHeader {
-                path: p(),
-                reason: e.to_string(),
-            });
+            return Err(IndexError::BadHeader { path: p(), reason: e.to_string() });
         }
     };
-    let values = header
-        .rows
-        .checked_mul(header.dim)
-        .filter(|v| *v <= (usize::MAX - hend - 4) / 4);
+    let values = header.rows.checked_mul(header.dim).filter(|v| *v <= (usize::MAX - hend - 4) / 4);
     let Some(values) = values else {
-        return Err(IndexError::BadHeader {
-            path: p(),
-            reason: format!("{} rows × {} dims overflows", header.rows, header.dim),
-        });
+        return Err(IndexError::BadHeader { path: p(), reason: format!("{} rows × {} dims overflows", header.rows, header.dim) });
     };
     let expected = (hend + 4 * values + 4) as u64;
     if expected != bytes.len() as u64 {
-        return Err(IndexError::LengthMismatch {
-            path: p(),
-            expected,
-            actual: bytes.len() as u64,
-        });
+        return Err(IndexError::LengthMismatch { path: p(), expected, actual: bytes.len() as u64 });
     }
     checksum()?;
-    let data: Vec<f32> = bytes[hend..hend + 4 * values]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
+    let data: Vec<f32> = bytes[hend..hend + 4 * values].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     validate(path, header, data)
 }
 
 /// Check a decoded header and rows against the gallery's invariants.
 fn validate(path: &Path, h: Header, data: Vec<f32>) -> Result<Gallery> {
-    let bad = |reason: String| IndexError::BadHeader {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| IndexError::BadHeader { path: path.to_path_buf(), reason };
     if h.dim == 0 {
         return Err(bad("dim is 0".into()));
     }
     if h.labels.len() != h.rows || h.paths.len() != h.rows {
-        return Err(bad(format!(
-            "{} rows but {} labels and {} paths",
-            h.rows,
-            h.labels.len(),
-            h.paths.len()
-        )));
+        return Err(bad(format!("{} rows but {} labels and {} paths", h.rows, h.labels.len(), h.paths.len())));
     }
     let mut counts = vec![0usize; h.brands.len()];
     for (i, &l) in h.labels.iter().enumerate() {
-        *counts.get_mut(l as usize).ok_or_else(|| {
-            bad(format!(
-                "row {i} has brand id {l}, only {} brands",
-                h.brands.len()
-            ))
-        })? += 1;
+        *counts.get_mut(l as usize).ok_or_else(|| bad(format!("row {i} has brand id {l}, only {} brands", h.brands.len())))? += 1;
     }
     if let Some(b) = counts.iter().position(|&c| c == 0) {
         return Err(bad(format!("brand {:?} has no rows", h.brands[b])));
@@ -321,30 +244,19 @@ fn validate(path: &Path, h: Header, data: Vec<f32>) -> Result<Gallery> {
         }
     }
     if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "non-finite value at row {}, column {}",
-            pos / h.dim,
-            pos % h.dim
-        )));
+        return Err(bad(format!("non-finite value at row {}, column {}", pos / h.dim, pos % h.dim)));
     }
     if h.metric == Metric::Cosine
-        && let Some(r) = data
-            .chunks(h.dim)
-            .position(|r| (r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() - 1.0).abs() > 1e-3)
+        && let Some(r) = data.chunks(h.dim).position(|r| (r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() - 1.0).abs() > 1e-3)
     {
         return Err(bad(format!("cosine gallery row {r} is not unit-norm")));
     }
     if let Some(c) = &h.calibration
         && !c.threshold.is_finite()
     {
-        return Err(bad(format!(
-            "calibrated threshold {} is not finite",
-            c.threshold
-        )));
+        return Err(bad(format!("calibrated threshold {} is not finite", c.threshold)));
     }
-    h.backend
-        .validate(h.metric)
-        .map_err(|e| bad(e.to_string()))?;
+    h.backend.validate(h.metric).map_err(|e| bad(e.to_string()))?;
     Ok(Gallery {
         metric: h.metric,
         dim: h.dim,
@@ -365,16 +277,9 @@ mod tests {
 
     fn sample() -> Gallery {
         let mut g = Gallery::new(3, "sha256:abc").unwrap();
-        g.add(
-            "acme",
-            &[1.0, 2.0, 3.0, 0.5, 0.0, 0.1],
-            &["acme/1.png", "acme/2.png"],
-        )
-        .unwrap();
-        g.add("globex", &[-1.0, 0.25, 7.0], &["globex/x.jpg"])
-            .unwrap();
-        g.calibrate_from_scores(&[0.9, 0.8], &[0.1, 0.2, 0.3, 0.5], 0.25)
-            .unwrap();
+        g.add("acme", &[1.0, 2.0, 3.0, 0.5, 0.0, 0.1], &["acme/1.png", "acme/2.png"]).unwrap();
+        g.add("globex", &[-1.0, 0.25, 7.0], &["globex/x.jpg"]).unwrap();
+        g.calibrate_from_scores(&[0.9, 0.8], &[0.1, 0.2, 0.3, 0.5], 0.25).unwrap();
         g
     }
 
@@ -393,17 +298,11 @@ mod tests {
         assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 1);
         let h = u64::from_le_bytes(b[12..20].try_into().unwrap()) as usize;
         let header: Header = serde_json::from_slice(&b[20..20 + h]).unwrap();
-        assert_eq!(
-            (header.rows, header.dim, header.metric),
-            (3, 3, Metric::Cosine)
-        );
+        assert_eq!((header.rows, header.dim, header.metric), (3, 3, Metric::Cosine));
         assert_eq!(b.len(), 20 + h + 3 * 3 * 4 + 4);
         let first = f32::from_le_bytes(b[20 + h..24 + h].try_into().unwrap());
         assert_eq!(first, g.row(0)[0]);
-        assert_eq!(
-            u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap()),
-            crc32fast::hash(&b[..b.len() - 4])
-        );
+        assert_eq!(u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap()), crc32fast::hash(&b[..b.len() - 4]));
     }
 
     #[test]
@@ -436,14 +335,8 @@ mod tests {
         let cases: [(Edit, &str); 6] = [
             (&|h: &mut Header| h.labels[0] = 9, "brand id 9"),
             (&|h: &mut Header| drop(h.paths.pop()), "labels and"),
-            (
-                &|h: &mut Header| h.brands.push("initech".into()),
-                "has no rows",
-            ),
-            (
-                &|h: &mut Header| h.brands[1] = "acme".into(),
-                "appears twice",
-            ),
+            (&|h: &mut Header| h.brands.push("initech".into()), "has no rows"),
+            (&|h: &mut Header| h.brands[1] = "acme".into(), "appears twice"),
             (
                 &|h: &mut Header| {
                     h.metric = Metric::Dot;

@@ -149,19 +149,10 @@ pub(crate) fn check_rows(what: &'static str, data: &[f32], dim: usize) -> Result
     }
     if !data.len().is_multiple_of(dim) {
         // A single vector of the wrong length is the common mistake: report its length.
-        return Err(IndexError::DimensionMismatch {
-            what,
-            expected: dim,
-            got: data.len(),
-        });
+        return Err(IndexError::DimensionMismatch { what, expected: dim, got: data.len() });
     }
     if let Some(p) = data.iter().position(|v| !v.is_finite()) {
-        return Err(IndexError::NonFinite {
-            what,
-            row: p / dim,
-            col: p % dim,
-            value: data[p],
-        });
+        return Err(IndexError::NonFinite { what, row: p / dim, col: p % dim, value: data[p] });
     }
     Ok(data.len() / dim)
 }
@@ -201,10 +192,7 @@ pub(crate) fn check_brand(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(IndexError::InvalidBrand {
-        name: name.to_string(),
-        reason,
-    })
+    Err(IndexError::InvalidBrand { name: name.to_string(), reason })
 }
 
 impl Gallery {
@@ -214,17 +202,9 @@ impl Gallery {
     }
 
     /// An empty gallery searched with `metric`.
-    pub fn with_metric(
-        dim: usize,
-        model_fingerprint: impl Into<String>,
-        metric: Metric,
-    ) -> Result<Self> {
+    pub fn with_metric(dim: usize, model_fingerprint: impl Into<String>, metric: Metric) -> Result<Self> {
         if dim == 0 {
-            return Err(IndexError::InvalidParameter {
-                name: "dim",
-                value: "0".into(),
-                reason: "must be >= 1",
-            });
+            return Err(IndexError::InvalidParameter { name: "dim", value: "0".into(), reason: "must be >= 1" });
         }
         Ok(Self {
             metric,
@@ -272,10 +252,7 @@ impl Gallery {
 
     /// Brand id of a name.
     pub fn brand_id(&self, brand: &str) -> Option<u32> {
-        self.brands
-            .iter()
-            .position(|b| b == brand)
-            .map(|i| i as u32)
+        self.brands.iter().position(|b| b == brand).map(|i| i as u32)
     }
 
     /// Brand id of every row.
@@ -341,21 +318,11 @@ impl Gallery {
     ///
     /// # Shapes
     /// `embeddings`: `paths.len() × dim`.
-    pub fn add<P: AsRef<Path>>(
-        &mut self,
-        brand: &str,
-        embeddings: &[f32],
-        paths: &[P],
-    ) -> Result<usize> {
+    pub fn add<P: AsRef<Path>>(&mut self, brand: &str, embeddings: &[f32], paths: &[P]) -> Result<usize> {
         check_brand(brand)?;
         let rows = check_rows("enrolled embeddings", embeddings, self.dim)?;
         if rows != paths.len() {
-            return Err(IndexError::CountMismatch {
-                what: "add",
-                rows,
-                count: paths.len(),
-                items: "paths",
-            });
+            return Err(IndexError::CountMismatch { what: "add", rows, count: paths.len(), items: "paths" });
         }
         let paths: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
         if let Some(p) = paths.iter().find(|p| p.to_str().is_none()) {
@@ -369,10 +336,7 @@ impl Gallery {
             Some(id) => id,
             None => {
                 if self.brands.len() >= u32::MAX as usize {
-                    return Err(IndexError::InvalidBrand {
-                        name: brand.into(),
-                        reason: "too many brands",
-                    });
+                    return Err(IndexError::InvalidBrand { name: brand.into(), reason: "too many brands" });
                 }
                 self.brands.push(brand.to_string());
                 (self.brands.len() - 1) as u32
@@ -387,9 +351,7 @@ impl Gallery {
 
     /// Remove a brand and all its rows; returns the rows removed.
     pub fn remove(&mut self, brand: &str) -> Result<usize> {
-        let id = self
-            .brand_id(brand)
-            .ok_or_else(|| IndexError::UnknownBrand(brand.to_string()))?;
+        let id = self.brand_id(brand).ok_or_else(|| IndexError::UnknownBrand(brand.to_string()))?;
         let d = self.dim;
         let (mut data, mut labels, mut paths) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (&l, p)) in self.labels.iter().zip(self.paths.drain(..)).enumerate() {
@@ -412,14 +374,7 @@ impl Gallery {
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
-        self.brands
-            .iter()
-            .zip(counts)
-            .map(|(b, rows)| BrandCount {
-                brand: b.clone(),
-                rows,
-            })
-            .collect()
+        self.brands.iter().zip(counts).map(|(b, rows)| BrandCount { brand: b.clone(), rows }).collect()
     }
 
     /// Validate queries and bring them into the stored rows' form (unit-norm for cosine).
@@ -436,28 +391,18 @@ impl Gallery {
     }
 
     fn raw_search(&self, prepared: &[f32], k: usize) -> Result<Vec<Hits>> {
-        self.build_index()?
-            .search(&self.data, self.dim, self.metric, prepared, k)
+        self.build_index()?.search(&self.data, self.dim, self.metric, prepared, k)
     }
 
     fn check_k(k: usize) -> Result<()> {
         if k == 0 {
-            return Err(IndexError::InvalidParameter {
-                name: "k",
-                value: "0".into(),
-                reason: "must be >= 1",
-            });
+            return Err(IndexError::InvalidParameter { name: "k", value: "0".into(), reason: "must be >= 1" });
         }
         Ok(())
     }
 
     fn row_hit(&self, (row, similarity): (usize, f32)) -> RowHit {
-        RowHit {
-            row,
-            brand: self.brands[self.labels[row] as usize].clone(),
-            path: self.paths[row].clone(),
-            similarity,
-        }
+        RowHit { row, brand: self.brands[self.labels[row] as usize].clone(), path: self.paths[row].clone(), similarity }
     }
 
     /// The `min(k, len)` most similar rows to one query, best first.
@@ -477,19 +422,12 @@ impl Gallery {
         Self::check_k(k)?;
         let q = self.prepare(queries)?;
         let hits = self.raw_search(&q, k)?;
-        Ok(hits
-            .into_iter()
-            .map(|h| h.into_iter().map(|x| self.row_hit(x)).collect())
-            .collect())
+        Ok(hits.into_iter().map(|h| h.into_iter().map(|x| self.row_hit(x)).collect()).collect())
     }
 
     fn check_single(&self, query: &[f32]) -> Result<()> {
         if query.len() != self.dim {
-            return Err(IndexError::DimensionMismatch {
-                what: "query",
-                expected: self.dim,
-                got: query.len(),
-            });
+            return Err(IndexError::DimensionMismatch { what: "query", expected: self.dim, got: query.len() });
         }
         Ok(())
     }
@@ -522,10 +460,7 @@ impl Gallery {
         let mut pending: Vec<usize> = (0..nq).collect();
         let mut m = (4 * k).max(16).min(n);
         loop {
-            let sub: Vec<f32> = pending
-                .iter()
-                .flat_map(|&i| q[i * d..(i + 1) * d].iter().copied())
-                .collect();
+            let sub: Vec<f32> = pending.iter().flat_map(|&i| q[i * d..(i + 1) * d].iter().copied()).collect();
             let hits = self.raw_search(&sub, m)?;
             let mut still = Vec::new();
             for (&qi, h) in pending.iter().zip(hits) {
@@ -542,10 +477,7 @@ impl Gallery {
             pending = still;
             m = (m * 4).min(n);
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.expect("every query answered"))
-            .collect())
+        Ok(out.into_iter().map(|o| o.expect("every query answered")).collect())
     }
 
     /// Keep the first (best) hit of every brand, in order.
@@ -553,12 +485,7 @@ impl Gallery {
         let mut seen: HashMap<u32, ()> = HashMap::new();
         hits.iter()
             .filter(|(row, _)| seen.insert(self.labels[*row], ()).is_none())
-            .map(|&(row, similarity)| BrandMatch {
-                brand: self.brands[self.labels[row] as usize].clone(),
-                similarity,
-                row,
-                path: self.paths[row].clone(),
-            })
+            .map(|&(row, similarity)| BrandMatch { brand: self.brands[self.labels[row] as usize].clone(), similarity, row, path: self.paths[row].clone() })
             .collect()
     }
 
@@ -578,36 +505,18 @@ impl Gallery {
     }
 
     /// As [`Gallery::identify`] with an explicit threshold (similarity units).
-    pub fn identify_with_threshold(
-        &self,
-        query: &[f32],
-        k: usize,
-        threshold: f32,
-    ) -> Result<Identification> {
+    pub fn identify_with_threshold(&self, query: &[f32], k: usize, threshold: f32) -> Result<Identification> {
         if threshold.is_nan() {
-            return Err(IndexError::InvalidParameter {
-                name: "threshold",
-                value: "NaN".into(),
-                reason: "must be a number",
-            });
+            return Err(IndexError::InvalidParameter { name: "threshold", value: "NaN".into(), reason: "must be a number" });
         }
         let candidates = self.rank_brands(query, k)?;
         let best = &candidates[0];
         let decision = if best.similarity >= threshold {
-            Decision::Known {
-                brand: best.brand.clone(),
-                similarity: best.similarity,
-            }
+            Decision::Known { brand: best.brand.clone(), similarity: best.similarity }
         } else {
-            Decision::Unknown {
-                best_similarity: best.similarity,
-            }
+            Decision::Unknown { best_similarity: best.similarity }
         };
-        Ok(Identification {
-            decision,
-            threshold,
-            candidates,
-        })
+        Ok(Identification { decision, threshold, candidates })
     }
 }
 
@@ -619,11 +528,9 @@ mod tests {
     /// Three brands in 3-D: a near e0, b near e1, c near e2.
     fn gallery() -> Gallery {
         let mut g = Gallery::new(3, "model-A").unwrap();
-        g.add("a", &[1.0, 0.0, 0.0, 2.0, 0.2, 0.0], &["a0.png", "a1.png"])
-            .unwrap();
+        g.add("a", &[1.0, 0.0, 0.0, 2.0, 0.2, 0.0], &["a0.png", "a1.png"]).unwrap();
         g.add("b", &[0.0, 1.0, 0.0], &["b0.png"]).unwrap();
-        g.add("c", &[0.0, 0.1, 1.0, 0.0, 0.0, 3.0], &["c0.png", "c1.png"])
-            .unwrap();
+        g.add("c", &[0.0, 0.1, 1.0, 0.0, 0.0, 3.0], &["c0.png", "c1.png"]).unwrap();
         g
     }
 
@@ -638,23 +545,7 @@ mod tests {
     fn add_list_remove_keep_rows_brands_and_paths_aligned() {
         let mut g = gallery();
         assert_eq!(g.len(), 5);
-        assert_eq!(
-            g.list(),
-            vec![
-                BrandCount {
-                    brand: "a".into(),
-                    rows: 2
-                },
-                BrandCount {
-                    brand: "b".into(),
-                    rows: 1
-                },
-                BrandCount {
-                    brand: "c".into(),
-                    rows: 2
-                }
-            ]
-        );
+        assert_eq!(g.list(), vec![BrandCount { brand: "a".into(), rows: 2 }, BrandCount { brand: "b".into(), rows: 1 }, BrandCount { brand: "c".into(), rows: 2 }]);
         // Cosine rows are stored unit-norm.
         assert!((g.row(1).iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-6);
         // Adding to an existing brand reuses its id.
@@ -673,34 +564,13 @@ mod tests {
     fn add_rejects_bad_input_without_changing_anything() {
         let mut g = gallery();
         let before = (g.len(), g.brands().len());
-        assert!(matches!(
-            g.add("", &[1.0, 0.0, 0.0], &["x"]),
-            Err(IndexError::InvalidBrand { .. })
-        ));
-        assert!(matches!(
-            g.add(" x", &[1.0, 0.0, 0.0], &["x"]),
-            Err(IndexError::InvalidBrand { .. })
-        ));
-        assert!(matches!(
-            g.add("x", &[1.0, 0.0], &["x"]),
-            Err(IndexError::DimensionMismatch { got: 2, .. })
-        ));
-        assert!(matches!(
-            g.add("x", &[1.0, f32::NAN, 0.0], &["x"]),
-            Err(IndexError::NonFinite { col: 1, .. })
-        ));
-        assert!(matches!(
-            g.add("x", &[0.0, 0.0, 0.0], &["x"]),
-            Err(IndexError::ZeroVector { row: 0, .. })
-        ));
-        assert!(matches!(
-            g.add("x", &[1.0, 0.0, 0.0], &["x", "y"]),
-            Err(IndexError::CountMismatch { .. })
-        ));
-        assert!(matches!(
-            g.add::<&str>("x", &[], &[]),
-            Err(IndexError::EmptyInput { .. })
-        ));
+        assert!(matches!(g.add("", &[1.0, 0.0, 0.0], &["x"]), Err(IndexError::InvalidBrand { .. })));
+        assert!(matches!(g.add(" x", &[1.0, 0.0, 0.0], &["x"]), Err(IndexError::InvalidBrand { .. })));
+        assert!(matches!(g.add("x", &[1.0, 0.0], &["x"]), Err(IndexError::DimensionMismatch { got: 2, .. })));
+        assert!(matches!(g.add("x", &[1.0, f32::NAN, 0.0], &["x"]), Err(IndexError::NonFinite { col: 1, .. })));
+        assert!(matches!(g.add("x", &[0.0, 0.0, 0.0], &["x"]), Err(IndexError::ZeroVector { row: 0, .. })));
+        assert!(matches!(g.add("x", &[1.0, 0.0, 0.0], &["x", "y"]), Err(IndexError::CountMismatch { .. })));
+        assert!(matches!(g.add::<&str>("x", &[], &[]), Err(IndexError::EmptyInput { .. })));
         assert_eq!((g.len(), g.brands().len()), before);
         assert!(Gallery::new(0, "m").is_err());
     }
@@ -717,31 +587,17 @@ mod tests {
         assert_eq!(g.search(&[1.0, 0.0, 0.0], 50).unwrap().len(), 5);
 
         let r = g.rank_brands(&[0.1, 0.0, 1.0], 3).unwrap();
-        assert_eq!(
-            r.iter().map(|b| b.brand.as_str()).collect::<Vec<_>>(),
-            ["c", "a", "b"]
-        );
+        assert_eq!(r.iter().map(|b| b.brand.as_str()).collect::<Vec<_>>(), ["c", "a", "b"]);
         assert_eq!(r[0].row, 4); // (0, 0, 3) is closer in angle than (0, 0.1, 1)
         assert!((r[0].similarity - 0.1f32.hypot(1.0).recip()).abs() < 1e-6);
 
         let id = g.identify_with_threshold(&[0.1, 0.0, 1.0], 2, 0.9).unwrap();
-        assert_eq!(
-            id.decision,
-            Decision::Known {
-                brand: "c".into(),
-                similarity: r[0].similarity
-            }
-        );
+        assert_eq!(id.decision, Decision::Known { brand: "c".into(), similarity: r[0].similarity });
         assert_eq!(id.candidates.len(), 2);
         // The same query against a stricter threshold is unknown.
-        let id = g
-            .identify_with_threshold(&[0.1, 0.0, 1.0], 2, 0.999)
-            .unwrap();
+        let id = g.identify_with_threshold(&[0.1, 0.0, 1.0], 2, 0.999).unwrap();
         assert!(matches!(id.decision, Decision::Unknown { .. }));
-        assert!(matches!(
-            g.identify(&[0.1, 0.0, 1.0], 2),
-            Err(IndexError::NotCalibrated)
-        ));
+        assert!(matches!(g.identify(&[0.1, 0.0, 1.0], 2), Err(IndexError::NotCalibrated)));
     }
 
     #[test]
@@ -755,10 +611,7 @@ mod tests {
         g.add("far", &[-1.0, 0.5], &["f"]).unwrap();
         g.add("mid", &[0.5, 1.0], &["m"]).unwrap();
         let r = g.rank_brands(&[1.0, 0.0], 3).unwrap();
-        assert_eq!(
-            r.iter().map(|b| b.brand.as_str()).collect::<Vec<_>>(),
-            ["big", "mid", "far"]
-        );
+        assert_eq!(r.iter().map(|b| b.brand.as_str()).collect::<Vec<_>>(), ["big", "mid", "far"]);
         let batch = g.rank_brands_batch(&[1.0, 0.0, -1.0, 0.4], 2).unwrap();
         assert_eq!(batch[1][0].brand, "far");
         assert_eq!(batch[0].len(), 2);
@@ -767,43 +620,15 @@ mod tests {
     #[test]
     fn queries_are_validated() {
         let g = gallery();
-        assert!(matches!(
-            g.search(&[1.0, 0.0], 1),
-            Err(IndexError::DimensionMismatch {
-                expected: 3,
-                got: 2,
-                ..
-            })
-        ));
-        assert!(matches!(
-            g.search(&[1.0, f32::INFINITY, 0.0], 1),
-            Err(IndexError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            g.search(&[0.0, 0.0, 0.0], 1),
-            Err(IndexError::ZeroVector { .. })
-        ));
-        assert!(matches!(
-            g.search(&[1.0, 0.0, 0.0], 0),
-            Err(IndexError::InvalidParameter { name: "k", .. })
-        ));
-        assert!(matches!(
-            g.search_batch(&[1.0, 0.0, 0.0, 1.0], 1),
-            Err(IndexError::DimensionMismatch { .. })
-        ));
-        assert!(matches!(
-            g.identify_with_threshold(&[1.0, 0.0, 0.0], 1, f32::NAN),
-            Err(IndexError::InvalidParameter { .. })
-        ));
+        assert!(matches!(g.search(&[1.0, 0.0], 1), Err(IndexError::DimensionMismatch { expected: 3, got: 2, .. })));
+        assert!(matches!(g.search(&[1.0, f32::INFINITY, 0.0], 1), Err(IndexError::NonFinite { .. })));
+        assert!(matches!(g.search(&[0.0, 0.0, 0.0], 1), Err(IndexError::ZeroVector { .. })));
+        assert!(matches!(g.search(&[1.0, 0.0, 0.0], 0), Err(IndexError::InvalidParameter { name: "k", .. })));
+        assert!(matches!(g.search_batch(&[1.0, 0.0, 0.0, 1.0], 1), Err(IndexError::DimensionMismatch { .. })));
+        assert!(matches!(g.identify_with_threshold(&[1.0, 0.0, 0.0], 1, f32::NAN), Err(IndexError::InvalidParameter { .. })));
         let empty = Gallery::new(3, "m").unwrap();
-        assert!(matches!(
-            empty.search(&[1.0, 0.0, 0.0], 1),
-            Err(IndexError::EmptyGallery)
-        ));
-        assert!(matches!(
-            empty.rank_brands(&[1.0, 0.0, 0.0], 1),
-            Err(IndexError::EmptyGallery)
-        ));
+        assert!(matches!(empty.search(&[1.0, 0.0, 0.0], 1), Err(IndexError::EmptyGallery)));
+        assert!(matches!(empty.rank_brands(&[1.0, 0.0, 0.0], 1), Err(IndexError::EmptyGallery)));
     }
 
     proptest! {
@@ -869,14 +694,8 @@ mod tests {
         let hits = g.search(&[3.0, 4.0], 2).unwrap();
         assert_eq!(hits[0].row, 0);
         assert!((hits[0].similarity + 5.0).abs() < 1e-5);
-        assert!(
-            g.set_backend(BackendConfig::Hnsw(Default::default()))
-                .is_ok()
-        );
+        assert!(g.set_backend(BackendConfig::Hnsw(Default::default())).is_ok());
         let mut d = Gallery::with_metric(2, "m", Metric::Dot).unwrap();
-        assert!(matches!(
-            d.set_backend(BackendConfig::Hnsw(Default::default())),
-            Err(IndexError::UnsupportedMetric(_))
-        ));
+        assert!(matches!(d.set_backend(BackendConfig::Hnsw(Default::default())), Err(IndexError::UnsupportedMetric(_))));
     }
 }

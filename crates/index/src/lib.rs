@@ -25,9 +25,7 @@ pub mod gallery;
 
 pub use backend::{BackendConfig, HnswConfig, HnswIndex, SearchIndex};
 pub use bench::{BENCH_K, IndexBenchReport, bench_index, bench_index_with, clustered_data};
-pub use calibrate::{
-    Calibration, CalibrationScores, ImpostorScores, calibrate_scores, calibration_scores,
-};
+pub use calibrate::{Calibration, CalibrationScores, ImpostorScores, calibrate_scores, calibration_scores};
 pub use error::{IndexError, Result};
 pub use format::{FORMAT_VERSION, Header, MAGIC};
 pub use gallery::{BrandCount, BrandMatch, Decision, Gallery, Identification, RowHit, cosine};

@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use proxima_index::{
-    BackendConfig, Decision, FORMAT_VERSION, Gallery, HnswConfig, ImpostorScores, IndexError,
-    MAGIC, Metric, bench_index, clustered_data,
-};
+use proxima_index::{BackendConfig, Decision, FORMAT_VERSION, Gallery, HnswConfig, ImpostorScores, IndexError, MAGIC, Metric, bench_index, clustered_data};
 
 /// A gallery of `brands` brands with `per` rows each, from clustered unit vectors.
 fn brand_gallery(brands: usize, per: usize, d: usize, seed: u64) -> (Gallery, Vec<f32>) {
@@ -15,15 +12,8 @@ fn brand_gallery(brands: usize, per: usize, d: usize, seed: u64) -> (Gallery, Ve
     let (rows, q) = clustered_data(brands * per, d, 8, seed);
     let mut g = Gallery::new(d, "model-v1").unwrap();
     for b in 0..brands {
-        let paths: Vec<PathBuf> = (0..per)
-            .map(|i| PathBuf::from(format!("logos/brand{b}/{i}.png")))
-            .collect();
-        g.add(
-            &format!("brand{b}"),
-            &rows[b * per * d..(b + 1) * per * d],
-            &paths,
-        )
-        .unwrap();
+        let paths: Vec<PathBuf> = (0..per).map(|i| PathBuf::from(format!("logos/brand{b}/{i}.png"))).collect();
+        g.add(&format!("brand{b}"), &rows[b * per * d..(b + 1) * per * d], &paths).unwrap();
     }
     (g, q)
 }
@@ -38,13 +28,8 @@ fn saved(g: &Gallery) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn save_load_round_trip_preserves_everything() {
     let (mut g, q) = brand_gallery(5, 7, 16, 1);
-    g.calibrate_from_scores(&[0.9, 0.8], &[0.1, 0.3, 0.2, 0.6], 0.3)
-        .unwrap();
-    g.set_backend(BackendConfig::Hnsw(HnswConfig {
-        ef_search: 99,
-        ..Default::default()
-    }))
-    .unwrap();
+    g.calibrate_from_scores(&[0.9, 0.8], &[0.1, 0.3, 0.2, 0.6], 0.3).unwrap();
+    g.set_backend(BackendConfig::Hnsw(HnswConfig { ef_search: 99, ..Default::default() })).unwrap();
     let (dir, p) = saved(&g);
     let back = Gallery::load(&p).unwrap();
     assert_eq!(back.data(), g.data());
@@ -56,15 +41,9 @@ fn save_load_round_trip_preserves_everything() {
     assert_eq!(back.model_fingerprint(), "model-v1");
     assert_eq!(back.calibration(), g.calibration());
     assert_eq!(back.backend(), g.backend());
-    assert_eq!(
-        back.search(&q[..16], 5).unwrap(),
-        g.search(&q[..16], 5).unwrap()
-    );
+    assert_eq!(back.search(&q[..16], 5).unwrap(), g.search(&q[..16], 5).unwrap());
     // Only the target file is left in the directory: no temp files.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("brands.pxg")]);
 }
 
@@ -97,37 +76,18 @@ fn corrupted_files_are_clear_errors_naming_the_path() {
     let check = |q: &Path, pred: &dyn Fn(&IndexError) -> bool| {
         let e = Gallery::load(q).unwrap_err();
         assert!(pred(&e), "unexpected error {e:?}");
-        assert!(
-            e.to_string()
-                .contains(q.file_name().unwrap().to_str().unwrap()),
-            "{e}"
-        );
+        assert!(e.to_string().contains(q.file_name().unwrap().to_str().unwrap()), "{e}");
     };
 
     let mut b = good.clone();
     b[1] = b'Q';
-    check(&write("magic.pxg", &b), &|e| {
-        matches!(e, IndexError::BadMagic { .. })
-    });
-    check(&write("tiny.pxg", &good[..5]), &|e| {
-        matches!(e, IndexError::BadMagic { .. })
-    });
-    check(&write("empty.pxg", &[]), &|e| {
-        matches!(e, IndexError::BadMagic { .. })
-    });
+    check(&write("magic.pxg", &b), &|e| matches!(e, IndexError::BadMagic { .. }));
+    check(&write("tiny.pxg", &good[..5]), &|e| matches!(e, IndexError::BadMagic { .. }));
+    check(&write("empty.pxg", &[]), &|e| matches!(e, IndexError::BadMagic { .. }));
 
     let mut b = good.clone();
     b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-    check(&write("version.pxg", &b), &|e| {
-        matches!(
-            e,
-            IndexError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
-                ..
-            }
-        )
-    });
+    check(&write("version.pxg", &b), &|e| matches!(e, IndexError::UnsupportedVersion { found: 2, supported: 1, .. }));
 
     // Truncated in the rows, in the header, and right after the prefix.
     let n = good.len() as u64;
@@ -135,44 +95,28 @@ fn corrupted_files_are_clear_errors_naming_the_path() {
         &write("trunc_rows.pxg", &good[..good.len() - 10]),
         &|e| matches!(e, IndexError::LengthMismatch { expected, actual, .. } if *expected == n && *actual == n - 10),
     );
-    check(&write("trunc_header.pxg", &good[..60]), &|e| {
-        matches!(e, IndexError::LengthMismatch { .. })
-    });
-    check(&write("trunc_prefix.pxg", &good[..22]), &|e| {
-        matches!(e, IndexError::LengthMismatch { .. })
-    });
+    check(&write("trunc_header.pxg", &good[..60]), &|e| matches!(e, IndexError::LengthMismatch { .. }));
+    check(&write("trunc_prefix.pxg", &good[..22]), &|e| matches!(e, IndexError::LengthMismatch { .. }));
     let mut b = good.clone();
     b.extend_from_slice(&[0, 0, 0, 0]);
-    check(&write("padded.pxg", &b), &|e| {
-        matches!(e, IndexError::LengthMismatch { .. })
-    });
+    check(&write("padded.pxg", &b), &|e| matches!(e, IndexError::LengthMismatch { .. }));
 
     // One flipped bit in the rows, in the header, in the checksum itself.
-    for (name, at) in [
-        ("bit_rows.pxg", good.len() - 20),
-        ("bit_header.pxg", 40),
-        ("bit_crc.pxg", good.len() - 1),
-    ] {
+    for (name, at) in [("bit_rows.pxg", good.len() - 20), ("bit_header.pxg", 40), ("bit_crc.pxg", good.len() - 1)] {
         let mut b = good.clone();
         b[at] ^= 0x04;
-        check(&write(name, &b), &|e| {
-            matches!(e, IndexError::ChecksumMismatch { .. })
-        });
+        check(&write(name, &b), &|e| matches!(e, IndexError::ChecksumMismatch { .. }));
     }
     // A corrupted header length field: a length error, not a huge allocation or a panic.
     for bad in [u64::MAX, good.len() as u64] {
         let mut b = good.clone();
         b[12..20].copy_from_slice(&bad.to_le_bytes());
-        check(&write("hlen.pxg", &b), &|e| {
-            matches!(e, IndexError::LengthMismatch { .. })
-        });
+        check(&write("hlen.pxg", &b), &|e| matches!(e, IndexError::LengthMismatch { .. }));
     }
     // A header length that still fits but cuts the JSON short: the checksum catches it.
     let mut b = good.clone();
     b[12] = b[12].wrapping_sub(1);
-    check(&write("hlen_short.pxg", &b), &|e| {
-        matches!(e, IndexError::ChecksumMismatch { .. })
-    });
+    check(&write("hlen_short.pxg", &b), &|e| matches!(e, IndexError::ChecksumMismatch { .. }));
 
     let e = Gallery::load(dir.path().join("absent.pxg")).unwrap_err();
     assert!(matches!(e, IndexError::Io { .. }) && e.to_string().contains("absent.pxg"));
@@ -187,10 +131,7 @@ fn fingerprint_mismatch_is_refused() {
     let e = Gallery::load_for_model(&p, "model-v2").unwrap_err();
     assert!(matches!(e, IndexError::FingerprintMismatch { .. }));
     let msg = e.to_string();
-    assert!(
-        msg.contains("was built with model model-v1, you are using model model-v2"),
-        "{msg}"
-    );
+    assert!(msg.contains("was built with model model-v1, you are using model model-v2"), "{msg}");
     assert!(msg.contains("brands.pxg"), "{msg}");
 }
 
@@ -207,22 +148,12 @@ fn hnsw_gallery_identifies_like_the_exact_one() {
     // 60 brands × 100 rows: large enough for the graph (exact_below lowered to 0).
     let (mut exact, _) = brand_gallery(60, 100, 32, 5);
     let mut approx = exact.clone();
-    approx
-        .set_backend(BackendConfig::Hnsw(HnswConfig {
-            exact_below: 0,
-            ..Default::default()
-        }))
-        .unwrap();
+    approx.set_backend(BackendConfig::Hnsw(HnswConfig { exact_below: 0, ..Default::default() })).unwrap();
     assert!(approx.build_index().unwrap().is_approximate());
     // Query with enrolled rows perturbed slightly: the true brand must come first in both.
     let mut agree = 0;
     for r in (0..6000).step_by(97) {
-        let q: Vec<f32> = exact
-            .row(r)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v + 0.01 * ((i % 3) as f32 - 1.0))
-            .collect();
+        let q: Vec<f32> = exact.row(r).iter().enumerate().map(|(i, v)| v + 0.01 * ((i % 3) as f32 - 1.0)).collect();
         let e = exact.rank_brands(&q, 3).unwrap();
         let a = approx.rank_brands(&q, 3).unwrap();
         assert_eq!(e[0].brand, format!("brand{}", r / 100));
@@ -242,22 +173,11 @@ fn calibrated_gallery_answers_unknown_for_unenrolled_brands() {
     let d = 24;
     let mut s = 7u64;
     let mut rnd = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     };
     let centres: Vec<Vec<f32>> = (0..20).map(|_| (0..d).map(|_| rnd()).collect()).collect();
-    let mut sample = |c: usize, n: usize| -> Vec<f32> {
-        (0..n)
-            .flat_map(|_| {
-                centres[c]
-                    .iter()
-                    .map(|&x| x + 0.15 * rnd())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let mut sample = |c: usize, n: usize| -> Vec<f32> { (0..n).flat_map(|_| centres[c].iter().map(|&x| x + 0.15 * rnd()).collect::<Vec<_>>()).collect() };
     let mut g = Gallery::new(d, "m").unwrap();
     for b in 0..10 {
         let p: Vec<String> = (0..20).map(|i| format!("b{b}/{i}")).collect();
@@ -269,10 +189,7 @@ fn calibrated_gallery_answers_unknown_for_unenrolled_brands() {
         cq.extend(sample(b, 10));
         ct.extend(std::iter::repeat_n(format!("b{b}"), 10));
     }
-    let c = g
-        .calibrate(&cq, &ct, 0.01, ImpostorScores::BestWrongBrand)
-        .unwrap()
-        .clone();
+    let c = g.calibrate(&cq, &ct, 0.01, ImpostorScores::BestWrongBrand).unwrap().clone();
     assert_eq!((c.num_genuine, c.num_impostor), (100, 150));
     assert!(c.achieved_fmr <= 0.01);
     // Test: enrolled brands are recognised, brands 15..20 (never seen) are rejected.

@@ -40,9 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         step();
     }
     let per_step = t.elapsed().as_secs_f64() / iters as f64;
-    println!(
-        "{backbone} batch {batch} {size}x{size} on {device:?} ({threads} threads): {per_step:.3} s/step forward+backward, {:.1} images/s",
-        batch as f64 / per_step
-    );
+    println!("{backbone} batch {batch} {size}x{size} on {device:?} ({threads} threads): {per_step:.3} s/step forward+backward, {:.1} images/s", batch as f64 / per_step);
     Ok(())
 }

@@ -131,9 +131,7 @@ impl Head {
         let (widths, batch_norm, dropout) = match spec {
             HeadSpec::Identity => (vec![], false, 0.0),
             HeadSpec::Linear { batch_norm } => (vec![out], *batch_norm, 0.0),
-            HeadSpec::Mlp { hidden, batch_norm, dropout } => {
-                (hidden.iter().copied().chain(std::iter::once(out)).collect(), *batch_norm, *dropout)
-            }
+            HeadSpec::Mlp { hidden, batch_norm, dropout } => (hidden.iter().copied().chain(std::iter::once(out)).collect(), *batch_norm, *dropout),
         };
         let mut c = c_in;
         let n = widths.len();
@@ -189,8 +187,7 @@ impl EmbeddingModel {
         let vs = nn::VarStore::new(device);
         let trunk = config.backbone.build(&(vs.root() / "trunk"), None)?;
         let head = Head::new(&(vs.root() / "head"), &config.head, trunk.feature_dim(), config.embedding_size);
-        let trunk_params =
-            vs.variables().into_iter().filter(|(k, t)| k.starts_with("trunk.") && t.requires_grad()).map(|(_, t)| t).collect();
+        let trunk_params = vs.variables().into_iter().filter(|(k, t)| k.starts_with("trunk.") && t.requires_grad()).map(|(_, t)| t).collect();
         let mut model = EmbeddingModel { config, vs, trunk, head, training: true, trunk_frozen: false, trunk_params, import_report: None };
         if let Some(path) = model.config.pretrained.clone() {
             model.load_pretrained(&path)?;

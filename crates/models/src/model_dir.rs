@@ -157,10 +157,7 @@ impl TrainedModel {
     /// Decodes and embeds image files (clear errors name the file).
     pub fn embed_files(&self, paths: &[PathBuf]) -> Result<Vec<f32>> {
         let opts = DecodeOptions::default();
-        let images = paths
-            .iter()
-            .map(|p| proxima_data::decode_file(p, &opts))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let images = paths.iter().map(|p| proxima_data::decode_file(p, &opts)).collect::<std::result::Result<Vec<_>, _>>()?;
         self.embed_images(&images)
     }
 }

@@ -54,10 +54,8 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], state: &serde_json::Value
         let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
         buffers.push((name.clone(), dtype, shape, bytes));
     }
-    let views = buffers
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| err(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+    let views =
+        buffers.iter().map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| err(e.to_string()))).collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([(STATE_KEY.to_string(), state.to_string())]);
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| err(e.to_string()))?;
     write_atomic(path, &bytes)

@@ -118,14 +118,7 @@ pub struct HistogramOverlay {
 
 impl Default for HistogramOverlay {
     fn default() -> Self {
-        Self {
-            title: String::new(),
-            x_label: String::new(),
-            distributions: Vec::new(),
-            bins: 50,
-            legend: Corner::default(),
-            size: DEFAULT_SIZE,
-        }
+        Self { title: String::new(), x_label: String::new(), distributions: Vec::new(), bins: 50, legend: Corner::default(), size: DEFAULT_SIZE }
     }
 }
 
@@ -247,10 +240,7 @@ pub fn scatter(dir: &Path, name: &str, chart: &Scatter) -> Result<PlotFiles> {
         return Err(invalid(what, format!("{} points but {} class ids", chart.points.len(), chart.classes.len())));
     }
     if let Some(i) = chart.classes.iter().position(|&c| c >= chart.class_names.len()) {
-        return Err(invalid(
-            what,
-            format!("point {i} has class {} but only {} class names are given", chart.classes[i], chart.class_names.len()),
-        ));
+        return Err(invalid(what, format!("point {i} has class {} but only {} class names are given", chart.classes[i], chart.class_names.len())));
     }
     let x = resolve_range(&what, "x", None, chart.points.iter().map(|p| p.0))?;
     let y = resolve_range(&what, "y", None, chart.points.iter().map(|p| p.1))?;
@@ -332,18 +322,8 @@ fn density(values: &[f64], lo: f64, hi: f64, bins: usize) -> Vec<f64> {
 
 /// Colour `i`: the ten "tab10" colours, then golden-ratio hues.
 fn color(i: usize) -> RGBAColor {
-    const TAB10: [(u8, u8, u8); 10] = [
-        (31, 119, 180),
-        (255, 127, 14),
-        (44, 160, 44),
-        (214, 39, 40),
-        (148, 103, 189),
-        (140, 86, 75),
-        (227, 119, 194),
-        (127, 127, 127),
-        (188, 189, 34),
-        (23, 190, 207),
-    ];
+    const TAB10: [(u8, u8, u8); 10] =
+        [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)];
     match TAB10.get(i) {
         Some(&(r, g, b)) => RGBColor(r, g, b).to_rgba(),
         None => HSLColor((i as f64 * 0.618_033_988_75).fract(), 0.65, 0.45).to_rgba(),
@@ -375,14 +355,7 @@ impl Draw for LinePlot<'_> {
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(self.x.clone(), self.y.clone())?;
-        chart
-            .configure_mesh()
-            .x_desc(&s.x_label)
-            .y_desc(&s.y_label)
-            .label_style(font(14))
-            .axis_desc_style(font(16))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        chart.configure_mesh().x_desc(&s.x_label).y_desc(&s.y_label).label_style(font(14)).axis_desc_style(font(16)).light_line_style(RGBColor(235, 235, 235)).draw()?;
         for (i, series) in s.series.iter().enumerate() {
             let c = color(i);
             chart
@@ -391,13 +364,7 @@ impl Draw for LinePlot<'_> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
         if s.series.iter().any(|x| !x.name.is_empty()) {
-            chart
-                .configure_series_labels()
-                .position(s.legend.position())
-                .label_font(font(14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()?;
+            chart.configure_series_labels().position(s.legend.position()).label_font(font(14)).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
         }
         Ok(())
     }
@@ -425,14 +392,7 @@ impl Draw for HistPlot<'_> {
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(self.lo..self.hi, 0.0..self.top)?;
-        chart
-            .configure_mesh()
-            .x_desc(&s.x_label)
-            .y_desc("density")
-            .label_style(font(14))
-            .axis_desc_style(font(16))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        chart.configure_mesh().x_desc(&s.x_label).y_desc("density").label_style(font(14)).axis_desc_style(font(16)).light_line_style(RGBColor(235, 235, 235)).draw()?;
         for (i, (d, dens)) in s.distributions.iter().zip(&self.densities).enumerate() {
             let c = color(i);
             chart.draw_series(dens.iter().enumerate().map(|(b, &v)| {
@@ -452,13 +412,7 @@ impl Draw for HistPlot<'_> {
                 .label(format!("{} (n = {})", d.name, d.values.len()))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], c.mix(0.6).filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(s.legend.position())
-            .label_font(font(14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        chart.configure_series_labels().position(s.legend.position()).label_font(font(14)).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
         Ok(())
     }
 }
@@ -482,14 +436,7 @@ impl Draw for ScatterPlot<'_> {
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(self.x.clone(), self.y.clone())?;
-        chart
-            .configure_mesh()
-            .x_desc(&s.x_label)
-            .y_desc(&s.y_label)
-            .label_style(font(14))
-            .axis_desc_style(font(16))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
+        chart.configure_mesh().x_desc(&s.x_label).y_desc(&s.y_label).label_style(font(14)).axis_desc_style(font(16)).light_line_style(RGBColor(235, 235, 235)).draw()?;
         let legend = s.class_names.len() <= SCATTER_LEGEND_MAX;
         for (c, name) in s.class_names.iter().enumerate() {
             let col = color(c);
@@ -553,9 +500,7 @@ impl Draw for BarPlot<'_> {
             r
         }))?;
         chart.draw_series(s.bars.iter().enumerate().filter_map(|(i, b)| {
-            b.error.map(|e| {
-                ErrorBar::new_vertical(SegmentValue::CenterOf(i as u32), b.value - e, b.value, b.value + e, BLACK.stroke_width(2), 14)
-            })
+            b.error.map(|e| ErrorBar::new_vertical(SegmentValue::CenterOf(i as u32), b.value - e, b.value, b.value + e, BLACK.stroke_width(2), 14))
         }))?;
         Ok(())
     }
@@ -620,11 +565,7 @@ mod tests {
         assert!(e.to_string().contains("point 0"), "{e}");
         let empty = LineChart { series: vec![Series::default()], ..Default::default() };
         assert!(matches!(line_chart(dir.path(), "x", &empty), Err(ReportError::InvalidInput { .. })));
-        let rev = LineChart {
-            series: vec![Series { name: "s".into(), points: vec![(0.0, 1.0)] }],
-            x_range: Some(1.0..0.0),
-            ..Default::default()
-        };
+        let rev = LineChart { series: vec![Series { name: "s".into(), points: vec![(0.0, 1.0)] }], x_range: Some(1.0..0.0), ..Default::default() };
         assert!(line_chart(dir.path(), "x", &rev).unwrap_err().to_string().contains("x_range"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

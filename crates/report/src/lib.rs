@@ -22,10 +22,7 @@ mod error;
 mod output;
 mod table;
 
-pub use chart::{
-    Bar, BarChart, Corner, Distribution, HistogramOverlay, LineChart, Scatter, Series, bar_chart, decimate,
-    histogram_overlay, line_chart, scatter,
-};
+pub use chart::{Bar, BarChart, Corner, Distribution, HistogramOverlay, LineChart, Scatter, Series, bar_chart, decimate, histogram_overlay, line_chart, scatter};
 pub use error::{ReportError, Result};
 pub use output::{PlotFiles, write_atomic};
 pub use table::markdown_table;

@@ -20,23 +20,16 @@ pub fn markdown_table<H: AsRef<str>, C: AsRef<str>>(header: &[H], rows: &[Vec<C>
     }
     let head: Vec<String> = header.iter().map(|h| escape(h.as_ref())).collect();
     let body: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| escape(c.as_ref())).collect()).collect();
-    let numeric: Vec<bool> =
-        (0..ncol).map(|j| !body.is_empty() && body.iter().all(|r| is_number(&r[j]))).collect();
-    let width: Vec<usize> = (0..ncol)
-        .map(|j| body.iter().map(|r| r[j].chars().count()).chain([head[j].chars().count(), 3]).max().unwrap_or(3))
-        .collect();
+    let numeric: Vec<bool> = (0..ncol).map(|j| !body.is_empty() && body.iter().all(|r| is_number(&r[j]))).collect();
+    let width: Vec<usize> = (0..ncol).map(|j| body.iter().map(|r| r[j].chars().count()).chain([head[j].chars().count(), 3]).max().unwrap_or(3)).collect();
 
     let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(j, c)| if numeric[j] { format!("{c:>w$}", w = width[j]) } else { format!("{c:<w$}", w = width[j]) })
-            .collect();
+        let padded: Vec<String> =
+            cells.iter().enumerate().map(|(j, c)| if numeric[j] { format!("{c:>w$}", w = width[j]) } else { format!("{c:<w$}", w = width[j]) }).collect();
         format!("| {} |\n", padded.join(" | "))
     };
     let mut out = line(&head);
-    let rule: Vec<String> =
-        (0..ncol).map(|j| if numeric[j] { format!("{}:", "-".repeat(width[j] - 1)) } else { "-".repeat(width[j]) }).collect();
+    let rule: Vec<String> = (0..ncol).map(|j| if numeric[j] { format!("{}:", "-".repeat(width[j] - 1)) } else { "-".repeat(width[j]) }).collect();
     out.push_str(&format!("| {} |\n", rule.join(" | ")));
     for r in &body {
         out.push_str(&line(r));

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::ServerConfig;
-use crate::metrics::{Gauges, Metrics};
 use crate::locate::LocaliserHandle;
+use crate::metrics::{Gauges, Metrics};
 use crate::worker::{ModelInfo, SubmitError, WorkerHandle};
 
 /// Where a server's gallery lives.
@@ -76,7 +76,15 @@ impl AppState {
     }
 
     /// State whose gallery lives in `store`; `db` is the connection of a database store.
-    pub fn with_store(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, store: GalleryStore, db: Option<GalleryDb>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn with_store(
+        config: ServerConfig,
+        worker: WorkerHandle,
+        info: ModelInfo,
+        gallery: Gallery,
+        store: GalleryStore,
+        db: Option<GalleryDb>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let pipeline = Pipeline::new(info.pipeline.clone(), 0).map_err(|e| format!("model pipeline: {e}"))?;
         // Decoding is CPU work off the async threads; more parallel decodes than cores only
         // adds memory (each holds a decoded image).
@@ -244,10 +252,7 @@ struct Part {
 }
 
 fn is_multipart(req: &Request) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+    req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
 /// An error reading the body; a 413 names the configured limit.
@@ -281,10 +286,7 @@ async fn read_parts(req: Request, max_parts: usize, limit: usize) -> Result<Vec<
 }
 
 fn take_part(parts: &mut Vec<Part>, name: &str) -> Result<Part, ApiError> {
-    let i = parts
-        .iter()
-        .position(|p| p.field == name)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("multipart field {name:?} is missing")))?;
+    let i = parts.iter().position(|p| p.field == name).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("multipart field {name:?} is missing")))?;
     Ok(parts.swap_remove(i))
 }
 

@@ -177,12 +177,22 @@ pub async fn start(config: ServerConfig, load_model: ModelLoader, gallery_path: 
 }
 
 /// As [`start`], with a localiser for `POST /v1/find` (loaded in its own thread).
-pub async fn start_with_localiser(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, gallery_path: &Path) -> Result<RunningServer, ServeError> {
+pub async fn start_with_localiser(
+    config: ServerConfig,
+    load_model: ModelLoader,
+    load_localiser: Option<LocaliserLoader>,
+    gallery_path: &Path,
+) -> Result<RunningServer, ServeError> {
     start_with_source(config, load_model, load_localiser, GallerySource::File(gallery_path.to_path_buf())).await
 }
 
 /// As [`start_with_localiser`], with the gallery in a file or a database.
-pub async fn start_with_source(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, source: GallerySource) -> Result<RunningServer, ServeError> {
+pub async fn start_with_source(
+    config: ServerConfig,
+    load_model: ModelLoader,
+    load_localiser: Option<LocaliserLoader>,
+    source: GallerySource,
+) -> Result<RunningServer, ServeError> {
     check_config(&config)?;
     let localiser = match load_localiser {
         Some(load) => {
@@ -206,9 +216,8 @@ pub async fn start_with_source(config: ServerConfig, load_model: ModelLoader, lo
     let (gallery, store, db) = match &source {
         GallerySource::File(path) => {
             let path = path.clone();
-            let g: Gallery = tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp))
-                .await
-                .map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
+            let g: Gallery =
+                tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp)).await.map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
             (g, api::GalleryStore::File(gallery_path_of(&source)), None)
         }
         GallerySource::Db { url, .. } => {
@@ -291,11 +300,14 @@ fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
 /// Runs a server on a new multi-threaded runtime until Ctrl-C (or SIGTERM); for `proxima serve`.
 ///
 /// `on_ready` is called with the bound address once the server accepts connections.
-pub fn run_blocking(config: ServerConfig, load_model: ModelLoader, load_localiser: Option<LocaliserLoader>, source: GallerySource, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| ServeError::Io { what: "starting the async runtime".into(), source })?;
+pub fn run_blocking(
+    config: ServerConfig,
+    load_model: ModelLoader,
+    load_localiser: Option<LocaliserLoader>,
+    source: GallerySource,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| ServeError::Io { what: "starting the async runtime".into(), source })?;
     rt.block_on(async move {
         let server = start_with_source(config, load_model, load_localiser, source).await?;
         on_ready(server.addr);

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use image::{Rgb, RgbImage};
 use proxima_index::{Calibration, Gallery};
+use proxima_models::model_dir::{load_model_dir, save_model_dir};
 use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
 use proxima_server::{BatchConfig, RunningServer, ServerConfig};
-use proxima_models::model_dir::{load_model_dir, save_model_dir};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use tch::Device;
@@ -24,9 +24,21 @@ struct Fixture {
 /// A patterned 48×48 logo: `kind` picks colours and stripe direction.
 fn logo(kind: u8) -> RgbImage {
     RgbImage::from_fn(48, 48, |x, y| match kind {
-        0 => if (x / 6 + y / 6) % 2 == 0 { Rgb([220, 20, 20]) } else { Rgb([255, 255, 255]) },
+        0 => {
+            if (x / 6 + y / 6) % 2 == 0 {
+                Rgb([220, 20, 20])
+            } else {
+                Rgb([255, 255, 255])
+            }
+        }
         1 => Rgb([(x * 5) as u8, 40, 200]),
-        _ => if y % 8 < 4 { Rgb([10, 160, 30]) } else { Rgb([0, 0, 0]) },
+        _ => {
+            if y % 8 < 4 {
+                Rgb([10, 160, 30])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        }
     })
 }
 
@@ -225,9 +237,7 @@ impl Gate {
     /// Waits (off the async threads) until the worker has reached the gate.
     async fn wait_entered(self: &Arc<Self>) {
         let g = self.clone();
-        tokio::task::spawn_blocking(move || g.entered.lock().unwrap().recv_timeout(Duration::from_secs(60)).expect("the worker reaches the gate"))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || g.entered.lock().unwrap().recv_timeout(Duration::from_secs(60)).expect("the worker reaches the gate")).await.unwrap();
     }
 
     fn release(&self) {

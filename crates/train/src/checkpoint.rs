@@ -45,10 +45,7 @@ mod tests {
     fn round_trip_and_corruption_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("last.safetensors");
-        let tensors = vec![
-            ("a".to_string(), Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2])),
-            ("b".to_string(), Tensor::from_slice(&[7i64])),
-        ];
+        let tensors = vec![("a".to_string(), Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2])), ("b".to_string(), Tensor::from_slice(&[7i64]))];
         let state = serde_json::json!({"epoch": 3, "step": 17});
         save(&path, &tensors, &state).unwrap();
         let (back, st) = load(&path).unwrap();

@@ -13,7 +13,9 @@ pub enum TrainError {
     Config(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("training diverged: {what} became non-finite at epoch {epoch}, step {step}; training stopped, the last good checkpoint is kept (lower the learning rate or clip gradients)")]
+    #[error(
+        "training diverged: {what} became non-finite at epoch {epoch}, step {step}; training stopped, the last good checkpoint is kept (lower the learning rate or clip gradients)"
+    )]
     Diverged { what: String, epoch: usize, step: usize },
     #[error(transparent)]
     Core(#[from] proxima_core::CoreError),

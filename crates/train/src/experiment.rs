@@ -113,10 +113,8 @@ pub fn load_file(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> 
 /// Applies one `--set key.path=value` (the value parsed as TOML, else taken as a string).
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let (key, raw) = o.split_once('=').ok_or_else(|| TrainError::Config(format!("--set expects key=value, got '{o}'")))?;
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let value: toml::Value =
+        toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()));
     set_dotted(table, key, value).map_err(|e| TrainError::Config(format!("--set {e}")))
 }
 
@@ -363,7 +361,13 @@ pub fn write_plots(state: &TrainState, dir: &Path) -> Result<()> {
     };
     let loss = epochs(&|r| Some(r.mean_loss));
     if !loss.is_empty() {
-        let chart = LineChart { title: "Training loss".into(), x_label: "epoch".into(), y_label: "mean loss".into(), series: vec![Series { name: "loss".into(), points: loss }], ..Default::default() };
+        let chart = LineChart {
+            title: "Training loss".into(),
+            x_label: "epoch".into(),
+            y_label: "mean loss".into(),
+            series: vec![Series { name: "loss".into(), points: loss }],
+            ..Default::default()
+        };
         line_chart(dir, "loss", &chart).map_err(plot_err)?;
     }
     let map = epochs(&|r| r.eval.map(|e| e.map_at_r));
@@ -373,7 +377,14 @@ pub fn write_plots(state: &TrainState, dir: &Path) -> Result<()> {
             Series { name: "R-Precision".into(), points: epochs(&|r| r.eval.map(|e| e.r_precision)) },
             Series { name: "P@1".into(), points: epochs(&|r| r.eval.map(|e| e.precision_at_1)) },
         ];
-        let chart = LineChart { title: "Validation (held-out classes)".into(), x_label: "epoch".into(), y_label: "metric".into(), series, y_range: Some(0.0..1.0), ..Default::default() };
+        let chart = LineChart {
+            title: "Validation (held-out classes)".into(),
+            x_label: "epoch".into(),
+            y_label: "metric".into(),
+            series,
+            y_range: Some(0.0..1.0),
+            ..Default::default()
+        };
         line_chart(dir, "validation", &chart).map_err(plot_err)?;
     }
     Ok(())

@@ -40,8 +40,7 @@ impl EmbeddingNet for proxima_models::EmbeddingModel {
 /// with `prefix`, sorted by name.
 pub fn trainable_with_prefix(vs: &nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
     let trainable: std::collections::HashSet<usize> = vs.trainable_variables().iter().map(|t| t.data_ptr() as usize).collect();
-    let mut v: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(n, t)| n.starts_with(prefix) && trainable.contains(&(t.data_ptr() as usize))).collect();
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(n, t)| n.starts_with(prefix) && trainable.contains(&(t.data_ptr() as usize))).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }

@@ -147,9 +147,11 @@ impl Optimizer {
         });
         if total > max_norm && total.is_finite() {
             let scale = max_norm / (total + 1e-6);
-            tch::no_grad(|| grads.iter().for_each(|g| {
-                let _ = g.shallow_clone().g_mul_scalar_(scale);
-            }));
+            tch::no_grad(|| {
+                grads.iter().for_each(|g| {
+                    let _ = g.shallow_clone().g_mul_scalar_(scale);
+                })
+            });
         }
         total
     }

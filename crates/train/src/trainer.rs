@@ -215,11 +215,8 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
             let [b, c, h, w] = batch.shape.map(|x| x as i64);
             let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(parts.device);
             let labels = Tensor::from_slice(&batch.labels).to_device(parts.device);
-            let emb = if cfg.autocast_bf16 {
-                autocast_bf16(parts.device, || parts.model.forward_t(&x, true)).to_kind(Kind::Float)
-            } else {
-                parts.model.forward_t(&x, true)
-            };
+            let emb =
+                if cfg.autocast_bf16 { autocast_bf16(parts.device, || parts.model.forward_t(&x, true)).to_kind(Kind::Float) } else { parts.model.forward_t(&x, true) };
             if tch::no_grad(|| emb.isfinite().all().int64_value(&[]) == 0) {
                 return Err(TrainError::Diverged { what: "the embeddings".into(), epoch, step });
             }

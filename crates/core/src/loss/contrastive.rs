@@ -211,13 +211,7 @@ mod tests {
         let n = 96;
         let x = Tensor::randn([n, 16], (Kind::Float, Device::Cpu));
         let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(12);
-        let reducers = [
-            Reducer::AvgNonZero,
-            Reducer::Mean,
-            Reducer::Sum,
-            Reducer::Threshold { low: Some(0.05), high: Some(0.9) },
-            Reducer::PerAnchor { reducer: None },
-        ];
+        let reducers = [Reducer::AvgNonZero, Reducer::Mean, Reducer::Sum, Reducer::Threshold { low: Some(0.05), high: Some(0.9) }, Reducer::PerAnchor { reducer: None }];
         let cases = [
             // Default margins: few active negatives (sparse gradient).
             (ContrastiveParams::default(), true),

@@ -12,9 +12,9 @@ use std::f64::consts::PI;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
+use super::checks::{check_angle, check_scale, finite, integer_margin};
 use super::class_common::{as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, miner_weights, one_hot, weight};
 use super::{BuildContext, LossParams, MetricLoss};
-use super::checks::{check_angle, check_scale, finite, integer_margin};
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
 use crate::reducer::LossTerm;

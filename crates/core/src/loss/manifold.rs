@@ -160,11 +160,7 @@ impl ManifoldLoss {
             let fp = rows(f.narrow(0, n, k));
             soft(fe.matmul(&fp.tr()))
         };
-        Ok(if self.params.lambda_c.is_infinite() {
-            ctx()
-        } else {
-            soft(f.narrow(0, 0, n).narrow(1, n, k)) + ctx() * self.params.lambda_c
-        })
+        Ok(if self.params.lambda_c.is_infinite() { ctx() } else { soft(f.narrow(0, 0, n).narrow(1, n, k)) + ctx() * self.params.lambda_c })
     }
 }
 

@@ -171,7 +171,8 @@ impl MetricLoss for MarginLoss {
         let pos = (self.distance.margin(&mat, &beta_col) + self.params.margin).relu() * &mf;
         let neg = (self.distance.margin(&beta_col, &mat) + self.params.margin).relu() * &df;
         let (pos_nz, neg_nz) = (pos.gt(0.0).to_kind(kind), neg.gt(0.0).to_kind(kind));
-        let divisor = ((pos_nz.sum_dim_intlist(1, false, kind) * &num_neg).sum(Kind::Double) + (neg_nz.sum_dim_intlist(1, false, kind) * &num_pos).sum(Kind::Double)).double_value(&[]);
+        let divisor = ((pos_nz.sum_dim_intlist(1, false, kind) * &num_neg).sum(Kind::Double) + (neg_nz.sum_dim_intlist(1, false, kind) * &num_pos).sum(Kind::Double))
+            .double_value(&[]);
         let reg = self.reg_term(&beta_rows, Some(&triplets_per_row), None, divisor);
         let streamed = AllTripletsMargin { pos, neg, matches, diffs, num_pos, num_neg, num_triplets, embeddings: batch.embeddings.shallow_clone() };
         let term = LossTerm { name: "margin_loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: Some(divisor) };

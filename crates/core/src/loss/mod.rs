@@ -10,18 +10,18 @@
 mod checks;
 
 // Pair, triplet and embedding-based losses.
+pub mod angular;
 mod contrastive;
-mod triplet;
+pub mod dynamic_soft_margin;
+pub mod manifold;
+pub mod margin;
 pub(crate) mod pair_common;
 pub mod pair_margin;
 pub mod pair_softmax;
-pub mod margin;
-pub mod angular;
 pub mod ranking;
-pub mod vicreg;
-pub mod dynamic_soft_margin;
 pub mod tcm;
-pub mod manifold;
+mod triplet;
+pub mod vicreg;
 // End of pair, triplet and embedding-based losses.
 
 // Classification and proxy losses.

@@ -104,25 +104,14 @@ impl PosPairsNegCounts {
                 let (matches, diffs) = batch.label_masks();
                 let p = matches.nonzero();
                 let num_neg = diffs.sum(Kind::Int64).int64_value(&[]);
-                PosPairsNegCounts {
-                    num_pos: p.size()[0],
-                    pos_anchor: p.select(1, 0),
-                    pos_other: p.select(1, 1),
-                    neg_count: diffs.to_kind(kind),
-                    num_neg,
-                }
+                PosPairsNegCounts { num_pos: p.size()[0], pos_anchor: p.select(1, 0), pos_other: p.select(1, 1), neg_count: diffs.to_kind(kind), num_neg }
             }
             Some(t) => {
                 let pairs = batch.to_pairs(Some(t));
                 let ones = Tensor::ones([pairs.num_neg()], (kind, device));
-                let neg_count = Tensor::zeros([n, m], (kind, device)).index_put(&[Some(pairs.neg_anchor.shallow_clone()), Some(pairs.neg_other.shallow_clone())], &ones, true);
-                PosPairsNegCounts {
-                    num_pos: pairs.num_pos(),
-                    num_neg: pairs.num_neg(),
-                    pos_anchor: pairs.pos_anchor,
-                    pos_other: pairs.pos_other,
-                    neg_count,
-                }
+                let neg_count =
+                    Tensor::zeros([n, m], (kind, device)).index_put(&[Some(pairs.neg_anchor.shallow_clone()), Some(pairs.neg_other.shallow_clone())], &ones, true);
+                PosPairsNegCounts { num_pos: pairs.num_pos(), num_neg: pairs.num_neg(), pos_anchor: pairs.pos_anchor, pos_other: pairs.pos_other, neg_count }
             }
         }
     }

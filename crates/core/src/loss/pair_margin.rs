@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::checks::{cosine_only, finite, positive};
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, weighted_row_lse};
 use super::{DistanceLoss, DistanceLossParams, MetricLoss};
-use super::checks::{cosine_only, finite, positive};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
@@ -502,13 +502,21 @@ impl MetricLoss for IntraPairVarianceLoss {
         let inverted = self.distance.is_inverted();
         let pos = if np > 0 {
             let v = mat.index(&[Some(&pairs.pos_anchor), Some(&pairs.pos_other)]);
-            LossTerm::new("pos_loss", Self::variance_with_eps(&v, self.params.pos_eps, inverted), TermIndices::PosPair(pairs.pos_anchor.shallow_clone(), pairs.pos_other.shallow_clone()))
+            LossTerm::new(
+                "pos_loss",
+                Self::variance_with_eps(&v, self.params.pos_eps, inverted),
+                TermIndices::PosPair(pairs.pos_anchor.shallow_clone(), pairs.pos_other.shallow_clone()),
+            )
         } else {
             LossTerm::zero("pos_loss")
         };
         let neg = if nn > 0 {
             let v = mat.index(&[Some(&pairs.neg_anchor), Some(&pairs.neg_other)]);
-            LossTerm::new("neg_loss", Self::variance_with_eps(&v, self.params.neg_eps, !inverted), TermIndices::NegPair(pairs.neg_anchor.shallow_clone(), pairs.neg_other.shallow_clone()))
+            LossTerm::new(
+                "neg_loss",
+                Self::variance_with_eps(&v, self.params.neg_eps, !inverted),
+                TermIndices::NegPair(pairs.neg_anchor.shallow_clone(), pairs.neg_other.shallow_clone()),
+            )
         } else {
             LossTerm::zero("neg_loss")
         };

@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::checks::{cosine_only, positive};
 use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, small_val, weighted_row_lse};
 use super::{DistanceLoss, DistanceLossParams, MetricLoss};
-use super::checks::{cosine_only, positive};
 use crate::distance::Distance;
 use crate::error::{CoreError, Result};
 use crate::reducer::{LossTerm, Reducer, TermIndices};

@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
-use super::class_common::{as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, kaiming_uniform_sqrt5, masked_logsumexp, miner_weights, one_hot, weight};
-use super::{BuildContext, LossParams, MetricLoss};
 use super::checks::finite;
+use super::class_common::{
+    as_embeddings_kind, check_classification_batch, classes_and_dim, cross_entropy, element_term, kaiming_uniform_sqrt5, masked_logsumexp, miner_weights, one_hot, weight,
+};
+use super::{BuildContext, LossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::{LossTerm, Reducer, TermIndices};
@@ -127,7 +129,13 @@ impl LossParams for ProxyNcaParams {
     fn build(&self, distance: Option<Distance>, ctx: &BuildContext) -> Result<Box<dyn MetricLoss>> {
         let (c, d) = classes_and_dim(ctx, "ProxyNCALoss")?;
         let proxies = weight(ctx, "proxies", &[c, d], nn::Init::Randn { mean: 0.0, stdev: 1.0 })?;
-        Ok(Box::new(ProxyNcaLoss { softmax_scale: self.softmax_scale, num_classes: c, embedding_size: d, distance: distance.unwrap_or_else(Distance::lp_squared), proxies }))
+        Ok(Box::new(ProxyNcaLoss {
+            softmax_scale: self.softmax_scale,
+            num_classes: c,
+            embedding_size: d,
+            distance: distance.unwrap_or_else(Distance::lp_squared),
+            proxies,
+        }))
     }
 }
 

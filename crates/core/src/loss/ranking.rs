@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::checks::cosine_only;
 use super::pair_softmax::miner_weights;
 use super::{BuildContext, DistanceLoss, DistanceLossParams, LossParams, MetricLoss};
-use super::checks::cosine_only;
 use crate::distance::Distance;
 use crate::error::{CoreError, Result, invalid};
 use crate::reducer::{LossTerm, TermIndices};
@@ -194,7 +194,11 @@ impl MetricLoss for HistogramLoss {
         let mat = self.distance.matrix(batch.embeddings, None)?;
         // Distinct unordered pairs {a, p} and {a, n} of the triplets.
         let unordered = |x: &Tensor, y: &Tensor| {
-            let m = Tensor::zeros([n, n], (Kind::Bool, mat.device())).index_put(&[Some(x.shallow_clone()), Some(y.shallow_clone())], &Tensor::ones([1], (Kind::Bool, mat.device())), false);
+            let m = Tensor::zeros([n, n], (Kind::Bool, mat.device())).index_put(
+                &[Some(x.shallow_clone()), Some(y.shallow_clone())],
+                &Tensor::ones([1], (Kind::Bool, mat.device())),
+                false,
+            );
             let m = m.logical_or(&m.tr());
             let upper = Tensor::ones([n, n], (Kind::Bool, mat.device())).triu(0);
             mat.masked_select(&m.logical_and(&upper))
@@ -437,7 +441,10 @@ impl MetricLoss for SmoothAPLoss {
         }
         let distinct: std::collections::BTreeSet<i64> = counts.values().copied().collect();
         if distinct.len() != 1 {
-            return Err(CoreError::Unsupported(format!("smooth_ap loss needs the same number of elements in every class, got counts {:?}", counts.values().collect::<Vec<_>>())));
+            return Err(CoreError::Unsupported(format!(
+                "smooth_ap loss needs the same number of elements in every class, got counts {:?}",
+                counts.values().collect::<Vec<_>>()
+            )));
         }
         let n = batch.len();
         let num_blocks = n / counts.len() as i64;

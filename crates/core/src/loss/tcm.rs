@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use super::checks::cosine_only;
+use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
 use crate::reducer::LossTerm;
@@ -42,7 +42,8 @@ impl DistanceLossParams for ThresholdConsistentMarginParams {
         Distance::cosine()
     }
     fn validate(&self) -> Result<()> {
-        for (name, v) in [("lambda_plus", self.lambda_plus), ("lambda_minus", self.lambda_minus), ("margin_plus", self.margin_plus), ("margin_minus", self.margin_minus)] {
+        for (name, v) in [("lambda_plus", self.lambda_plus), ("lambda_minus", self.lambda_minus), ("margin_plus", self.margin_plus), ("margin_minus", self.margin_minus)]
+        {
             if !v.is_finite() {
                 return Err(invalid(NAME, format!("{name} must be finite, got {v}")));
             }

@@ -323,7 +323,12 @@ mod fused_tests {
                     } else {
                         let mat = loss.distance.matrix(&x, None).unwrap();
                         let (matches, diffs) = batch.label_masks();
-                        LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(StreamedTriplets { loss: loss.clone_params(), mat, matches, diffs })), indices: TermIndices::AlreadyReduced, divisor: None }
+                        LossTerm {
+                            name: "loss",
+                            losses: TermLosses::Streamed(Box::new(StreamedTriplets { loss: loss.clone_params(), mat, matches, diffs })),
+                            indices: TermIndices::AlreadyReduced,
+                            divisor: None,
+                        }
                     };
                     let v = reducer.reduce_terms(vec![term], &batch).unwrap();
                     v.backward();

@@ -169,7 +169,12 @@ fn remove_self_comparisons(tuples: Tuples, slots: &Tensor) -> Tuples {
     match tuples {
         Tuples::Pairs(p) => {
             let keep = keep_not_self(&p.pos_anchor, &p.pos_other, slots);
-            Tuples::Pairs(Pairs { pos_anchor: p.pos_anchor.masked_select(&keep), pos_other: p.pos_other.masked_select(&keep), neg_anchor: p.neg_anchor, neg_other: p.neg_other })
+            Tuples::Pairs(Pairs {
+                pos_anchor: p.pos_anchor.masked_select(&keep),
+                pos_other: p.pos_other.masked_select(&keep),
+                neg_anchor: p.neg_anchor,
+                neg_other: p.neg_other,
+            })
         }
         Tuples::Triplets(t) => {
             let keep = keep_not_self(&t.anchor, &t.positive, slots);

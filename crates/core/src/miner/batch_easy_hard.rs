@@ -169,15 +169,24 @@ impl BatchEasyHardMiner {
         let e = match self.distance {
             Distance::Lp { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::new(batch.embeddings, normalize_embeddings)?,
             Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::gram(batch.embeddings, true)?,
-            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::gram(batch.embeddings, normalize_embeddings)?,
+            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => {
+                crate::fused::EuclideanSelf::gram(batch.embeddings, normalize_embeddings)?
+            }
             _ => return None,
         };
         let labels = crate::fused::cpu_labels(batch.labels)?;
         let inv = self.distance.is_inverted();
         let pos_largest = matches!(ps, Hard | Semihard) != inv;
         let neg_largest = matches!(ns, Hard | Semihard) == inv;
-        let semihard = if ps == Semihard { Some(true) } else if ns == Semihard { Some(false) } else { None };
-        let rows = crate::fused::batch_easy_hard_rows(&e.dist, e.n, &labels, pos_largest, neg_largest, semihard, self.params.allowed_pos_range, self.params.allowed_neg_range)?;
+        let semihard = if ps == Semihard {
+            Some(true)
+        } else if ns == Semihard {
+            Some(false)
+        } else {
+            None
+        };
+        let rows =
+            crate::fused::batch_easy_hard_rows(&e.dist, e.n, &labels, pos_largest, neg_largest, semihard, self.params.allowed_pos_range, self.params.allowed_neg_range)?;
         let col = |f: fn(&(i64, i64, i64)) -> i64| Tensor::from_slice(&rows.iter().map(f).collect::<Vec<i64>>());
         let a = col(|t| t.0);
         Some(Pairs { pos_anchor: a.shallow_clone(), pos_other: col(|t| t.1), neg_anchor: a, neg_other: col(|t| t.2) })
@@ -219,7 +228,12 @@ impl BatchEasyHardMiner {
             (None, None) => all(),
         };
         let to_i64 = |t: Tensor| t.to_kind(Kind::Int64);
-        Ok(Tuples::Pairs(Pairs { pos_anchor: to_i64(pairs.pos_anchor), pos_other: to_i64(pairs.pos_other), neg_anchor: to_i64(pairs.neg_anchor), neg_other: to_i64(pairs.neg_other) }))
+        Ok(Tuples::Pairs(Pairs {
+            pos_anchor: to_i64(pairs.pos_anchor),
+            pos_other: to_i64(pairs.pos_other),
+            neg_anchor: to_i64(pairs.neg_anchor),
+            neg_other: to_i64(pairs.neg_other),
+        }))
     }
 }
 
@@ -259,7 +273,10 @@ mod fused_tests {
             }
         }
         assert!(checked >= 6, "too few non-empty cases: {checked}");
-        let hard = BatchEasyHardMiner { params: BatchEasyHardParams { pos_strategy: Hard, neg_strategy: Hard, allowed_pos_range: None, allowed_neg_range: None }, distance: Distance::lp() };
+        let hard = BatchEasyHardMiner {
+            params: BatchEasyHardParams { pos_strategy: Hard, neg_strategy: Hard, allowed_pos_range: None, allowed_neg_range: None },
+            distance: Distance::lp(),
+        };
         assert!(hard.fused_self(&Batch::new(&rand, &labels)).is_none());
     }
 }

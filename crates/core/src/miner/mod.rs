@@ -5,9 +5,9 @@
 //! the exhaustive miners work block by block over anchor–positive pairs so that they never hold
 //! all B³ candidate triplets at once.
 
-mod batch_hard;
 mod angular;
 mod batch_easy_hard;
+mod batch_hard;
 mod blocks;
 mod distance_weighted;
 mod hdc;
@@ -18,9 +18,9 @@ mod uniform_histogram;
 
 use serde::{Deserialize, Serialize};
 
-pub use batch_hard::BatchHardMiner;
 pub use angular::{AngularMiner, AngularMinerParams};
 pub use batch_easy_hard::{BatchEasyHardMiner, BatchEasyHardParams, Strategy};
+pub use batch_hard::BatchHardMiner;
 pub use distance_weighted::{DistanceWeightedMiner, DistanceWeightedMinerParams};
 pub use hdc::{HDCMiner, HdcMinerParams};
 pub use multi_similarity::{MultiSimilarityMiner, MultiSimilarityMinerParams};

@@ -80,7 +80,9 @@ impl MultiSimilarityMiner {
         let e = match self.distance {
             Distance::Lp { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::new(batch.embeddings, normalize_embeddings)?,
             Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::gram(batch.embeddings, true)?,
-            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::gram(batch.embeddings, normalize_embeddings)?,
+            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => {
+                crate::fused::EuclideanSelf::gram(batch.embeddings, normalize_embeddings)?
+            }
             _ => return None,
         };
         let labels = crate::fused::cpu_labels(batch.labels)?;

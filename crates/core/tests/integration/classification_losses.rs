@@ -289,7 +289,9 @@ fn weight_regularizers_apply_to_class_rows() {
     let batch = Batch::new(&emb, &lab);
     // SoftTriple + sparse centres on fcᵀ (rows = centres).
     let vs = store(Kind::Float);
-    let cfg = spec(json!({"type": "SoftTripleLoss", "centers_per_class": 2, "weight_regularizer": {"type": "sparse_centers", "centers_per_class": 2}, "weight_reg_weight": 0.5}));
+    let cfg = spec(
+        json!({"type": "SoftTripleLoss", "centers_per_class": 2, "weight_regularizer": {"type": "sparse_centers", "centers_per_class": 2}, "weight_reg_weight": 0.5}),
+    );
     let loss = build(&vs, &cfg, 3, 4).unwrap();
     let fc = loss.parameters()[0].1.shallow_clone();
     assert_eq!(fc.size(), vec![4, 6]);
@@ -440,9 +442,11 @@ fn gradient_check(cfg: Value, classes: i64) {
     let h = 1e-6;
     let check = |t: &Tensor, grad: &Tensor, what: &str, eval: &dyn Fn() -> f64| {
         let g = Vec::<f64>::try_from(grad.view([-1])).unwrap();
-        let set = |i: i64, v: f64| tch::no_grad(|| {
-            let _ = t.view([-1]).get(i).fill_(v);
-        });
+        let set = |i: i64, v: f64| {
+            tch::no_grad(|| {
+                let _ = t.view([-1]).get(i).fill_(v);
+            })
+        };
         for (i, gi) in g.iter().enumerate() {
             let i = i as i64;
             let orig = tch::no_grad(|| t.view([-1]).double_value(&[i]));

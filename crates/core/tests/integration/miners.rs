@@ -202,7 +202,19 @@ fn angular_and_distance_weighted_reject_other_distances() {
 /// `finfo.max` for non-candidates. Returns (value, index, found).
 fn pick_row(row: &[f32], cand: &[bool], largest: bool) -> (f32, usize, bool) {
     let found = cand.iter().any(|&c| c);
-    let vals: Vec<f32> = row.iter().zip(cand).map(|(&v, &c)| if largest { if c { v } else { 0.0 } } else if c { v } else { f32::MAX }).collect();
+    let vals: Vec<f32> = row
+        .iter()
+        .zip(cand)
+        .map(|(&v, &c)| {
+            if largest {
+                if c { v } else { 0.0 }
+            } else if c {
+                v
+            } else {
+                f32::MAX
+            }
+        })
+        .collect();
     let mut best = 0;
     for (j, &v) in vals.iter().enumerate() {
         if (largest && v > vals[best]) || (!largest && v < vals[best]) {
@@ -649,7 +661,11 @@ fn uniform_histogram_miner_spreads_pairs_over_the_bins() {
     let o = Oracle::new(&Distance::lp(), &emb, &lab, None);
     for pos in [true, false] {
         // Oracle bins of the pair values (equal-width between min and max, last bin closed).
-        let values: Vec<(i64, i64, f32)> = (0..o.n()).flat_map(|i| (0..o.m()).map(move |j| (i, j))).filter(|&(i, j)| if pos { o.is_pos(i, j) } else { o.is_neg(i, j) }).map(|(i, j)| (i as i64, j as i64, o.mat[i][j])).collect();
+        let values: Vec<(i64, i64, f32)> = (0..o.n())
+            .flat_map(|i| (0..o.m()).map(move |j| (i, j)))
+            .filter(|&(i, j)| if pos { o.is_pos(i, j) } else { o.is_neg(i, j) })
+            .map(|(i, j)| (i as i64, j as i64, o.mat[i][j]))
+            .collect();
         let lo = values.iter().map(|v| v.2).fold(f32::MAX, f32::min) as f64;
         let hi = values.iter().map(|v| v.2).fold(f32::MIN, f32::max) as f64;
         let width = (hi - lo) / num_bins as f64;

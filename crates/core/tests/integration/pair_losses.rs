@@ -257,7 +257,14 @@ fn margin_closed_form_equals_explicit_triplets() {
     let l = Tensor::from_slice(&labels);
     let batch = Batch::new(&emb, &l);
     let all = batch.all_triplets();
-    for reducer in [json!(null), json!({"type": "mean"}), json!({"type": "avg_non_zero"}), json!({"type": "sum"}), json!({"type": "threshold", "low": 0.05, "high": 0.3}), json!({"type": "per_anchor"})] {
+    for reducer in [
+        json!(null),
+        json!({"type": "mean"}),
+        json!({"type": "avg_non_zero"}),
+        json!({"type": "sum"}),
+        json!({"type": "threshold", "low": 0.05, "high": 0.3}),
+        json!({"type": "per_anchor"}),
+    ] {
         for learn in [false, true] {
             let mut cfg = json!({"type": "MarginLoss", "margin": 0.3, "beta": 0.9, "nu": 0.1, "learn_beta": learn});
             if !reducer.is_null() {
@@ -491,10 +498,13 @@ fn dsm_oracle(e: &[Vec<f64>], trip: &[(usize, usize, usize)], hist: &mut [f64], 
     }
     let total: f64 = hist.iter().sum();
     hist.iter_mut().for_each(|h| *h /= total);
-    let cdf: Vec<f64> = hist.iter().scan(0.0, |s, h| {
-        *s += h;
-        Some(*s)
-    }).collect();
+    let cdf: Vec<f64> = hist
+        .iter()
+        .scan(0.0, |s, h| {
+            *s += h;
+            Some(*s)
+        })
+        .collect();
     let w: Vec<f64> = vs.iter().map(|&v| cdf[pos(v).0]).collect();
     (vs.iter().zip(&w).map(|(v, w)| v * w).sum::<f64>() / vs.len() as f64, w)
 }

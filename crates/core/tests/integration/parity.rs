@@ -22,11 +22,9 @@ pub fn test_device() -> Device {
     let device = match s.as_str() {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .unwrap_or_else(|| panic!("PROXIMA_TEST_DEVICE must be cpu, cuda or cuda:N, got '{s}'")),
+        _ => {
+            s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).unwrap_or_else(|| panic!("PROXIMA_TEST_DEVICE must be cpu, cuda or cuda:N, got '{s}'"))
+        }
     };
     if let Device::Cuda(i) = device {
         assert!(tch::Cuda::is_available(), "PROXIMA_TEST_DEVICE={s} but CUDA is not available (build the tests with --features cuda; is a GPU visible?)");
@@ -37,9 +35,7 @@ pub fn test_device() -> Device {
 
 /// The parity directory, or None (with a message) when it is absent.
 pub fn parity_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("PROXIMA_PARITY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/parity"));
+    let dir = std::env::var_os("PROXIMA_PARITY_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/parity"));
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -195,11 +191,7 @@ fn parity_losses() {
         let spec: LossSpec = serde_json::from_value(spec).map_err(|e| format!("loss config: {e}"))?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let ctx = BuildContext {
-            num_classes: loss_cfg["params"]["num_classes"].as_i64(),
-            embedding_size: loss_cfg["params"]["embedding_size"].as_i64(),
-            vars: &root,
-        };
+        let ctx = BuildContext { num_classes: loss_cfg["params"]["num_classes"].as_i64(), embedding_size: loss_cfg["params"]["embedding_size"].as_i64(), vars: &root };
         let loss = spec.build(&ctx).map_err(|e| e.to_string())?;
         let params = loss.parameters();
         if let Some(w) = case["weights"].as_object() {
@@ -256,11 +248,18 @@ fn parity_miners() {
         };
         match (exp["kind"].as_str(), tuples) {
             (Some("triplets"), Tuples::Triplets(t)) => {
-                let mut want: Vec<(i64, i64, i64)> = exp["tuples"].as_array().ok_or("no tuples")?.iter().map(|t| (t[0].as_i64().unwrap(), t[1].as_i64().unwrap(), t[2].as_i64().unwrap())).collect();
+                let mut want: Vec<(i64, i64, i64)> =
+                    exp["tuples"].as_array().ok_or("no tuples")?.iter().map(|t| (t[0].as_i64().unwrap(), t[1].as_i64().unwrap(), t[2].as_i64().unwrap())).collect();
                 want.sort();
                 let got = t.to_vec();
                 if got != want {
-                    return Err(format!("{} triplets, expected {}; first differences: got {:?} want {:?}", got.len(), want.len(), got.iter().filter(|x| !want.contains(x)).take(3).collect::<Vec<_>>(), want.iter().filter(|x| !got.contains(x)).take(3).collect::<Vec<_>>()));
+                    return Err(format!(
+                        "{} triplets, expected {}; first differences: got {:?} want {:?}",
+                        got.len(),
+                        want.len(),
+                        got.iter().filter(|x| !want.contains(x)).take(3).collect::<Vec<_>>(),
+                        want.iter().filter(|x| !got.contains(x)).take(3).collect::<Vec<_>>()
+                    ));
                 }
                 Ok(())
             }

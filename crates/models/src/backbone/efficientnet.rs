@@ -73,8 +73,7 @@ struct MbConv {
 impl MbConv {
     fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64, drop_connect: f64) -> Self {
         let mid = c_in * expand;
-        let expand = (expand != 1)
-            .then(|| (conv(p / "_expand_conv", c_in, mid, 1, 1, 0, 1), batch_norm(p / "_bn0", mid, BN_EPS, BN_MOMENTUM)));
+        let expand = (expand != 1).then(|| (conv(p / "_expand_conv", c_in, mid, 1, 1, 0, 1), batch_norm(p / "_bn0", mid, BN_EPS, BN_MOMENTUM)));
         MbConv {
             expand,
             depthwise: SameConv::new(p / "_depthwise_conv", mid, mid, kernel, stride, mid),

@@ -150,14 +150,7 @@ impl BackboneSpec {
 /// A convolution without bias, initialised like torchvision (Kaiming-normal, fan-out, ReLU gain).
 pub(crate) fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64, groups: i64) -> nn::Conv2D {
     let fan_out = c_out * k * k;
-    let cfg = nn::ConvConfig {
-        stride,
-        padding,
-        groups,
-        bias: false,
-        ws_init: nn::Init::Randn { mean: 0.0, stdev: (2.0 / fan_out as f64).sqrt() },
-        ..Default::default()
-    };
+    let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ws_init: nn::Init::Randn { mean: 0.0, stdev: (2.0 / fan_out as f64).sqrt() }, ..Default::default() };
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 

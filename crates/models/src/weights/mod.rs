@@ -65,8 +65,7 @@ fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> 
     named
         .into_iter()
         .map(|(name, view)| {
-            let kind = safetensors_kind(view.dtype())
-                .ok_or_else(|| ModelError::corrupt(path, format!("`{name}` has unsupported dtype {:?}", view.dtype())))?;
+            let kind = safetensors_kind(view.dtype()).ok_or_else(|| ModelError::corrupt(path, format!("`{name}` has unsupported dtype {:?}", view.dtype())))?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             Ok((name, Tensor::f_from_data_size(view.data(), &shape, kind)?))
         })
@@ -88,10 +87,7 @@ impl StateDict {
         } else if bytes.len() > 8 && bytes[8] == b'{' || path.extension().is_some_and(|e| e == "safetensors") {
             (WeightFormat::Safetensors, read_safetensors(path, &bytes)?)
         } else {
-            return Err(ModelError::corrupt(
-                path,
-                "unrecognised format (expected a torch.save .pth/.pt file, zip or legacy, or a .safetensors file)",
-            ));
+            return Err(ModelError::corrupt(path, "unrecognised format (expected a torch.save .pth/.pt file, zip or legacy, or a .safetensors file)"));
         };
         Ok(Self::from_entries(path, format, entries))
     }
@@ -169,12 +165,7 @@ pub fn load_into(vs: &nn::VarStore, sd: &StateDict, opts: &ImportOptions) -> Res
             None => missing.push(file_name),
             Some(src) => {
                 if src.size() != var.size() {
-                    return Err(ModelError::ShapeMismatch {
-                        name: file_name,
-                        expected: var.size(),
-                        found: src.size(),
-                        path: sd.path().to_path_buf(),
-                    });
+                    return Err(ModelError::ShapeMismatch { name: file_name, expected: var.size(), found: src.size(), path: sd.path().to_path_buf() });
                 }
                 plan.push((name.clone(), file_name, var, src));
             }

@@ -217,9 +217,11 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            format!("pickle ends early at byte {} (needed {n} more bytes, {} left)", self.pos, self.data.len() - self.pos)
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("pickle ends early at byte {} (needed {n} more bytes, {} left)", self.pos, self.data.len() - self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)

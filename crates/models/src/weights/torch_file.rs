@@ -26,10 +26,7 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, bytes: &[u8], cache: &mut
     let elem = kind.elt_size_in_bytes() as i64;
     let numel = t.storage.numel;
     if numel < 0 || (bytes.len() as i64) < numel * elem {
-        return Err(ModelError::corrupt(
-            path,
-            format!("storage `{}` of `{name}` has {} bytes, needs {}", t.storage.key, bytes.len(), numel.max(0) * elem),
-        ));
+        return Err(ModelError::corrupt(path, format!("storage `{}` of `{name}` has {} bytes, needs {}", t.storage.key, bytes.len(), numel.max(0) * elem)));
     }
     if t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) {
         return Err(ModelError::corrupt(path, format!("`{name}` has a negative size or stride")));
@@ -145,19 +142,14 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
             Value::Int(i) => i.to_string(),
             other => return Err(corrupt(format!("storage key {other:?} is not a string"))),
         };
-        let elem = kinds
-            .get(key.as_str())
-            .ok_or_else(|| corrupt(format!("storage `{key}` is listed but never referenced")))?
-            .kind
-            .elt_size_in_bytes();
-        let count_bytes =
-            bytes.get(pos..pos + 8).ok_or_else(|| corrupt(format!("file ends before storage `{key}` (truncated?)")))?;
+        let elem = kinds.get(key.as_str()).ok_or_else(|| corrupt(format!("storage `{key}` is listed but never referenced")))?.kind.elt_size_in_bytes();
+        let count_bytes = bytes.get(pos..pos + 8).ok_or_else(|| corrupt(format!("file ends before storage `{key}` (truncated?)")))?;
         let count = i64::from_le_bytes(count_bytes.try_into().unwrap());
         pos += 8;
         let len = usize::try_from(count).ok().and_then(|c| c.checked_mul(elem)).ok_or_else(|| corrupt(format!("storage `{key}` has a bad size {count}")))?;
-        let data = bytes.get(pos..pos + len).ok_or_else(|| {
-            corrupt(format!("storage `{key}` needs {len} bytes but only {} remain (truncated?)", bytes.len().saturating_sub(pos)))
-        })?;
+        let data = bytes
+            .get(pos..pos + len)
+            .ok_or_else(|| corrupt(format!("storage `{key}` needs {len} bytes but only {} remain (truncated?)", bytes.len().saturating_sub(pos))))?;
         pos += len;
         storages.insert(key, data);
     }

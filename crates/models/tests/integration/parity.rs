@@ -39,10 +39,8 @@ fn resnet18_random_weights_parity() {
     let (Some(doc), Some(weights)) = (reference("resnet18_random.json"), parity_file("resnet18_random.pth")) else { return };
     let (features, logits) = run(&BackboneSpec::Resnet18 {}, &weights, WeightFormat::TorchZip);
     // Tolerance: max abs difference 1e-3 relative to the largest magnitude.
-    for (what, got, want) in [
-        ("pooled features", features, floats(&doc["expected"]["pooled_features_512"])),
-        ("logits", logits, floats(&doc["expected"]["logits_1000"])),
-    ] {
+    for (what, got, want) in [("pooled features", features, floats(&doc["expected"]["pooled_features_512"])), ("logits", logits, floats(&doc["expected"]["logits_1000"]))]
+    {
         let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
         let diff = max_abs_diff(&got, &want);
         eprintln!("resnet18 parity: {what}: max abs diff {diff:.3e} (largest magnitude {scale:.4}, allowed {:.3e})", 1e-3 * scale);
@@ -53,16 +51,11 @@ fn resnet18_random_weights_parity() {
 /// The EfficientNet-Lite0 weights: `PROXIMA_EFFNET_LITE0_PTH`, else what `scripts/fetch-weights.sh`
 /// downloads into `<workspace>/.weights/`.
 fn effnet_weights() -> Option<PathBuf> {
-    let path = std::env::var_os("PROXIMA_EFFNET_LITE0_PTH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".weights/efficientnet-lite0-57934424.pth"));
+    let path = std::env::var_os("PROXIMA_EFFNET_LITE0_PTH").map(PathBuf::from).unwrap_or_else(|| workspace().join(".weights/efficientnet-lite0-57934424.pth"));
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!(
-            "SKIPPED: EfficientNet-Lite0 weights not found at {}; run scripts/fetch-weights.sh (or set PROXIMA_EFFNET_LITE0_PTH)",
-            path.display()
-        );
+        eprintln!("SKIPPED: EfficientNet-Lite0 weights not found at {}; run scripts/fetch-weights.sh (or set PROXIMA_EFFNET_LITE0_PTH)", path.display());
         None
     }
 }
@@ -72,10 +65,9 @@ fn efficientnet_lite0_pretrained_parity() {
     let (Some(doc), Some(weights)) = (reference("efficientnet_lite0.json"), effnet_weights()) else { return };
     let (features, logits) = run(&BackboneSpec::EfficientnetLite0 {}, &weights, WeightFormat::TorchLegacy);
     // Tolerance: max abs difference 2e-3 on features and logits.
-    for (what, got, want) in [
-        ("pooled features", &features, floats(&doc["expected"]["pooled_features_1280"])),
-        ("logits", &logits, floats(&doc["expected"]["logits_1000"])),
-    ] {
+    for (what, got, want) in
+        [("pooled features", &features, floats(&doc["expected"]["pooled_features_1280"])), ("logits", &logits, floats(&doc["expected"]["logits_1000"]))]
+    {
         let diff = max_abs_diff(got, &want);
         eprintln!("efficientnet_lite0 parity: {what}: max abs diff {diff:.3e} (allowed 2e-3)");
         assert!(diff <= 2e-3, "efficientnet_lite0 {what}: max abs diff {diff} > 2e-3");

@@ -89,12 +89,21 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
         ParamGroup { name: "head".into(), lr, params: trainable_with_prefix(&vs, "head") },
     ];
     let mut opt = Optimizer::new(OptimizerConfig::Adam { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 }, groups).unwrap();
-    let sampler = MPerClassSampler::new(&train_ds.labels(), MPerClassConfig { m: 4, batch_size: 16, small_classes: Default::default(), batches_per_epoch: Some(6) }, 3).unwrap();
+    let sampler =
+        MPerClassSampler::new(&train_ds.labels(), MPerClassConfig { m: 4, batch_size: 16, small_classes: Default::default(), batches_per_epoch: Some(6) }, 3).unwrap();
     let lcfg = LoaderConfig { image_size: [32, 32], workers: 2, ..Default::default() };
     let train_loader = Loader::new(Arc::new(train_ds.clone()), Pipeline::new(PipelineConfig::train(32), 9).unwrap(), lcfg).unwrap();
     let val_loader = Loader::new(Arc::new(val_ds.clone()), Pipeline::new(PipelineConfig::eval(32), 0).unwrap(), lcfg).unwrap();
     let schedule = Schedule::Cosine { warmup_epochs: 0.5, min_factor: 0.1 };
-    let config = LoopConfig { epochs: 3, eval_every: 1, early_stopping_patience: None, grad_clip: Some(5.0), checkpoint_every_steps: 2, classifier_weight: 0.0, autocast_bf16: false };
+    let config = LoopConfig {
+        epochs: 3,
+        eval_every: 1,
+        early_stopping_patience: None,
+        grad_clip: Some(5.0),
+        checkpoint_every_steps: 2,
+        classifier_weight: 0.0,
+        autocast_bf16: false,
+    };
     let parts = Parts {
         device: Device::Cpu,
         seed: 7,
