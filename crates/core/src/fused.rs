@@ -468,31 +468,9 @@ fn multi_similarity_fill_imp(dist: &[f32], ids: &[u32], counts: &[usize], params
 /// soft-max weights.
 #[inline(always)]
 fn multi_similarity_row(row: &[f32], lab: &[u32], li: u32, [alpha, beta, base]: [f32; 3], (has_p, has_n): (bool, bool), out: &mut [f32]) -> f32 {
-    const NEG: f32 = f32::NEG_INFINITY;
-    // Maxima of each part, with the appended zero of the reference's `add_one`.
-    let (mut mp, mut mn) = ([0f32; LANES], [0f32; LANES]);
-    chunks(row, lab, out, |r, l, o| {
-        for k in 0..LANES {
-            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            let x = if pos { alpha * (base - r[k]) } else { beta * (r[k] - base) };
-            o[k] = x;
-            mp[k] = max(if pos { x } else { NEG }, mp[k]);
-            mn[k] = max(if neg { x } else { NEG }, mn[k]);
-        }
-    });
-    let (mp, mn) = (lanes_max(&mp), lanes_max(&mn));
-    let (mut zp, mut zn) = ([0f32; LANES], [0f32; LANES]);
-    chunks(row, lab, out, |_, l, o| {
-        for k in 0..LANES {
-            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            let v = fast_exp(o[k] - if pos { mp } else { mn });
-            let v = if pos || neg { v } else { 0.0 };
-            o[k] = v;
-            zp[k] += if pos { v } else { 0.0 };
-            zn[k] += if neg { v } else { 0.0 };
-        }
-    });
-    let (zp, zn) = (lanes_sum(&zp) + (-mp as f64).exp(), lanes_sum(&zn) + (-mn as f64).exp());
+    // Maxima start at 0: the appended zero of the reference's `add_one`.
+    let ([mp, mn], [zp, zn]) = two_part_exp(row, lab, li, 0.0, out, |pos, s| if pos { alpha * (base - s) } else { beta * (s - base) });
+    let (zp, zn) = (zp + (-mp as f64).exp(), zn + (-mn as f64).exp());
     // d/ds of log(Σ e^{α(base−s)})/α is −softmax; of log(Σ e^{β(s−base)})/β is +softmax.
     let (ip, inn) = ((1.0 / zp) as f32, (1.0 / zn) as f32);
     chunks(row, lab, out, |_, l, o| {
@@ -510,6 +488,38 @@ fn multi_similarity_row(row: &[f32], lab: &[u32], li: u32, [alpha, beta, base]: 
     let pos_part = if has_p { (mp as f64 + zp.ln()) / alpha as f64 } else { 0.0 };
     let neg_part = if has_n { (mn as f64 + zn.ln()) / beta as f64 } else { 0.0 };
     (pos_part + neg_part) as f32
+}
+
+/// The two soft-max parts of a row shared by [`multi_similarity_row`] and [`circle_row`]: with
+/// `x_j = exponent(positive?, s_j)`, the maxima `m` of the positives' and the negatives' `x`
+/// (starting from `init`) and the sums `Σ e^{x_j − m}` of each part; `out` holds `e^{x_j − m}`
+/// (0 in the row's own column). Two lane-wise passes.
+#[inline(always)]
+fn two_part_exp(row: &[f32], lab: &[u32], li: u32, init: f32, out: &mut [f32], exponent: impl Fn(bool, f32) -> f32) -> ([f32; 2], [f64; 2]) {
+    const NEG: f32 = f32::NEG_INFINITY;
+    let (mut mp, mut mn) = ([init; LANES], [init; LANES]);
+    chunks(row, lab, out, |r, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let x = exponent(pos, r[k]);
+            o[k] = x;
+            mp[k] = max(if pos { x } else { NEG }, mp[k]);
+            mn[k] = max(if neg { x } else { NEG }, mn[k]);
+        }
+    });
+    let (mp, mn) = (lanes_max(&mp), lanes_max(&mn));
+    let (mut zp, mut zn) = ([0f32; LANES], [0f32; LANES]);
+    chunks(row, lab, out, |_, l, o| {
+        for k in 0..LANES {
+            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
+            let v = fast_exp(o[k] - if pos { mp } else { mn });
+            let v = if pos || neg { v } else { 0.0 };
+            o[k] = v;
+            zp[k] += if pos { v } else { 0.0 };
+            zn[k] += if neg { v } else { 0.0 };
+        }
+    });
+    ([mp, mn], [lanes_sum(&zp), lanes_sum(&zn)])
 }
 
 /// Multi-similarity mining over a self batch's `n × n` matrix: positive pairs `(i, j)` with
@@ -598,29 +608,7 @@ fn circle_row(row: &[f32], lab: &[u32], li: u32, m: f32, gamma: f32, out: &mut [
         let a = max(a, 0.0);
         if pos { (-gamma * a * (s - (1.0 - m)), -gamma * a) } else { (gamma * a * (s - m), gamma * a) }
     };
-    let (mut mp, mut mn) = ([NEG; LANES], [NEG; LANES]);
-    chunks(row, lab, out, |r, l, o| {
-        for k in 0..LANES {
-            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            let x = logit(pos, r[k]).0;
-            o[k] = x;
-            mp[k] = max(if pos { x } else { NEG }, mp[k]);
-            mn[k] = max(if neg { x } else { NEG }, mn[k]);
-        }
-    });
-    let (mp, mn) = (lanes_max(&mp), lanes_max(&mn));
-    let (mut zp, mut zn) = ([0f32; LANES], [0f32; LANES]);
-    chunks(row, lab, out, |_, l, o| {
-        for k in 0..LANES {
-            let (pos, neg) = (l[k] == li, l[k] != li && is_label(l[k]));
-            let v = fast_exp(o[k] - if pos { mp } else { mn });
-            let v = if pos || neg { v } else { 0.0 };
-            o[k] = v;
-            zp[k] += if pos { v } else { 0.0 };
-            zn[k] += if neg { v } else { 0.0 };
-        }
-    });
-    let (zp, zn) = (lanes_sum(&zp), lanes_sum(&zn));
+    let ([mp, mn], [zp, zn]) = two_part_exp(row, lab, li, NEG, out, |pos, s| logit(pos, s).0);
     let x = (mp as f64 + zp.ln()) + (mn as f64 + zn.ln());
     // torch's softplus (threshold 20) and its derivative.
     let (sp, dsp) = if x > 20.0 { (x, 1.0) } else { (x.exp().ln_1p(), 1.0 / (1.0 + (-x).exp())) };
