@@ -212,39 +212,9 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
             let step = start_position + offset;
             lr_factor = parts.schedule.factor(epoch as f64 + step as f64 / steps_per_epoch as f64, total_epochs);
             tch::manual_seed((parts.seed as i64).wrapping_mul(1_000_003).wrapping_add(state.global_step as i64));
-            let [b, c, h, w] = batch.shape.map(|x| x as i64);
-            let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(parts.device);
-            let labels = Tensor::from_slice(&batch.labels).to_device(parts.device);
-            let emb =
-                if cfg.autocast_bf16 { autocast_bf16(parts.device, || parts.model.forward_t(&x, true)).to_kind(Kind::Float) } else { parts.model.forward_t(&x, true) };
-            if tch::no_grad(|| emb.isfinite().all().int64_value(&[]) == 0) {
-                return Err(TrainError::Diverged { what: "the embeddings".into(), epoch, step });
-            }
-            let core_batch = CoreBatch::new(&emb, &labels);
-            let tuples = match parts.miner {
-                Some(m) => Some(m.mine(&core_batch)?),
-                None => None,
-            };
-            let mut loss = parts.loss.forward(&core_batch, tuples.as_ref())?;
-            if let Some(head) = parts.classifier {
-                let logits = emb.apply(head);
-                // Out of place (not `+=`): the loss is a node of the autograd graph.
-                #[allow(clippy::assign_op_pattern)]
-                {
-                    loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
-                }
-            }
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(TrainError::Diverged { what: format!("the loss ({value})"), epoch, step });
-            }
-            parts.optimizer.zero_grad();
-            loss.backward();
-            if let Some(clip) = cfg.grad_clip {
-                parts.optimizer.clip_grad_norm(clip);
-            }
-            parts.optimizer.step(lr_factor);
-            images += b as usize;
+            let value = train_step(&mut parts, &batch, lr_factor, epoch, step)?;
+            let b = batch.shape[0];
+            images += b;
             state.global_step += 1;
             state.epoch_loss_sum += value;
             state.epoch_loss_count += 1;
@@ -258,23 +228,8 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         let mean_loss = state.epoch_loss_sum / state.epoch_loss_count.max(1) as f64;
         let mut record = EpochRecord { epoch, mean_loss, lr_factor, eval: None };
         let is_last = epoch + 1 == cfg.epochs;
-        if let Some(val) = parts.val_loader
-            && ((epoch + 1).is_multiple_of(cfg.eval_every.max(1)) || is_last)
-        {
-            let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
+        if let Some(metrics) = validate_epoch(&parts, &mut state, &mut record, is_last)? {
             emit(&Event::Eval { epoch, metrics }, on_event)?;
-            record.eval = Some(metrics);
-            if state.best_map_at_r.is_none_or(|b| metrics.map_at_r > b) {
-                state.best_map_at_r = Some(metrics.map_at_r);
-                state.evals_without_improvement = 0;
-                state.history.push(record.clone());
-                let mut best_state = state.clone();
-                best_state.sampler = SamplerState { epoch: epoch as u64 + 1, position: 0 };
-                save(&parts, &best_checkpoint(parts.run_dir), &best_state)?;
-                state.history.pop();
-            } else {
-                state.evals_without_improvement += 1;
-            }
         }
         emit(&Event::EpochEnd { epoch, mean_loss, seconds, images_per_second: images as f64 / seconds.max(1e-9) }, on_event)?;
         state.history.push(record);
@@ -289,6 +244,70 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         save(&parts, &last, &state)?;
     }
     Ok(state)
+}
+
+/// One optimisation step on a loaded batch: forward (under bfloat16 autocast when configured),
+/// mining, the loss (plus the classifier head's cross-entropy), the divergence checks, backward,
+/// gradient clipping and the update. Returns the loss value.
+fn train_step(parts: &mut Parts, batch: &proxima_data::Batch, lr_factor: f64, epoch: usize, step: usize) -> Result<f64> {
+    let cfg = parts.config;
+    let [b, c, h, w] = batch.shape.map(|x| x as i64);
+    let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(parts.device);
+    let labels = Tensor::from_slice(&batch.labels).to_device(parts.device);
+    let emb = if cfg.autocast_bf16 { autocast_bf16(parts.device, || parts.model.forward_t(&x, true)).to_kind(Kind::Float) } else { parts.model.forward_t(&x, true) };
+    if tch::no_grad(|| emb.isfinite().all().int64_value(&[]) == 0) {
+        return Err(TrainError::Diverged { what: "the embeddings".into(), epoch, step });
+    }
+    let core_batch = CoreBatch::new(&emb, &labels);
+    let tuples = match parts.miner {
+        Some(m) => Some(m.mine(&core_batch)?),
+        None => None,
+    };
+    let mut loss = parts.loss.forward(&core_batch, tuples.as_ref())?;
+    if let Some(head) = parts.classifier {
+        let logits = emb.apply(head);
+        // Out of place (not `+=`): the loss is a node of the autograd graph.
+        #[allow(clippy::assign_op_pattern)]
+        {
+            loss = loss + logits.cross_entropy_for_logits(&labels) * cfg.classifier_weight;
+        }
+    }
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(TrainError::Diverged { what: format!("the loss ({value})"), epoch, step });
+    }
+    parts.optimizer.zero_grad();
+    loss.backward();
+    if let Some(clip) = cfg.grad_clip {
+        parts.optimizer.clip_grad_norm(clip);
+    }
+    parts.optimizer.step(lr_factor);
+    Ok(value)
+}
+
+/// The end-of-epoch validation when it is due (every `eval_every` epochs and after the last):
+/// its metrics, recorded in `record`; a better MAP@R than before also writes the best
+/// checkpoint (resuming from it starts the next epoch) and resets the early-stopping count.
+fn validate_epoch(parts: &Parts, state: &mut TrainState, record: &mut EpochRecord, is_last: bool) -> Result<Option<EvalSummary>> {
+    let epoch = record.epoch;
+    let Some(val) = parts.val_loader else { return Ok(None) };
+    if !((epoch + 1).is_multiple_of(parts.config.eval_every.max(1)) || is_last) {
+        return Ok(None);
+    }
+    let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
+    record.eval = Some(metrics);
+    if state.best_map_at_r.is_none_or(|b| metrics.map_at_r > b) {
+        state.best_map_at_r = Some(metrics.map_at_r);
+        state.evals_without_improvement = 0;
+        state.history.push(record.clone());
+        let mut best_state = state.clone();
+        best_state.sampler = SamplerState { epoch: epoch as u64 + 1, position: 0 };
+        save(parts, &best_checkpoint(parts.run_dir), &best_state)?;
+        state.history.pop();
+    } else {
+        state.evals_without_improvement += 1;
+    }
+    Ok(Some(metrics))
 }
 
 /// Shared handle to a data set (the loaders need `Arc`).
