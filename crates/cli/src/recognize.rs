@@ -517,9 +517,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, source, |addr| {
         eprintln!("serving {name} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.model.display());
     })
-    .with_context(|| {
-        format!("serving {} on {}", a.gallery.as_ref().map_or_else(|| a.gallery_db.as_deref().map(redact).unwrap_or_default(), |p| p.display().to_string()), a.addr)
-    })?;
+    .with_context(|| format!("serving {name} on {}", a.addr))?;
     Ok(ExitCode::SUCCESS)
 }
 

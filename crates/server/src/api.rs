@@ -44,11 +44,19 @@ pub enum GalleryStore {
     File(PathBuf),
     /// A PostgreSQL + pgvector database shared with other replicas (`proxima_gallery_db`).
     Db {
-        /// The database, password removed.
-        name: String,
+        /// This replica's connection (its writes go through it one at a time; boxed, as the
+        /// client is large next to a path).
+        db: Box<tokio::sync::Mutex<GalleryDb>>,
         /// The database version this replica serves.
         version: AtomicI64,
     },
+}
+
+impl GalleryStore {
+    /// A database store serving `version` of the gallery behind `db`.
+    pub fn db(db: GalleryDb, version: i64) -> Self {
+        GalleryStore::Db { db: Box::new(tokio::sync::Mutex::new(db)), version: AtomicI64::new(version) }
+    }
 }
 
 /// Everything a request handler needs.
@@ -63,8 +71,8 @@ pub struct AppState {
     pipeline: Pipeline,
     gallery: RwLock<Arc<Gallery>>,
     store: GalleryStore,
-    /// Serialises this replica's writes; with a database it also holds the connection.
-    writer: tokio::sync::Mutex<Option<GalleryDb>>,
+    /// Serialises this replica's writes.
+    writer: tokio::sync::Mutex<()>,
     decode_slots: Semaphore,
     localiser: Option<LocaliserHandle>,
 }
@@ -72,19 +80,11 @@ pub struct AppState {
 impl AppState {
     /// State for a loaded gallery and a running worker.
     pub fn new(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, gallery_path: PathBuf, metrics: Arc<Metrics>) -> Result<Self, String> {
-        Self::with_store(config, worker, info, gallery, GalleryStore::File(gallery_path), None, metrics)
+        Self::with_store(config, worker, info, gallery, GalleryStore::File(gallery_path), metrics)
     }
 
-    /// State whose gallery lives in `store`; `db` is the connection of a database store.
-    pub fn with_store(
-        config: ServerConfig,
-        worker: WorkerHandle,
-        info: ModelInfo,
-        gallery: Gallery,
-        store: GalleryStore,
-        db: Option<GalleryDb>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    /// State whose gallery lives in `store`.
+    pub fn with_store(config: ServerConfig, worker: WorkerHandle, info: ModelInfo, gallery: Gallery, store: GalleryStore, metrics: Arc<Metrics>) -> Result<Self, String> {
         let pipeline = Pipeline::new(info.pipeline.clone(), 0).map_err(|e| format!("model pipeline: {e}"))?;
         // Decoding is CPU work off the async threads; more parallel decodes than cores only
         // adds memory (each holds a decoded image).
@@ -97,7 +97,7 @@ impl AppState {
             pipeline,
             gallery: RwLock::new(Arc::new(gallery)),
             store,
-            writer: tokio::sync::Mutex::new(db),
+            writer: tokio::sync::Mutex::new(()),
             decode_slots: Semaphore::new(2 * cores),
             localiser: None,
         })
@@ -491,24 +491,26 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
         let n = uploads.len();
         let pixels = s.prepare(uploads).await?;
         let emb = s.embed(pixels, n).await?;
-        let mut w = s.writer.lock().await;
-        let (g, added) = match (&s.store, w.as_mut()) {
-            (GalleryStore::Db { version, .. }, Some(db)) => {
+        let _w = s.writer.lock().await;
+        // The brand's rows and the number of brands, read before the gallery is published.
+        let counts = |g: &Gallery| (g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows), g.brands().len());
+        let (added, (rows, brands)) = match &s.store {
+            GalleryStore::Db { db, version } => {
                 let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
-                let applied = db.add(&s.gallery(), version.load(Ordering::SeqCst), &brand, &emb, &paths).await.map_err(db_error)?;
-                s.publish_version(applied.gallery.clone(), applied.version);
-                (applied.gallery, applied.rows)
+                let applied = db.lock().await.add(&s.gallery(), version.load(Ordering::SeqCst), &brand, &emb, &paths).await.map_err(db_error)?;
+                let counts = counts(&applied.gallery);
+                s.publish_version(applied.gallery, applied.version);
+                (applied.rows, counts)
             }
-            _ => {
+            GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
                 let added = g.add(&brand, &emb, &names).map_err(index_error)?;
-                let g = save(&s, g).await?;
-                s.publish(g.clone());
-                (g, added)
+                let g = save(path, g).await?;
+                let counts = counts(&g);
+                s.publish(g);
+                (added, counts)
             }
         };
-        let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
-        let brands = g.brands().len();
         Ok((StatusCode::CREATED, Json(serde_json::json!({ "brand": brand, "added": added, "rows": rows, "brands": brands }))).into_response())
     })
     .await
@@ -517,18 +519,18 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
 async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>) -> Result<Json<serde_json::Value>, ApiError> {
     let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
     s.timed(async {
-        let mut w = s.writer.lock().await;
-        let (removed, brands) = match (&s.store, w.as_mut()) {
-            (GalleryStore::Db { version, .. }, Some(db)) => {
-                let applied = db.remove(&s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
+        let _w = s.writer.lock().await;
+        let (removed, brands) = match &s.store {
+            GalleryStore::Db { db, version } => {
+                let applied = db.lock().await.remove(&s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
                 let brands = applied.gallery.brands().len();
                 s.publish_version(applied.gallery, applied.version);
                 (applied.rows, brands)
             }
-            _ => {
+            GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
                 let removed = g.remove(&brand).map_err(index_error)?;
-                let g = save(&s, g).await?;
+                let g = save(path, g).await?;
                 let brands = g.brands().len();
                 s.publish(g);
                 (removed, brands)
@@ -550,9 +552,8 @@ fn db_error(e: DbError) -> ApiError {
 }
 
 /// Writes `g` to the gallery file atomically and hands it back.
-async fn save(s: &Arc<AppState>, g: Gallery) -> Result<Gallery, ApiError> {
-    let GalleryStore::File(path) = &s.store else { return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no gallery file")) };
-    let path = path.clone();
+async fn save(path: &Path, g: Gallery) -> Result<Gallery, ApiError> {
+    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || g.save(&path).map(|()| g))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("saving the gallery: {e}")))?

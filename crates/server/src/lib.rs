@@ -213,23 +213,23 @@ pub async fn start_with_source(
         .map_err(|e| ServeError::Model(format!("model thread: {e}")))?
         .map_err(ServeError::Model)?;
     let fp = info.fingerprint.clone();
-    let (gallery, store, db) = match &source {
+    let (gallery, store) = match &source {
         GallerySource::File(path) => {
-            let path = path.clone();
+            let p = path.clone();
             let g: Gallery =
-                tokio::task::spawn_blocking(move || Gallery::load_for_model(&path, &fp)).await.map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
-            (g, api::GalleryStore::File(gallery_path_of(&source)), None)
+                tokio::task::spawn_blocking(move || Gallery::load_for_model(&p, &fp)).await.map_err(|e| ServeError::Model(format!("gallery loader: {e}")))??;
+            (g, api::GalleryStore::File(path.clone()))
         }
         GallerySource::Db { url, .. } => {
             let mut db = proxima_gallery_db::GalleryDb::connect(url).await?;
             let (g, version) = db.load_for_model(&fp).await?;
-            (g, api::GalleryStore::Db { name: db.name(), version: std::sync::atomic::AtomicI64::new(version) }, Some(db))
+            (g, api::GalleryStore::db(db, version))
         }
     };
     if gallery.decision_threshold(config.threshold).is_err() {
         return Err(ServeError::NotCalibrated(PathBuf::from(source.name())));
     }
-    let mut state = api::AppState::with_store(config.clone(), worker, info, gallery, store, db, metrics).map_err(ServeError::Config)?;
+    let mut state = api::AppState::with_store(config.clone(), worker, info, gallery, store, metrics).map_err(ServeError::Config)?;
     if let Some(l) = localiser {
         state = state.with_localiser(l);
     }
@@ -264,14 +264,6 @@ pub async fn start_with_source(
             .await
     });
     Ok(RunningServer { addr, state, shutdown: Some(tx), task, follower })
-}
-
-/// The file of a file source (empty for a database).
-fn gallery_path_of(source: &GallerySource) -> PathBuf {
-    match source {
-        GallerySource::File(p) => p.clone(),
-        GallerySource::Db { .. } => PathBuf::new(),
-    }
 }
 
 fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
