@@ -142,6 +142,31 @@ pub struct Applied {
     pub rows: usize,
 }
 
+/// What a write transaction found.
+enum Write {
+    /// Committed: the version before the write and the rows written or deleted.
+    Done { before: i64, rows: u64 },
+    /// No gallery in the database.
+    NoGallery,
+    /// A gallery of another model (its fingerprint) or embedding size.
+    OtherModel(String),
+    /// `create` without `replace` met a gallery of this many rows.
+    Exists(i64),
+}
+
+/// A driver error with what was being done.
+type Step<T> = Result<T, (&'static str, tokio_postgres::Error)>;
+
+/// A stored JSON field, or [`DbError::Corrupt`] naming it.
+fn parse_stored<T: serde::de::DeserializeOwned>(url: &str, what: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| DbError::Corrupt { url: url.to_string(), what, reason: format!("{e}: {text:?}") })
+}
+
+/// Whether `e` says the gallery's tables do not exist (no gallery yet).
+fn no_table(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+}
+
 impl GalleryDb {
     /// Connects to `url` (a libpq URL or key=value string; TLS is not used).
     pub async fn connect(url: &str) -> Result<Self> {
@@ -182,21 +207,20 @@ impl GalleryDb {
     /// Stores `gallery` as the database's gallery (creating the tables if needed), replacing an
     /// existing one only with `replace`; returns the new version.
     pub async fn create(&mut self, gallery: &Gallery, replace: bool) -> Result<i64> {
-        let url = redact(&self.url);
         let client = self.client().await?;
-        let res: Result<i64, (&'static str, tokio_postgres::Error)> = async {
+        let res: Step<Write> = async {
             client.batch_execute(SCHEMA).await.map_err(|e| ("creating the tables", e))?;
             let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
             let old: Option<i64> =
                 tx.query_opt("SELECT version FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await.map_err(|e| ("reading the version", e))?.map(|r| r.get(0));
             let rows: i64 = tx.query_one("SELECT count(*) FROM proxima_gallery_rows", &[]).await.map_err(|e| ("counting rows", e))?.get(0);
             if old.is_some() && !replace {
-                return Ok(-1 - rows);
+                return Ok(Write::Exists(rows));
             }
             tx.execute("DELETE FROM proxima_gallery_rows", &[]).await.map_err(|e| ("clearing rows", e))?;
             let h = gallery.to_header();
-            let version = old.map_or(1, |v| v + 1);
-            let json = |v: serde_json::Result<String>| v.unwrap_or_default();
+            let version = old.unwrap_or(0) + 1;
+            let json = |v: serde_json::Result<String>| v.expect("metric, backend and calibration serialise");
             tx.execute(
                 "INSERT INTO proxima_gallery (id, model_fingerprint, dim, metric, backend, calibration, version) VALUES (1, $1, $2, $3, $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET model_fingerprint = $1, dim = $2, metric = $3, backend = $4, calibration = $5, version = $6",
@@ -214,14 +238,10 @@ impl GalleryDb {
             let brands: Vec<&str> = gallery.labels().iter().map(|&l| gallery.brands()[l as usize].as_str()).collect();
             insert_rows(&tx, &brands, gallery.paths(), gallery.data(), gallery.dim()).await?;
             tx.commit().await.map_err(|e| ("committing", e))?;
-            Ok(version)
+            Ok(Write::Done { before: version - 1, rows: gallery.len() as u64 })
         }
         .await;
-        match res {
-            Ok(v) if v < 0 => Err(DbError::Exists { url, rows: -1 - v }),
-            Ok(v) => Ok(v),
-            Err((what, e)) => Err(self.err(what)(e)),
-        }
+        Ok(self.outcome(res, gallery.model_fingerprint())?.0 + 1)
     }
 
     /// The database's version, or `None` when it holds no gallery.
@@ -231,61 +251,63 @@ impl GalleryDb {
         match res {
             Ok(r) => Ok(r.map(|r| r.get(0))),
             // The table does not exist yet: no gallery.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) if no_table(&e) => Ok(None),
             Err(e) => Err(self.err("reading the version")(e)),
         }
     }
 
-    /// The gallery and its version, read in one consistent snapshot.
+    /// The gallery and its version, read in one consistent snapshot. Stored metadata that does
+    /// not parse is [`DbError::Corrupt`].
     pub async fn load(&mut self) -> Result<(Gallery, i64)> {
         let url = redact(&self.url);
         let client = self.client().await?;
-        let res: Result<Option<(Header, Vec<f32>, i64)>, (&'static str, tokio_postgres::Error)> = async {
+        let res: Step<Option<(tokio_postgres::Row, Vec<tokio_postgres::Row>)>> = async {
             let tx =
                 client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(|e| ("starting a transaction", e))?;
             let meta = match tx.query_opt("SELECT model_fingerprint, dim, metric, backend, calibration, version FROM proxima_gallery WHERE id = 1", &[]).await {
                 Ok(m) => m,
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+                Err(e) if no_table(&e) => None,
                 Err(e) => return Err(("reading the gallery's metadata", e)),
             };
             let Some(meta) = meta else { return Ok(None) };
             let rows = tx.query("SELECT brand, source, embedding FROM proxima_gallery_rows ORDER BY id", &[]).await.map_err(|e| ("reading rows", e))?;
             tx.commit().await.map_err(|e| ("ending the snapshot", e))?;
-            let dim: i32 = meta.get(1);
-            let (mut brands, mut labels, mut paths, mut data) = (Vec::<String>::new(), Vec::new(), Vec::new(), Vec::with_capacity(rows.len() * dim.max(0) as usize));
-            let mut ids = std::collections::HashMap::<String, u32>::new();
-            for r in &rows {
-                let brand: String = r.get(0);
-                let id = *ids.entry(brand.clone()).or_insert_with(|| {
-                    brands.push(brand);
-                    (brands.len() - 1) as u32
-                });
-                labels.push(id);
-                paths.push(PathBuf::from(r.get::<_, String>(1)));
-                data.extend_from_slice(r.get::<_, Vector>(2).as_slice());
-            }
-            let header = Header {
-                writer: concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")).to_string(),
-                metric: serde_json::from_str(meta.get::<_, &str>(2)).unwrap_or(proxima_index::Metric::Cosine),
-                dim: dim.max(0) as usize,
-                rows: rows.len(),
-                model_fingerprint: meta.get(0),
-                brands,
-                labels,
-                paths,
-                calibration: meta.get::<_, Option<&str>>(4).and_then(|c| serde_json::from_str(c).ok()),
-                backend: serde_json::from_str(meta.get::<_, &str>(3)).unwrap_or_default(),
-            };
-            Ok(Some((header, data, meta.get(5))))
+            Ok(Some((meta, rows)))
         }
         .await;
-        let (header, data, version) = match res {
+        let (meta, rows) = match res {
             Ok(Some(v)) => v,
             Ok(None) => return Err(DbError::Empty { url }),
             Err((what, e)) => return Err(self.err(what)(e)),
         };
+        let dim: i32 = meta.get(1);
+        let dim = usize::try_from(dim).map_err(|_| DbError::Corrupt { url: url.clone(), what: "dim", reason: dim.to_string() })?;
+        let (mut brands, mut labels, mut paths, mut data) = (Vec::<String>::new(), Vec::new(), Vec::new(), Vec::with_capacity(rows.len() * dim));
+        let mut ids = std::collections::HashMap::<String, u32>::new();
+        for r in &rows {
+            let brand: String = r.get(0);
+            let id = *ids.entry(brand.clone()).or_insert_with(|| {
+                brands.push(brand);
+                (brands.len() - 1) as u32
+            });
+            labels.push(id);
+            paths.push(PathBuf::from(r.get::<_, String>(1)));
+            data.extend_from_slice(r.get::<_, Vector>(2).as_slice());
+        }
+        let header = Header {
+            writer: concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")).to_string(),
+            metric: parse_stored(&url, "metric", meta.get(2))?,
+            dim,
+            rows: rows.len(),
+            model_fingerprint: meta.get(0),
+            brands,
+            labels,
+            paths,
+            calibration: meta.get::<_, Option<&str>>(4).map(|c| parse_stored(&url, "calibration", c)).transpose()?,
+            backend: parse_stored(&url, "backend", meta.get(3))?,
+        };
         let gallery = Gallery::from_header(&PathBuf::from(&url), header, data)?;
-        Ok((gallery, version))
+        Ok((gallery, meta.get(5)))
     }
 
     /// As [`GalleryDb::load`], refusing a gallery built with another model.
@@ -316,23 +338,19 @@ impl GalleryDb {
         let brands = vec![brand; rows];
         let fingerprint = local.model_fingerprint().to_string();
         let client = self.client().await?;
-        let res: Result<i64, (&'static str, tokio_postgres::Error)> = async {
+        let res: Step<Write> = async {
             let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
-            let before = lock_meta(&tx).await?;
-            if let Some((_, fp, d)) = &before
-                && (fp != &fingerprint || *d as usize != dim)
-            {
-                // Another model's gallery was stored meanwhile: reported by check_write.
-                return Ok(-1);
+            let Some((version, fp, d)) = lock_meta(&tx).await? else { return Ok(Write::NoGallery) };
+            if fp != fingerprint || d as usize != dim {
+                return Ok(Write::OtherModel(fp));
             }
-            let Some((version, ..)) = before else { return Ok(-2) };
             insert_rows(&tx, &brands, new_paths, new_rows, dim).await?;
             tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
             tx.commit().await.map_err(|e| ("committing", e))?;
-            Ok(version)
+            Ok(Write::Done { before: version, rows: rows as u64 })
         }
         .await;
-        let before = self.check_write(res, &fingerprint).await?;
+        let (before, _) = self.outcome(res, &fingerprint)?;
         self.after_write(next, local_version, before, rows).await
     }
 
@@ -341,23 +359,21 @@ impl GalleryDb {
         let mut next = local.clone();
         let fingerprint = local.model_fingerprint().to_string();
         let client = self.client().await?;
-        let res: Result<(i64, u64), (&'static str, tokio_postgres::Error)> = async {
+        let res: Step<Write> = async {
             let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
-            let Some((version, fp, _)) = lock_meta(&tx).await? else { return Ok((-2, 0)) };
+            let Some((version, fp, _)) = lock_meta(&tx).await? else { return Ok(Write::NoGallery) };
             if fp != fingerprint {
-                return Ok((-1, 0));
+                return Ok(Write::OtherModel(fp));
             }
             let n = tx.execute("DELETE FROM proxima_gallery_rows WHERE brand = $1", &[&brand]).await.map_err(|e| ("deleting rows", e))?;
-            if n == 0 {
-                return Ok((version, 0));
+            if n > 0 {
+                tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+                tx.commit().await.map_err(|e| ("committing", e))?;
             }
-            tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
-            tx.commit().await.map_err(|e| ("committing", e))?;
-            Ok((version, n))
+            Ok(Write::Done { before: version, rows: n })
         }
         .await;
-        let deleted = res.as_ref().map(|r| r.1).unwrap_or(0);
-        let before = self.check_write(res.map(|r| r.0), &fingerprint).await?;
+        let (before, deleted) = self.outcome(res, &fingerprint)?;
         if deleted == 0 {
             return Err(IndexError::UnknownBrand(brand.to_string()).into());
         }
@@ -368,7 +384,7 @@ impl GalleryDb {
 
     /// Stores a (new) calibration; answers the database's gallery after the change.
     pub async fn set_calibration(&mut self, calibration: Option<&Calibration>) -> Result<(Gallery, i64)> {
-        let text = calibration.map(|c| serde_json::to_string(c).unwrap_or_default());
+        let text = calibration.map(|c| serde_json::to_string(c).expect("a calibration serialises"));
         let client = self.client().await?;
         let res = client.execute("UPDATE proxima_gallery SET calibration = $1, version = version + 1 WHERE id = 1", &[&text]).await;
         match res {
@@ -378,16 +394,15 @@ impl GalleryDb {
         }
     }
 
-    /// The version a write found (−1: another model's gallery, −2: no gallery), as an error when
-    /// it is not a real version.
-    async fn check_write(&mut self, res: Result<i64, (&'static str, tokio_postgres::Error)>, fingerprint: &str) -> Result<i64> {
+    /// A write's outcome: `(version before, rows)` when it committed, else the error.
+    fn outcome(&self, res: Step<Write>, fingerprint: &str) -> Result<(i64, u64)> {
         match res {
-            Ok(-2) => Err(DbError::Empty { url: self.name() }),
-            Ok(-1) => {
-                let stored = self.load().await.map(|(g, _)| g.model_fingerprint().to_string()).unwrap_or_default();
+            Ok(Write::Done { before, rows }) => Ok((before, rows)),
+            Ok(Write::NoGallery) => Err(DbError::Empty { url: self.name() }),
+            Ok(Write::OtherModel(stored)) => {
                 Err(IndexError::FingerprintMismatch { path: PathBuf::from(self.name()), gallery: stored, expected: fingerprint.to_string() }.into())
             }
-            Ok(v) => Ok(v),
+            Ok(Write::Exists(rows)) => Err(DbError::Exists { url: self.name(), rows }),
             Err((what, e)) => Err(self.err(what)(e)),
         }
     }
@@ -405,16 +420,16 @@ impl GalleryDb {
 
 /// Locks the metadata row for the transaction: `(version, model fingerprint, dim)`, or `None`
 /// without a gallery.
-async fn lock_meta(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<(i64, String, i32)>, (&'static str, tokio_postgres::Error)> {
+async fn lock_meta(tx: &tokio_postgres::Transaction<'_>) -> Step<Option<(i64, String, i32)>> {
     match tx.query_opt("SELECT version, model_fingerprint, dim FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await {
         Ok(r) => Ok(r.map(|r| (r.get(0), r.get(1), r.get(2)))),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) if no_table(&e) => Ok(None),
         Err(e) => Err(("locking the gallery", e)),
     }
 }
 
 /// Appends rows (brand, source path, embedding) in order, in chunks of [`INSERT_CHUNK`].
-async fn insert_rows(tx: &impl GenericClient, brands: &[&str], paths: &[PathBuf], data: &[f32], dim: usize) -> Result<(), (&'static str, tokio_postgres::Error)> {
+async fn insert_rows(tx: &impl GenericClient, brands: &[&str], paths: &[PathBuf], data: &[f32], dim: usize) -> Step<()> {
     let stmt = tx
         .prepare("INSERT INTO proxima_gallery_rows (brand, source, embedding) SELECT b, s, e FROM unnest($1::text[], $2::text[], $3::vector[]) WITH ORDINALITY AS t(b, s, e, o) ORDER BY o")
         .await

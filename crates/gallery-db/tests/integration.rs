@@ -161,6 +161,15 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         }
         assert_eq!(last, want, "the follower reaches the database's version after the outage");
         follower.abort();
+
+        // Stored metadata that does not parse is a clear error naming the field, never a
+        // gallery with a guessed metric.
+        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        sql.batch_execute("UPDATE proxima_gallery SET metric = '\"manhattan\"'").await.unwrap();
+        let err = db.load().await.unwrap_err();
+        assert!(matches!(err, DbError::Corrupt { what: "metric", .. }), "{err}");
+        assert!(err.to_string().contains("metric") && err.to_string().contains("manhattan"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     });
 }
