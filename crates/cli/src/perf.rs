@@ -136,7 +136,7 @@ fn perf_data_dir() -> std::path::PathBuf {
 /// from disk each time (no cache), random resized crop (scale 0.6–1) and horizontal flip to
 /// `size`², 4 images per class, the loader's default workers. A step's time includes waiting for
 /// its batch, so a loader slower than the model shows. The same pipeline as
-/// `benchmarks/pytorch_train_step.py --data` (torchvision `ImageFolder` + `DataLoader`).
+/// `data_loader` in `benchmarks/pytorch_train_step.py` (torchvision `ImageFolder` + `DataLoader`).
 fn train_steps_with_data(size: u32, batch: usize, samples: usize, device: Device) -> Result<f64> {
     use proxima_data::{Dataset, Loader, LoaderConfig, MPerClassConfig, MPerClassSampler, Normalize, Pipeline, PipelineConfig, ScanOptions, Transform};
     let root = perf_data_dir();
@@ -150,58 +150,53 @@ fn train_steps_with_data(size: u32, batch: usize, samples: usize, device: Device
     let sampler = MPerClassSampler::new(&labels, MPerClassConfig { m: 4, batch_size: batch, small_classes: Default::default(), batches_per_epoch: None }, 0)?;
     let plan = (0u64..).flat_map(move |epoch| sampler.epoch(epoch).into_iter().map(move |b| (epoch, b)));
     let mut batches = loader.iter(plan);
-    let (model, loss, mut optimizer) = train_parts(device)?;
-    let mut times = Vec::with_capacity(samples.max(1));
-    for i in 0..=samples.max(1) {
-        let start = std::time::Instant::now();
+    let mut parts = TrainParts::new(device)?;
+    median_step_time(samples, device, || {
         let b = batches.next().context("the loader stopped")??;
         let [n, c, h, w] = b.shape.map(|v| v as i64);
         let x = Tensor::from_slice(&b.images).view([n, c, h, w]).to_device(device);
         let y = Tensor::from_slice(&b.labels).to_device(device);
-        optimizer.zero_grad();
-        let value = loss.forward(&Batch::new(&model.embed_t(&x, true), &y), None)?;
-        value.backward();
-        optimizer.step(1.0);
-        if let Device::Cuda(d) = device {
-            tch::Cuda::synchronize(d as i64);
-        }
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    Ok(median(&mut times))
+        parts.step(&x, &y, false)
+    })
 }
 
 /// The model, loss and optimiser of the training workloads: ResNet-18 + linear 512→128,
 /// TripletMarginLoss (margin 0.1, all triplets), SGD (lr 0.01, momentum 0.9).
-fn train_parts(device: Device) -> Result<(EmbeddingModel, proxima_core::Loss, Optimizer)> {
-    tch::manual_seed(0);
-    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::Resnet18 {}, 128), device)?;
-    let loss_vs = nn::VarStore::new(device);
-    let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "TripletMarginLoss", "margin": 0.1, "triplets_per_anchor": "all"}))?;
-    let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
-    let params = proxima_train::model::trainable_with_prefix(model.var_store(), "");
-    let sgd = OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false };
-    let optimizer = Optimizer::new(sgd, vec![ParamGroup { name: "model".into(), lr: 0.01, params }])?;
-    Ok((model, loss, optimizer))
+struct TrainParts {
+    model: EmbeddingModel,
+    loss: proxima_core::Loss,
+    optimizer: Optimizer,
 }
 
-/// The median of `times` (sorted in place).
-fn median(times: &mut [f64]) -> f64 {
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
-    if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 }
+impl TrainParts {
+    fn new(device: Device) -> Result<Self> {
+        tch::manual_seed(0);
+        let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::Resnet18 {}, 128), device)?;
+        let loss_vs = nn::VarStore::new(device);
+        let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "TripletMarginLoss", "margin": 0.1, "triplets_per_anchor": "all"}))?;
+        let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
+        let params = proxima_train::model::trainable_with_prefix(model.var_store(), "");
+        let sgd = OptimizerConfig::Sgd { lr: 0.01, momentum: 0.9, weight_decay: 0.0, nesterov: false };
+        let optimizer = Optimizer::new(sgd, vec![ParamGroup { name: "model".into(), lr: 0.01, params }])?;
+        Ok(TrainParts { model, loss, optimizer })
+    }
+
+    /// One full SGD step on images `x` with `labels` (the forward under bfloat16 autocast with
+    /// `bf16`, as `[train] autocast_bf16`).
+    fn step(&mut self, x: &Tensor, labels: &Tensor, bf16: bool) -> Result<()> {
+        self.optimizer.zero_grad();
+        let device = x.device();
+        let emb = if bf16 { autocast_bf16(device, || self.model.embed_t(x, true)).to_kind(Kind::Float) } else { self.model.embed_t(x, true) };
+        let value = self.loss.forward(&Batch::new(&emb, labels), None)?;
+        value.backward();
+        self.optimizer.step(1.0);
+        Ok(())
+    }
 }
 
-/// Full training steps of a ResNet-18 embedding model (linear 512→128 head, L2-normalised) on
-/// random images: forward, triplet margin loss (margin 0.1, all triplets, 4 images per class),
-/// backward and SGD with momentum 0.9 — the same work as `benchmarks/pytorch_train_step.py`.
-/// With `bf16` the forward runs under bfloat16 autocast (`[train] autocast_bf16`).
-/// One untimed warm-up step, then `samples` timed steps; returns the median step time.
-fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device) -> Result<f64> {
-    let (model, loss, mut optimizer) = train_parts(device)?;
-    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
-    let labels = (Tensor::arange(batch, (Kind::Int64, device)) / 4).to_kind(Kind::Int64);
+/// The median time of `samples` calls of `step` (at least one) after one untimed warm-up, CUDA
+/// work synchronised before each clock stops.
+fn median_step_time(samples: usize, device: Device, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
     let sync = || {
         if let Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
@@ -211,17 +206,25 @@ fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device
     for i in 0..=samples.max(1) {
         sync();
         let start = std::time::Instant::now();
-        optimizer.zero_grad();
-        let emb = if bf16 { autocast_bf16(device, || model.embed_t(&x, true)).to_kind(Kind::Float) } else { model.embed_t(&x, true) };
-        let value = loss.forward(&Batch::new(&emb, &labels), None)?;
-        value.backward();
-        optimizer.step(1.0);
+        step()?;
         sync();
         if i > 0 {
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    Ok(median(&mut times))
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 })
+}
+
+/// Full training steps of a ResNet-18 embedding model on random images (see [`TrainParts`]):
+/// the same work as `benchmarks/pytorch_train_step.py`. With `bf16` the forward runs under
+/// bfloat16 autocast. One untimed warm-up step, then `samples` timed steps; the median step time.
+fn train_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device) -> Result<f64> {
+    let mut parts = TrainParts::new(device)?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let labels = (Tensor::arange(batch, (Kind::Int64, device)) / 4).to_kind(Kind::Int64);
+    median_step_time(samples, device, || parts.step(&x, &labels, bf16))
 }
 
 /// Runs `proxima perf`.
