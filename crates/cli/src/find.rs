@@ -225,12 +225,13 @@ struct EvalReport {
 }
 
 fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
-    let device = experiment::available_device(&a.device)?;
-    let (loc, _) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
+    // The manifests first: a wrong one fails before the localiser is loaded.
     let scenes: Vec<Scene> = read_all_scenes(&a.scenes)?.into_iter().filter(|s| s.boxes.is_some()).collect();
     if scenes.is_empty() {
         bail!("no scene with boxes in the manifests: negatives need to know where the logos are");
     }
+    let device = experiment::available_device(&a.device)?;
+    let (loc, _) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let opts = FindOptions::default();
     let mut written = 0usize;

@@ -476,3 +476,21 @@ fn gallery_commands_on_a_database_match_the_file_gallery() {
     assert_eq!(c, 2);
     assert!(err.contains("unavailable") && !err.contains("secret"), "{err}");
 }
+
+/// `localiser negatives` refuses manifests it cannot use before touching the localiser, naming
+/// the problem, and writes nothing.
+#[test]
+fn localiser_negatives_refuses_unusable_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("negatives");
+    let missing = dir.path().join("missing.jsonl");
+    let (c, _, err) = code(&["localiser", "negatives", "--localiser", s(dir.path()), "--scenes", s(&missing), "--out", s(&out)]);
+    assert_eq!(c, 2);
+    assert!(err.contains("missing.jsonl"), "{err}");
+    let no_boxes = dir.path().join("no_boxes.jsonl");
+    std::fs::write(&no_boxes, "{\"image\": \"a.png\", \"brands\": []}\n").unwrap();
+    let (c, _, err) = code(&["localiser", "negatives", "--localiser", s(dir.path()), "--scenes", s(&no_boxes), "--out", s(&out)]);
+    assert_eq!(c, 2);
+    assert!(err.contains("no scene with boxes"), "{err}");
+    assert!(!out.exists(), "nothing written on failure");
+}
