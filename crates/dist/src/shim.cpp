@@ -1,0 +1,143 @@
+// The collectives Proxima's data-parallel training uses, on libtorch's own c10d engine:
+// TCPStore for the rendezvous and ProcessGroupGloo for all-reduce, all-gather and broadcast.
+//
+// Why a shim and how: libtorch_cpu.so exports both classes, but the wheel ships no Gloo headers,
+// so ProcessGroupGloo.hpp cannot be included. Only two of its symbols are needed — the
+// constructor and Options::create_default — and they are declared here by their mangled names
+// with parameter types of the same ABI (every c10::intrusive_ptr is one pointer with a
+// non-trivial destructor, whatever it points to). Everything else goes through c10d::Backend's
+// virtual functions, whose header is shipped. The object is constructed in place in a buffer far
+// larger than the class and handed to an intrusive_ptr exactly as c10::make_intrusive does.
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+using BackendOptionsPtr = c10::intrusive_ptr<c10d::Backend::Options>;
+
+// c10d::ProcessGroupGloo::Options::create_default(std::chrono::milliseconds)
+extern BackendOptionsPtr proxima_gloo_options_create_default(std::chrono::milliseconds timeout) __asm__(
+    "_ZN4c10d16ProcessGroupGloo7Options14create_defaultENSt6chrono8durationIlSt5ratioILl1ELl1000EEEE");
+// c10d::ProcessGroupGloo::ProcessGroupGloo(const intrusive_ptr<Store>&, int rank, int size, intrusive_ptr<Options>)
+extern void proxima_gloo_construct(void* self, const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, BackendOptionsPtr options) __asm__(
+    "_ZN4c10d16ProcessGroupGlooC1ERKN3c1013intrusive_ptrINS_5StoreENS1_6detail34intrusive_target_default_null_typeIS3_EEEEiiNS2_INS0_7OptionsENS5_ISA_EEEE");
+
+// sizeof(c10d::ProcessGroupGloo) is about 1 KiB in libtorch 2.x; the buffer leaves ample room.
+static constexpr size_t kGlooObjectBytes = 64 * 1024;
+
+struct ProximaGroup {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  int rank;
+  int size;
+};
+
+static void set_error(char* err, size_t len, const char* what) {
+  if (err && len > 0) {
+    std::strncpy(err, what, len - 1);
+    err[len - 1] = '\0';
+  }
+}
+
+template <typename F>
+static int guarded(char* err, size_t len, F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, e.what());
+  } catch (...) {
+    set_error(err, len, "unknown C++ exception");
+  }
+  return 1;
+}
+
+static std::vector<at::Tensor> tensors_of(at::Tensor** ts, size_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i) v.push_back(*ts[i]);
+  return v;
+}
+
+static void wait(const c10::intrusive_ptr<c10d::Work>& work) {
+  work->wait();
+}
+
+extern "C" {
+
+// Connects to (rank 0 with is_server: hosts) the TCPStore at host:port and joins a Gloo group.
+ProximaGroup* proxima_dist_new(const char* host, int port, int rank, int size, int is_server, int64_t timeout_ms, char* err, size_t err_len) {
+  ProximaGroup* group = nullptr;
+  guarded(err, err_len, [&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<std::size_t>(size);
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("proxima/", tcp);
+    BackendOptionsPtr options = proxima_gloo_options_create_default(std::chrono::milliseconds(timeout_ms));
+    void* memory = ::operator new(kGlooObjectBytes);
+    std::memset(memory, 0, kGlooObjectBytes);
+    try {
+      proxima_gloo_construct(memory, store, rank, size, options);
+    } catch (...) {
+      ::operator delete(memory);
+      throw;
+    }
+    // ProcessGroupGloo derives from Backend alone, so the Backend subobject is at offset 0.
+    auto backend = c10::intrusive_ptr<c10d::Backend>::unsafe_steal_from_new(static_cast<c10d::Backend*>(memory));
+    group = new ProximaGroup{store, backend, rank, size};
+  });
+  return group;
+}
+
+void proxima_dist_free(ProximaGroup* group) {
+  delete group;
+}
+
+// In-place sum over all ranks of each tensor (one collective per tensor).
+int proxima_dist_all_reduce_sum(ProximaGroup* group, at::Tensor** ts, size_t n, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<at::Tensor> one{*ts[i]};
+      c10d::AllreduceOptions opts;
+      opts.reduceOp = c10d::ReduceOp::SUM;
+      wait(group->backend->allreduce(one, opts));
+    }
+  });
+}
+
+// Copies `input` of every rank into outputs[rank] (each preallocated with input's shape).
+int proxima_dist_all_gather(ProximaGroup* group, at::Tensor* input, at::Tensor** outputs, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<std::vector<at::Tensor>> out{tensors_of(outputs, static_cast<size_t>(group->size))};
+    std::vector<at::Tensor> in{*input};
+    wait(group->backend->allgather(out, in, c10d::AllgatherOptions()));
+  });
+}
+
+// Overwrites each tensor with root's.
+int proxima_dist_broadcast(ProximaGroup* group, at::Tensor** ts, size_t n, int root, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<at::Tensor> one{*ts[i]};
+      c10d::BroadcastOptions opts;
+      opts.rootRank = root;
+      wait(group->backend->broadcast(one, opts));
+    }
+  });
+}
+
+int proxima_dist_barrier(ProximaGroup* group, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] { wait(group->backend->barrier(c10d::BarrierOptions())); });
+}
+
+}  // extern "C"
