@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use proxima_dist::WorldEnv;
 use proxima_train::experiment;
 use proxima_train::trainer::Event;
 
@@ -27,6 +28,10 @@ pub struct TrainArgs {
     /// No progress bars (log lines only).
     #[arg(long)]
     quiet: bool,
+    /// Train data-parallel in N local processes over 127.0.0.1, as `torchrun --nproc-per-node N
+    /// proxima train …` would (each takes batch_size / N of every global batch).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    nproc: u16,
 }
 
 /// A progress display for training events.
@@ -86,10 +91,79 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if !args.resume && args.out.join("last.safetensors").exists() {
         bail!("{} already holds a run; use --resume to continue it or choose another --out", args.out.display());
     }
-    let mut progress = Progress::new(args.quiet);
+    let world = WorldEnv::from_env().context("reading the torchrun environment")?;
+    if args.nproc > 1 {
+        if world.is_some() {
+            bail!("--nproc launches its own processes; it cannot be used inside a torchrun job (WORLD_SIZE is set)");
+        }
+        if cfg.sampler.batch_size % usize::from(args.nproc) != 0 {
+            bail!("sampler.batch_size {} must be a multiple of --nproc {}", cfg.sampler.batch_size, args.nproc);
+        }
+        return launch_local(usize::from(args.nproc));
+    }
+    let is_main = world.as_ref().is_none_or(|w| w.rank == 0);
+    let mut progress = Progress::new(args.quiet || !is_main);
     let summary = experiment::run(&cfg, &args.out, args.resume, &mut |e| progress.on_event(e)).with_context(|| format!("training into {}", args.out.display()))?;
-    print_summary(&summary);
+    if is_main {
+        print_summary(&summary);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs this same command line (without `--nproc`) as `n` child processes with a torchrun-style
+/// environment on a free 127.0.0.1 port, waits for all, and stops the others as soon as one fails.
+/// Each child gets `OMP_NUM_THREADS` = cores / n unless it is set (torchrun sets 1).
+fn launch_local(n: usize) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the proxima executable to launch")?;
+    let mut args: Vec<String> = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match a.as_str() {
+            "--nproc" => skip_value = true,
+            _ if a.starts_with("--nproc=") => {}
+            _ => args.push(a),
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("finding a free port on 127.0.0.1")?.port();
+    let threads = (std::thread::available_parallelism().map_or(1, |p| p.get()) / n).max(1);
+    let mut children = Vec::with_capacity(n);
+    for rank in 0..n {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&args).envs(WorldEnv::local(rank, n, port).vars());
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            cmd.env("OMP_NUM_THREADS", threads.to_string());
+        }
+        children.push(cmd.spawn().with_context(|| format!("starting rank {rank}: {}", exe.display()))?);
+    }
+    eprintln!("data parallel: {n} processes on 127.0.0.1:{port}, {threads} thread(s) each");
+    let mut running: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
+    let mut failed: Option<(usize, std::process::ExitStatus)> = None;
+    while running.iter().any(Option::is_some) {
+        for (rank, slot) in running.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            if let Some(status) = child.try_wait().with_context(|| format!("waiting for rank {rank}"))? {
+                *slot = None;
+                if !status.success() && failed.is_none() {
+                    failed = Some((rank, status));
+                }
+            }
+        }
+        if failed.is_some() {
+            for child in running.iter_mut().flatten() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    match failed {
+        Some((rank, status)) => bail!("rank {rank} of {n} failed ({status}); the other ranks were stopped"),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Prints the before/after table of a finished run.

@@ -494,3 +494,84 @@ fn localiser_negatives_refuses_unusable_manifests() {
     assert!(err.contains("no scene with boxes"), "{err}");
     assert!(!out.exists(), "nothing written on failure");
 }
+
+/// `proxima train --nproc 2` (two processes over 127.0.0.1, 8 + 8 samples of each global batch)
+/// ends with the parameters, optimiser state and losses of one process training on the global
+/// batch of 16; the trunk's BatchNorm is frozen so both compute the same function.
+#[test]
+fn train_in_two_processes_equals_one_process_with_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = proxima(&["data", "synth", "--brands", "12", "--per-brand", "8", "--size", "32", "--out", s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.path().join("ddp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"seed = 3
+[data]
+root = "{}"
+image_size = 32
+[split]
+type = "ratio"
+train = 0.75
+val = 0.25
+test = 0.0
+[sampler]
+m = 4
+batch_size = 16
+[model]
+embedding_size = 16
+backbone = {{ type = "small_cnn", widths = [8, 16] }}
+freeze_batch_norm = true
+[loss]
+type = "multi_similarity"
+[miner]
+type = "multi_similarity"
+[optimizer]
+type = "adamw"
+lr = 0.01
+[train]
+epochs = 2
+"#,
+            s(&data)
+        ),
+    )
+    .unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let run = |out_dir: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--config", s(&config), "--out", s(out_dir), "--quiet"];
+        args.extend_from_slice(extra);
+        let out = proxima(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(&one, &[]);
+    let stderr = run(&two, &["--nproc", "2"]);
+    assert!(stderr.contains("data parallel: 2 processes"), "{stderr}");
+    let (a, state_a) = proxima_train::checkpoint::load(&one.join("last.safetensors")).unwrap();
+    let (b, state_b) = proxima_train::checkpoint::load(&two.join("last.safetensors")).unwrap();
+    assert_eq!(state_a["global_step"], state_b["global_step"]);
+    assert_eq!(a.iter().map(|(n, _)| n).collect::<Vec<_>>(), b.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    let mut worst = 0f64;
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let (x, y) = (x.to_kind(tch::Kind::Double), y.to_kind(tch::Kind::Double));
+        let diff = (&x - &y).abs().max().double_value(&[]) / x.abs().max().double_value(&[]).max(1e-3);
+        assert!(diff < 1e-4, "{name}: relative difference {diff}");
+        worst = worst.max(diff);
+    }
+    let losses = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("log.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|e| e["event"] == "step").map(|e| e["loss"].as_f64().unwrap()).collect()
+    };
+    let (la, lb) = (losses(&one), losses(&two));
+    assert!(la.len() > 4 && la.len() == lb.len(), "{la:?} vs {lb:?}");
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "step losses {la:?} vs {lb:?}");
+    }
+    eprintln!("two processes vs one: largest relative difference over all checkpoint tensors {worst:.2e}");
+    // A batch that two processes cannot share equally is refused before anything starts.
+    let (code, _, err) = code(&["train", "--config", s(&config), "--out", s(&dir.path().join("three")), "--nproc", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("multiple of --nproc 3"), "{err}");
+    assert!(!dir.path().join("three").exists());
+}

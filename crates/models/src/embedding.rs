@@ -71,12 +71,18 @@ pub struct EmbeddingConfig {
     /// Number of initial epochs during which the trunk is frozen.
     #[serde(default)]
     pub freeze_trunk_epochs: usize,
+    /// Run the trunk in inference mode while its weights train: BatchNorm normalises with its
+    /// running statistics (which stay fixed) instead of the batch's, and stochastic depth is off.
+    /// The usual choice when fine-tuning a pretrained trunk on small batches; it also makes a
+    /// data-parallel run compute exactly what one process with the global batch computes.
+    #[serde(default)]
+    pub freeze_batch_norm: bool,
 }
 
 impl EmbeddingConfig {
     /// A config with a linear head, normalisation on, no pretrained weights, no freezing.
     pub fn new(backbone: BackboneSpec, embedding_size: i64) -> Self {
-        EmbeddingConfig { backbone, embedding_size, head: HeadSpec::default(), normalize: true, pretrained: None, freeze_trunk_epochs: 0 }
+        EmbeddingConfig { backbone, embedding_size, head: HeadSpec::default(), normalize: true, pretrained: None, freeze_trunk_epochs: 0, freeze_batch_norm: false }
     }
 
     /// Parses and validates a TOML document.
@@ -290,7 +296,7 @@ impl EmbeddingModel {
     /// # Shapes
     /// `xs`: `[N, 3, H, W]` → `[N, feature_dim]`.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.trunk.features(xs, train && !self.trunk_frozen)
+        self.trunk.features(xs, train && !self.trunk_frozen && !self.config.freeze_batch_norm)
     }
 
     /// Embeddings in the given mode.

@@ -27,6 +27,8 @@ pub enum TrainError {
     Data(#[from] proxima_data::DataError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("data parallel: {0}")]
+    Dist(#[from] proxima_dist::DistError),
 }
 
 impl TrainError {

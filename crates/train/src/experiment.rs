@@ -18,6 +18,10 @@ use crate::optim::{Optimizer, OptimizerConfig, ParamGroup};
 use crate::schedule::Schedule;
 use crate::trainer::{self, Event, LoopConfig, Parts, TrainState};
 
+/// How long a rank waits for the others (to join, or inside a collective) before failing: long
+/// enough for rank 0's validation and checkpoint between two steps.
+const DIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 fn default_device() -> String {
     "cpu".into()
 }
@@ -248,8 +252,22 @@ fn normalize_of(model: &EmbeddingModel) -> Normalize {
 }
 
 /// Runs (or resumes) an experiment into `run_dir`.
+///
+/// Under a torchrun-style environment (`WORLD_SIZE` > 1, see [`proxima_dist::WorldEnv`]) this
+/// process joins the data-parallel job first; rank 0 writes every file, the others only train
+/// (their summary has no test metrics), and a CUDA run uses device `cuda:LOCAL_RANK`.
 pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<RunSummary> {
-    let device = available_device(&cfg.device)?;
+    let world = match proxima_dist::WorldEnv::from_env()? {
+        Some(env) if env.world_size > 1 => Some((proxima_dist::ProcessGroup::connect(&env, DIST_TIMEOUT)?, env.local_rank)),
+        _ => None,
+    };
+    let is_main = world.as_ref().is_none_or(|(w, _)| w.is_main());
+    let device = match (available_device(&cfg.device)?, &world) {
+        // One device per local rank; more ranks than devices share them round-robin (a one-GPU
+        // check of the data-parallel path; Gloo stages CUDA tensors through host memory).
+        (Device::Cuda(_), Some((_, local_rank))) => available_device(&format!("cuda:{}", local_rank % tch::Cuda::device_count().max(1) as usize))?,
+        (device, _) => device,
+    };
     std::fs::create_dir_all(run_dir).map_err(|e| TrainError::io(run_dir, e))?;
     let resolved_path = run_dir.join("config.toml");
     if resume && resolved_path.exists() {
@@ -258,7 +276,9 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
             return Err(TrainError::Config(format!("--resume: the configuration differs from the one the run started with ({})", resolved_path.display())));
         }
     }
-    crate::checkpoint::write_atomic(&resolved_path, toml::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?.as_bytes())?;
+    if is_main {
+        crate::checkpoint::write_atomic(&resolved_path, toml::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?.as_bytes())?;
+    }
     let (dataset, _issues) = load_dataset(&cfg.data)?;
     let split_path = run_dir.join("split.json");
     let split = match (&cfg.split_file, resume && split_path.exists()) {
@@ -267,7 +287,9 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
         (None, false) => proxima_data::make_split(&dataset.classes, &cfg.split, cfg.seed),
     }
     .map_err(|e| TrainError::Config(format!("split: {e}")))?;
-    split.save(&split_path)?;
+    if is_main {
+        split.save(&split_path)?;
+    }
     let (train_ds, val_ds, test_ds) = split.apply(&dataset).map_err(|e| TrainError::Config(format!("split: {e}")))?;
     if train_ds.num_classes() < 2 {
         return Err(TrainError::Config(format!("split: training needs at least 2 classes, got {}", train_ds.num_classes())));
@@ -306,8 +328,8 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
     // The model is freshly initialised from the seed here (a resume restores its weights inside
     // the loop), so this is the untrained baseline for a resumed run too.
     let test_before = match &test_loader {
-        Some(l) => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
-        None => None,
+        Some(l) if is_main => Some(trainer::EvalSummary::from(&trainer::evaluate(&model, l, device)?)),
+        _ => None,
     };
     let state = trainer::run(
         Parts {
@@ -325,10 +347,15 @@ pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut 
             val_loader: val_loader.as_ref(),
             config: &cfg.train,
             run_dir,
+            world: world.as_ref().map(|(w, _)| w),
         },
         resume,
         on_event,
     )?;
+    if !is_main {
+        let (train_classes, val_classes, test_classes) = (train_ds.num_classes(), val_ds.num_classes(), test_ds.num_classes());
+        return Ok(RunSummary { run_dir: run_dir.to_path_buf(), state, train_classes, val_classes, test_classes, test_before: None, test_after: None });
+    }
     // The model directory holds the best weights (or the last when there was no validation).
     let best = trainer::best_checkpoint(run_dir);
     let source = if best.exists() { best } else { trainer::last_checkpoint(run_dir) };

@@ -5,6 +5,16 @@
 //! (a pure function of seed, epoch and position), augmentation from the loader (seeded by epoch
 //! and sample index), and libtorch's generator is re-seeded from (seed, step) before every step.
 //! A run killed mid-epoch and resumed from its last checkpoint therefore replays the same steps.
+//!
+//! Data parallel (a [`ProcessGroup`] in [`Parts::world`]): every rank draws the same global batch
+//! from the sampler and loads its own contiguous slice of it, so the global batch keeps its
+//! m-per-class structure and its augmentation (seeded per sample) whatever the world size. The
+//! embeddings and labels of all ranks are gathered before mining, so the miner and the loss see
+//! the global batch on every rank (gradients flow back to each rank's own part only); the model's
+//! gradients are then summed over the ranks and the loss's own variables' averaged, which is the
+//! gradient one process would compute for the global batch. Rank 0 alone validates, writes
+//! checkpoints and logs, and emits events; checkpoints hold no world size, so a run resumes with
+//! any number of processes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +22,7 @@ use std::time::Instant;
 
 use proxima_core::{Batch as CoreBatch, Loss, MinerBox};
 use proxima_data::{Dataset, Loader, MPerClassSampler, SamplerState};
+use proxima_dist::{DEFAULT_BUCKET_BYTES, GradientReduction, ProcessGroup};
 use proxima_eval::{Embeddings, RetrievalConfig, RetrievalMetrics, evaluate_retrieval};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
@@ -122,6 +133,15 @@ pub struct Parts<'a> {
     pub config: &'a LoopConfig,
     /// Run directory: `last.safetensors`, `best.safetensors`, `log.jsonl`.
     pub run_dir: &'a Path,
+    /// The data-parallel job this process is part of; None for a single process.
+    pub world: Option<&'a ProcessGroup>,
+}
+
+impl Parts<'_> {
+    /// True when this process writes checkpoints and logs (rank 0, or the only process).
+    pub fn is_main(&self) -> bool {
+        self.world.is_none_or(ProcessGroup::is_main)
+    }
 }
 
 /// Paths of the checkpoints in a run directory.
@@ -187,16 +207,26 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
     std::fs::create_dir_all(parts.run_dir).map_err(|e| TrainError::io(parts.run_dir, e))?;
     let last = last_checkpoint(parts.run_dir);
     let mut state = if resume && last.exists() { restore(&mut parts, &last)? } else { TrainState::default() };
+    if let Some(world) = parts.world {
+        check_batch_divides(parts.sampler.config().batch_size, world.world_size())?;
+        synchronise_replicas(&parts, world, &state)?;
+    }
     let log_path = parts.run_dir.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| TrainError::io(&log_path, e))?;
+    let mut log = match parts.is_main() {
+        true => Some(std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| TrainError::io(&log_path, e))?),
+        false => None,
+    };
     let mut emit = |event: &Event, on_event: &mut dyn FnMut(&Event)| -> Result<()> {
         use std::io::Write;
-        writeln!(log, "{}", serde_json::to_string(event).expect("event serialises")).map_err(|e| TrainError::io(&log_path, e))?;
-        on_event(event);
+        if let Some(log) = &mut log {
+            writeln!(log, "{}", serde_json::to_string(event).expect("event serialises")).map_err(|e| TrainError::io(&log_path, e))?;
+            on_event(event);
+        }
         Ok(())
     };
     let cfg = parts.config;
     let steps_per_epoch = parts.sampler.batches_per_epoch();
+    let world_size = parts.world.map_or(1, ProcessGroup::world_size);
     let total_epochs = cfg.epochs as f64;
     while !state.finished && (state.sampler.epoch as usize) < cfg.epochs {
         let epoch = state.sampler.epoch as usize;
@@ -204,7 +234,7 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         parts.model.begin_epoch(epoch);
         emit(&Event::EpochStart { epoch, steps: steps_per_epoch }, on_event)?;
         let started = Instant::now();
-        let batches: Vec<Vec<usize>> = parts.sampler.epoch(epoch as u64).into_iter().skip(start_position).collect();
+        let batches: Vec<Vec<usize>> = parts.sampler.epoch(epoch as u64).into_iter().skip(start_position).map(|b| rank_slice(b, parts.world)).collect();
         let mut images = 0usize;
         let mut lr_factor = parts.schedule.factor(epoch as f64, total_epochs);
         for (offset, batch) in parts.train_loader.iter_epoch(batches, epoch as u64).enumerate() {
@@ -213,14 +243,13 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
             lr_factor = parts.schedule.factor(epoch as f64 + step as f64 / steps_per_epoch as f64, total_epochs);
             tch::manual_seed((parts.seed as i64).wrapping_mul(1_000_003).wrapping_add(state.global_step as i64));
             let value = train_step(&mut parts, &batch, lr_factor, epoch, step)?;
-            let b = batch.shape[0];
-            images += b;
+            images += batch.shape[0] * world_size;
             state.global_step += 1;
             state.epoch_loss_sum += value;
             state.epoch_loss_count += 1;
             state.sampler = SamplerState { epoch: epoch as u64, position: step + 1 };
             emit(&Event::Step { epoch, step, global_step: state.global_step, loss: value, lr_factor }, on_event)?;
-            if cfg.checkpoint_every_steps > 0 && (step + 1) % cfg.checkpoint_every_steps == 0 && step + 1 < steps_per_epoch {
+            if cfg.checkpoint_every_steps > 0 && (step + 1) % cfg.checkpoint_every_steps == 0 && step + 1 < steps_per_epoch && parts.is_main() {
                 save(&parts, &last, &state)?;
             }
         }
@@ -241,9 +270,60 @@ pub fn run(mut parts: Parts, resume: bool, on_event: &mut dyn FnMut(&Event)) -> 
         {
             state.finished = true;
         }
-        save(&parts, &last, &state)?;
+        if parts.is_main() {
+            save(&parts, &last, &state)?;
+        }
     }
     Ok(state)
+}
+
+/// This rank's contiguous share of a global batch (all of it for a single process).
+fn rank_slice(batch: Vec<usize>, world: Option<&ProcessGroup>) -> Vec<usize> {
+    match world {
+        Some(w) => {
+            let per_rank = batch.len() / w.world_size();
+            batch[w.rank() * per_rank..(w.rank() + 1) * per_rank].to_vec()
+        }
+        None => batch,
+    }
+}
+
+fn check_batch_divides(batch_size: usize, world_size: usize) -> Result<()> {
+    if !batch_size.is_multiple_of(world_size) {
+        return Err(TrainError::Config(format!("sampler.batch_size {batch_size} must be a multiple of the number of processes ({world_size}): each takes an equal share of the global batch")));
+    }
+    Ok(())
+}
+
+/// Makes every rank start from rank 0's weights, and checks that all resumed at the same step
+/// (a rank that could not read the run directory's checkpoint would otherwise silently diverge).
+fn synchronise_replicas(parts: &Parts, world: &ProcessGroup, state: &TrainState) -> Result<()> {
+    let position = Tensor::from_slice(&[state.global_step as i64, state.sampler.epoch as i64, state.sampler.position as i64]);
+    for (rank, p) in world.all_gather(&position)?.iter().enumerate() {
+        let p: Vec<i64> = Vec::<i64>::try_from(p).map_err(TrainError::from)?;
+        if p[0] != state.global_step as i64 {
+            return Err(TrainError::Config(format!(
+                "rank {rank} starts at step {} but rank {} at step {}: every rank must see the same run directory ({}) to resume",
+                p[0],
+                world.rank(),
+                state.global_step,
+                parts.run_dir.display()
+            )));
+        }
+    }
+    let mut vars: Vec<Tensor> = named("", parts.model.variables()).into_iter().map(|(_, t)| t).collect();
+    vars.extend(named("", parts.loss_vars.variables().into_iter().collect()).into_iter().map(|(_, t)| t));
+    world.broadcast(&vars, 0)?;
+    Ok(())
+}
+
+/// Sums the model's gradients over the ranks (each holds its own samples' part) and averages
+/// the loss variables' (each already holds the whole gradient of the global-batch loss).
+fn reduce_gradients(parts: &Parts, world: &ProcessGroup) -> Result<()> {
+    let trainable = |vars: Vec<(String, Tensor)>| -> Vec<Tensor> { named("", vars).into_iter().map(|(_, t)| t).filter(Tensor::requires_grad).collect() };
+    world.all_reduce_gradients(&trainable(parts.model.variables()), GradientReduction::Sum, DEFAULT_BUCKET_BYTES)?;
+    world.all_reduce_gradients(&trainable(parts.loss_vars.variables().into_iter().collect()), GradientReduction::Mean, DEFAULT_BUCKET_BYTES)?;
+    Ok(())
 }
 
 /// One optimisation step on a loaded batch: forward (under bfloat16 autocast when configured),
@@ -255,6 +335,11 @@ fn train_step(parts: &mut Parts, batch: &proxima_data::Batch, lr_factor: f64, ep
     let x = Tensor::from_slice(&batch.images).view([b, c, h, w]).to_device(parts.device);
     let labels = Tensor::from_slice(&batch.labels).to_device(parts.device);
     let emb = if cfg.autocast_bf16 { autocast_bf16(parts.device, || parts.model.forward_t(&x, true)).to_kind(Kind::Float) } else { parts.model.forward_t(&x, true) };
+    // Data parallel: the miner, the loss and the classifier see the global batch.
+    let (emb, labels) = match parts.world {
+        Some(w) => (w.gather_with_grad(&emb)?, Tensor::cat(&w.all_gather(&labels)?, 0)),
+        None => (emb, labels),
+    };
     if tch::no_grad(|| emb.isfinite().all().int64_value(&[]) == 0) {
         return Err(TrainError::Diverged { what: "the embeddings".into(), epoch, step });
     }
@@ -278,6 +363,9 @@ fn train_step(parts: &mut Parts, batch: &proxima_data::Batch, lr_factor: f64, ep
     }
     parts.optimizer.zero_grad();
     loss.backward();
+    if let Some(world) = parts.world {
+        reduce_gradients(parts, world)?;
+    }
     if let Some(clip) = cfg.grad_clip {
         parts.optimizer.clip_grad_norm(clip);
     }
@@ -288,12 +376,37 @@ fn train_step(parts: &mut Parts, batch: &proxima_data::Batch, lr_factor: f64, ep
 /// The end-of-epoch validation when it is due (every `eval_every` epochs and after the last):
 /// its metrics, recorded in `record`; a better MAP@R than before also writes the best
 /// checkpoint (resuming from it starts the next epoch) and resets the early-stopping count.
+///
+/// Data parallel: rank 0 validates and writes; the others receive the early-stopping state.
 fn validate_epoch(parts: &Parts, state: &mut TrainState, record: &mut EpochRecord, is_last: bool) -> Result<Option<EvalSummary>> {
     let epoch = record.epoch;
-    let Some(val) = parts.val_loader else { return Ok(None) };
+    if parts.val_loader.is_none() {
+        return Ok(None);
+    }
     if !((epoch + 1).is_multiple_of(parts.config.eval_every.max(1)) || is_last) {
         return Ok(None);
     }
+    if let Some(world) = parts.world {
+        let shared = Tensor::from_slice(&[f64::NAN, 0.0]);
+        if world.is_main() {
+            let metrics = validate_main(parts, state, record)?;
+            let _ = shared.shallow_clone().copy_(&Tensor::from_slice(&[state.best_map_at_r.unwrap_or(f64::NAN), state.evals_without_improvement as f64]));
+            world.broadcast(std::slice::from_ref(&shared), 0)?;
+            return Ok(Some(metrics));
+        }
+        world.broadcast(std::slice::from_ref(&shared), 0)?;
+        let v: Vec<f64> = Vec::<f64>::try_from(&shared).map_err(TrainError::from)?;
+        state.best_map_at_r = Some(v[0]).filter(|m| !m.is_nan());
+        state.evals_without_improvement = v[1] as usize;
+        return Ok(None);
+    }
+    validate_main(parts, state, record).map(Some)
+}
+
+/// Validation on the process that writes: metrics, best checkpoint, early-stopping count.
+fn validate_main(parts: &Parts, state: &mut TrainState, record: &mut EpochRecord) -> Result<EvalSummary> {
+    let epoch = record.epoch;
+    let val = parts.val_loader.expect("validate_epoch checked the loader");
     let metrics = EvalSummary::from(&evaluate(&*parts.model, val, parts.device)?);
     record.eval = Some(metrics);
     if state.best_map_at_r.is_none_or(|b| metrics.map_at_r > b) {
@@ -307,7 +420,7 @@ fn validate_epoch(parts: &Parts, state: &mut TrainState, record: &mut EpochRecor
     } else {
         state.evals_without_improvement += 1;
     }
-    Ok(Some(metrics))
+    Ok(metrics)
 }
 
 /// Shared handle to a data set (the loaders need `Arc`).

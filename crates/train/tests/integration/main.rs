@@ -10,6 +10,7 @@ use proxima_data::{Dataset, Loader, LoaderConfig, MPerClassConfig, MPerClassSamp
 use proxima_train::model::{EmbeddingNet, trainable_with_prefix};
 use proxima_train::trainer::{self, Event, LoopConfig, Parts, TrainState};
 use proxima_train::{Optimizer, OptimizerConfig, ParamGroup, Schedule};
+use proxima_dist::{ProcessGroup, WorldEnv};
 use tch::{Device, Tensor, nn, nn::Module};
 
 /// A tiny CNN: conv → ReLU → conv → global average pool → linear head.
@@ -76,6 +77,11 @@ struct Run {
 
 /// Trains from scratch (or resumes) in `run_dir`; `kill_at` panics inside the loop at that step.
 fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Option<usize>, lr: f64) -> std::thread::Result<proxima_train::Result<Run>> {
+    train_in(data, run_dir, resume, kill_at, lr, None)
+}
+
+/// [`train`] as one rank of a data-parallel job.
+fn train_in(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Option<usize>, lr: f64, world: Option<&ProcessGroup>) -> std::thread::Result<proxima_train::Result<Run>> {
     let (train_ds, val_ds) = data;
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -119,6 +125,7 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
         val_loader: Some(&val_loader),
         config: &config,
         run_dir,
+        world,
     };
     let mut on_event = |e: &Event| {
         if let (Event::Step { global_step, .. }, Some(k)) = (e, kill_at)
@@ -183,4 +190,49 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
     if last.exists() {
         proxima_models::tensor_file::load(&last).expect("the kept checkpoint is readable");
     }
+}
+
+/// Runs [`train_in`] on two ranks (threads, each with its own process group over 127.0.0.1).
+fn train_two_ranks(data: &(Dataset, Dataset), run_dir: &Path, kill_at: Option<usize>) -> Vec<std::thread::Result<proxima_train::Result<Run>>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let handles: Vec<_> = (0..2)
+        .map(|rank| {
+            let (data, run_dir) = (data.clone(), run_dir.to_path_buf());
+            std::thread::spawn(move || {
+                let group = ProcessGroup::connect(&WorldEnv::local(rank, 2, port), std::time::Duration::from_secs(30)).expect("join");
+                train_in(&data, &run_dir, false, kill_at, 0.01, Some(&group))
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("rank thread")).collect()
+}
+
+#[test]
+fn two_ranks_train_like_one_process_and_a_run_killed_under_two_resumes_in_one() {
+    let _guard = torch_lock();
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data(&dir.path().join("data"));
+    let full = train(&data, &dir.path().join("full"), false, None, 0.01).expect("no panic").expect("single-process run");
+
+    // Two ranks, 8 samples each of every 16-sample global batch.
+    let ranks: Vec<Run> = train_two_ranks(&data, &dir.path().join("two"), None).into_iter().map(|r| r.expect("no panic").expect("rank run")).collect();
+    assert_eq!(ranks[0].final_params, ranks[1].final_params, "the ranks must hold bit-identical weights");
+    assert_eq!(ranks[0].state.global_step, full.state.global_step);
+    for (a, b) in full.state.history.iter().zip(&ranks[0].state.history) {
+        assert!((a.mean_loss - b.mean_loss).abs() < 1e-5, "epoch {}: loss {} (one process) vs {} (two)", a.epoch, a.mean_loss, b.mean_loss);
+    }
+    let max_diff = full.final_params.iter().zip(&ranks[0].final_params).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-4, "two ranks end {max_diff} away from one process");
+    let log = std::fs::read_to_string(dir.path().join("two/log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"step\"")).count(), 18, "rank 0 alone writes the log");
+
+    // Kill rank 0 at global step 9 (last checkpoint at step 8); rank 1 must fail, not hang.
+    let killed = train_two_ranks(&data, &dir.path().join("switch"), Some(9));
+    assert!(killed[0].is_err(), "rank 0 was killed");
+    assert!(matches!(&killed[1], Ok(Err(_))), "rank 1 must stop with an error when rank 0 dies");
+    let resumed = train(&data, &dir.path().join("switch"), true, None, 0.01).expect("no panic").expect("resumed in one process");
+    assert_eq!(resumed.state.global_step, full.state.global_step);
+    let max_diff = full.final_params.iter().zip(&resumed.final_params).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 1e-4, "resumed run ends {max_diff} away from the uninterrupted one");
 }
