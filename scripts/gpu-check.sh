@@ -12,7 +12,10 @@
 #   2. the core parity tests (distances, losses + gradients, miners) with PROXIMA_TEST_DEVICE=cuda;
 #   3. `proxima perf --device cuda --filter B=4096` (losses and miners at B=4096);
 #   4. ResNet-18 training throughput, 224×224, batch 256, triplet loss, fp32 and bf16 autocast,
-#      next to PyTorch eager on the same work (benchmarks/pytorch_train_step.py).
+#      next to PyTorch eager on the same work (benchmarks/pytorch_train_step.py);
+#   5. data-parallel training on CUDA: `proxima train --nproc 2` (ranks share the GPUs
+#      round-robin, so one GPU is enough) against one process with the global batch; their
+#      first step losses must agree to 1e-5 and all of them to 1e-3.
 # Everything is tee'd to $OUT/gpu-check.log ($OUT defaults to ./gpu-check-out). Exit status 1
 # when any step failed; the later steps still run.
 set -uo pipefail
@@ -59,6 +62,50 @@ run 75 train-bf16 "$proxima" perf --device cuda --only train/resnet18-bf16/size=
 
 step "the same in PyTorch eager: pytorch_train_step.py 224 256 20 16 cuda"
 run 60 pytorch-reference python3 "$bundle/pytorch_train_step.py" 224 256 20 16 cuda
+
+step "data-parallel training on cuda: --nproc 2 against one process (first step within 1e-5, all within 1e-3)"
+ddp="$out/ddp"
+rm -rf "$ddp" && mkdir -p "$ddp"
+run 60 ddp-data "$proxima" data synth --brands 16 --per-brand 16 --size 64 --out "$ddp/data"
+cat > "$ddp/ddp.toml" <<EOF
+seed = 3
+device = "cuda"
+[data]
+root = "$ddp/data"
+image_size = 64
+[split]
+type = "ratio"
+train = 0.75
+val = 0.25
+test = 0.0
+[sampler]
+m = 4
+batch_size = 32
+[model]
+embedding_size = 64
+backbone = { type = "resnet18" }
+freeze_batch_norm = true
+[loss]
+type = "multi_similarity"
+[miner]
+type = "multi_similarity"
+[optimizer]
+type = "sgd"
+lr = 0.01
+[train]
+epochs = 2
+EOF
+run 120 ddp-one "$proxima" train --config "$ddp/ddp.toml" --out "$ddp/one" --quiet
+run 120 ddp-two "$proxima" train --config "$ddp/ddp.toml" --out "$ddp/two" --quiet --nproc 2
+run 20 ddp-compare python3 - "$ddp/one/log.jsonl" "$ddp/two/log.jsonl" <<'PY'
+import json, sys
+steps = [[json.loads(l)["loss"] for l in open(p) if '"step"' in l] for p in sys.argv[1:]]
+rel = [abs(a - b) / max(abs(a), 1.0) for a, b in zip(*steps)]
+print(f"{len(rel)} steps each; relative step-loss differences {' '.join(f'{r:.1e}' for r in rel)}")
+# The first step starts from the same weights (only the summation order differs); later ones
+# drift as rounding differences grow through training, so they get a looser bound.
+sys.exit(0 if len(steps[0]) == len(steps[1]) > 0 and rel[0] < 1e-5 and max(rel) < 1e-3 else 1)
+PY
 
 step "summary"
 if [[ ${#failed[@]} -eq 0 ]]; then
