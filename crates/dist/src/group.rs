@@ -17,7 +17,8 @@ struct RawGroup {
 }
 
 unsafe extern "C" {
-    fn proxima_dist_new(host: *const c_char, port: c_int, rank: c_int, size: c_int, is_server: c_int, timeout_ms: i64, err: *mut c_char, err_len: usize) -> *mut RawGroup;
+    fn proxima_dist_new(host: *const c_char, port: c_int, rank: c_int, size: c_int, is_server: c_int, use_nccl: c_int, timeout_ms: i64, err: *mut c_char, err_len: usize) -> *mut RawGroup;
+    fn proxima_dist_has_nccl(group: *mut RawGroup) -> c_int;
     fn proxima_dist_free(group: *mut RawGroup);
     fn proxima_dist_all_reduce_sum(group: *mut RawGroup, ts: *const *mut c_void, n: usize, err: *mut c_char, err_len: usize) -> c_int;
     fn proxima_dist_all_gather(group: *mut RawGroup, input: *mut c_void, outputs: *const *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
@@ -42,11 +43,32 @@ pub enum GradientReduction {
     Mean,
 }
 
+/// Which engine carries the collectives of CUDA tensors (CPU tensors always use Gloo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CudaCollectives {
+    /// c10d's ProcessGroupNCCL, device to device (needs a CUDA build of proxima).
+    Nccl,
+    /// Gloo on host copies (works with any build, slower).
+    HostStaged,
+}
+
+impl CudaCollectives {
+    /// `PROXIMA_DIST_BACKEND` (`nccl` or `gloo`), else NCCL — PyTorch's default for CUDA.
+    pub fn from_env() -> Result<CudaCollectives> {
+        match std::env::var("PROXIMA_DIST_BACKEND").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("nccl") => Ok(CudaCollectives::Nccl),
+            Some("gloo") => Ok(CudaCollectives::HostStaged),
+            Some(other) => Err(DistError::Env { var: "PROXIMA_DIST_BACKEND", message: format!("'{other}' is neither 'nccl' nor 'gloo'") }),
+        }
+    }
+}
+
 /// One process's membership in a data-parallel job.
 pub struct ProcessGroup {
     raw: *mut RawGroup,
     rank: usize,
     world_size: usize,
+    nccl: bool,
 }
 
 // c10d backends may be used from any thread; this handle issues one collective at a time (&self
@@ -65,10 +87,6 @@ impl std::fmt::Debug for ProcessGroup {
     }
 }
 
-/// A CPU, contiguous view of `t` to hand to Gloo, and whether results must be copied back.
-fn host(t: &Tensor) -> (Tensor, bool) {
-    if t.device() == Device::Cpu && t.is_contiguous() { (t.shallow_clone(), false) } else { (t.detach().to_device(Device::Cpu).contiguous(), true) }
-}
 
 fn ptr(t: &Tensor) -> *mut c_void {
     t.as_ptr() as *mut c_void
@@ -79,6 +97,11 @@ impl ProcessGroup {
     /// (unless torchrun's agent already does), every rank connects, and a Gloo group is formed.
     /// Blocks until all `world_size` ranks have joined or `timeout` passes.
     pub fn connect(env: &WorldEnv, timeout: Duration) -> Result<ProcessGroup> {
+        Self::connect_with(env, timeout, CudaCollectives::HostStaged)
+    }
+
+    /// [`ProcessGroup::connect`], with CUDA tensors carried as `cuda` says.
+    pub fn connect_with(env: &WorldEnv, timeout: Duration, cuda: CudaCollectives) -> Result<ProcessGroup> {
         let addr = format!("{}:{}", env.master_addr, env.master_port);
         let connect_err = |message: String| DistError::Connect { addr: addr.clone(), rank: env.rank, world_size: env.world_size, message };
         let host = CString::new(env.master_addr.as_str()).map_err(|_| connect_err("MASTER_ADDR contains a NUL byte".into()))?;
@@ -86,12 +109,23 @@ impl ProcessGroup {
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let mut err = [0 as c_char; ERR_LEN];
         let raw = unsafe {
-            proxima_dist_new(host.as_ptr(), c_int::from(env.master_port), env.rank as c_int, env.world_size as c_int, c_int::from(is_server), timeout_ms, err.as_mut_ptr(), ERR_LEN)
+            proxima_dist_new(
+                host.as_ptr(),
+                c_int::from(env.master_port),
+                env.rank as c_int,
+                env.world_size as c_int,
+                c_int::from(is_server),
+                c_int::from(cuda == CudaCollectives::Nccl),
+                timeout_ms,
+                err.as_mut_ptr(),
+                ERR_LEN,
+            )
         };
         if raw.is_null() {
             return Err(connect_err(message(&err)));
         }
-        Ok(ProcessGroup { raw, rank: env.rank, world_size: env.world_size })
+        let nccl = unsafe { proxima_dist_has_nccl(raw) } != 0;
+        Ok(ProcessGroup { raw, rank: env.rank, world_size: env.world_size, nccl })
     }
 
     /// This process's rank.
@@ -102,6 +136,22 @@ impl ProcessGroup {
     pub fn world_size(&self) -> usize {
         self.world_size
     }
+    /// True when CUDA tensors go to NCCL (else Gloo on host copies).
+    pub fn has_nccl(&self) -> bool {
+        self.nccl
+    }
+
+    /// A contiguous tensor the engine for `t` can take (a host copy unless `t` is CPU, or CUDA
+    /// with NCCL), and whether results must be copied back into `t`.
+    fn stage(&self, t: &Tensor) -> (Tensor, bool) {
+        let native = t.device() == Device::Cpu || (self.nccl && t.device().is_cuda());
+        match (native, t.is_contiguous()) {
+            (true, true) => (t.shallow_clone(), false),
+            (true, false) => (t.detach().contiguous(), true),
+            (false, _) => (t.detach().to_device(Device::Cpu).contiguous(), true),
+        }
+    }
+
     /// True on rank 0 (the one that writes checkpoints and logs).
     pub fn is_main(&self) -> bool {
         self.rank == 0
@@ -117,7 +167,7 @@ impl ProcessGroup {
 
     /// Replaces each tensor by its sum over all ranks (one collective per tensor, in order).
     pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
-        let staged: Vec<(Tensor, bool)> = tensors.iter().map(host).collect();
+        let staged: Vec<(Tensor, bool)> = tensors.iter().map(|t| self.stage(t)).collect();
         let ptrs: Vec<*mut c_void> = staged.iter().map(|(t, _)| ptr(t)).collect();
         self.call("all_reduce", |err| unsafe { proxima_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), err, ERR_LEN) })?;
         for (t, (h, copy)) in tensors.iter().zip(&staged) {
@@ -133,7 +183,7 @@ impl ProcessGroup {
         if root >= self.world_size {
             return Err(DistError::Input { op: "broadcast", message: format!("root {root} is not a rank of {}", self.world_size) });
         }
-        let staged: Vec<(Tensor, bool)> = tensors.iter().map(host).collect();
+        let staged: Vec<(Tensor, bool)> = tensors.iter().map(|t| self.stage(t)).collect();
         let ptrs: Vec<*mut c_void> = staged.iter().map(|(t, _)| ptr(t)).collect();
         self.call("broadcast", |err| unsafe { proxima_dist_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, err, ERR_LEN) })?;
         for (t, (h, copy)) in tensors.iter().zip(&staged) {
@@ -171,21 +221,21 @@ impl ProcessGroup {
             shapes.push(m[0]);
         }
         let max_rows = *shapes.iter().max().unwrap_or(&0);
-        let (local, _) = host(t);
+        let (local, _) = self.stage(t);
         // Gloo gathers equal shapes: pad to the longest, then cut each back to its own rows.
         let padded = if rows == max_rows {
             local
         } else {
             let mut pad_size = size.clone();
             pad_size[0] = max_rows - rows;
-            Tensor::cat(&[local, Tensor::zeros(&pad_size, (t.kind(), Device::Cpu))], 0)
+            Tensor::cat(&[local.shallow_clone(), Tensor::zeros(&pad_size, (t.kind(), local.device()))], 0)
         };
         let out = self.gather_same_shape(&padded)?;
         Ok(out.into_iter().zip(shapes).map(|(o, n)| o.narrow(0, 0, n).to_device(t.device())).collect())
     }
 
     fn gather_same_shape(&self, t: &Tensor) -> Result<Vec<Tensor>> {
-        let (local, _) = host(t);
+        let (local, _) = self.stage(t);
         let outputs: Vec<Tensor> = (0..self.world_size).map(|_| Tensor::empty_like(&local)).collect();
         let ptrs: Vec<*mut c_void> = outputs.iter().map(ptr).collect();
         self.call("all_gather", |err| unsafe { proxima_dist_all_gather(self.raw, ptr(&local), ptrs.as_ptr(), err, ERR_LEN) })?;
@@ -213,11 +263,12 @@ impl ProcessGroup {
     pub fn all_reduce_gradients(&self, params: &[Tensor], reduction: GradientReduction, bucket_bytes: usize) -> Result<()> {
         for bucket in buckets(params, bucket_bytes) {
             let kind = params[bucket[0]].kind();
+            let device = params[bucket[0]].device();
             let flat: Vec<Tensor> = bucket
                 .iter()
                 .map(|&i| {
                     let g = params[i].grad();
-                    if g.defined() { g.detach().to_device(Device::Cpu).to_kind(kind).reshape([-1]) } else { Tensor::zeros([params[i].numel() as i64], (kind, Device::Cpu)) }
+                    if g.defined() { g.detach().to_device(device).to_kind(kind).reshape([-1]) } else { Tensor::zeros([params[i].numel() as i64], (kind, device)) }
                 })
                 .collect();
             let mut flat = Tensor::cat(&flat, 0);

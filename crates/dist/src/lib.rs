@@ -10,7 +10,9 @@
 //!
 //! The collectives are libtorch's c10d (`TCPStore`, `ProcessGroupGloo`) reached through a small
 //! C++ shim (src/shim.cpp): nothing here is a home-made protocol. Gloo runs on CPU tensors over
-//! TCP, on one host (loopback) or several; CUDA tensors are staged through host memory.
+//! TCP, on one host (loopback) or several. CUDA tensors go to c10d's ProcessGroupNCCL when the
+//! binary is a CUDA build ([`CudaCollectives::Nccl`], PyTorch's choice) or through host memory
+//! over Gloo ([`CudaCollectives::HostStaged`], `PROXIMA_DIST_BACKEND=gloo`).
 
 mod env;
 mod error;
@@ -18,4 +20,4 @@ mod group;
 
 pub use env::WorldEnv;
 pub use error::{DistError, Result};
-pub use group::{DEFAULT_BUCKET_BYTES, GradientReduction, ProcessGroup};
+pub use group::{CudaCollectives, DEFAULT_BUCKET_BYTES, GradientReduction, ProcessGroup};

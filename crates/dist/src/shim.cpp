@@ -8,14 +8,22 @@
 // non-trivial destructor, whatever it points to). Everything else goes through c10d::Backend's
 // virtual functions, whose header is shipped. The object is constructed in place in a buffer far
 // larger than the class and handed to an intrusive_ptr exactly as c10::make_intrusive does.
+//
+// CUDA tensors go to a ProcessGroupNCCL when one was asked for. It lives in libtorch_cuda.so,
+// which only a CUDA build of proxima loads, so its two symbols (the constructor and
+// Options::Options(bool)) are looked up at run time with dlsym: a CPU build still links, and asking
+// it for NCCL is a clear error. Every other tensor goes to Gloo.
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <ATen/ATen.h>
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -28,15 +36,60 @@ extern BackendOptionsPtr proxima_gloo_options_create_default(std::chrono::millis
 extern void proxima_gloo_construct(void* self, const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, BackendOptionsPtr options) __asm__(
     "_ZN4c10d16ProcessGroupGlooC1ERKN3c1013intrusive_ptrINS_5StoreENS1_6detail34intrusive_target_default_null_typeIS3_EEEEiiNS2_INS0_7OptionsENS5_ISA_EEEE");
 
-// sizeof(c10d::ProcessGroupGloo) is about 1 KiB in libtorch 2.x; the buffer leaves ample room.
+// sizeof(c10d::ProcessGroupGloo) is about 1 KiB and ProcessGroupNCCL's a few KiB in libtorch
+// 2.x; the buffers leave ample room.
 static constexpr size_t kGlooObjectBytes = 64 * 1024;
+static constexpr size_t kNcclObjectBytes = 256 * 1024;
+static constexpr size_t kNcclOptionsBytes = 64 * 1024;
+
+// c10d::ProcessGroupNCCL::Options::Options(bool is_high_priority_stream)
+using NcclOptionsCtor = void (*)(void* self, bool high_priority_stream);
+// c10d::ProcessGroupNCCL::ProcessGroupNCCL(intrusive_ptr<Store>, int rank, int size, intrusive_ptr<Options>)
+using NcclCtor = void (*)(void* self, c10::intrusive_ptr<c10d::Store> store, int rank, int size, BackendOptionsPtr options);
+static const char* kNcclOptionsCtor = "_ZN4c10d16ProcessGroupNCCL7OptionsC1Eb";
+static const char* kNcclCtor =
+    "_ZN4c10d16ProcessGroupNCCLC1EN3c1013intrusive_ptrINS_5StoreENS1_6detail34intrusive_target_default_null_typeIS3_EEEEiiNS2_INS0_7OptionsENS5_IS8_EEEE";
 
 struct ProximaGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
+  c10::intrusive_ptr<c10d::Backend> nccl;  // null unless asked for
   int rank;
   int size;
+
+  c10d::Backend& for_tensor(const at::Tensor& t) const {
+    return (nccl && t.is_cuda()) ? *nccl : *backend;
+  }
 };
+
+// Constructs an object of a class whose header is not available, in a buffer of `bytes`, with
+// `construct(memory)`, and hands it to an intrusive_ptr as make_intrusive would. `Base` must be
+// the class's first (only) base, so that the pointers coincide.
+template <typename Base, typename F>
+static c10::intrusive_ptr<Base> construct_in_place(size_t bytes, F&& construct) {
+  void* memory = ::operator new(bytes);
+  std::memset(memory, 0, bytes);
+  try {
+    construct(memory);
+  } catch (...) {
+    ::operator delete(memory);
+    throw;
+  }
+  return c10::intrusive_ptr<Base>::unsafe_steal_from_new(static_cast<Base*>(memory));
+}
+
+static c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, int64_t timeout_ms) {
+  auto options_ctor = reinterpret_cast<NcclOptionsCtor>(dlsym(RTLD_DEFAULT, kNcclOptionsCtor));
+  auto ctor = reinterpret_cast<NcclCtor>(dlsym(RTLD_DEFAULT, kNcclCtor));
+  if (!options_ctor || !ctor) {
+    throw std::runtime_error(
+        "NCCL is not available: libtorch_cuda.so (c10d::ProcessGroupNCCL) is not loaded; build proxima with --features cuda "
+        "against a CUDA libtorch, or set PROXIMA_DIST_BACKEND=gloo to stage CUDA tensors through host memory");
+  }
+  auto options = construct_in_place<c10d::Backend::Options>(kNcclOptionsBytes, [&](void* m) { options_ctor(m, false); });
+  options->timeout = std::chrono::milliseconds(timeout_ms);
+  return construct_in_place<c10d::Backend>(kNcclObjectBytes, [&](void* m) { ctor(m, store, rank, size, options); });
+}
 
 static void set_error(char* err, size_t len, const char* what) {
   if (err && len > 0) {
@@ -72,7 +125,8 @@ static void wait(const c10::intrusive_ptr<c10d::Work>& work) {
 extern "C" {
 
 // Connects to (rank 0 with is_server: hosts) the TCPStore at host:port and joins a Gloo group.
-ProximaGroup* proxima_dist_new(const char* host, int port, int rank, int size, int is_server, int64_t timeout_ms, char* err, size_t err_len) {
+// With use_nccl, CUDA tensors use a second group, ProcessGroupNCCL, over the same store.
+ProximaGroup* proxima_dist_new(const char* host, int port, int rank, int size, int is_server, int use_nccl, int64_t timeout_ms, char* err, size_t err_len) {
   ProximaGroup* group = nullptr;
   guarded(err, err_len, [&] {
     c10d::TCPStoreOptions opts;
@@ -82,19 +136,16 @@ ProximaGroup* proxima_dist_new(const char* host, int port, int rank, int size, i
     opts.waitWorkers = false;
     opts.timeout = std::chrono::milliseconds(timeout_ms);
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("proxima/", tcp);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("proxima/gloo/", tcp);
     BackendOptionsPtr options = proxima_gloo_options_create_default(std::chrono::milliseconds(timeout_ms));
-    void* memory = ::operator new(kGlooObjectBytes);
-    std::memset(memory, 0, kGlooObjectBytes);
-    try {
-      proxima_gloo_construct(memory, store, rank, size, options);
-    } catch (...) {
-      ::operator delete(memory);
-      throw;
-    }
     // ProcessGroupGloo derives from Backend alone, so the Backend subobject is at offset 0.
-    auto backend = c10::intrusive_ptr<c10d::Backend>::unsafe_steal_from_new(static_cast<c10d::Backend*>(memory));
-    group = new ProximaGroup{store, backend, rank, size};
+    auto backend = construct_in_place<c10d::Backend>(kGlooObjectBytes, [&](void* m) { proxima_gloo_construct(m, store, rank, size, options); });
+    c10::intrusive_ptr<c10d::Backend> nccl;
+    if (use_nccl) {
+      c10::intrusive_ptr<c10d::Store> nccl_store = c10::make_intrusive<c10d::PrefixStore>("proxima/nccl/", tcp);
+      nccl = make_nccl(nccl_store, rank, size, timeout_ms);
+    }
+    group = new ProximaGroup{store, backend, nccl, rank, size};
   });
   return group;
 }
@@ -110,7 +161,7 @@ int proxima_dist_all_reduce_sum(ProximaGroup* group, at::Tensor** ts, size_t n, 
       std::vector<at::Tensor> one{*ts[i]};
       c10d::AllreduceOptions opts;
       opts.reduceOp = c10d::ReduceOp::SUM;
-      wait(group->backend->allreduce(one, opts));
+      wait(group->for_tensor(*ts[i]).allreduce(one, opts));
     }
   });
 }
@@ -120,7 +171,7 @@ int proxima_dist_all_gather(ProximaGroup* group, at::Tensor* input, at::Tensor**
   return guarded(err, err_len, [&] {
     std::vector<std::vector<at::Tensor>> out{tensors_of(outputs, static_cast<size_t>(group->size))};
     std::vector<at::Tensor> in{*input};
-    wait(group->backend->allgather(out, in, c10d::AllgatherOptions()));
+    wait(group->for_tensor(*input).allgather(out, in, c10d::AllgatherOptions()));
   });
 }
 
@@ -131,9 +182,14 @@ int proxima_dist_broadcast(ProximaGroup* group, at::Tensor** ts, size_t n, int r
       std::vector<at::Tensor> one{*ts[i]};
       c10d::BroadcastOptions opts;
       opts.rootRank = root;
-      wait(group->backend->broadcast(one, opts));
+      wait(group->for_tensor(*ts[i]).broadcast(one, opts));
     }
   });
+}
+
+// 1 when CUDA tensors go to NCCL.
+int proxima_dist_has_nccl(ProximaGroup* group) {
+  return group->nccl ? 1 : 0;
 }
 
 int proxima_dist_barrier(ProximaGroup* group, char* err, size_t err_len) {

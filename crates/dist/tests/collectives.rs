@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use proxima_dist::{GradientReduction, ProcessGroup, WorldEnv};
+use proxima_dist::{CudaCollectives, GradientReduction, ProcessGroup, WorldEnv};
 use tch::{Device, Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -120,4 +120,13 @@ fn gathering_mismatched_shapes_is_an_error_not_a_hang() {
         let e = r.unwrap_err();
         assert!(e.contains("rank 1 holds") || e.contains("rank 0 holds"), "{e}");
     }
+}
+
+#[test]
+fn asking_a_cpu_build_for_nccl_is_a_clear_error() {
+    // This test binary does not load libtorch_cuda.so, so c10d::ProcessGroupNCCL is not there.
+    let err = ProcessGroup::connect_with(&WorldEnv::local(0, 1, free_port()), Duration::from_secs(20), CudaCollectives::Nccl).unwrap_err().to_string();
+    assert!(err.contains("NCCL is not available") && err.contains("PROXIMA_DIST_BACKEND=gloo"), "{err}");
+    let group = ProcessGroup::connect_with(&WorldEnv::local(0, 1, free_port()), Duration::from_secs(20), CudaCollectives::HostStaged).unwrap();
+    assert!(!group.has_nccl());
 }

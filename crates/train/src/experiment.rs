@@ -253,13 +253,19 @@ fn normalize_of(model: &EmbeddingModel) -> Normalize {
 
 /// Runs (or resumes) an experiment into `run_dir`.
 ///
-/// Under a torchrun-style environment (`WORLD_SIZE` > 1, see [`proxima_dist::WorldEnv`]) this
+/// Under a torchrun-style environment (`WORLD_SIZE` set, see [`proxima_dist::WorldEnv`]) this
 /// process joins the data-parallel job first; rank 0 writes every file, the others only train
 /// (their summary has no test metrics), and a CUDA run uses device `cuda:LOCAL_RANK`.
 pub fn run(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, on_event: &mut dyn FnMut(&Event)) -> Result<RunSummary> {
     let world = match proxima_dist::WorldEnv::from_env()? {
-        Some(env) if env.world_size > 1 => Some((proxima_dist::ProcessGroup::connect(&env, DIST_TIMEOUT)?, env.local_rank)),
-        _ => None,
+        Some(env) => {
+            let cuda = match parse_device(&cfg.device)? {
+                Device::Cuda(_) => proxima_dist::CudaCollectives::from_env()?,
+                _ => proxima_dist::CudaCollectives::HostStaged,
+            };
+            Some((proxima_dist::ProcessGroup::connect_with(&env, DIST_TIMEOUT, cuda)?, env.local_rank))
+        }
+        None => None,
     };
     let is_main = world.as_ref().is_none_or(|(w, _)| w.is_main());
     let device = match (available_device(&cfg.device)?, &world) {
