@@ -120,7 +120,7 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
         let id = gallery.identify(row(*i), 3)?;
         let answer = match &id.decision {
             Decision::Known { brand, similarity } => format!("{brand} (similarity {similarity:.3})"),
-            Decision::Unknown { best_similarity } => format!("unknown (best similarity {best_similarity:.3})"),
+            Decision::Unknown { best_similarity, .. } => format!("unknown (best similarity {best_similarity:.3})"),
         };
         let accepted = matches!(id.decision, Decision::Known { .. });
         r.counts.add(*enrolled, accepted, matches!(&id.decision, Decision::Known { brand, .. } if brand == truth));

@@ -252,7 +252,7 @@ fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
         "wrote {written} non-logo crops from {} scenes to {} (enrol them with `proxima gallery add --brand {:?}`)",
         scenes.len(),
         a.out.display(),
-        proxima_detect::find::BACKGROUND_BRAND
+        proxima_index::BACKGROUND_BRAND
     );
     Ok(ExitCode::SUCCESS)
 }

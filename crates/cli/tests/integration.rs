@@ -494,3 +494,42 @@ fn localiser_negatives_refuses_unusable_manifests() {
     assert!(err.contains("no scene with boxes"), "{err}");
     assert!(!out.exists(), "nothing written on failure");
 }
+
+/// `query` of a crop nearest to the gallery's "(background)" examples answers unknown even at a
+/// threshold every brand passes (exit 1), names no brand and lists only real brands; `gallery
+/// list` counts the background apart from the brands.
+#[test]
+fn query_of_a_background_crop_is_unknown_never_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, cal, new_brand, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("brands.gallery");
+    let (c, out, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g), "--calibrate", s(&cal), "--target-fmr", "0.25"]);
+    assert_eq!(c, 0, "{out}{err}");
+    // The new brand's photos stand in for non-logo crops.
+    let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "(background)", s(&new_brand)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("3 brands (+ (background) examples)"), "{out}");
+    let (_, out, _) = code(&["gallery", "list", "--gallery", s(&g)]);
+    assert!(out.contains("3 brands (+ (background) examples), 15 images") && out.contains("not a logo"), "{out}");
+
+    let crop = std::fs::read_dir(&new_brand).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&crop), "--threshold=-1", "--top-k", "5", "--json"]);
+    assert_eq!(c, 1, "unknown: {out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["decision"], "unknown", "{v}");
+    assert!(v[0]["brand"].is_null() && v[0]["background_similarity"].as_f64().unwrap() > 0.999, "{v}");
+    let cands = v[0]["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 3, "the 3 brands, not the background: {v}");
+    assert!(cands.iter().all(|c| c["brand"] != "(background)"));
+    let (c, out, _) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&crop), "--threshold=-1"]);
+    assert_eq!(c, 1);
+    assert!(out.contains("not a logo") && !out.contains(": (background)"), "{out}");
+    // An enrolled brand's photo is still known at that threshold.
+    let photo = std::fs::read_dir(enrol.join(std::fs::read_dir(&enrol).unwrap().map(|e| e.unwrap().file_name()).min().unwrap()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo), "--threshold=-1", "--json"]);
+    assert_eq!(c, 0, "{out}{err}");
+}
