@@ -533,3 +533,60 @@ fn query_of_a_background_crop_is_unknown_never_the_background() {
     let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo), "--threshold=-1", "--json"]);
     assert_eq!(c, 0, "{out}{err}");
 }
+
+/// A small-CNN model, a one-brand gallery and an untrained localiser: enough for `find` to
+/// answer (with `--whole-image` every image has a region).
+fn find_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("model");
+    tch::manual_seed(3);
+    let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
+    proxima_models::model_dir::save_model_dir(&proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap(), 32, &model).unwrap();
+    let m = proxima_models::model_dir::load_model_dir(&model, tch::Device::Cpu).unwrap();
+    let mut g = proxima_index::Gallery::new(8, m.card.fingerprint.clone()).unwrap();
+    let logo = image::RgbImage::from_pixel(24, 24, image::Rgb([200, 30, 30]));
+    g.add("acme", &m.embed_images(&[logo]).unwrap(), &["acme.png"]).unwrap();
+    let gallery = dir.join("g.gallery");
+    g.save(&gallery).unwrap();
+    let loc = dir.join("localiser");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+    proxima_detect::Localiser::new(cfg, None, tch::Device::Cpu).unwrap().save(&loc, Default::default(), Value::Null).unwrap();
+    (model, gallery, loc)
+}
+
+/// `find --draw DIR` writes one labelled PNG per image (unique names when stems repeat), the size
+/// of the image, with the frames drawn; with one bad image it fails and writes none.
+#[test]
+fn find_draw_writes_one_png_per_image_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, gallery, loc) = find_fixture(dir.path());
+    let pages = dir.path().join("pages");
+    std::fs::create_dir_all(pages.join("sub")).unwrap();
+    let page = image::RgbImage::from_pixel(120, 80, image::Rgb([255, 255, 255]));
+    for p in ["a.png", "b.png", "sub/a.png"] {
+        page.save(pages.join(p)).unwrap();
+    }
+    let out = dir.path().join("drawn");
+    let base = ["find", "--model", s(&model), "--gallery", s(&gallery), "--localiser", s(&loc), "--whole-image", "--threshold=-1.5", "--draw", s(&out)];
+    let imgs = [pages.join("a.png"), pages.join("b.png"), pages.join("sub/a.png")];
+    let args: Vec<&str> = base.iter().copied().chain(imgs.iter().map(|p| s(p))).collect();
+    let (c, stdout, err) = code(&args);
+    assert_eq!(c, 0, "a known brand in every image: {stdout}{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a-2.find.png", "a.find.png", "b.find.png"]);
+    let drawn = image::open(out.join("a.find.png")).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), (120, 80));
+    // The whole-image region is known: a green frame along the border, the middle stays white.
+    assert_eq!(drawn.get_pixel(60, 79).0, proxima_detect::draw::KNOWN, "bottom edge framed");
+    assert_eq!(drawn.get_pixel(60, 60).0, [255, 255, 255], "inside untouched");
+
+    // A file that is not an image among the inputs: exit 2, no drawing written.
+    let out2 = dir.path().join("drawn2");
+    std::fs::write(pages.join("broken.png"), b"not a png").unwrap();
+    let bad = pages.join("broken.png");
+    let args: Vec<&str> = base.iter().map(|a| if *a == s(&out) { s(&out2) } else { a }).chain([s(&imgs[0]), s(&bad)]).collect();
+    let (c, _, err) = code(&args);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("broken.png"), "{err}");
+    assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none(), "nothing written on failure");
+}
