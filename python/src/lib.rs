@@ -488,7 +488,7 @@ impl PyGallery {
             .map(|id| {
                 let (brand, sim) = match id.decision {
                     Decision::Known { brand, similarity } => (Some(brand), similarity),
-                    Decision::Unknown { best_similarity } => (None, best_similarity),
+                    Decision::Unknown { best_similarity, .. } => (None, best_similarity),
                 };
                 let cands = id.candidates.into_iter().map(|m| (m.brand, m.similarity, m.row, m.path.display().to_string())).collect();
                 (brand, sim, id.threshold, cands)

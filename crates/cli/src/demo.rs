@@ -4,6 +4,13 @@
 //! brands never seen in training before and after, enrols unseen brands in a gallery, calibrates
 //! the "unknown" threshold, identifies held-out photos (of enrolled and of never-enrolled brands)
 //! and writes `report.md` beside the model and the gallery.
+//!
+//! Then it finds logos in whole web-page screenshots (`proxima find`): it trains the
+//! class-agnostic localiser briefly on synthetic sign-in pages carrying the *training* brands'
+//! marks (or takes `--localiser DIR`), renders a few pages carrying enrolled brands, a
+//! never-enrolled brand and no logo, runs the find pipeline on them against the gallery and
+//! draws what it returned (the boxes drawn are find's answer; the true boxes are framed in blue
+//! underneath) into `find/*.find.png`, shown in the report.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +19,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use proxima_data::{Dataset, ScanOptions, Split};
+use proxima_data::{Dataset, ScanOptions, SceneOptions, ScreenMark, Split, SynthMark, render_screenshot, synth_scenes_with};
+use proxima_detect::{FindOptions, Finder, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
 use proxima_eval::OpenSetCounts;
 use proxima_index::{Decision, Gallery, ImpostorScores};
 use proxima_models::model_dir::{TrainedModel, load_model_dir};
@@ -26,10 +34,23 @@ const CALIBRATE: usize = 8;
 const NEVER_ENROLLED: usize = 3;
 const TARGET_FMR: f64 = 0.1;
 
+/// Synthetic sign-in pages the demo's localiser trains on (training brands; a few without a logo).
+const FIND_TRAIN_PAGES: usize = 150;
+/// Pages shown in the report: enrolled brands, then a never-enrolled brand, then one without a logo.
+const FIND_SHOWN_ENROLLED: usize = 3;
+/// Further pages whose answers are only counted: three of four carry an enrolled brand, the
+/// fourth a never-enrolled brand or no logo.
+const FIND_TALLY_PAGES: usize = 40;
+/// Seeds of the rendered pages (training and shown pages never share one).
+const FIND_TRAIN_SEED: u64 = 11;
+const FIND_SHOWN_SEED: u64 = 12;
+/// Seed of the built-in synthetic brands (`proxima_data::synth` above).
+const SYNTH_SEED: u64 = 0;
+
 /// Arguments of `proxima demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Output directory: data/, model/, gallery, report.md, plots, run files.
+    /// Output directory: data/, model/, gallery, localiser/, find/, report.md, plots, run files.
     #[arg(long, default_value = "proxima-demo")]
     out: PathBuf,
     /// Training epochs (the default finishes in a few minutes on 2 cores).
@@ -38,6 +59,36 @@ pub struct DemoArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Find logos in screenshots with this localiser directory instead of training one.
+    #[arg(long)]
+    localiser: Option<PathBuf>,
+    /// EfficientNet-Lite0 ImageNet weights for the localiser's trunk (scripts/fetch-weights.sh);
+    /// when the file is absent (and no localiser is given or left by an earlier run) the find
+    /// step is skipped: on a random trunk the localiser finds next to nothing.
+    #[arg(long, default_value = ".weights/efficientnet-lite0-57934424.pth")]
+    pretrained: PathBuf,
+    /// Localiser training epochs (head only, on cached trunk features).
+    #[arg(long, default_value_t = 30)]
+    localiser_epochs: usize,
+    /// Skip finding logos in screenshots.
+    #[arg(long)]
+    no_find: bool,
+}
+
+/// The find step: skipped (why), or what it showed.
+enum FindStep {
+    Skipped(String),
+    Shown(FindShown),
+}
+
+/// What the find step showed.
+struct FindShown {
+    /// How the localiser came to be.
+    localiser: String,
+    threshold: f32,
+    /// Per page: drawing (relative to the demo folder), truth, answer.
+    pages: Vec<(String, String, String)>,
+    tally: FindTally,
 }
 
 struct OpenSet {
@@ -64,16 +115,44 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let model = load_model_dir(out, experiment::parse_device(&cfg.device)?).context("loading the trained model")?;
     let scan = Dataset::scan_folder(&data_dir, &ScanOptions::default()).context("reading the synthetic data")?;
     let split = Split::load(&out.join("split.json")).context("reading the split")?;
-    let (_, _, test) = split.apply(&scan.dataset).context("applying the split")?;
+    let (train, _, test) = split.apply(&scan.dataset).context("applying the split")?;
     let gallery_path = out.join("gallery");
     let open_set = enrol_and_identify(&model, &test, &gallery_path)?;
-    let report = write_report(out, &summary, &open_set, started.elapsed().as_secs_f64())?;
+    let find = if args.no_find {
+        FindStep::Skipped("skipped (--no-find)".into())
+    } else if args.localiser.is_none() && !out.join("localiser").join("localiser.json").is_file() && !args.pretrained.is_file() {
+        // A localiser on a random trunk finds next to nothing (validation AP ≈ 0.01 measured).
+        let why = format!(
+            "skipped: the localiser needs the pretrained EfficientNet-Lite0 trunk, and {} is absent (scripts/fetch-weights.sh fetches it; or pass --localiser DIR)",
+            args.pretrained.display()
+        );
+        eprintln!("finding logos in screenshots {why}");
+        FindStep::Skipped(why)
+    } else {
+        FindStep::Shown(find_in_screenshots(&args, &model, &gallery_path, &train.classes, &test.classes).context("finding logos in screenshots")?)
+    };
+    let report = write_report(out, &summary, &open_set, &find, started.elapsed().as_secs_f64())?;
     println!(
         "open set: {}/{} photos of enrolled brands identified, {}/{} photos of never-enrolled brands answered \"unknown\"",
         open_set.counts.known_correct, open_set.counts.known, open_set.counts.unknown_rejected, open_set.counts.unknown
     );
     for (photo, truth, answer) in open_set.examples.iter().take(6) {
         println!("  {photo:<28} truth {truth:<12} → {answer}");
+    }
+    if let FindStep::Shown(f) = &find {
+        let t = &f.tally;
+        println!(
+            "find ({}; threshold {:.4}): on {FIND_TALLY_PAGES} more pages, the enrolled brand named on its logo for {}/{}, a brand named on {}/{} pages without an enrolled one",
+            f.localiser,
+            f.threshold,
+            t.right_on_logo,
+            t.pos(),
+            t.false_alarms,
+            t.false_alarms + t.quiet
+        );
+        for (drawing, truth, answer) in &f.pages {
+            println!("  {drawing:<34} truth {truth:<26} → {answer}");
+        }
     }
     println!("report: {}  gallery: {}  model: {}", report.display(), gallery_path.display(), out.join("model").display());
     Ok(ExitCode::SUCCESS)
@@ -120,7 +199,7 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
         let id = gallery.identify(row(*i), 3)?;
         let answer = match &id.decision {
             Decision::Known { brand, similarity } => format!("{brand} (similarity {similarity:.3})"),
-            Decision::Unknown { best_similarity } => format!("unknown (best similarity {best_similarity:.3})"),
+            Decision::Unknown { best_similarity, .. } => format!("unknown (best similarity {best_similarity:.3})"),
         };
         let accepted = matches!(id.decision, Decision::Known { .. });
         r.counts.add(*enrolled, accepted, matches!(&id.decision, Decision::Known { brand, .. } if brand == truth));
@@ -133,7 +212,167 @@ fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path)
     Ok(r)
 }
 
-fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, seconds: f64) -> Result<PathBuf> {
+/// The synthetic brand behind a class folder name (`brand_0012` → 12).
+fn synth_mark(class: &str) -> Result<SynthMark> {
+    let b = class.strip_prefix("brand_").and_then(|n| n.parse::<usize>().ok()).with_context(|| format!("{class:?} is not a built-in synthetic brand"))?;
+    Ok(SynthMark::new(SYNTH_SEED, b))
+}
+
+/// Trains (or loads) a localiser, renders a few screenshots of enrolled brands and finds them.
+fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Path, train_classes: &[String], test_classes: &[String]) -> Result<FindShown> {
+    let out = &args.out;
+    let device = model.device;
+    let own = out.join("localiser");
+    let (localiser, how) = if let Some(dir) = &args.localiser {
+        let (loc, _) = load_localiser(dir, device).with_context(|| format!("loading the localiser {}", dir.display()))?;
+        (loc, format!("localiser {}", dir.display()))
+    } else if own.join("localiser.json").is_file() {
+        let (loc, _) = load_localiser(&own, device).with_context(|| format!("loading the localiser {}", own.display()))?;
+        (loc, format!("localiser {} from an earlier run", own.display()))
+    } else {
+        let marks = train_classes.iter().map(|c| synth_mark(c)).collect::<Result<Vec<_>>>()?;
+        let pages = out.join("find").join("train");
+        let opts = SceneOptions { screenshots: FIND_TRAIN_PAGES, photos: 0, no_logo_fraction: 0.1, seed: FIND_TRAIN_SEED, ..Default::default() };
+        eprintln!("rendering {FIND_TRAIN_PAGES} sign-in pages with the {} training brands' marks into {}", marks.len(), pages.display());
+        let rep = synth_scenes_with(&marks, &opts, &pages).context("rendering the localiser's training pages")?;
+        let scenes = proxima_data::read_scenes(&rep.manifest).with_context(|| format!("reading {}", rep.manifest.display()))?;
+        let opts = TrainLocaliserOptions {
+            config: LocaliserConfig { input_size: 384, ..Default::default() },
+            pretrained: Some(args.pretrained.clone()),
+            views_per_scene: 1,
+            epochs: args.localiser_epochs,
+            batch_size: 16,
+            lr: 2e-3,
+            val_fraction: 0.15,
+            seed: 0,
+            feature_cache: None,
+        };
+        let t = Instant::now();
+        let report = train_localiser(&scenes, &opts, device, &own, &mut |m| {
+            if !args.quiet {
+                eprintln!("{m}")
+            }
+        })
+        .with_context(|| format!("training the localiser into {}", own.display()))?;
+        let ap = report.val_ap50.get("all").map_or("-".to_string(), |a| format!("{:.3}", a.ap));
+        let how = format!(
+            "localiser trained here in {:.0} s on {} pages of training brands (frozen ImageNet-pretrained EfficientNet-Lite0 trunk), validation box AP@0.5 {ap}",
+            t.elapsed().as_secs_f64(),
+            report.train_scenes
+        );
+        let (loc, _) = load_localiser(&own, device).with_context(|| format!("loading the localiser {}", own.display()))?;
+        (loc, how)
+    };
+
+    // Pages to show: enrolled brands, one never-enrolled brand, one without a logo.
+    let enrolled = &test_classes[..test_classes.len().saturating_sub(NEVER_ENROLLED)];
+    let never = &test_classes[test_classes.len().saturating_sub(NEVER_ENROLLED)..];
+    if enrolled.is_empty() {
+        anyhow::bail!("no enrolled brand to find ({} test brands)", test_classes.len());
+    }
+    let mut shown: Vec<(Option<SynthMark>, String)> = Vec::new();
+    for c in enrolled.iter().take(FIND_SHOWN_ENROLLED) {
+        shown.push((Some(synth_mark(c)?), c.clone()));
+    }
+    if let Some(c) = never.first() {
+        shown.push((Some(synth_mark(c)?), format!("{c} (never enrolled)")));
+    }
+    shown.push((None, "no logo".to_string()));
+
+    let gallery = Gallery::load(gallery_path).with_context(|| format!("opening the gallery {}", gallery_path.display()))?;
+    let finder = Finder::new(&localiser, model, &gallery, FindOptions::default())?;
+    let dir = out.join("find");
+    let mut files = Vec::new();
+    let mut pages = Vec::new();
+    for (i, (mark, truth)) in shown.iter().enumerate() {
+        let (img, boxes) = render_screenshot(FIND_SHOWN_SEED + i as u64, mark.as_ref().map(|m| m as &dyn ScreenMark))?;
+        let name = format!("screenshot_{i}");
+        let page = dir.join(format!("{name}.png"));
+        let ans = finder.find(&page.to_string_lossy(), &img)?;
+        let drawing = dir.join(format!("{name}.find.png"));
+        files.push((page.clone(), proxima_detect::draw::encode_png(&img, &page)?));
+        let drawn = proxima_detect::draw_answer_with_truth(&img, &ans, &boxes)?;
+        files.push((drawing.clone(), proxima_detect::draw::encode_png(&drawn, &drawing)?));
+        let answer = match (&ans.brand, ans.regions.first()) {
+            (Some(b), Some(r)) => format!("{b} (similarity {:.3}, {})", r.similarity, if on_logo(&r.bbox, &boxes) { "on the logo" } else { "region not on the logo" }),
+            (None, Some(r)) => format!("no known brand (best region {:.3})", r.similarity),
+            _ => "no region".to_string(),
+        };
+        let rel = drawing.strip_prefix(out).unwrap_or(&drawing).display().to_string();
+        pages.push((rel, truth.clone(), format!("{answer}; {} region(s)", ans.regions.len())));
+    }
+    proxima_detect::draw::write_all(&files)?;
+
+    // A tally over more pages (not drawn), so the pages above can be read as typical or not.
+    let tally = find_tally(&finder, enrolled, never)?;
+    Ok(FindShown { localiser: how, threshold: finder.threshold(), pages, tally })
+}
+
+/// True when at least half of `region` lies within one of the true logo boxes: the answer was
+/// read from the logo (a part of it counts), not from an icon or a button that happened to match.
+fn on_logo(region: &[f32; 4], truth: &[[f32; 4]]) -> bool {
+    let area = (region[2] - region[0]).max(0.0) * (region[3] - region[1]).max(0.0);
+    area > 0.0
+        && truth.iter().any(|b| {
+            let (w, h) = (region[2].min(b[2]) - region[0].max(b[0]), region[3].min(b[3]) - region[1].max(b[1]));
+            w > 0.0 && h > 0.0 && w * h >= 0.5 * area
+        })
+}
+
+/// Find's answers on [`FIND_TALLY_PAGES`] pages that are not drawn.
+fn find_tally(finder: &Finder, enrolled: &[String], never: &[String]) -> Result<FindTally> {
+    let mut tally = FindTally::default();
+    for i in 0..FIND_TALLY_PAGES {
+        let seed = FIND_SHOWN_SEED + 1000 + i as u64;
+        let (mark, truth) = if i % 4 == 3 {
+            // Every fourth page: a never-enrolled brand or no logo; no brand must be named.
+            (if i % 8 == 3 { never.get(i / 8 % never.len().max(1)).map(|c| synth_mark(c)).transpose()? } else { None }, None)
+        } else {
+            let c = &enrolled[i % enrolled.len()];
+            (Some(synth_mark(c)?), Some(c.as_str()))
+        };
+        let (img, boxes) = render_screenshot(seed, mark.as_ref().map(|m| m as &dyn ScreenMark))?;
+        let ans = finder.find(&format!("page {i}"), &img)?;
+        let answered_on_logo = ans.regions.first().is_some_and(|r| on_logo(&r.bbox, &boxes));
+        match (truth, ans.brand.as_deref()) {
+            (Some(t), Some(b)) if t == b && answered_on_logo => tally.right_on_logo += 1,
+            (Some(t), Some(b)) if t == b => tally.right_elsewhere += 1,
+            (Some(_), Some(_)) => tally.wrong += 1,
+            (Some(t), None) => {
+                tally.missed += 1;
+                let near_miss = ans.regions.iter().any(|r| r.best_brand == t && on_logo(&r.bbox, &boxes));
+                tally.missed_below_threshold += usize::from(near_miss);
+            }
+            (None, Some(_)) => tally.false_alarms += 1,
+            (None, None) => tally.quiet += 1,
+        }
+    }
+    Ok(tally)
+}
+
+/// Find's answers on the tally pages.
+#[derive(Default)]
+struct FindTally {
+    /// Pages of enrolled brands: the brand named on a true logo box, named elsewhere, another brand, none.
+    right_on_logo: usize,
+    right_elsewhere: usize,
+    wrong: usize,
+    missed: usize,
+    /// Of the missed ones: a region on the logo had the right best brand, below the threshold.
+    missed_below_threshold: usize,
+    /// Pages without an enrolled brand: a brand named, or none.
+    false_alarms: usize,
+    quiet: usize,
+}
+
+impl FindTally {
+    /// Pages of enrolled brands.
+    fn pos(&self) -> usize {
+        self.right_on_logo + self.right_elsewhere + self.wrong + self.missed
+    }
+}
+
+fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, find: &FindStep, seconds: f64) -> Result<PathBuf> {
     let o = &open_set.counts;
     let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
     let mut md = String::new();
@@ -171,6 +410,37 @@ fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, seconds: f64) ->
     writeln!(md, "\n### Examples\n")?;
     let rows: Vec<Vec<String>> = open_set.examples.iter().map(|(p, t, a)| vec![p.clone(), t.clone(), a.clone()]).collect();
     md.push_str(&proxima_report::markdown_table(&["photo", "truth", "answer"], &rows)?);
+    if let FindStep::Skipped(why) = find {
+        writeln!(md, "\n## Finding logos in web-page screenshots\n\n{why}.")?;
+    }
+    if let FindStep::Shown(f) = find {
+        writeln!(md, "\n## Finding logos in web-page screenshots\n")?;
+        writeln!(
+            md,
+            "`proxima find` on synthetic sign-in pages: a class-agnostic localiser says where logos are, each region is embedded and searched in the gallery above (threshold {:.4}). {}. The pages carry enrolled brands (never seen by the model or the localiser in training), a never-enrolled brand and no logo. Frames are what find returned: **green** a known brand (name and similarity above it), **grey** a region below the threshold; **blue** underneath marks the true logo boxes. \"On the logo\": at least half of the answer's region lies within a true logo box (a part of the logo counts).\n",
+            f.threshold, f.localiser
+        )?;
+        let rows: Vec<Vec<String>> = f.pages.iter().map(|(d, t, a)| vec![format!("[{d}]({d})"), t.clone(), a.clone()]).collect();
+        md.push_str(&proxima_report::markdown_table(&["page", "truth", "find answer"], &rows)?);
+        let t = &f.tally;
+        let neg = t.false_alarms + t.quiet;
+        writeln!(
+            md,
+            "\nOn {FIND_TALLY_PAGES} more pages (not drawn): of {} pages of enrolled brands, find named the page's brand on its logo for {} ({:.0}%), named it from another region for {}, named another brand for {} and nothing for {} (for {} of these a region on the logo had the right brand as its best match, below the threshold); of {neg} pages with a never-enrolled brand or no logo, it named a brand for {}.\n",
+            t.pos(),
+            t.right_on_logo,
+            pct(t.right_on_logo, t.pos()),
+            t.right_elsewhere,
+            t.wrong,
+            t.missed,
+            t.missed_below_threshold,
+            t.false_alarms,
+        )?;
+        for (d, t, _) in &f.pages {
+            writeln!(md, "![{t}]({d})\n")?;
+        }
+        writeln!(md, "Try it: `proxima find --model {0} --gallery {0}/gallery {0}/find/screenshot_0.png --draw out/`.", out.display())?;
+    }
     writeln!(md, "\nTry it: `proxima query --gallery {0}/gallery --model {0} <image>`.", out.display())?;
     let path = out.join("report.md");
     proxima_report::write_atomic(&path, md.as_bytes())?;

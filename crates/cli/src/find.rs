@@ -158,7 +158,9 @@ pub struct FindArgs {
     /// Print the JSON array (one object per image) instead of text.
     #[arg(long)]
     json: bool,
-    /// Write each image with its regions framed (known green, unknown grey) as `<DIR>/<stem>.find.png`.
+    /// Write each image with its regions framed and labelled (known green with brand and
+    /// similarity, unknown grey) as `<DIR>/<stem>.find.png` (`<stem>-2.find.png`, … when stems
+    /// repeat); written only once every image succeeded.
     #[arg(long)]
     draw: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -252,7 +254,7 @@ fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
         "wrote {written} non-logo crops from {} scenes to {} (enrol them with `proxima gallery add --brand {:?}`)",
         scenes.len(),
         a.out.display(),
-        proxima_detect::find::BACKGROUND_BRAND
+        proxima_index::BACKGROUND_BRAND
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -343,8 +345,10 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
     let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, min_score: a.min_score, ..Default::default() };
     let finder = Finder::new(&loc, &model, &gallery, opts)?;
     let images = crate::recognize::expand_images(&a.images)?;
+    let drawing_paths = a.draw.as_deref().map(|dir| proxima_detect::draw::drawing_paths(dir, &images));
+    let mut drawings: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let mut answers: Vec<FindAnswer> = Vec::with_capacity(images.len());
-    for path in &images {
+    for (i, path) in images.iter().enumerate() {
         let img = decode_file(path, &DecodeOptions::default()).with_context(|| format!("decoding {}", path.display()))?;
         let ans = finder.find(&path.to_string_lossy(), &img).with_context(|| format!("finding logos in {}", path.display()))?;
         if !a.json {
@@ -374,17 +378,19 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
                 );
             }
         }
-        if let Some(dir) = &a.draw {
-            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-            let out = dir.join(format!("{stem}.find.png"));
-            let mut png = Vec::new();
-            image::DynamicImage::ImageRgb8(proxima_detect::draw_answer(&img, &ans))
-                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .with_context(|| format!("encoding {}", out.display()))?;
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            proxima_models::tensor_file::write_atomic(&out, &png).with_context(|| format!("writing {}", out.display()))?;
+        if let Some(paths) = &drawing_paths {
+            // Encoded now, written once every image is done: a failure writes no drawing.
+            let out = &paths[i];
+            let drawn = proxima_detect::draw_answer(&img, &ans).with_context(|| format!("drawing the regions of {}", path.display()))?;
+            drawings.push((out.clone(), proxima_detect::draw::encode_png(&drawn, out)?));
         }
         answers.push(ans);
+    }
+    if !drawings.is_empty() {
+        proxima_detect::draw::write_all(&drawings).context("writing the drawings")?;
+        if !a.json {
+            println!("drew {} image(s) into {}", drawings.len(), a.draw.as_deref().map_or(String::new(), |d| d.display().to_string()));
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string(&answers)?);

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use proxima_data::{Dataset, ScanOptions};
 use proxima_gallery_db::{GalleryDb, redact};
-use proxima_index::{Decision, Gallery, ImpostorScores, cosine};
+use proxima_index::{BACKGROUND_BRAND, Decision, Gallery, ImpostorScores, cosine, is_background};
 use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_server::api::{CompareAnswer, IdentifyAnswer};
 use proxima_server::{BatchConfig, GallerySource, ServerConfig};
@@ -304,7 +304,7 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
                 }
                 (None, None) => bail!("give --gallery or --db"),
             };
-            println!("removed brand {:?} ({removed} images); {} brands left in {name}", a.brand, g.brands().len());
+            println!("removed brand {:?} ({removed} images); {} left in {name}", a.brand, brand_count(&g));
             Ok(ExitCode::SUCCESS)
         }
         GalleryCommand::List(a) => list(a),
@@ -358,7 +358,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         }
         (None, None) => bail!("give --out or --db"),
     };
-    println!("built {name}: {} brands, {} images, model {}", g.brands().len(), g.len(), g.model_fingerprint());
+    println!("built {name}: {}, {} images, model {}", brand_count(&g), g.len(), g.model_fingerprint());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -387,8 +387,14 @@ fn add(a: AddArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --gallery or --db"),
     };
     let rows = g.list().into_iter().find(|b| b.brand == a.brand).map_or(0, |b| b.rows);
-    println!("{} brand {:?}: +{added} images ({rows} in all); {} brands in {name}", if new { "enrolled new" } else { "extended" }, a.brand, g.brands().len());
+    println!("{} brand {:?}: +{added} images ({rows} in all); {} in {name}", if new { "enrolled new" } else { "extended" }, a.brand, brand_count(&g));
     Ok(ExitCode::SUCCESS)
+}
+
+/// "N brands", and the background examples when there are some (they are no brand: never an answer).
+fn brand_count(g: &Gallery) -> String {
+    let n = g.num_brands();
+    if g.has_background() { format!("{n} brands (+ {BACKGROUND_BRAND} examples)") } else { format!("{n} brands") }
 }
 
 /// Runs `f` to completion on a one-thread async runtime (the database client is async).
@@ -416,9 +422,10 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let threshold = g.calibration().map_or("none (uncalibrated)".to_string(), |c| format!("{:.4} (FMR ≤ {})", c.threshold, c.target_fmr));
-    println!("{name}: {} brands, {} images, dim {}, model {}, threshold {threshold}", g.brands().len(), g.len(), g.dim(), g.model_fingerprint());
+    println!("{name}: {}, {} images, dim {}, model {}, threshold {threshold}", brand_count(&g), g.len(), g.dim(), g.model_fingerprint());
     for b in g.list() {
-        println!("  {:<24} {:>5}", b.brand, b.rows);
+        let note = if is_background(&b.brand) { "  (non-logo examples: nearer to them than to any brand is \"not a logo\")" } else { "" };
+        println!("  {:<24} {:>5}{note}", b.brand, b.rows);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -449,7 +456,13 @@ pub fn query(a: QueryArgs) -> Result<ExitCode> {
         if !a.json {
             match &answer.decision {
                 Decision::Known { brand, similarity } => println!("{}: {brand} (similarity {similarity:.4} ≥ threshold {threshold:.4})", image.display()),
-                Decision::Unknown { best_similarity } => println!("{}: unknown (best similarity {best_similarity:.4} < threshold {threshold:.4})", image.display()),
+                Decision::Unknown { best_similarity, background_similarity: None } => {
+                    println!("{}: unknown (best similarity {best_similarity:.4} < threshold {threshold:.4})", image.display())
+                }
+                Decision::Unknown { best_similarity, background_similarity: Some(bg) } => println!(
+                    "{}: unknown, not a logo (nearer to the gallery's {BACKGROUND_BRAND} examples, {bg:.4}, than to any brand, {best_similarity:.4})",
+                    image.display()
+                ),
             }
             for (r, c) in answer.candidates.iter().enumerate() {
                 println!("  {}. {:<24} {:.4}", r + 1, c.brand, c.similarity);

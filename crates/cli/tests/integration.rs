@@ -561,7 +561,13 @@ epochs = 2
         worst = worst.max(diff);
     }
     let losses = |dir: &Path| -> Vec<f64> {
-        std::fs::read_to_string(dir.join("log.jsonl")).unwrap().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|e| e["event"] == "step").map(|e| e["loss"].as_f64().unwrap()).collect()
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "step")
+            .map(|e| e["loss"].as_f64().unwrap())
+            .collect()
     };
     let (la, lb) = (losses(&one), losses(&two));
     assert!(la.len() > 4 && la.len() == lb.len(), "{la:?} vs {lb:?}");
@@ -574,4 +580,100 @@ epochs = 2
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("multiple of --nproc 3"), "{err}");
     assert!(!dir.path().join("three").exists());
+}
+
+/// `query` of a crop nearest to the gallery's "(background)" examples answers unknown even at a
+/// threshold every brand passes (exit 1), names no brand and lists only real brands; `gallery
+/// list` counts the background apart from the brands.
+#[test]
+fn query_of_a_background_crop_is_unknown_never_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, cal, new_brand, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("brands.gallery");
+    let (c, out, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g), "--calibrate", s(&cal), "--target-fmr", "0.25"]);
+    assert_eq!(c, 0, "{out}{err}");
+    // The new brand's photos stand in for non-logo crops.
+    let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "(background)", s(&new_brand)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("3 brands (+ (background) examples)"), "{out}");
+    let (_, out, _) = code(&["gallery", "list", "--gallery", s(&g)]);
+    assert!(out.contains("3 brands (+ (background) examples), 15 images") && out.contains("not a logo"), "{out}");
+
+    let crop = std::fs::read_dir(&new_brand).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&crop), "--threshold=-1", "--top-k", "5", "--json"]);
+    assert_eq!(c, 1, "unknown: {out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["decision"], "unknown", "{v}");
+    assert!(v[0]["brand"].is_null() && v[0]["background_similarity"].as_f64().unwrap() > 0.999, "{v}");
+    let cands = v[0]["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 3, "the 3 brands, not the background: {v}");
+    assert!(cands.iter().all(|c| c["brand"] != "(background)"));
+    let (c, out, _) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&crop), "--threshold=-1"]);
+    assert_eq!(c, 1);
+    assert!(out.contains("not a logo") && !out.contains(": (background)"), "{out}");
+    // An enrolled brand's photo is still known at that threshold.
+    let photo = std::fs::read_dir(enrol.join(std::fs::read_dir(&enrol).unwrap().map(|e| e.unwrap().file_name()).min().unwrap()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo), "--threshold=-1", "--json"]);
+    assert_eq!(c, 0, "{out}{err}");
+}
+
+/// A small-CNN model, a one-brand gallery and an untrained localiser: enough for `find` to
+/// answer (with `--whole-image` every image has a region).
+fn find_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("model");
+    tch::manual_seed(3);
+    let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
+    proxima_models::model_dir::save_model_dir(&proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap(), 32, &model).unwrap();
+    let m = proxima_models::model_dir::load_model_dir(&model, tch::Device::Cpu).unwrap();
+    let mut g = proxima_index::Gallery::new(8, m.card.fingerprint.clone()).unwrap();
+    let logo = image::RgbImage::from_pixel(24, 24, image::Rgb([200, 30, 30]));
+    g.add("acme", &m.embed_images(&[logo]).unwrap(), &["acme.png"]).unwrap();
+    let gallery = dir.join("g.gallery");
+    g.save(&gallery).unwrap();
+    let loc = dir.join("localiser");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+    proxima_detect::Localiser::new(cfg, None, tch::Device::Cpu).unwrap().save(&loc, Default::default(), Value::Null).unwrap();
+    (model, gallery, loc)
+}
+
+/// `find --draw DIR` writes one labelled PNG per image (unique names when stems repeat), the size
+/// of the image, with the frames drawn; with one bad image it fails and writes none.
+#[test]
+fn find_draw_writes_one_png_per_image_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, gallery, loc) = find_fixture(dir.path());
+    let pages = dir.path().join("pages");
+    std::fs::create_dir_all(pages.join("sub")).unwrap();
+    let page = image::RgbImage::from_pixel(120, 80, image::Rgb([255, 255, 255]));
+    for p in ["a.png", "b.png", "sub/a.png"] {
+        page.save(pages.join(p)).unwrap();
+    }
+    let out = dir.path().join("drawn");
+    let base = ["find", "--model", s(&model), "--gallery", s(&gallery), "--localiser", s(&loc), "--whole-image", "--threshold=-1.5", "--draw", s(&out)];
+    let imgs = [pages.join("a.png"), pages.join("b.png"), pages.join("sub/a.png")];
+    let args: Vec<&str> = base.iter().copied().chain(imgs.iter().map(|p| s(p))).collect();
+    let (c, stdout, err) = code(&args);
+    assert_eq!(c, 0, "a known brand in every image: {stdout}{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a-2.find.png", "a.find.png", "b.find.png"]);
+    let drawn = image::open(out.join("a.find.png")).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), (120, 80));
+    // The whole-image region is known: a green frame along the border, the middle stays white.
+    assert_eq!(drawn.get_pixel(60, 79).0, proxima_detect::draw::KNOWN, "bottom edge framed");
+    assert_eq!(drawn.get_pixel(60, 60).0, [255, 255, 255], "inside untouched");
+
+    // A file that is not an image among the inputs: exit 2, no drawing written.
+    let out2 = dir.path().join("drawn2");
+    std::fs::write(pages.join("broken.png"), b"not a png").unwrap();
+    let bad = pages.join("broken.png");
+    let args: Vec<&str> = base.iter().map(|a| if *a == s(&out) { s(&out2) } else { a }).chain([s(&imgs[0]), s(&bad)]).collect();
+    let (c, _, err) = code(&args);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("broken.png"), "{err}");
+    assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none(), "nothing written on failure");
 }

@@ -33,6 +33,8 @@ pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
 pub use loader::{Batch, BatchIter, BenchResult, Loader, LoaderConfig, bench_loader};
 pub use sampler::{MPerClassConfig, MPerClassSampler, SamplerState, SmallClassPolicy, TripletSampler};
 pub use scene::{Scene, SceneBox, read_scenes, write_scenes};
-pub use scenes_synth::{BrandPart, Icon, SceneOptions, SceneReport, load_icons, render_icon, render_icon_crops, synth_scenes};
+pub use scenes_synth::{
+    BrandPart, Icon, SceneOptions, SceneReport, ScreenMark, load_icons, render_icon, render_icon_crops, render_screenshot, synth_scenes, synth_scenes_with,
+};
 pub use split::{QueryGallery, Split, SplitConfig, kfold_class_disjoint, make_split, query_gallery_split};
-pub use synth::{SynthOptions, SynthReport, synth};
+pub use synth::{SynthMark, SynthOptions, SynthReport, synth};

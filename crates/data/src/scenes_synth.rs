@@ -39,6 +39,30 @@ pub struct Icon {
     pub svg: PathBuf,
 }
 
+/// A brand mark that scenes can carry: a simple-icons [`Icon`], or a built-in synthetic brand
+/// ([`crate::synth::SynthMark`], what `proxima demo` draws its screenshots with).
+pub trait ScreenMark: Sync {
+    /// Brand name written in the scene manifest (the gallery's brand name).
+    fn brand(&self) -> &str;
+    /// Brand colour: tints headers and buttons, and colours one-colour marks when it contrasts.
+    fn colour(&self) -> [u8; 3];
+    /// The mark with its longer side (about) `side` pixels, cropped to its ink, in straight RGBA;
+    /// one-colour marks are drawn in `colour`, multi-colour ones keep their own colours.
+    fn render(&self, side: u32, colour: [u8; 3]) -> Result<RgbaImage>;
+}
+
+impl ScreenMark for Icon {
+    fn brand(&self) -> &str {
+        &self.slug
+    }
+    fn colour(&self) -> [u8; 3] {
+        self.rgb
+    }
+    fn render(&self, side: u32, colour: [u8; 3]) -> Result<RgbaImage> {
+        render_icon(self, side, colour)
+    }
+}
+
 /// Which brands of the catalogue to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -133,7 +157,7 @@ pub fn render_icon(icon: &Icon, side: u32, colour: [u8; 3]) -> Result<RgbaImage>
 }
 
 /// Crops an RGBA image to the bounding box of its non-transparent pixels.
-fn crop_to_ink(img: &RgbaImage) -> RgbaImage {
+pub(crate) fn crop_to_ink(img: &RgbaImage) -> RgbaImage {
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
     for (x, y, p) in img.enumerate_pixels() {
         if p[3] > 8 {
@@ -159,7 +183,7 @@ pub struct SceneOptions {
     pub photos: usize,
     /// Share of scenes rendered with no logo at all (open-set negatives).
     pub no_logo_fraction: f32,
-    /// Which brands the logos come from.
+    /// Which brands the logos come from (simple-icons only; [`synth_scenes_with`] takes its marks).
     pub part: BrandPart,
     /// Master seed.
     pub seed: u64,
@@ -206,21 +230,30 @@ pub struct SceneReport {
 pub fn synth_scenes(icons_root: &Path, opts: &SceneOptions, out: &Path) -> Result<SceneReport> {
     opts.validate()?;
     let icons = load_icons(icons_root, opts.part)?;
+    synth_scenes_with(&icons, opts, out)
+}
+
+/// As [`synth_scenes`], with the logos drawn from `marks` (`opts.part` is not used).
+pub fn synth_scenes_with<M: ScreenMark>(marks: &[M], opts: &SceneOptions, out: &Path) -> Result<SceneReport> {
+    opts.validate()?;
+    if marks.is_empty() {
+        return Err(DataError::Config("scenes: no brand mark to draw".into()));
+    }
     let n = opts.screenshots + opts.photos;
     let scenes: Vec<Scene> = (0..n)
         .into_par_iter()
         .map(|i| {
             let mut r = Rng::new(derive_seed(&[opts.seed, 0x5ce2e, i as u64]));
             let with_logo = !r.chance(opts.no_logo_fraction);
-            let icon = with_logo.then(|| &icons[r.below(icons.len())]);
+            let icon: Option<&dyn ScreenMark> = with_logo.then(|| &marks[r.below(marks.len())] as &dyn ScreenMark);
             let (img, boxes) = if i < opts.screenshots { screenshot(&mut r, icon)? } else { photo(&mut r, icon, opts.photo_size)? };
             let (kind, ext, fmt) = if i < opts.screenshots { ("screenshot", "png", ImageFormat::Png) } else { ("photo", "jpg", ImageFormat::Jpeg) };
             let path = out.join("images").join(format!("{kind}_{i:05}.{ext}"));
             let mut buf = Vec::new();
             DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), fmt).map_err(|e| DataError::Encode { path: path.clone(), reason: e.to_string() })?;
             write_file(&path, &buf)?;
-            let brands = icon.map(|ic| vec![ic.slug.clone()]).unwrap_or_default();
-            let boxes = boxes.into_iter().map(|b| SceneBox { bbox: b, brand: icon.expect("boxes imply a logo").slug.clone() }).collect();
+            let brands = icon.map(|ic| vec![ic.brand().to_string()]).unwrap_or_default();
+            let boxes = boxes.into_iter().map(|b| SceneBox { bbox: b, brand: icon.expect("boxes imply a logo").brand().to_string() }).collect();
             Ok(Scene { image: path, brands, boxes: Some(boxes), kind: kind.into() })
         })
         .collect::<Result<_>>()?;
@@ -230,6 +263,12 @@ pub fn synth_scenes(icons_root: &Path, opts: &SceneOptions, out: &Path) -> Resul
     used.sort_unstable();
     used.dedup();
     Ok(SceneReport { manifest, scenes: scenes.len(), boxes: scenes.iter().map(|s| s.boxes.as_ref().map_or(0, Vec::len)).sum(), brands: used.len() })
+}
+
+/// One sign-in-page screenshot carrying `mark` (none: a page without a logo) and its logo boxes,
+/// in memory; the same `seed` gives the same pixels.
+pub fn render_screenshot(seed: u64, mark: Option<&dyn ScreenMark>) -> Result<(RgbImage, Vec<[f32; 4]>)> {
+    screenshot(&mut Rng::new(derive_seed(&[seed, 0x5c4ee7])), mark)
 }
 
 /// Renders `per_brand` logo crops of every brand of `part` into `out/<slug>/NNN.png` (size²).
@@ -404,7 +443,7 @@ fn valid_box(b: &[f32; 4]) -> bool {
 const SCREEN_SIZES: [(usize, usize); 6] = [(1280, 800), (1440, 900), (1024, 768), (1366, 768), (800, 600), (414, 896)];
 
 /// A sign-in-page-like screenshot; one or two boxes of `icon` (none when `icon` is None).
-fn screenshot(r: &mut Rng, icon: Option<&Icon>) -> Result<(RgbImage, Vec<[f32; 4]>)> {
+fn screenshot(r: &mut Rng, icon: Option<&dyn ScreenMark>) -> Result<(RgbImage, Vec<[f32; 4]>)> {
     let (w, h) = SCREEN_SIZES[r.below(SCREEN_SIZES.len())];
     let (wf, hf) = (w as f32, h as f32);
     let dark = r.chance(0.15);
@@ -415,7 +454,7 @@ fn screenshot(r: &mut Rng, icon: Option<&Icon>) -> Result<(RgbImage, Vec<[f32; 4
     for px in c.chunks_exact_mut(3) {
         px.copy_from_slice(&page_bg);
     }
-    let accent = icon.map(|i| i.rgb.map(|v| v as f32 / 255.0)).unwrap_or_else(|| hsv_to_rgb(r.f32(), r.range_f32(0.4, 0.9), r.range_f32(0.4, 0.9)));
+    let accent = icon.map(|i| i.colour().map(|v| v as f32 / 255.0)).unwrap_or_else(|| hsv_to_rgb(r.f32(), r.range_f32(0.4, 0.9), r.range_f32(0.4, 0.9)));
     let mut boxes = Vec::new();
 
     // Header bar: plain, tinted, or brand-coloured.
@@ -437,8 +476,8 @@ fn screenshot(r: &mut Rng, icon: Option<&Icon>) -> Result<(RgbImage, Vec<[f32; 4
     let mut x = r.range_f32(12.0, 48.0);
     if let Some(icon) = icon {
         let side = r.range_f32(0.4, 0.75) * header_h;
-        let colour = contrast_colour(icon.rgb, header_bg);
-        let logo = render_icon(icon, side as u32, colour)?;
+        let colour = contrast_colour(icon.colour(), header_bg);
+        let logo = icon.render(side as u32, colour)?;
         let b = paste(&mut c, w, h, &logo, [x as f64, ((header_h - logo.height() as f32) / 2.0) as f64], 1.0);
         if valid_box(&b) {
             boxes.push(b);
@@ -473,7 +512,7 @@ fn screenshot(r: &mut Rng, icon: Option<&Icon>) -> Result<(RgbImage, Vec<[f32; 4
     let mut y = card_y + 20.0;
     if let Some(icon) = icon.filter(|_| r.chance(0.6)) {
         let side = r.range_f32(40.0, 120.0).min(card_w * 0.6);
-        let logo = render_icon(icon, side as u32, contrast_colour(icon.rgb, card_bg))?;
+        let logo = icon.render(side as u32, contrast_colour(icon.colour(), card_bg))?;
         let b = paste(&mut c, w, h, &logo, [(card_x + (card_w - logo.width() as f32) / 2.0) as f64, y as f64], 1.0);
         if valid_box(&b) {
             boxes.push(b);
@@ -535,7 +574,7 @@ fn contrast_colour(brand: [u8; 3], bg: [f32; 3]) -> [u8; 3] {
 // ---------------------------------------------------------------- photos
 
 /// A cluttered photo-like scene with zero to two warped marks of `icon`.
-fn photo(r: &mut Rng, icon: Option<&Icon>, longer: u32) -> Result<(RgbImage, Vec<[f32; 4]>)> {
+fn photo(r: &mut Rng, icon: Option<&dyn ScreenMark>, longer: u32) -> Result<(RgbImage, Vec<[f32; 4]>)> {
     let long = longer as usize;
     let short = (longer as f32 * r.range_f32(0.6, 0.8)) as usize;
     let (w, h) = if r.chance(0.7) { (long, short) } else { (short, long) };
@@ -566,8 +605,8 @@ fn photo(r: &mut Rng, icon: Option<&Icon>, longer: u32) -> Result<(RgbImage, Vec
     if let Some(icon) = icon {
         for _ in 0..(1 + usize::from(r.chance(0.2))) {
             let side = r.range_f32(0.06, 0.45) * wf.min(hf);
-            let (bg, colour) = badge_colours(r, icon.rgb);
-            let logo = render_icon(icon, (side * 2.0) as u32, colour)?;
+            let (bg, colour) = badge_colours(r, icon.colour());
+            let logo = icon.render((side * 2.0) as u32, colour)?;
             let scale = side / logo.width().max(logo.height()) as f32;
             let (lw, lh) = (logo.width() as f32 * scale, logo.height() as f32 * scale);
             let (cx, cy) = (r.range_f32(lw * 0.6, (wf - lw * 0.6).max(lw * 0.6 + 1.0)), r.range_f32(lh * 0.6, (hf - lh * 0.6).max(lh * 0.6 + 1.0)));
@@ -665,6 +704,42 @@ mod tests {
         let b = std::fs::read(again.path().join(scenes[0].image.strip_prefix(dir.path()).unwrap())).unwrap();
         assert_eq!(a, b, "same seed, same bytes");
         assert_eq!(rep.boxes, rep2.boxes);
+    }
+
+    /// Screenshots carrying built-in synthetic brands need no simple-icons: every scene with a
+    /// logo has boxes of its brand, covering pixels that differ from the page, and the output is
+    /// byte-identical for the same seed.
+    #[test]
+    fn screenshots_of_synthetic_brands() {
+        let marks: Vec<crate::SynthMark> = (0..3).map(|b| crate::SynthMark::new(5, b)).collect();
+        let m = marks[1].render(60, [0, 0, 0]).unwrap();
+        assert!(m.width().max(m.height()) <= 60 && m.width().max(m.height()) >= 30, "{:?}", m.dimensions());
+        assert!(m.pixels().any(|p| p[3] == 255) && m.pixels().any(|p| p[3] == 0), "ink cropped, not filled");
+        assert!(marks[0].render(1, [0, 0, 0]).is_err());
+
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let opts = SceneOptions { screenshots: 4, photos: 0, no_logo_fraction: 0.25, seed: 9, ..Default::default() };
+        let rep = synth_scenes_with(&marks, &opts, a.path()).unwrap();
+        assert_eq!(rep.scenes, 4);
+        assert!(rep.boxes >= 1);
+        let scenes = crate::scene::read_scenes(&rep.manifest).unwrap();
+        for s in &scenes {
+            let img = image::open(&s.image).unwrap().to_rgb8();
+            let boxes = s.boxes.as_ref().unwrap();
+            assert_eq!(s.brands.is_empty(), boxes.is_empty());
+            for bx in boxes {
+                assert!(bx.brand.starts_with("brand_000") && s.brands.contains(&bx.brand));
+                let px: Vec<_> = (bx.bbox[1] as u32..bx.bbox[3] as u32).flat_map(|y| (bx.bbox[0] as u32..bx.bbox[2] as u32).map(move |x| (x, y))).collect();
+                let first = img.get_pixel(px[0].0, px[0].1);
+                assert!(px.iter().any(|&(x, y)| img.get_pixel(x, y) != first), "the box covers a drawn mark: {:?}", bx.bbox);
+            }
+        }
+        synth_scenes_with(&marks, &opts, b.path()).unwrap();
+        for s in &scenes {
+            let again = b.path().join(s.image.strip_prefix(a.path()).unwrap());
+            assert_eq!(std::fs::read(&s.image).unwrap(), std::fs::read(again).unwrap(), "same seed, same bytes");
+        }
+        assert!(synth_scenes_with::<crate::SynthMark>(&[], &opts, b.path()).is_err());
     }
 
     #[test]

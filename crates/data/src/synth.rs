@@ -95,6 +95,40 @@ pub fn synth_image(opts: &SynthOptions, brand: usize, index: usize) -> RgbImage 
     render_photo(&mark, opts, brand, index)
 }
 
+/// The clean mark of one synthetic brand (its fixed design, no photographic effects), for
+/// drawing it into scenes such as web-page screenshots ([`crate::scenes_synth::synth_scenes_with`]).
+#[derive(Debug, Clone)]
+pub struct SynthMark {
+    name: String,
+    design: Design,
+}
+
+impl SynthMark {
+    /// Brand `brand` of the synthetic brands of `seed` (the brands [`synth`] renders with that seed).
+    pub fn new(seed: u64, brand: usize) -> Self {
+        SynthMark { name: brand_name(brand), design: Design::new(seed, brand) }
+    }
+}
+
+impl crate::scenes_synth::ScreenMark for SynthMark {
+    fn brand(&self) -> &str {
+        &self.name
+    }
+    fn colour(&self) -> [u8; 3] {
+        self.design.primary.map(|v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8)
+    }
+    /// Multi-colour marks: `colour` is not used.
+    fn render(&self, side: u32, _colour: [u8; 3]) -> Result<image::RgbaImage> {
+        if !(4..=2048).contains(&side) {
+            return Err(DataError::Config(format!("synthetic mark side must be in 4..=2048, got {side}")));
+        }
+        let m = Mark::render(&self.design, side as usize);
+        let bytes = m.rgba.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect();
+        let img = image::RgbaImage::from_raw(side, side, bytes).expect("size matches");
+        Ok(crate::scenes_synth::crop_to_ink(&img))
+    }
+}
+
 /// Folder name of brand `b`.
 pub fn brand_name(b: usize) -> String {
     format!("brand_{b:04}")
@@ -194,6 +228,8 @@ struct Layer {
 #[derive(Debug, Clone)]
 struct Design {
     layers: Vec<Layer>,
+    /// The main colour.
+    primary: [f32; 3],
 }
 
 impl Design {
@@ -219,7 +255,7 @@ impl Design {
                 layers.push(Layer { shape: Shape::Poly(rotated_rect([0.0, 0.62], 0.95, 0.08, tilt)), clip: None, color: accent });
             }
             push_word(&mut r, &mut layers, [-0.8, -0.3, 0.8, 0.3], secondary);
-            return Design { layers };
+            return Design { layers, primary };
         }
         let rot = r.range_f32(0.0, std::f32::consts::TAU);
         let base_kind = r.below(7);
@@ -300,7 +336,7 @@ impl Design {
             let wc = if r.chance(0.5) { primary } else { accent };
             push_word(&mut r, &mut layers, wb, wc);
         }
-        Design { layers }
+        Design { layers, primary }
     }
 }
 

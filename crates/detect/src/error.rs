@@ -37,6 +37,8 @@ pub enum DetectError {
     Model(#[from] proxima_models::ModelError),
     #[error(transparent)]
     Eval(#[from] proxima_eval::EvalError),
+    #[error(transparent)]
+    Report(#[from] proxima_report::ReportError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -8,7 +8,7 @@
 //! Optionally the whole image is one more region, for photos where the logo fills the frame.
 
 use image::RgbImage;
-use proxima_index::Gallery;
+use proxima_index::{Decision, Gallery};
 use proxima_models::model_dir::TrainedModel;
 use serde::{Deserialize, Serialize};
 
@@ -156,21 +156,24 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
     if regions.is_empty() {
         return Ok(answer);
     }
-    let ranked = gallery.rank_brands_batch(embeddings, 3)?;
+    // The two best brands of each region, and the background when it ranks among them.
+    let ranked = gallery.rank_batch(embeddings, 2)?;
     for ((b, score), r) in regions.iter().zip(ranked) {
-        // A region nearest to the background is not a logo.
-        if r[0].brand == BACKGROUND_BRAND {
+        // A region nearest to the background is not a logo: no answer at all.
+        if r.is_background() {
             continue;
         }
-        let mut brands = r.iter().filter(|m| m.brand != BACKGROUND_BRAND);
-        let best = brands.next().expect("the nearest brand is not the background");
-        let known = best.similarity >= threshold;
+        let best = &r.brands[0];
+        let brand = match r.decide(threshold)? {
+            Decision::Known { brand, .. } => Some(brand),
+            Decision::Unknown { .. } => None,
+        };
         answer.regions.push(RegionAnswer {
             bbox: b.map(|v| v / scale),
-            brand: known.then(|| best.brand.clone()),
+            brand,
             similarity: best.similarity,
             best_brand: best.brand.clone(),
-            second_similarity: brands.next().map(|m| m.similarity),
+            second_similarity: r.brands.get(1).map(|m| m.similarity),
             score: *score,
         });
     }
@@ -186,8 +189,10 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
 /// The gallery brand whose rows are non-logo regions (`proxima localiser negatives`): a region
 /// nearer to it than to any brand is not a logo. Why: UI elements and text that resemble one
 /// enrolled mark more than any other (a "hub" brand) otherwise cause most false alarms on
-/// screenshots; examples of them in the gallery answer "none" for such regions.
-pub const BACKGROUND_BRAND: &str = "(background)";
+/// screenshots; examples of them in the gallery answer "none" for such regions. The notion
+/// belongs to the gallery ([`proxima_index::background`]), so that `query` and the HTTP
+/// service follow the same rule; this is a re-export.
+pub use proxima_index::BACKGROUND_BRAND;
 
 /// Crops `b` grown by `padding` of its size per side, clamped to the image (at least 1×1).
 pub fn crop(img: &RgbImage, b: [f32; 4], padding: f32) -> RgbImage {

@@ -12,7 +12,8 @@
 //! output that is cheap on a CPU, and with the trunk frozen its features can be computed once per
 //! training view and cached ([`train`]), so the head trains in minutes on two cores; the GPU path
 //! runs the very same code. [`find`] glues localiser, embedding model and gallery into the answer
-//! `proxima find` and `POST /v1/find` return.
+//! `proxima find` and `POST /v1/find` return; [`draw`] frames and labels that answer on the image
+//! (`proxima find --draw`, the screenshots of `proxima demo`).
 
 pub mod draw;
 pub mod error;
@@ -21,7 +22,7 @@ pub mod letterbox;
 pub mod localiser;
 pub mod train;
 
-pub use draw::draw_answer;
+pub use draw::{draw_answer, draw_answer_with_truth};
 pub use error::{DetectError, Result};
 pub use find::{FindAnswer, FindOptions, Finder, RegionAnswer};
 pub use letterbox::{Letterbox, letterbox};

@@ -17,7 +17,17 @@ struct RawGroup {
 }
 
 unsafe extern "C" {
-    fn proxima_dist_new(host: *const c_char, port: c_int, rank: c_int, size: c_int, is_server: c_int, use_nccl: c_int, timeout_ms: i64, err: *mut c_char, err_len: usize) -> *mut RawGroup;
+    fn proxima_dist_new(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        size: c_int,
+        is_server: c_int,
+        use_nccl: c_int,
+        timeout_ms: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut RawGroup;
     fn proxima_dist_has_nccl(group: *mut RawGroup) -> c_int;
     fn proxima_dist_free(group: *mut RawGroup);
     fn proxima_dist_all_reduce_sum(group: *mut RawGroup, ts: *const *mut c_void, n: usize, err: *mut c_char, err_len: usize) -> c_int;
@@ -86,7 +96,6 @@ impl std::fmt::Debug for ProcessGroup {
         write!(f, "ProcessGroup(rank {} of {})", self.rank, self.world_size)
     }
 }
-
 
 fn ptr(t: &Tensor) -> *mut c_void {
     t.as_ptr() as *mut c_void
@@ -216,7 +225,10 @@ impl ProcessGroup {
         for (r, m) in metas.iter().enumerate() {
             let m: Vec<i64> = Vec::<i64>::try_from(m).map_err(|e| DistError::Input { op: "all_gather", message: e.to_string() })?;
             if m[1..] != [rest.iter().product::<i64>(), rest.len() as i64, kind_code(t.kind())] {
-                return Err(DistError::Input { op: "all_gather", message: format!("rank {r} holds {m:?} (rows, row size, rank, kind), this rank {size:?} of {:?}", t.kind()) });
+                return Err(DistError::Input {
+                    op: "all_gather",
+                    message: format!("rank {r} holds {m:?} (rows, row size, rank, kind), this rank {size:?} of {:?}", t.kind()),
+                });
             }
             shapes.push(m[0]);
         }

@@ -16,14 +16,29 @@
 //!   pair, the classical 1:1 verification FMR per comparison (lower, for the same
 //!   threshold, by roughly the number of brands).
 //!
+//!
+//! With background examples enrolled ([`crate::background`]) the scores follow the decision
+//! rule: the background is never a wrong brand nor a genuine one. A calibration query labelled
+//! with the background is an unknown query (its impostor score is its best brand). In
+//! [`ImpostorScores::BestWrongBrand`] mode a query that the background outranks is answered "not
+//! a logo" whatever the threshold: an impostor query whose nearest candidate (its own brand left
+//! out) is the background cannot be a false match, and a genuine query whose brand the background
+//! outranks cannot be accepted. Such queries carry no score; they are counted
+//! ([`CalibrationScores::impostor_rejected`], [`CalibrationScores::genuine_rejected`]) and enter
+//! FMR and FNMR as attempts rejected at every threshold. [`ImpostorScores::EveryWrongBrand`]
+//! (1:1 verification) only leaves the background out.
+//!
 //! The threshold is `proxima_eval::threshold_for_fmr` (most lenient `t` with
 //! `FMR(t) ≤ target`), rounded *up* to `f32`: searches compare `f32` similarities, and
-//! rounding down could re-admit the impostor the threshold was placed just above.
-//! Calibration queries must not be enrolled images (their genuine score would be 1).
+//! rounding down could re-admit the impostor the threshold was placed just above. When the
+//! rejected impostors alone keep FMR within the target at any threshold, the threshold is the
+//! lowest calibration score (every scored query accepted). Calibration queries must not be
+//! enrolled images (their genuine score would be 1).
 
 use proxima_eval::{ScoreKind, rates_at_threshold, threshold_for_fmr};
 use serde::{Deserialize, Serialize};
 
+use crate::background::is_background;
 use crate::error::{IndexError, Result};
 use crate::gallery::Gallery;
 
@@ -38,9 +53,9 @@ pub struct Calibration {
     pub achieved_fmr: f64,
     /// FNMR on the calibration genuine scores (None without genuine scores).
     pub fnmr: Option<f64>,
-    /// Genuine scores used.
+    /// Genuine attempts used (scores and those rejected by the background).
     pub num_genuine: usize,
-    /// Impostor scores used.
+    /// Impostor attempts used (scores and those rejected by the background).
     pub num_impostor: usize,
 }
 
@@ -62,6 +77,40 @@ pub struct CalibrationScores {
     pub genuine: Vec<f64>,
     /// Other-brand similarities.
     pub impostor: Vec<f64>,
+    /// Genuine queries rejected whatever the threshold (the background outranked their brand).
+    #[serde(default)]
+    pub genuine_rejected: usize,
+    /// Impostor queries rejected whatever the threshold (the background outranked every wrong brand).
+    #[serde(default)]
+    pub impostor_rejected: usize,
+}
+
+impl CalibrationScores {
+    /// The threshold for `target_fmr`, counting the rejected attempts (see the module doc).
+    pub fn calibrate(&self, target_fmr: f64) -> Result<Calibration> {
+        let (ni, ng) = (self.impostor.len() + self.impostor_rejected, self.genuine.len() + self.genuine_rejected);
+        if self.impostor_rejected == 0 && self.genuine_rejected == 0 {
+            return calibrate_scores(&self.genuine, &self.impostor, target_fmr);
+        }
+        let lowest = self.genuine.iter().chain(&self.impostor).copied().fold(f64::INFINITY, f64::min);
+        if ni == 0 || !lowest.is_finite() {
+            return Err(IndexError::EmptyInput { what: "calibration scores (every query was rejected by the background)" });
+        }
+        // A rejected attempt is a score below every threshold that can be chosen.
+        let below = lowest - 1.0;
+        let padded: Vec<f64> = self.impostor.iter().copied().chain(std::iter::repeat_n(below, self.impostor_rejected)).collect();
+        let mut t64 = threshold_for_fmr(&padded, target_fmr, ScoreKind::Similarity)?;
+        if t64 <= lowest {
+            t64 = lowest;
+        }
+        let threshold = ceil_f32(t64);
+        if !threshold.is_finite() {
+            return Err(IndexError::InvalidParameter { name: "impostor scores", value: t64.to_string(), reason: "threshold does not fit in f32" });
+        }
+        let accepted = |v: &[f64]| v.iter().filter(|&&s| s >= threshold as f64).count();
+        let fnmr = (ng > 0).then(|| (ng - accepted(&self.genuine)) as f64 / ng as f64);
+        Ok(Calibration { threshold, target_fmr, achieved_fmr: accepted(&self.impostor) as f64 / ni as f64, fnmr, num_genuine: ng, num_impostor: ni })
+    }
 }
 
 /// Round a threshold up to the nearest `f32` (never below `t`).
@@ -84,7 +133,8 @@ pub fn calibrate_scores(genuine: &[f64], impostor: &[f64], target_fmr: f64) -> R
 
 /// Genuine and impostor scores of labelled calibration queries against a gallery.
 ///
-/// A brand in `true_brands` that is not enrolled marks an unknown query (impostor only).
+/// A brand in `true_brands` that is not enrolled, or the background, marks an unknown query
+/// (impostor only). The background is never a wrong brand (see the module doc).
 ///
 /// # Shapes
 /// `queries`: `true_brands.len() × dim`.
@@ -98,13 +148,29 @@ pub fn calibration_scores<S: AsRef<str>>(gallery: &Gallery, queries: &[f32], tru
     let mut out = CalibrationScores::default();
     for (cands, truth) in ranked.iter().zip(true_brands) {
         let truth = truth.as_ref();
-        let mut wrong = cands.iter().filter(|c| c.brand != truth).map(|c| c.similarity as f64);
-        if let Some(g) = cands.iter().find(|c| c.brand == truth) {
-            out.genuine.push(g.similarity as f64);
-        }
+        // Labelled with the background: an unknown query, with no brand of its own.
+        let own = |c: &crate::BrandMatch| c.brand == truth && !is_background(truth);
+        let real_wrong = |c: &&crate::BrandMatch| !own(c) && !is_background(&c.brand);
+        let background = cands.iter().find(|c| is_background(&c.brand)).map(|c| c.similarity);
+        // As `Ranking::is_background`: the background wins ties.
+        let outranked = |s: f32| background.is_some_and(|b| b >= s);
         match mode {
-            ImpostorScores::BestWrongBrand => out.impostor.extend(wrong.next()),
-            ImpostorScores::EveryWrongBrand => out.impostor.extend(wrong),
+            ImpostorScores::BestWrongBrand => {
+                match cands.iter().find(|c| own(c)) {
+                    Some(g) if outranked(g.similarity) => out.genuine_rejected += 1,
+                    Some(g) => out.genuine.push(g.similarity as f64),
+                    None => {}
+                }
+                match cands.iter().find(real_wrong) {
+                    Some(w) if outranked(w.similarity) => out.impostor_rejected += 1,
+                    Some(w) => out.impostor.push(w.similarity as f64),
+                    None => {}
+                }
+            }
+            ImpostorScores::EveryWrongBrand => {
+                out.genuine.extend(cands.iter().filter(|c| own(c)).map(|c| c.similarity as f64));
+                out.impostor.extend(cands.iter().filter(real_wrong).map(|c| c.similarity as f64));
+            }
         }
     }
     Ok(out)
@@ -123,10 +189,11 @@ impl Gallery {
     /// `queries`: `true_brands.len() × dim`.
     pub fn calibrate<S: AsRef<str>>(&mut self, queries: &[f32], true_brands: &[S], target_fmr: f64, mode: ImpostorScores) -> Result<&Calibration> {
         let s = calibration_scores(self, queries, true_brands, mode)?;
-        if s.impostor.is_empty() {
+        if s.impostor.is_empty() && s.impostor_rejected == 0 {
             return Err(IndexError::EmptyInput { what: "impostor scores (the gallery needs two brands, or unknown queries)" });
         }
-        self.calibrate_from_scores(&s.genuine, &s.impostor, target_fmr)
+        let c = s.calibrate(target_fmr)?;
+        Ok(self.calibration.insert(c))
     }
 }
 
@@ -184,5 +251,57 @@ mod tests {
         assert_eq!(g.calibration(), Some(&c));
         let id = g.identify(&q[..2], 1).unwrap();
         assert!(matches!(id.decision, crate::Decision::Known { ref brand, .. } if brand == "a"));
+    }
+
+    /// The background is neither a wrong brand nor a genuine one, and a query it outranks is an
+    /// attempt rejected at every threshold.
+    #[test]
+    fn background_scores_follow_the_decision_rule() {
+        let mut g = Gallery::new(2, "m").unwrap();
+        g.add("a", &[1.0, 0.0], &["a"]).unwrap();
+        g.add("b", &[0.0, 1.0], &["b"]).unwrap();
+        g.add(crate::BACKGROUND_BRAND, &[-1.0, 0.0], &["bg"]).unwrap();
+        let at = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+        let q: Vec<f32> = [
+            at(20.0),  // a: genuine cos 20°, best wrong b (cos 70°), background farther
+            at(100.0), // b: genuine cos 10°, best wrong background (cos 80°) > a (cos 100°): rejected
+            at(170.0), // a, but the background (cos 10°) outranks a: genuine rejected; impostor rejected
+            at(60.0),  // unknown brand z: best brand b (cos 30°)
+            at(150.0), // labelled background: nearest is the background: rejected
+            at(80.0),  // labelled background: nearest is b (cos 10°): a false match if accepted
+        ]
+        .concat();
+        let truth = ["a", "b", "a", "z", crate::BACKGROUND_BRAND, crate::BACKGROUND_BRAND];
+        let s = calibration_scores(&g, &q, &truth, ImpostorScores::BestWrongBrand).unwrap();
+        let close = |v: &[f64], want: &[f32]| v.len() == want.len() && v.iter().zip(want).all(|(a, b)| (a - b.to_radians().cos() as f64).abs() < 1e-6);
+        assert!(close(&s.genuine, &[20.0, 10.0]), "{:?}", s.genuine);
+        assert!(close(&s.impostor, &[70.0, 30.0, 10.0]), "{:?}", s.impostor);
+        assert_eq!((s.genuine_rejected, s.impostor_rejected), (1, 3));
+        // 1:1 verification mode only leaves the background out.
+        let e = calibration_scores(&g, &q, &truth, ImpostorScores::EveryWrongBrand).unwrap();
+        assert_eq!((e.genuine.len(), e.impostor.len(), e.genuine_rejected, e.impostor_rejected), (3, 1 + 1 + 1 + 2 + 2 + 2, 0, 0));
+
+        // Six impostor attempts, three rejected: FMR ≤ 0.2 allows one false match (the last
+        // query's, at cos 10°); the threshold sits just above the next score (cos 30°).
+        let c = s.calibrate(0.2).unwrap();
+        assert!(c.threshold > 30f32.to_radians().cos() && c.threshold < 30f32.to_radians().cos() + 1e-4, "{c:?}");
+        assert_eq!((c.num_impostor, c.num_genuine), (6, 3));
+        assert!((c.achieved_fmr - 1.0 / 6.0).abs() < 1e-12);
+        // Of three genuine attempts, cos 10° and cos 20° pass; the rejected one counts as a miss.
+        assert_eq!(c.fnmr, Some(1.0 / 3.0));
+        // FMR ≤ 0.5 allows every scored impostor (3 of 6): the threshold is the lowest score.
+        let c = s.calibrate(0.5).unwrap();
+        assert!((c.threshold - 70f32.to_radians().cos()).abs() < 1e-6 && c.achieved_fmr == 0.5, "{c:?}");
+        // Without rejections the result is calibrate_scores'.
+        let plain = CalibrationScores { genuine_rejected: 0, impostor_rejected: 0, ..s.clone() };
+        assert_eq!(plain.calibrate(0.2).unwrap(), calibrate_scores(&s.genuine, &s.impostor, 0.2).unwrap());
+        // Every query rejected: nothing to set a threshold from.
+        let none = CalibrationScores { impostor_rejected: 2, ..Default::default() };
+        assert!(matches!(none.calibrate(0.1), Err(IndexError::EmptyInput { .. })));
+        // The gallery stores it, and a query nearest the background stays unknown.
+        let stored = g.calibrate(&q, &truth, 0.2, ImpostorScores::BestWrongBrand).unwrap().clone();
+        assert_eq!(stored, s.calibrate(0.2).unwrap());
+        let id = g.identify(&at(170.0), 2).unwrap();
+        assert!(matches!(id.decision, crate::Decision::Unknown { background_similarity: Some(_), .. }), "{:?}", id.decision);
     }
 }

@@ -116,6 +116,9 @@ pub enum IndexError {
     /// Search on a gallery with no enrolled rows.
     #[error("the gallery is empty; enrol at least one brand before searching")]
     EmptyGallery,
+    /// Identification on a gallery whose only rows are background (non-logo) examples.
+    #[error("the gallery holds only background examples ({}); enrol at least one brand before identifying", crate::BACKGROUND_BRAND)]
+    OnlyBackground,
     /// Two inputs that must have one entry per row disagree.
     #[error("{what}: {rows} embedding rows but {count} {items}")]
     CountMismatch {

@@ -65,10 +65,14 @@ pub enum Decision {
         /// Its similarity.
         similarity: f32,
     },
-    /// No enrolled brand is similar enough.
+    /// No enrolled brand is similar enough, or the query is nearer to the gallery's background
+    /// examples than to every brand (not a logo; see [`crate::background`]).
     Unknown {
-        /// The best similarity seen (below the threshold).
+        /// The best brand's similarity (below the threshold unless the background was nearer).
         best_similarity: f32,
+        /// The background's similarity when it was nearer than every brand; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        background_similarity: Option<f32>,
     },
 }
 
@@ -79,7 +83,7 @@ pub struct Identification {
     pub decision: Decision,
     /// Threshold the decision used.
     pub threshold: f32,
-    /// Up to `k` brands, best first.
+    /// Up to `k` brands, best first (never the background).
     pub candidates: Vec<BrandMatch>,
 }
 
@@ -432,7 +436,9 @@ impl Gallery {
         Ok(())
     }
 
-    /// The `min(k, num_brands)` most similar brands to one query (best row per brand), best first.
+    /// The `min(k, brands().len())` most similar brands to one query (best row per brand), best
+    /// first. A raw ranking: the background, when enrolled, is ranked like a brand; [`Gallery::rank`]
+    /// sets it apart.
     ///
     /// # Shapes
     /// `query`: `dim`.
@@ -489,7 +495,8 @@ impl Gallery {
             .collect()
     }
 
-    /// Rank the top `k` brands for one query and decide with the calibrated threshold.
+    /// Rank the top `k` brands for one query and decide with the calibrated threshold; a query
+    /// nearer to the background than to every brand is unknown ([`crate::Ranking::decide`]).
     ///
     /// # Shapes
     /// `query`: `dim`.
@@ -509,14 +516,9 @@ impl Gallery {
         if threshold.is_nan() {
             return Err(IndexError::InvalidParameter { name: "threshold", value: "NaN".into(), reason: "must be a number" });
         }
-        let candidates = self.rank_brands(query, k)?;
-        let best = &candidates[0];
-        let decision = if best.similarity >= threshold {
-            Decision::Known { brand: best.brand.clone(), similarity: best.similarity }
-        } else {
-            Decision::Unknown { best_similarity: best.similarity }
-        };
-        Ok(Identification { decision, threshold, candidates })
+        let ranking = self.rank(query, k)?;
+        let decision = ranking.decide(threshold)?;
+        Ok(Identification { decision, threshold, candidates: ranking.brands })
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! Modules:
 //! * [`gallery`] — enrolment (`add`, `remove`, `list`), `search` (rows), `identify` (brands + decision).
+//! * [`background`] — the reserved "(background)" brand of non-logo examples: a query nearer to it
+//!   than to every brand is unknown, never answered as a brand.
 //! * [`format`](mod@format) — the versioned, checksummed, atomically written file format.
 //! * [`backend`] — exact (`proxima_eval::knn`) and HNSW (`hnsw_rs`) search, one enum.
 //! * [`calibrate`] — thresholds for a target FMR (`proxima_eval::threshold_for_fmr`).
@@ -17,6 +19,7 @@
 //! * [`error`] — typed errors; file errors name their path.
 
 pub mod backend;
+pub mod background;
 pub mod bench;
 pub mod calibrate;
 pub mod error;
@@ -24,6 +27,7 @@ pub mod format;
 pub mod gallery;
 
 pub use backend::{BackendConfig, HnswConfig, HnswIndex, SearchIndex};
+pub use background::{BACKGROUND_BRAND, Ranking, is_background};
 pub use bench::{BENCH_K, IndexBenchReport, bench_index, bench_index_with, clustered_data};
 pub use calibrate::{Calibration, CalibrationScores, ImpostorScores, calibrate_scores, calibration_scores};
 pub use error::{IndexError, Result};

@@ -14,15 +14,19 @@
 //!   `ab_glyph` backend: no fontconfig/freetype is needed, and plots look the same on every
 //!   machine. PNGs are encoded with the `png` crate directly, so plotters does not pull a
 //!   second version of `image`.
+//! * [`draw_label`] writes text onto an existing RGB image (brand names beside the boxes of
+//!   `proxima find --draw`), with the same bundled font.
 //! * Inputs are validated (non-finite values, empty series, mismatched lengths) and
 //!   rejected with a [`ReportError`] instead of producing an empty or broken picture.
 
 mod chart;
 mod error;
+mod label;
 mod output;
 mod table;
 
 pub use chart::{Bar, BarChart, Corner, Distribution, HistogramOverlay, LineChart, Scatter, Series, bar_chart, decimate, histogram_overlay, line_chart, scatter};
 pub use error::{ReportError, Result};
+pub use label::draw_label;
 pub use output::{PlotFiles, write_atomic};
 pub use table::markdown_table;

@@ -38,7 +38,7 @@ pub(crate) trait Draw {
 }
 
 /// Register the bundled font once per process.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok());
     if ok { Ok(()) } else { Err(invalid("bundled font", "DejaVuSans.ttf could not be parsed")) }

@@ -237,7 +237,7 @@ fn index_error(e: IndexError) -> ApiError {
     let status = match &e {
         IndexError::InvalidBrand { .. } => StatusCode::BAD_REQUEST,
         IndexError::UnknownBrand(_) => StatusCode::NOT_FOUND,
-        IndexError::EmptyGallery => StatusCode::CONFLICT,
+        IndexError::EmptyGallery | IndexError::OnlyBackground => StatusCode::CONFLICT,
         IndexError::ZeroVector { .. } | IndexError::NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -321,12 +321,14 @@ pub struct IdentifyParams {
 /// The answer of `/v1/identify` (and of `proxima query --json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentifyAnswer {
-    /// `known` (with `brand` and `similarity`) or `unknown` (with `best_similarity`).
+    /// `known` (with `brand` and `similarity`) or `unknown` (with `best_similarity`, and
+    /// `background_similarity` when the image is nearer to the gallery's background examples
+    /// than to any brand: not a logo). Never names the background as the brand.
     #[serde(flatten)]
     pub decision: Decision,
     /// Threshold of the decision.
     pub threshold: f32,
-    /// Best brands, most similar first.
+    /// Best brands, most similar first (never the background).
     pub candidates: Vec<BrandMatch>,
 }
 
@@ -493,7 +495,7 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
         let emb = s.embed(pixels, n).await?;
         let _w = s.writer.lock().await;
         // The brand's rows and the number of brands, read before the gallery is published.
-        let counts = |g: &Gallery| (g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows), g.brands().len());
+        let counts = |g: &Gallery| (g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows), g.num_brands());
         let (added, (rows, brands)) = match &s.store {
             GalleryStore::Db { db, version } => {
                 let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
@@ -523,7 +525,7 @@ async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axu
         let (removed, brands) = match &s.store {
             GalleryStore::Db { db, version } => {
                 let applied = db.lock().await.remove(&s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
-                let brands = applied.gallery.brands().len();
+                let brands = applied.gallery.num_brands();
                 s.publish_version(applied.gallery, applied.version);
                 (applied.rows, brands)
             }
@@ -531,7 +533,7 @@ async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axu
                 let mut g = (*s.gallery()).clone();
                 let removed = g.remove(&brand).map_err(index_error)?;
                 let g = save(path, g).await?;
-                let brands = g.brands().len();
+                let brands = g.num_brands();
                 s.publish(g);
                 (removed, brands)
             }
@@ -562,12 +564,12 @@ async fn save(path: &Path, g: Gallery) -> Result<Gallery, ApiError> {
 
 async fn healthz(State(s): Shared) -> Json<serde_json::Value> {
     let g = s.gallery();
-    Json(serde_json::json!({ "status": "ok", "model_fingerprint": s.info.fingerprint, "brands": g.brands().len(), "rows": g.len(), "queue_depth": s.worker.depth() }))
+    Json(serde_json::json!({ "status": "ok", "model_fingerprint": s.info.fingerprint, "brands": g.num_brands(), "rows": g.len(), "queue_depth": s.worker.depth() }))
 }
 
 async fn metrics(State(s): Shared) -> Response {
     let g = s.gallery();
-    let text = s.metrics.render(&Gauges { queue_depth: s.worker.depth(), queue_capacity: s.config.batch.queue_capacity, brands: g.brands().len(), rows: g.len() });
+    let text = s.metrics.render(&Gauges { queue_depth: s.worker.depth(), queue_capacity: s.config.batch.queue_capacity, brands: g.num_brands(), rows: g.len() });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -618,10 +620,16 @@ mod tests {
 
     #[test]
     fn identify_answer_flattens_the_decision() {
-        let a = IdentifyAnswer { decision: Decision::Unknown { best_similarity: 0.25 }, threshold: 0.5, candidates: vec![] };
+        let a = IdentifyAnswer { decision: Decision::Unknown { best_similarity: 0.25, background_similarity: None }, threshold: 0.5, candidates: vec![] };
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["decision"], "unknown");
         assert_eq!(v["best_similarity"], 0.25);
         assert_eq!(v["threshold"], 0.5);
+        assert!(v.get("background_similarity").is_none(), "absent unless the background was nearer: {v}");
+        let a = IdentifyAnswer { decision: Decision::Unknown { best_similarity: 0.25, background_similarity: Some(0.75) }, threshold: 0.5, candidates: vec![] };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!((v["decision"].as_str(), v["background_similarity"].as_f64()), (Some("unknown"), Some(0.75)));
+        let back: IdentifyAnswer = serde_json::from_value(v).unwrap();
+        assert_eq!(back.decision, a.decision);
     }
 }

@@ -41,7 +41,7 @@ pub struct Gauges {
     pub queue_depth: usize,
     /// Queue capacity.
     pub queue_capacity: usize,
-    /// Enrolled brands.
+    /// Enrolled brands (background examples are no brand: `Gallery::num_brands`).
     pub brands: usize,
     /// Enrolled rows.
     pub rows: usize,
@@ -107,7 +107,7 @@ impl Metrics {
         gauge(&mut o, "proxima_queue_rejected_total", "Requests answered 429 because the queue was full.", "counter", self.rejected_full.load(Ordering::Relaxed));
         gauge(&mut o, "proxima_batches_total", "Forward passes of the model worker.", "counter", self.batches.load(Ordering::Relaxed));
         gauge(&mut o, "proxima_batch_images_total", "Images embedded by the model worker.", "counter", self.batch_images.load(Ordering::Relaxed));
-        gauge(&mut o, "proxima_gallery_brands", "Enrolled brands.", "gauge", gauges.brands as u64);
+        gauge(&mut o, "proxima_gallery_brands", "Enrolled brands (background examples not counted).", "gauge", gauges.brands as u64);
         gauge(&mut o, "proxima_gallery_rows", "Enrolled embeddings.", "gauge", gauges.rows as u64);
         if let Some((rss, peak)) = process_memory() {
             gauge(&mut o, "process_resident_memory_bytes", "Resident set size.", "gauge", rss);

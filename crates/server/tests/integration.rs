@@ -322,6 +322,38 @@ async fn a_gallery_of_another_model_or_without_threshold_is_refused_at_start() {
     s.shutdown().await.unwrap();
 }
 
+/// With background (non-logo) examples enrolled, an image nearest to them is "unknown" even at a
+/// threshold every brand passes, the background is never named nor listed as a candidate, and
+/// the brand count leaves it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_nearest_the_background_is_unknown_never_a_brand() {
+    let f = fixture();
+    let m = load_model_dir(&f.model, Device::Cpu).unwrap();
+    let mut g = Gallery::load(&f.gallery).unwrap();
+    g.add(proxima_index::BACKGROUND_BRAND, &m.embed_images(&[logo(2)]).unwrap(), &["ui.png"]).unwrap();
+    g.save(&f.gallery).unwrap();
+    // Any cosine passes -1: only the background rule can make an answer unknown.
+    let s = serve(&f, ServerConfig { threshold: Some(-1.0), ..config() }).await;
+    let c = reqwest::Client::new();
+    let (st, v) = json(c.post(url(&s, "/v1/identify?top_k=5")).body(png(&logo(2))).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["decision"], "unknown", "{v}");
+    assert!(v["brand"].is_null() && v["background_similarity"].as_f64().unwrap() > 0.999, "{v}");
+    let cands: Vec<&str> = v["candidates"].as_array().unwrap().iter().map(|c| c["brand"].as_str().unwrap()).collect();
+    assert_eq!(cands.len(), 2, "the two brands, not the background: {v}");
+    assert!(!cands.contains(&proxima_index::BACKGROUND_BRAND));
+    assert!((v["best_similarity"].as_f64().unwrap() - v["candidates"][0]["similarity"].as_f64().unwrap()).abs() < 1e-6);
+    // A brand's own logo is still known.
+    let (_, v) = json(c.post(url(&s, "/v1/identify")).body(png(&logo(1))).send().await.unwrap()).await;
+    assert_eq!((v["decision"].as_str(), v["brand"].as_str()), (Some("known"), Some("blue")), "{v}");
+    assert!(v.get("background_similarity").is_none(), "{v}");
+    let (_, h) = json(c.get(url(&s, "/healthz")).send().await.unwrap()).await;
+    assert_eq!(h["brands"].as_u64(), Some(2), "{h}");
+    let (_, l) = json(c.get(url(&s, "/v1/gallery")).send().await.unwrap()).await;
+    assert_eq!(l["brands"].as_array().unwrap().len(), 3, "the listing shows what is enrolled: {l}");
+    s.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn find_answers_like_the_cli_and_is_501_without_a_localiser() {
     let f = fixture();

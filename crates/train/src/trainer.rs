@@ -290,7 +290,9 @@ fn rank_slice(batch: Vec<usize>, world: Option<&ProcessGroup>) -> Vec<usize> {
 
 fn check_batch_divides(batch_size: usize, world_size: usize) -> Result<()> {
     if !batch_size.is_multiple_of(world_size) {
-        return Err(TrainError::Config(format!("sampler.batch_size {batch_size} must be a multiple of the number of processes ({world_size}): each takes an equal share of the global batch")));
+        return Err(TrainError::Config(format!(
+            "sampler.batch_size {batch_size} must be a multiple of the number of processes ({world_size}): each takes an equal share of the global batch"
+        )));
     }
     Ok(())
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use proxima_core::loss::BuildContext;
 use proxima_core::{Loss, LossSpec};
 use proxima_data::{Dataset, Loader, LoaderConfig, MPerClassConfig, MPerClassSampler, Pipeline, PipelineConfig, ScanOptions};
+use proxima_dist::{ProcessGroup, WorldEnv};
 use proxima_train::model::{EmbeddingNet, trainable_with_prefix};
 use proxima_train::trainer::{self, Event, LoopConfig, Parts, TrainState};
 use proxima_train::{Optimizer, OptimizerConfig, ParamGroup, Schedule};
-use proxima_dist::{ProcessGroup, WorldEnv};
 use tch::{Device, Tensor, nn, nn::Module};
 
 /// A tiny CNN: conv → ReLU → conv → global average pool → linear head.
@@ -81,7 +81,14 @@ fn train(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Optio
 }
 
 /// [`train`] as one rank of a data-parallel job.
-fn train_in(data: &(Dataset, Dataset), run_dir: &Path, resume: bool, kill_at: Option<usize>, lr: f64, world: Option<&ProcessGroup>) -> std::thread::Result<proxima_train::Result<Run>> {
+fn train_in(
+    data: &(Dataset, Dataset),
+    run_dir: &Path,
+    resume: bool,
+    kill_at: Option<usize>,
+    lr: f64,
+    world: Option<&ProcessGroup>,
+) -> std::thread::Result<proxima_train::Result<Run>> {
     let (train_ds, val_ds) = data;
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
