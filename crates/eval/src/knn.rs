@@ -305,10 +305,21 @@ struct ColumnHeaps<'a> {
 /// rows decides which columns are pushed. On the diagonal (`cols` = None) column `i` of row `i`
 /// is the query itself and is skipped.
 #[inline(always)]
-fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], mut cols: Option<ColumnHeaps<'_>>) {
+fn scan_tile<const L2: bool, const DIAG: bool>(
+    tile: &[f32],
+    w: usize,
+    a_norms: &[f32],
+    b_norms: &[f32],
+    j0: usize,
+    rows: &mut [TopK],
+    mut cols: Option<ColumnHeaps<'_>>,
+) {
     const W: usize = 16;
     const R: usize = 16;
-    let diag = cols.is_none();
+    // A compile-time flag, so that the off-diagonal tiles (all but one in a block row) carry
+    // neither the self-column test nor a run-time branch on `cols` in their inner loop.
+    debug_assert_eq!(DIAG, cols.is_none());
+    let diag = DIAG;
     if let Some(c) = cols.as_mut() {
         for (t, h) in c.thr[..w].iter_mut().zip(c.heaps.iter()) {
             *t = h.worst_key();
@@ -330,7 +341,7 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             for t in 0..W {
                 keys[t] = tile_key::<L2>(a, bs[t], vs[t]);
             }
-            if let Some(cm) = &mut colmin {
+            if !DIAG && let Some(cm) = &mut colmin {
                 let cm: &mut [f32; W] = (&mut cm[c0..c0 + W]).try_into().expect("W columns");
                 for t in 0..W {
                     cm[t] = if keys[t] < cm[t] { keys[t] } else { cm[t] };
@@ -340,7 +351,11 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
             // not a write into `keys` at a computed index, which would keep `keys` in memory.
             let self_lane = if diag && (c0..c0 + W).contains(&i) { i - c0 } else { W };
             // A branch-free OR of comparisons (vectorises), not a `min` fold (a serial chain).
-            let hit = keys.iter().enumerate().fold(false, |h, (t, &key)| h | (key <= thr && t != self_lane));
+            let hit = if DIAG {
+                keys.iter().enumerate().fold(false, |h, (t, &key)| h | (key <= thr && t != self_lane))
+            } else {
+                keys.iter().fold(false, |h, &key| h | (key <= thr))
+            };
             if hit {
                 for (t, &key) in keys.iter().enumerate() {
                     if key <= thr && t != self_lane {
@@ -402,32 +417,56 @@ fn scan_tile<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &
 /// [`scan_tile`] compiled for AVX-512 (16 lanes: one chunk per instruction).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn scan_tile_avx512<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
-    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+fn scan_tile_avx512<const L2: bool, const DIAG: bool>(
+    tile: &[f32],
+    w: usize,
+    a_norms: &[f32],
+    b_norms: &[f32],
+    j0: usize,
+    rows: &mut [TopK],
+    cols: Option<ColumnHeaps<'_>>,
+) {
+    scan_tile::<L2, DIAG>(tile, w, a_norms, b_norms, j0, rows, cols)
 }
 
 /// [`scan_tile`] compiled for AVX2 (8 lanes).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn scan_tile_avx2<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
-    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+fn scan_tile_avx2<const L2: bool, const DIAG: bool>(
+    tile: &[f32],
+    w: usize,
+    a_norms: &[f32],
+    b_norms: &[f32],
+    j0: usize,
+    rows: &mut [TopK],
+    cols: Option<ColumnHeaps<'_>>,
+) {
+    scan_tile::<L2, DIAG>(tile, w, a_norms, b_norms, j0, rows, cols)
 }
 
 /// [`scan_tile`] with the widest vector instructions this CPU has (the build targets baseline
 /// x86-64, whose SSE2 handles 4 lanes; the scan costs about as much as the GEMM without this).
-fn scan_tile_best<const L2: bool>(tile: &[f32], w: usize, a_norms: &[f32], b_norms: &[f32], j0: usize, rows: &mut [TopK], cols: Option<ColumnHeaps<'_>>) {
+fn scan_tile_best<const L2: bool, const DIAG: bool>(
+    tile: &[f32],
+    w: usize,
+    a_norms: &[f32],
+    b_norms: &[f32],
+    j0: usize,
+    rows: &mut [TopK],
+    cols: Option<ColumnHeaps<'_>>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { scan_tile_avx512::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+            return unsafe { scan_tile_avx512::<L2, DIAG>(tile, w, a_norms, b_norms, j0, rows, cols) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { scan_tile_avx2::<L2>(tile, w, a_norms, b_norms, j0, rows, cols) };
+            return unsafe { scan_tile_avx2::<L2, DIAG>(tile, w, a_norms, b_norms, j0, rows, cols) };
         }
     }
-    scan_tile::<L2>(tile, w, a_norms, b_norms, j0, rows, cols)
+    scan_tile::<L2, DIAG>(tile, w, a_norms, b_norms, j0, rows, cols)
 }
 
 /// Square blocks of the symmetric (query = reference) search.
@@ -471,17 +510,17 @@ fn knn_self_symmetric(
             let mut rows = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
             if bi == bj {
                 if l2 {
-                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                    scan_tile_best::<true, true>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
                 } else {
-                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
+                    scan_tile_best::<false, true>(&tile[..m * w], w, an, bn, j0, &mut rows, None);
                 }
             } else {
                 let mut cols = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
                 let cols = Some(ColumnHeaps { heaps: &mut cols[..], i0, colmin, thr });
                 if l2 {
-                    scan_tile_best::<true>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
+                    scan_tile_best::<true, false>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
                 } else {
-                    scan_tile_best::<false>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
+                    scan_tile_best::<false, false>(&tile[..m * w], w, an, bn, j0, &mut rows, cols);
                 }
             }
             drop(rows);
@@ -804,6 +843,29 @@ mod tests {
             h.push(key, j);
         }
         assert_eq!(h.into_sorted(), vec![(0.5, 4), (1.0, 1), (1.0, 3)]);
+    }
+
+    #[test]
+    fn topk_keeps_the_k_smallest_pairs_under_many_ties() {
+        // Few distinct keys, so ties decide most places.
+        let mut s = 11u64;
+        for k in [1, 3, 32, 70] {
+            let stream: Vec<(f32, usize)> = (0..500)
+                .map(|j| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (((s >> 33) % 13) as f32, (j * 7919) % 500)
+                })
+                .collect();
+            let mut h = TopK::new(k);
+            for &(key, j) in &stream {
+                h.push(key, j);
+            }
+            let mut expected = stream.clone();
+            expected.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
+            expected.truncate(k);
+            assert_eq!(h.worst_key(), expected[k - 1].0, "k = {k}");
+            assert_eq!(h.into_sorted(), expected, "k = {k}");
+        }
     }
 
     proptest! {
