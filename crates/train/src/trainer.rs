@@ -389,13 +389,13 @@ fn validate_epoch(parts: &Parts, state: &mut TrainState, record: &mut EpochRecor
         return Ok(None);
     }
     if let Some(world) = parts.world {
-        let shared = Tensor::from_slice(&[f64::NAN, 0.0]);
         if world.is_main() {
             let metrics = validate_main(parts, state, record)?;
-            let _ = shared.shallow_clone().copy_(&Tensor::from_slice(&[state.best_map_at_r.unwrap_or(f64::NAN), state.evals_without_improvement as f64]));
+            let shared = Tensor::from_slice(&[state.best_map_at_r.unwrap_or(f64::NAN), state.evals_without_improvement as f64]);
             world.broadcast(std::slice::from_ref(&shared), 0)?;
             return Ok(Some(metrics));
         }
+        let shared = Tensor::from_slice(&[f64::NAN, 0.0]);
         world.broadcast(std::slice::from_ref(&shared), 0)?;
         let v: Vec<f64> = Vec::<f64>::try_from(&shared).map_err(TrainError::from)?;
         state.best_map_at_r = Some(v[0]).filter(|m| !m.is_nan());
