@@ -90,9 +90,14 @@ fn train_in(
     world: Option<&ProcessGroup>,
 ) -> std::thread::Result<proxima_train::Result<Run>> {
     let (train_ds, val_ds) = data;
+    // Seeding and drawing the weights as one step: ranks on two threads share libtorch's
+    // generator, and interleaved draws would give rank 0 other weights than a single process.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let init = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let mut net = TinyNet::new(&vs);
+    drop(init);
     let loss_vs = nn::VarStore::new(Device::Cpu);
     let spec: LossSpec = toml::from_str("type = \"triplet_margin\"\nmargin = 0.2").unwrap();
     let root = loss_vs.root();
