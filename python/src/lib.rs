@@ -459,7 +459,9 @@ impl PyGallery {
         Ok((to_2d(py, sims, nq, kk), to_2d(py, rows, nq, kk)))
     }
 
-    /// Brand ranking per query: lists of (brand, similarity, row, path), best first.
+    /// Brand ranking per query: lists of (brand, similarity, row, path), best first. This is
+    /// the raw ranking of the gallery's entries, so "(background)" examples, if enrolled, appear
+    /// in it like a brand; `identify` applies the rule that a query nearest them is unknown.
     fn rank_brands<'py>(&self, py: Python<'py>, queries: PyReadonlyArray2<'py, f32>, k: usize) -> PyResult<Vec<Vec<BrandHit>>> {
         let q = gallery_rows(&self.inner, "queries", &queries)?;
         let g = &self.inner;
