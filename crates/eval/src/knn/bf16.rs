@@ -39,6 +39,9 @@ use std::arch::x86_64::*;
 
 /// Largest depth whose exact recomputation matches the `gemm` crate (one depth block).
 const MAX_D: usize = 512;
+/// Extra floats per row of the approximate tile: a row stride of a power of two (2 KiB for
+/// 512 columns) would put all 16 rows of an AMX tile store in two L1 cache sets.
+const APPROX_PAD: usize = 16;
 /// Largest magnitude of an input entry for the bf16 pass (keeps the absolute error term small).
 const MAX_ABS: f32 = (1u64 << 40) as f32;
 
@@ -181,8 +184,8 @@ impl Prepared {
     /// Step 1 for tile `(bi, bj)` (`m × w`): the approximate inner products into `scratch`.
     pub(super) fn approx_tile(&self, scratch: &mut Scratch, bi: usize, bj: usize, m: usize, w: usize) {
         let (mp, wp) = (m.div_ceil(32) * 32, w.div_ceil(32) * 32);
-        scratch.approx.resize(self.block * self.block, 0.0);
-        self.approx_into(bi * self.block, bj * self.block, mp, wp, &mut scratch.approx, wp);
+        scratch.approx.resize(self.block * (self.block + APPROX_PAD), 0.0);
+        self.approx_into(bi * self.block, bj * self.block, mp, wp, &mut scratch.approx, wp + APPROX_PAD);
     }
 
     /// Steps 2–3 for the tile of the last [`Prepared::approx_tile`] call: recomputes what can
@@ -197,7 +200,8 @@ impl Prepared {
         let s = scratch;
         s.b_sq.clear();
         s.b_sq.extend_from_slice(b_sq);
-        s.b_sq.resize(wp, 0.0);
+        // +∞ past the tile: those lanes get lo = ∞ − ∞ = NaN, which no threshold test passes.
+        s.b_sq.resize(wp, f32::INFINITY);
         s.row_thr.clear();
         s.row_thr.extend(heaps.rows.iter().map(super::TopK::worst_key));
         // On the diagonal the columns are the rows: entry (i, j) reaches heap j as entry (j, i),
@@ -221,7 +225,7 @@ impl Prepared {
             l2,
         };
         // SAFETY: a `Prepared` exists only where `available()` held, which checks AVX-512F.
-        unsafe { certify_tile(self, &s.approx, wp, m, w, &x, k, heaps, &mut s.hits) }
+        unsafe { certify_tile(self, &s.approx, wp + APPROX_PAD, m, w, &x, k, heaps, &mut s.hits) }
     }
 
     /// Norm upper bounds of rows `r0..r0 + len` (`len` may run into the zero padding).
@@ -443,7 +447,8 @@ fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: usize, w: usize, x: 
             let (lo, _) = bounds(sh, bs, bn);
             // SAFETY: c0 + 16 ≤ wp ≤ col_thr.len().
             let col_thr = unsafe { _mm512_loadu_ps(x.col_thr.as_ptr().add(c0)) };
-            let mut hit = (_mm512_cmp_ps_mask::<_CMP_LE_OQ>(lo, row_thr) | _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lo, col_thr)) & lanes_of(c0);
+            // No lane mask: the padded columns' lo is NaN (`b_sq` is +∞ there).
+            let mut hit = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lo, row_thr) | _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lo, col_thr);
             if hit != 0 {
                 if diag && (c0..c0 + 16).contains(&i) {
                     hit &= !(1u16 << (i - c0));
