@@ -163,21 +163,21 @@ impl Prepared {
     /// With `u = 2⁻⁸` (bf16 round-to-nearest-even keeps 8 significant bits), `ã = a(1 + θ)`,
     /// `|θ| ≤ u` per element, so `|ã_t b̃_t − a_t b_t| ≤ (2u + u²)|a_t b_t|` (bf16 products
     /// are exact in fp32). Let `S = Σ|a_t b_t| ≤ ‖a‖‖b‖` (Cauchy–Schwarz) and
-    /// `γ_d = d·2⁻²⁴ / (1 − d·2⁻²⁴)`. Any fp32 summation of `d` terms, in any order or grouping,
-    /// errs by at most `γ_d Σ|terms|`, so
-    /// * `|g − a·b| ≤ γ_d S` (the FMA chain),
-    /// * `|ŝ − ã·b̃| ≤ γ_d Σ|ã_t b̃_t| ≤ γ_d (1 + u)² S` (the AMX accumulation),
+    /// `γ_d(ε) = d·ε / (1 − d·ε)`. Any fp32 summation of `d` terms, in any order or grouping,
+    /// with each step's relative error at most `ε`, errs by at most `γ_d(ε) Σ|terms|`, so
+    /// * `|g − a·b| ≤ γ_d(2⁻²⁴) S` (the FMA chain, round to nearest),
+    /// * `|ŝ − ã·b̃| ≤ γ_d(2⁻²³) Σ|ã_t b̃_t| ≤ γ_d(2⁻²³) (1 + u)² S` (the AMX accumulation;
+    ///   Intel documents round to nearest even, `2⁻²³` also covers a directed rounding),
     /// * `|ã·b̃ − a·b| ≤ (2u + u²) S`,
     ///
-    /// hence `|ŝ − g| ≤ (2u + u² + γ_d (2 + 2u + u²))·S`. AMX flushes denormal inputs and
+    /// hence `|ŝ − g| ≤ (2u + u² + γ_d(2⁻²⁴) + γ_d(2⁻²³)(1 + u)²)·S`. AMX flushes denormal inputs and
     /// results to zero; with `|x| ≤ 2⁴⁰` each of the `d` steps loses at most `2⁻¹²⁶·2⁴¹`
     /// more, and gradual underflow in the FMA chain less, covered by `e_abs = d·2⁻⁸⁰`. For
-    /// `d = 128`: `c ≈ 2⁻⁷ + 2⁻¹⁶ + 2⁻¹⁶`. The value is rounded up by a factor `1 + 2⁻²⁰`.
+    /// `d = 128`: `c ≈ 2⁻⁷ + 2⁻¹⁶ + 2⁻¹⁷ + 2⁻¹⁶`. The value is rounded up by a factor `1 + 2⁻²⁰`.
     fn c(d: usize) -> f32 {
         let u = 2f64.powi(-8);
-        let eps = 2f64.powi(-24);
-        let gamma = d as f64 * eps / (1.0 - d as f64 * eps);
-        let c = 2.0 * u + u * u + gamma * (2.0 + 2.0 * u + u * u);
+        let gamma = |eps: f64| d as f64 * eps / (1.0 - d as f64 * eps);
+        let c = 2.0 * u + u * u + gamma(2f64.powi(-24)) + gamma(2f64.powi(-23)) * (1.0 + u) * (1.0 + u);
         (c * (1.0 + 2f64.powi(-20))) as f32
     }
 
@@ -370,9 +370,10 @@ struct Certify<'a> {
     pub l2: bool,
 }
 
-/// Writes the exact `m × w` tile `out` (row stride `w`) from the approximate tile `approx` (row
-/// stride `ws`): chunks that can reach a heap are recomputed exactly, the others are `+∞`.
-/// Returns the number of 16-column chunks recomputed.
+/// Feeds the heaps from the approximate `m × w` tile `approx` (row stride `ws`): every
+/// 16-column chunk of a row with a lane whose `lo` is at most the row's or the column's
+/// threshold is recomputed exactly and its keys offered to both heaps (the row's only, on the
+/// diagonal); the other chunks are skipped. Returns the number of chunks recomputed.
 ///
 /// The lower bound of the key `K = max(0, (‖a‖² + ‖b‖²) + beta·g)` (`x + beta·g` with
 /// `x = 0` for similarities), from `s = fl(x + beta·ŝ)` and `E = c·‖a‖‖b‖ + e_abs ≥ |ŝ − g|`:
@@ -382,7 +383,7 @@ struct Certify<'a> {
 /// `E` and `δ` (a few relative `2⁻²⁴` steps); so `lo ≤ K` whenever `|ŝ − g| ≤ E`. In the
 /// same way `hi = max(0, s + δ) ≥ K`.
 ///
-/// On a diagonal tile (`diag`), a row whose heap is not yet full (threshold `+∞`) gets the
+/// On a diagonal tile (`heaps.cols` is `None`), a row whose heap is not yet full (threshold `+∞`) gets the
 /// threshold `U` = the `k`-th smallest, over the row's 16-column chunks, of the chunk's
 /// smallest `hi` (the row's own column left out): `k` distinct entries have exact keys `≤ U`,
 /// all of them are recomputed (their `lo ≤ hi ≤ U`) and pushed, so an entry with `lo > U`
