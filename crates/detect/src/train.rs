@@ -96,8 +96,13 @@ pub struct TrainLocaliserReport {
 }
 
 /// True when `path` falls in the validation part for `seed`.
+///
+/// Decided by the file name alone (not the whole path), so that the same scenes are held out
+/// wherever the data set lives: a copy or a move of the scene folder must not change the
+/// localiser's validation set or its reported AP.
 pub fn is_validation(path: &Path, seed: u64, fraction: f64) -> bool {
-    let h = proxima_data::rng::fnv1a64(seed, path.to_string_lossy().as_bytes());
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let h = proxima_data::rng::fnv1a64(seed, name.to_string_lossy().as_bytes());
     let u = (proxima_data::rng::mix64(h) >> 11) as f64 / (1u64 << 53) as f64;
     u < fraction
 }
@@ -461,6 +466,11 @@ mod tests {
     fn validation_split_is_stable() {
         let p = Path::new("/data/x.jpg");
         assert_eq!(is_validation(p, 3, 0.5), is_validation(p, 3, 0.5));
+        // The folder does not matter: the same scenes are held out wherever the data lives.
+        for i in 0..200 {
+            let name = format!("scene_{i:04}.png");
+            assert_eq!(is_validation(&Path::new("/data/a").join(&name), 7, 0.3), is_validation(&Path::new("/tmp/copy/b").join(&name), 7, 0.3));
+        }
         let n = (0..1000).filter(|i| is_validation(Path::new(&format!("/d/{i}.jpg")), 0, 0.2)).count();
         assert!((150..250).contains(&n), "{n}");
     }
