@@ -174,11 +174,13 @@ impl ProcessGroup {
         Ok(())
     }
 
-    /// Replaces each tensor by its sum over all ranks (one collective per tensor, in order).
-    pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
+    /// Runs an in-place collective on `tensors`: each is staged where the engine can take it,
+    /// `f` gets the staged tensors' pointers and the error buffer, and results are copied back
+    /// into the tensors that were staged through a copy.
+    fn in_place(&self, op: &'static str, tensors: &[Tensor], f: impl FnOnce(&[*mut c_void], *mut c_char) -> c_int) -> Result<()> {
         let staged: Vec<(Tensor, bool)> = tensors.iter().map(|t| self.stage(t)).collect();
         let ptrs: Vec<*mut c_void> = staged.iter().map(|(t, _)| ptr(t)).collect();
-        self.call("all_reduce", |err| unsafe { proxima_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), err, ERR_LEN) })?;
+        self.call(op, |err| f(&ptrs, err))?;
         for (t, (h, copy)) in tensors.iter().zip(&staged) {
             if *copy {
                 tch::no_grad(|| t.shallow_clone().copy_(h));
@@ -187,20 +189,17 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Replaces each tensor by its sum over all ranks (one collective per tensor, in order).
+    pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
+        self.in_place("all_reduce", tensors, |ptrs, err| unsafe { proxima_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), err, ERR_LEN) })
+    }
+
     /// Overwrites each tensor with rank `root`'s (initial weights, resumed state).
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
         if root >= self.world_size {
             return Err(DistError::Input { op: "broadcast", message: format!("root {root} is not a rank of {}", self.world_size) });
         }
-        let staged: Vec<(Tensor, bool)> = tensors.iter().map(|t| self.stage(t)).collect();
-        let ptrs: Vec<*mut c_void> = staged.iter().map(|(t, _)| ptr(t)).collect();
-        self.call("broadcast", |err| unsafe { proxima_dist_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, err, ERR_LEN) })?;
-        for (t, (h, copy)) in tensors.iter().zip(&staged) {
-            if *copy {
-                tch::no_grad(|| t.shallow_clone().copy_(h));
-            }
-        }
-        Ok(())
+        self.in_place("broadcast", tensors, |ptrs, err| unsafe { proxima_dist_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, err, ERR_LEN) })
     }
 
     /// Waits until every rank arrives.
@@ -219,12 +218,13 @@ impl ProcessGroup {
             return Err(DistError::Input { op: "all_gather", message: "a scalar has no rows to gather".into() });
         };
         // Rows and a fingerprint of the rest of the shape, from every rank.
-        let meta = Tensor::from_slice(&[rows, rest.iter().product::<i64>(), rest.len() as i64, kind_code(t.kind())]);
+        let fingerprint = [rest.iter().product::<i64>(), rest.len() as i64, kind_code(t.kind())];
+        let meta = Tensor::from_slice(&[rows, fingerprint[0], fingerprint[1], fingerprint[2]]);
         let metas = self.gather_same_shape(&meta)?;
         let mut shapes = Vec::with_capacity(self.world_size);
         for (r, m) in metas.iter().enumerate() {
             let m: Vec<i64> = Vec::<i64>::try_from(m).map_err(|e| DistError::Input { op: "all_gather", message: e.to_string() })?;
-            if m[1..] != [rest.iter().product::<i64>(), rest.len() as i64, kind_code(t.kind())] {
+            if m[1..] != fingerprint {
                 return Err(DistError::Input {
                     op: "all_gather",
                     message: format!("rank {r} holds {m:?} (rows, row size, rank, kind), this rank {size:?} of {:?}", t.kind()),

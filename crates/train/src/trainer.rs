@@ -300,13 +300,13 @@ fn check_batch_divides(batch_size: usize, world_size: usize) -> Result<()> {
 /// Makes every rank start from rank 0's weights, and checks that all resumed at the same step
 /// (a rank that could not read the run directory's checkpoint would otherwise silently diverge).
 fn synchronise_replicas(parts: &Parts, world: &ProcessGroup, state: &TrainState) -> Result<()> {
-    let position = Tensor::from_slice(&[state.global_step as i64, state.sampler.epoch as i64, state.sampler.position as i64]);
-    for (rank, p) in world.all_gather(&position)?.iter().enumerate() {
-        let p: Vec<i64> = Vec::<i64>::try_from(p).map_err(TrainError::from)?;
-        if p[0] != state.global_step as i64 {
+    let step = Tensor::from_slice(&[state.global_step as i64]);
+    for (rank, their) in world.all_gather(&step)?.iter().enumerate() {
+        let their = their.int64_value(&[0]);
+        if their != state.global_step as i64 {
             return Err(TrainError::Config(format!(
                 "rank {rank} starts at step {} but rank {} at step {}: every rank must see the same run directory ({}) to resume",
-                p[0],
+                their,
                 world.rank(),
                 state.global_step,
                 parts.run_dir.display()
