@@ -65,7 +65,12 @@ pub enum CudaCollectives {
 impl CudaCollectives {
     /// `PROXIMA_DIST_BACKEND` (`nccl` or `gloo`), else NCCL — PyTorch's default for CUDA.
     pub fn from_env() -> Result<CudaCollectives> {
-        match std::env::var("PROXIMA_DIST_BACKEND").ok().as_deref().map(str::trim) {
+        Self::parse(std::env::var("PROXIMA_DIST_BACKEND").ok().as_deref())
+    }
+
+    /// The choice named by a `PROXIMA_DIST_BACKEND` value (None: unset).
+    pub fn parse(value: Option<&str>) -> Result<CudaCollectives> {
+        match value.map(str::trim) {
             None | Some("") | Some("nccl") => Ok(CudaCollectives::Nccl),
             Some("gloo") => Ok(CudaCollectives::HostStaged),
             Some(other) => Err(DistError::Env { var: "PROXIMA_DIST_BACKEND", message: format!("'{other}' is neither 'nccl' nor 'gloo'") }),
@@ -331,6 +336,15 @@ fn kind_code(kind: Kind) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cuda_engine_is_nccl_unless_gloo_is_named_and_anything_else_is_refused() {
+        assert_eq!(CudaCollectives::parse(None).unwrap(), CudaCollectives::Nccl);
+        assert_eq!(CudaCollectives::parse(Some(" nccl")).unwrap(), CudaCollectives::Nccl);
+        assert_eq!(CudaCollectives::parse(Some("gloo")).unwrap(), CudaCollectives::HostStaged);
+        let err = CudaCollectives::parse(Some("mpi")).unwrap_err().to_string();
+        assert!(err.contains("PROXIMA_DIST_BACKEND") && err.contains("'mpi'"), "{err}");
+    }
 
     #[test]
     fn buckets_respect_the_byte_limit_and_the_kind() {

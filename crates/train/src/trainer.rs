@@ -485,6 +485,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_global_batch_that_the_ranks_cannot_share_equally_is_refused() {
+        assert!(check_batch_divides(16, 2).is_ok() && check_batch_divides(16, 1).is_ok());
+        let err = check_batch_divides(16, 3).unwrap_err().to_string();
+        assert!(err.contains("sampler.batch_size 16") && err.contains("(3)"), "{err}");
+    }
+
+    #[test]
     fn autocast_bf16_runs_matmuls_in_bfloat16_on_the_cpu_and_restores_the_state() {
         let a = Tensor::randn([8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let y = autocast_bf16(Device::Cpu, || a.matmul(&a));

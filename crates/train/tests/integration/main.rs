@@ -248,3 +248,29 @@ fn two_ranks_train_like_one_process_and_a_run_killed_under_two_resumes_in_one() 
     let max_diff = full.final_params.iter().zip(&resumed.final_params).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(max_diff < 1e-4, "resumed run ends {max_diff} away from the uninterrupted one");
 }
+
+#[test]
+fn ranks_that_resume_from_different_steps_are_refused_with_the_run_directory_named() {
+    let _guard = torch_lock();
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data(&dir.path().join("data"));
+    // Rank 0 resumes a finished run (step 18); rank 1 sees an empty directory (step 0).
+    train(&data, &dir.path().join("done"), false, None, 0.01).expect("no panic").expect("single-process run");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let handles: Vec<_> = [dir.path().join("done"), dir.path().join("empty")]
+        .into_iter()
+        .enumerate()
+        .map(|(rank, run_dir)| {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let group = ProcessGroup::connect(&WorldEnv::local(rank, 2, port), std::time::Duration::from_secs(30)).expect("join");
+                train_in(&data, &run_dir, true, None, 0.01, Some(&group)).expect("no panic").err().map(|e| e.to_string())
+            })
+        })
+        .collect();
+    for (rank, h) in handles.into_iter().enumerate() {
+        let err = h.join().unwrap().unwrap_or_else(|| panic!("rank {rank} must refuse to train"));
+        assert!(err.contains("starts at step") && err.contains("same run directory"), "rank {rank}: {err}");
+    }
+}
