@@ -80,9 +80,7 @@ impl Gallery {
     /// # Shapes
     /// `query`: `dim`.
     pub fn rank(&self, query: &[f32], k: usize) -> Result<Ranking> {
-        if query.len() != self.dim() {
-            return Err(IndexError::DimensionMismatch { what: "query", expected: self.dim(), got: query.len() });
-        }
+        self.check_single(query)?;
         Ok(self.rank_batch(query, k)?.pop().expect("one query"))
     }
 
@@ -91,9 +89,7 @@ impl Gallery {
     /// # Shapes
     /// `queries`: `nq × dim`; result: `nq` rankings.
     pub fn rank_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Ranking>> {
-        if k == 0 {
-            return Err(IndexError::InvalidParameter { name: "k", value: "0".into(), reason: "must be >= 1" });
-        }
+        Self::check_k(k)?;
         let ranked = self.rank_brands_batch(queries, k + usize::from(self.has_background()))?;
         Ok(ranked
             .into_iter()

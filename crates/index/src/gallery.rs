@@ -398,7 +398,7 @@ impl Gallery {
         self.build_index()?.search(&self.data, self.dim, self.metric, prepared, k)
     }
 
-    fn check_k(k: usize) -> Result<()> {
+    pub(crate) fn check_k(k: usize) -> Result<()> {
         if k == 0 {
             return Err(IndexError::InvalidParameter { name: "k", value: "0".into(), reason: "must be >= 1" });
         }
@@ -429,7 +429,7 @@ impl Gallery {
         Ok(hits.into_iter().map(|h| h.into_iter().map(|x| self.row_hit(x)).collect()).collect())
     }
 
-    fn check_single(&self, query: &[f32]) -> Result<()> {
+    pub(crate) fn check_single(&self, query: &[f32]) -> Result<()> {
         if query.len() != self.dim {
             return Err(IndexError::DimensionMismatch { what: "query", expected: self.dim, got: query.len() });
         }
