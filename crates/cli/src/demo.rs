@@ -223,12 +223,11 @@ fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Pat
     let out = &args.out;
     let device = model.device;
     let own = out.join("localiser");
-    let (localiser, how) = if let Some(dir) = &args.localiser {
-        let (loc, _) = load_localiser(dir, device).with_context(|| format!("loading the localiser {}", dir.display()))?;
-        (loc, format!("localiser {}", dir.display()))
+    let dir = args.localiser.clone().unwrap_or_else(|| own.clone());
+    let how = if args.localiser.is_some() {
+        format!("localiser {}", dir.display())
     } else if own.join("localiser.json").is_file() {
-        let (loc, _) = load_localiser(&own, device).with_context(|| format!("loading the localiser {}", own.display()))?;
-        (loc, format!("localiser {} from an earlier run", own.display()))
+        format!("localiser {} from an earlier run", own.display())
     } else {
         let marks = train_classes.iter().map(|c| synth_mark(c)).collect::<Result<Vec<_>>>()?;
         let pages = out.join("find").join("train");
@@ -255,14 +254,13 @@ fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Pat
         })
         .with_context(|| format!("training the localiser into {}", own.display()))?;
         let ap = report.val_ap50.get("all").map_or("-".to_string(), |a| format!("{:.3}", a.ap));
-        let how = format!(
+        format!(
             "localiser trained here in {:.0} s on {} pages of training brands (frozen ImageNet-pretrained EfficientNet-Lite0 trunk), validation box AP@0.5 {ap}",
             t.elapsed().as_secs_f64(),
             report.train_scenes
-        );
-        let (loc, _) = load_localiser(&own, device).with_context(|| format!("loading the localiser {}", own.display()))?;
-        (loc, how)
+        )
     };
+    let (localiser, _) = load_localiser(&dir, device).with_context(|| format!("loading the localiser {}", dir.display()))?;
 
     // Pages to show: enrolled brands, one never-enrolled brand, one without a logo.
     let enrolled = &test_classes[..test_classes.len().saturating_sub(NEVER_ENROLLED)];

@@ -16,7 +16,6 @@
 //!   pair, the classical 1:1 verification FMR per comparison (lower, for the same
 //!   threshold, by roughly the number of brands).
 //!
-//!
 //! With background examples enrolled ([`crate::background`]) the scores follow the decision
 //! rule: the background is never a wrong brand nor a genuine one. A calibration query labelled
 //! with the background is an unknown query (its impostor score is its best brand). In
