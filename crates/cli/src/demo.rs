@@ -245,6 +245,7 @@ fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Pat
             val_fraction: 0.15,
             seed: 0,
             feature_cache: None,
+            ..Default::default()
         };
         let t = Instant::now();
         let report = train_localiser(&scenes, &opts, device, &own, &mut |m| {

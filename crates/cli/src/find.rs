@@ -22,7 +22,7 @@ use crate::recognize::{load_gallery_for, load_model};
 /// `proxima localiser …`.
 #[derive(Subcommand)]
 pub enum LocaliserCommand {
-    /// Train the class-agnostic logo localiser on scene manifests (boxes), trunk frozen, features cached.
+    /// Train the class-agnostic logo localiser on scene manifests (boxes): frozen trunk with cached features, or fine-tuned (--fine-tune-from).
     Train(LocaliserTrainArgs),
     /// Box AP@0.5 on scenes it did not train on; with --model and --gallery also image-level identification.
     Eval(LocaliserEvalArgs),
@@ -89,6 +89,13 @@ pub struct LocaliserTrainArgs {
     /// Keep the trunk features in this file and reuse them on a rerun with the same scenes and views.
     #[arg(long)]
     feature_cache: Option<PathBuf>,
+    /// Fine-tune the trunk from this EfficientNet-Lite0 block on (0–16; 5 = the stride-16 and
+    /// stride-32 stages), with a fresh augmented view of each scene every epoch (no feature cache).
+    #[arg(long)]
+    fine_tune_from: Option<usize>,
+    /// Learning rate of the fine-tuned trunk blocks relative to --lr.
+    #[arg(long, default_value_t = 0.1)]
+    trunk_lr_factor: f64,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -115,6 +122,10 @@ pub struct LocaliserEvalArgs {
     /// Identify only regions whose localiser score reaches this.
     #[arg(long, default_value_t = FindOptions::default().min_score)]
     min_score: f32,
+    /// Weight of the localiser score in a region's confidence, `similarity + w·ln(score)`, which
+    /// ranks the regions and meets the threshold (0: similarity alone).
+    #[arg(long, default_value_t = FindOptions::default().score_weight)]
+    score_weight: f32,
     /// Write the report as JSON to this file (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -155,6 +166,10 @@ pub struct FindArgs {
     /// Identify only regions whose localiser score reaches this.
     #[arg(long, default_value_t = FindOptions::default().min_score)]
     min_score: f32,
+    /// Weight of the localiser score in a region's confidence, `similarity + w·ln(score)`, which
+    /// ranks the regions and meets the threshold (0: similarity alone).
+    #[arg(long, default_value_t = FindOptions::default().score_weight)]
+    score_weight: f32,
     /// Print the JSON array (one object per image) instead of text.
     #[arg(long)]
     json: bool,
@@ -196,6 +211,8 @@ pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
                 val_fraction: a.val_fraction,
                 seed: a.seed,
                 feature_cache: a.feature_cache.clone(),
+                fine_tune_from: a.fine_tune_from,
+                trunk_lr_factor: a.trunk_lr_factor,
             };
             let t = Instant::now();
             let report =
@@ -281,8 +298,13 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         let model = load_model(model_path, &a.device)?;
         let gallery = load_gallery_for(gallery_path, &model)?;
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
-        let opts =
-            FindOptions { whole_image: a.whole_image, min_score: a.min_score, threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)), ..Default::default() };
+        let opts = FindOptions {
+            whole_image: a.whole_image,
+            min_score: a.min_score,
+            score_weight: a.score_weight,
+            threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)),
+            ..Default::default()
+        };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
         let mut lines = String::new();
@@ -299,14 +321,15 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
             let best = ans.regions.first();
             answers.push(ImageAnswer {
                 brand: best.map(|r| r.best_brand.clone()),
-                similarity: best.map_or(f32::NEG_INFINITY, |r| r.similarity),
+                similarity: best.map_or(f32::NEG_INFINITY, |r| r.confidence),
                 truth: s.brands.clone(),
             });
         }
         let id = identification_report(&answers, &[0.01, 0.05])?;
         println!("image-level top-1: {:.4} of {} logo images ({} without a logo)", id.top1, id.num_logo_images, id.num_no_logo_images);
         for f in &id.at_false_alarm {
-            println!("identified at ≤{:.0}% false alarms: {:.4} (threshold {:.4}, false alarms {:.4})", f.target * 100.0, f.identified, f.threshold, f.false_alarm_rate);
+            let threshold = if f.threshold > f32::MIN { format!("threshold {:.4}", f.threshold) } else { "any threshold: no region of a no-logo image was left".into() };
+            println!("identified at ≤{:.0}% false alarms: {:.4} ({threshold}, false alarms {:.4})", f.target * 100.0, f.identified, f.false_alarm_rate);
         }
         times.sort_by(f64::total_cmp);
         report.find_seconds_median = Some(times[times.len() / 2]);
@@ -342,7 +365,14 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
     let model = load_model(&a.model, &a.device)?;
     let gallery = load_gallery_for(&a.gallery, &model)?;
     let loc = find_localiser(a.localiser.as_deref(), &a.model, model.device)?;
-    let opts = FindOptions { threshold: a.threshold, whole_image: a.whole_image, max_regions: a.max_regions, min_score: a.min_score, ..Default::default() };
+    let opts = FindOptions {
+        threshold: a.threshold,
+        whole_image: a.whole_image,
+        max_regions: a.max_regions,
+        min_score: a.min_score,
+        score_weight: a.score_weight,
+        ..Default::default()
+    };
     let finder = Finder::new(&loc, &model, &gallery, opts)?;
     let images = crate::recognize::expand_images(&a.images)?;
     let drawing_paths = a.draw.as_deref().map(|dir| proxima_detect::draw::drawing_paths(dir, &images));
@@ -353,11 +383,17 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
         let ans = finder.find(&path.to_string_lossy(), &img).with_context(|| format!("finding logos in {}", path.display()))?;
         if !a.json {
             match &ans.brand {
-                Some(b) => println!("{}: {b} (similarity {:.4} ≥ threshold {:.4})", path.display(), ans.similarity.unwrap_or(f32::NAN), ans.threshold),
-                None => println!(
-                    "{}: no known brand (best similarity {} < threshold {:.4})",
+                Some(b) => println!(
+                    "{}: {b} (similarity {:.4}, confidence {:.4} ≥ threshold {:.4})",
                     path.display(),
-                    ans.similarity.map_or("-".into(), |s| format!("{s:.4}")),
+                    ans.similarity.unwrap_or(f32::NAN),
+                    ans.confidence.unwrap_or(f32::NAN),
+                    ans.threshold
+                ),
+                None => println!(
+                    "{}: no known brand (best confidence {} < threshold {:.4})",
+                    path.display(),
+                    ans.confidence.map_or("-".into(), |s| format!("{s:.4}")),
                     ans.threshold
                 ),
             }
@@ -366,7 +402,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
             }
             for r in &ans.regions {
                 println!(
-                    "  [{:.0}, {:.0}, {:.0}, {:.0}] localiser {:.3}: {} {:.4}{}",
+                    "  [{:.0}, {:.0}, {:.0}, {:.0}] localiser {:.3}: {} similarity {:.4}, confidence {:.4}{}",
                     r.bbox[0],
                     r.bbox[1],
                     r.bbox[2],
@@ -374,6 +410,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
                     r.score,
                     r.best_brand,
                     r.similarity,
+                    r.confidence,
                     if r.brand.is_some() { " (known)" } else { "" }
                 );
             }

@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn region(bbox: [f32; 4], brand: Option<&str>) -> RegionAnswer {
-        RegionAnswer { bbox, brand: brand.map(String::from), similarity: 0.9, best_brand: "acme".into(), second_similarity: None, score: 0.5 }
+        RegionAnswer { bbox, brand: brand.map(String::from), similarity: 0.9, best_brand: "acme".into(), second_similarity: None, score: 0.5, confidence: 0.9 }
     }
 
     /// Known regions: thick green frame and a label above; unknown: thin grey frame; truth: blue
@@ -157,6 +157,7 @@ mod tests {
             image: "x".into(),
             brand: Some("acme".into()),
             similarity: Some(0.9),
+            confidence: Some(0.9),
             threshold: 0.5,
             scale: 1.0,
             regions: vec![region([40.0, 60.0, 100.0, 120.0], Some("acme")), region([130.0, 10.0, 190.0, 50.0], None)],

@@ -2,10 +2,20 @@
 //!
 //! Each detected region is cropped from the original image (with some context padding, as the
 //! gallery's crops were), embedded by the metric-learning model and ranked against the gallery.
-//! A region is *known* when its best brand's similarity reaches the threshold (the gallery's
-//! calibrated one unless given). The image's answer is its best known region; with none, the
-//! image's brand is null and its similarity is the best one seen, so a caller can still rank.
-//! Optionally the whole image is one more region, for photos where the logo fills the frame.
+//! Each region gets a *confidence*: its best brand's similarity plus `score_weight · ln(score)`,
+//! the localiser's belief that a logo is there (floored at [`SCORE_FLOOR`]; the whole-image
+//! region, which the localiser did not propose, counts as the floor). A region is *known* when
+//! its confidence reaches the threshold (the gallery's calibrated one unless given). The image's
+//! answer is its most confident known region; with none, the image's brand is null and its
+//! similarity is the best region's, so a caller can still rank. Optionally the whole image is one
+//! more region, for photos where the logo fills the frame.
+//!
+//! Why fuse the localiser score: in cluttered photos a weak proposal (texture, text, a face) can
+//! land slightly nearer to some brand than the real logo's crop does to its own; the localiser
+//! knows the real logo is more logo-like. Measured on the FlickrLogos-27 query photos with the
+//! weight chosen on one half and scored on the other, the share identified at 5 % false alarms
+//! rose from 0.56–0.60 to 0.70 on both halves. With weight 0 the confidence is the similarity,
+//! and since `ln(score) ≤ 0` a positive weight only makes the calibrated threshold stricter.
 
 use image::RgbImage;
 use proxima_index::{Decision, Gallery};
@@ -31,11 +41,17 @@ pub struct FindOptions {
     pub whole_image: bool,
     /// Images whose longer side exceeds this are scaled down first (the factor is reported).
     pub max_side: u32,
+    /// Weight of the localiser score in a region's confidence (`similarity + w · ln(score)`); 0
+    /// ranks and decides by similarity alone.
+    pub score_weight: f32,
 }
+
+/// Localiser scores below this count as this in a region's confidence (the default `min_score`).
+pub const SCORE_FLOOR: f32 = 0.05;
 
 impl Default for FindOptions {
     fn default() -> Self {
-        FindOptions { max_regions: 8, min_score: 0.05, padding: 0.1, threshold: None, whole_image: false, max_side: 4096 }
+        FindOptions { max_regions: 8, min_score: 0.05, padding: 0.1, threshold: None, whole_image: false, max_side: 4096, score_weight: 0.1 }
     }
 }
 
@@ -57,21 +73,28 @@ pub struct RegionAnswer {
     pub second_similarity: Option<f32>,
     /// Localiser score (0 for the whole-image region).
     pub score: f32,
+    /// `similarity + score_weight · ln(max(score, SCORE_FLOOR))`: what ranks the regions and what
+    /// the threshold applies to.
+    #[serde(default)]
+    pub confidence: f32,
 }
 
 /// The answer for one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindAnswer {
     pub image: String,
-    /// Brand of the best known region, null when none passes the threshold.
+    /// Brand of the most confident known region, null when none passes the threshold.
     pub brand: Option<String>,
-    /// Similarity of the best region (known or not); null when no region was found at all.
+    /// Similarity of the most confident region (known or not); null when no region was found.
     pub similarity: Option<f32>,
+    /// Confidence of that region (see [`RegionAnswer::confidence`]); null when none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
     /// The threshold used.
     pub threshold: f32,
     /// Factor the image was scaled by before anything else (1 unless larger than `max_side`).
     pub scale: f32,
-    /// Regions, best similarity first.
+    /// Regions, most confident first.
     pub regions: Vec<RegionAnswer>,
 }
 
@@ -99,6 +122,9 @@ impl<'a> Finder<'a> {
         if opts.max_regions == 0 || !(0.0..=1.0).contains(&opts.padding) || opts.max_side < 32 {
             return Err(DetectError::Config("max_regions must be > 0, padding in [0, 1] and max_side ≥ 32".into()));
         }
+        if !(opts.score_weight >= 0.0 && opts.score_weight.is_finite()) {
+            return Err(DetectError::Config(format!("score_weight must be ≥ 0, got {}", opts.score_weight)));
+        }
         let threshold = gallery
             .decision_threshold(opts.threshold)
             .map_err(|_| DetectError::Config("the gallery has no calibrated threshold: calibrate it or pass a threshold".into()))?;
@@ -120,7 +146,7 @@ impl<'a> Finder<'a> {
         let regions = regions(&dets, &img, &self.opts);
         let crops: Vec<RgbImage> = regions.iter().map(|(b, _)| crop(&img, *b, self.opts.padding)).collect();
         let emb = self.model.embed_images(&crops)?;
-        answer(name, &regions, &emb, scale, self.gallery, self.threshold)
+        answer(name, &regions, &emb, scale, self.gallery, self.threshold, self.opts.score_weight)
     }
 }
 
@@ -151,8 +177,8 @@ pub fn regions(dets: &[crate::localiser::Detection], img: &RgbImage, opts: &Find
 ///
 /// # Shapes
 /// `embeddings`: `regions.len() × gallery.dim()`.
-pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale: f32, gallery: &Gallery, threshold: f32) -> Result<FindAnswer> {
-    let mut answer = FindAnswer { image: name.to_string(), brand: None, similarity: None, threshold, scale, regions: Vec::new() };
+pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale: f32, gallery: &Gallery, threshold: f32, score_weight: f32) -> Result<FindAnswer> {
+    let mut answer = FindAnswer { image: name.to_string(), brand: None, similarity: None, confidence: None, threshold, scale, regions: Vec::new() };
     if regions.is_empty() {
         return Ok(answer);
     }
@@ -164,9 +190,11 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
             continue;
         }
         let best = &r.brands[0];
-        let brand = match r.decide(threshold)? {
-            Decision::Known { brand, .. } => Some(brand),
-            Decision::Unknown { .. } => None,
+        let confidence = best.similarity + score_weight * score.max(SCORE_FLOOR).ln();
+        // The gallery's rule (no background, a brand to answer), with the threshold on the confidence.
+        let brand = match r.decide(f32::NEG_INFINITY)? {
+            Decision::Known { brand, .. } if confidence >= threshold => Some(brand),
+            _ => None,
         };
         answer.regions.push(RegionAnswer {
             bbox: b.map(|v| v / scale),
@@ -175,13 +203,15 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
             best_brand: best.brand.clone(),
             second_similarity: r.brands.get(1).map(|m| m.similarity),
             score: *score,
+            confidence,
         });
     }
     if answer.regions.is_empty() {
         return Ok(answer);
     }
-    answer.regions.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    answer.regions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     answer.similarity = Some(answer.regions[0].similarity);
+    answer.confidence = Some(answer.regions[0].confidence);
     answer.brand = answer.regions[0].brand.clone();
     Ok(answer)
 }
@@ -220,14 +250,39 @@ mod tests {
         let regions = [([0.0, 0.0, 10.0, 10.0], 0.9), ([20.0, 0.0, 30.0, 10.0], 0.8)];
         // Region 0 is acme-like; region 1 is nearest to the background.
         let emb = [1.0, 0.1, 0.1, 1.0];
-        let a = answer("x", &regions, &emb, 1.0, &g, 0.5).unwrap();
+        let a = answer("x", &regions, &emb, 1.0, &g, 0.5, 0.0).unwrap();
         assert_eq!(a.regions.len(), 1);
         assert_eq!((a.brand.as_deref(), a.regions[0].best_brand.as_str()), (Some("acme"), "acme"));
         let second = a.regions[0].second_similarity.unwrap();
         assert!(second < a.regions[0].similarity && second > 0.0, "globex is second: {second}");
         // Only background-like regions: no answer at all.
-        let a = answer("y", &regions[1..], &emb[2..], 1.0, &g, 0.5).unwrap();
+        let a = answer("y", &regions[1..], &emb[2..], 1.0, &g, 0.5, 0.0).unwrap();
         assert!(a.regions.is_empty() && a.brand.is_none() && a.similarity.is_none());
+    }
+
+    /// The localiser score reorders regions: a weak proposal slightly nearer to a brand loses to a
+    /// confident one, and the threshold applies to the confidence (weight 0: the similarity).
+    #[test]
+    fn the_localiser_score_weighs_in_the_confidence() {
+        let mut g = Gallery::new(2, "m").unwrap();
+        g.add("acme", &[1.0, 0.0], &["a.png"]).unwrap();
+        g.add("globex", &[0.0, 1.0], &["g.png"]).unwrap();
+        // Region 0: confident proposal, acme at 0.90; region 1: weak proposal, globex at 0.95.
+        let regions = [([0.0, 0.0, 10.0, 10.0], 0.8), ([20.0, 0.0, 30.0, 10.0], 0.06)];
+        let emb = [0.9, (1.0f32 - 0.81).sqrt(), (1.0f32 - 0.9025).sqrt(), 0.95];
+        let plain = answer("x", &regions, &emb, 1.0, &g, 0.5, 0.0).unwrap();
+        assert_eq!(plain.brand.as_deref(), Some("globex"));
+        assert_eq!(plain.regions[0].confidence, plain.regions[0].similarity);
+        let fused = answer("x", &regions, &emb, 1.0, &g, 0.5, 0.1).unwrap();
+        assert_eq!(fused.brand.as_deref(), Some("acme"));
+        let want = 0.9 + 0.1 * 0.8f32.ln();
+        assert!((fused.confidence.unwrap() - want).abs() < 1e-5 && (fused.similarity.unwrap() - 0.9).abs() < 1e-5);
+        // A threshold between the confidence and the similarity: unknown under the fusion.
+        let strict = answer("x", &regions, &emb, 1.0, &g, 0.89, 0.1).unwrap();
+        assert!(strict.brand.is_none() && strict.regions.iter().all(|r| r.brand.is_none()), "{strict:?}");
+        // The whole-image region (score 0) counts as the floor, not as −∞.
+        let whole = answer("x", &[([0.0, 0.0, 30.0, 10.0], 0.0)], &emb[..2], 1.0, &g, 0.5, 0.1).unwrap();
+        assert!((whole.confidence.unwrap() - (0.9 + 0.1 * SCORE_FLOOR.ln())).abs() < 1e-5);
     }
 
     #[test]

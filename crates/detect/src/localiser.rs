@@ -22,6 +22,8 @@ use crate::letterbox::{Letterbox, letterbox};
 
 /// Output stride of the head.
 pub const STRIDE: i64 = 8;
+/// Optimiser group of the trunk's variables (the head is group 0).
+pub const TRUNK_GROUP: usize = 1;
 /// Prior probability of a logo centre, for the heat-map bias (CenterNet's −2.19).
 const PRIOR: f64 = 0.1;
 
@@ -172,7 +174,8 @@ impl Localiser {
     pub fn new(config: LocaliserConfig, pretrained: Option<&Path>, device: Device) -> Result<Self> {
         config.validate()?;
         let vs = nn::VarStore::new(device);
-        let trunk = EfficientNetLite::lite0(&(vs.root() / "trunk"), None);
+        // The trunk's variables form optimiser group 1, so fine-tuning can give them their own rate.
+        let trunk = EfficientNetLite::lite0(&(vs.root().set_group(TRUNK_GROUP) / "trunk"), None);
         let head = Head::new(&(vs.root() / "head"), &config);
         if let Some(path) = pretrained {
             let opts = proxima_models::ImportOptions { store_prefix: "trunk.".into(), file_prefix: String::new() };
@@ -189,6 +192,30 @@ impl Localiser {
                 let _ = t.set_requires_grad(false);
             }
         }
+    }
+
+    /// Lets training move the trunk's blocks from `first` on (weights and BatchNorm affine
+    /// parameters; the running statistics stay frozen). `first` ≥ the number of blocks keeps the
+    /// whole trunk frozen.
+    pub fn unfreeze_trunk_from(&mut self, first: usize) {
+        for (name, t) in self.vs.variables() {
+            let Some(rest) = name.strip_prefix("trunk._blocks.") else { continue };
+            let block: Option<usize> = rest.split('.').next().and_then(|b| b.parse().ok());
+            let buffer = name.ends_with("running_mean") || name.ends_with("running_var");
+            if block.is_some_and(|b| b >= first) && !buffer {
+                let _ = t.set_requires_grad(true);
+            }
+        }
+    }
+
+    /// Trunk feature maps for training with the blocks before `first` frozen (see
+    /// [`EfficientNetLite::feature_maps_tuned`]); the later blocks carry gradients once
+    /// [`Self::unfreeze_trunk_from`] was called with the same `first`.
+    ///
+    /// # Shapes
+    /// As [`Self::trunk_features`].
+    pub fn tuned_trunk_features(&self, xs: &Tensor, first: usize) -> [Tensor; 3] {
+        self.trunk.feature_maps_tuned(xs, first)
     }
 
     /// The configuration.

@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 use crate::error::{DetectError, Result};
 use crate::letterbox::place;
 use crate::localiser::{Localiser, LocaliserConfig, STRIDE};
+use proxima_models::Normalization;
 
 /// Localiser training options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,12 @@ pub struct TrainLocaliserOptions {
     /// Keep the cached trunk features in this file and reuse them when the scenes, views, input
     /// size and seed are the same (retraining the head then skips the trunk entirely).
     pub feature_cache: Option<PathBuf>,
+    /// Fine-tune the trunk's blocks from this one on (EfficientNet-Lite0 has 16; 5 is the start of
+    /// the stride-16 stage), with a fresh augmented view of every scene in every epoch instead of
+    /// cached features. `None` keeps the trunk frozen and caches `views_per_scene` views.
+    pub fine_tune_from: Option<usize>,
+    /// Learning rate of the fine-tuned trunk blocks relative to the head's.
+    pub trunk_lr_factor: f64,
 }
 
 impl Default for TrainLocaliserOptions {
@@ -58,6 +65,8 @@ impl Default for TrainLocaliserOptions {
             val_fraction: 0.15,
             seed: 0,
             feature_cache: None,
+            fine_tune_from: None,
+            trunk_lr_factor: 0.1,
         }
     }
 }
@@ -74,6 +83,17 @@ impl TrainLocaliserOptions {
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(DetectError::Config(format!("val_fraction must be in [0, 1), got {}", self.val_fraction)));
+        }
+        if let Some(first) = self.fine_tune_from {
+            if first > 16 {
+                return Err(DetectError::Config(format!("fine_tune_from must be a block of EfficientNet-Lite0 (0..=16), got {first}")));
+            }
+            if self.feature_cache.is_some() {
+                return Err(DetectError::Config("a feature cache needs a frozen trunk: drop feature_cache or fine_tune_from".into()));
+            }
+            if !(self.trunk_lr_factor >= 0.0 && self.trunk_lr_factor.is_finite()) {
+                return Err(DetectError::Config(format!("trunk_lr_factor must be ≥ 0, got {}", self.trunk_lr_factor)));
+            }
         }
         Ok(())
     }
@@ -126,12 +146,41 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     if train.iter().all(|s| s.boxes.as_ref().is_some_and(Vec::is_empty)) {
         return Err(DetectError::Training("the training scenes contain no logo box".into()));
     }
-    let loc = Localiser::new(opts.config.clone(), opts.pretrained.as_deref(), device)?;
-    let side = opts.config.input_size;
+    let mut loc = Localiser::new(opts.config.clone(), opts.pretrained.as_deref(), device)?;
+    let (epoch_loss, feature_seconds, head_seconds, views) = match opts.fine_tune_from {
+        None => train_on_cached_features(&loc, &train, opts, device, log)?,
+        Some(first) => train_online(&mut loc, &train, first, opts, device, log)?,
+    };
 
+    // 3. Validation AP@0.5 per kind.
+    let val_ap50 = evaluate_ap(&loc, &val, 0.5)?;
+    if let Some(all) = val_ap50.get("all") {
+        log(&format!("validation AP@0.5 {:.3} (recall {:.3}) on {} scenes", all.ap, all.recall, val.len()));
+    }
+    let report = TrainLocaliserReport { train_scenes: train.len(), val_scenes: val.len(), views, epoch_loss, val_ap50, feature_seconds, head_seconds };
+    let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
+    loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
+    Ok(report)
+}
+
+/// The learning-rate factor of `progress` ∈ [0, 1]: cosine from 1 to 0.01.
+fn cosine_factor(progress: f64) -> f64 {
+    0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Frozen trunk: caches (or reuses) the trunk features of `views_per_scene` views per scene, then
+/// trains the head over them. Returns the epoch losses, feature and head seconds, and the views.
+fn train_on_cached_features(
+    loc: &Localiser,
+    train: &[&Scene],
+    opts: &TrainLocaliserOptions,
+    device: Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<f64>, f64, f64, usize)> {
+    let side = opts.config.input_size;
     // 1. Cache trunk features of every view (or reuse the cache file).
     let t0 = Instant::now();
-    let key = cache_key(&train, opts);
+    let key = cache_key(train, opts);
     let cached = match &opts.feature_cache {
         Some(p) if p.is_file() => load_cache(p, &key).ok().flatten(),
         _ => None,
@@ -142,7 +191,7 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
             v
         }
         None => {
-            let v = compute_views(&loc, &train, opts, device, &t0, log)?;
+            let v = compute_views(loc, train, opts, device, &t0, log)?;
             if let Some(p) = &opts.feature_cache {
                 save_cache(p, &key, &v)?;
             }
@@ -165,43 +214,132 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
         let (mut sum, mut count) = (0.0, 0usize);
         for (step, batch) in order.chunks(opts.batch_size).enumerate() {
             let progress = (epoch * steps_per_epoch + step) as f64 / (opts.epochs * steps_per_epoch) as f64;
-            opt.set_lr(opts.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+            opt.set_lr(opts.lr * cosine_factor(progress));
             let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&batch.iter().map(|&i| f(&views[i])).collect::<Vec<_>>(), 0).to_device(device).to_kind(Kind::Float);
             let out = loc.head_forward(&stack(|v| &v.f8), &stack(|v| &v.f16), &stack(|v| &v.f32));
             let targets = Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid);
-            let loss = targets.loss(&out, device);
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(DetectError::Training(format!("loss became {value} at epoch {epoch}, step {step}")));
-            }
-            opt.backward_step_clip_norm(&loss, 10.0);
-            sum += value;
+            sum += optimise(&mut opt, &targets.loss(&out, device), epoch, step)?;
             count += 1;
         }
         let mean = sum / count.max(1) as f64;
         epoch_loss.push(mean);
         log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t1.elapsed().as_secs_f64()));
     }
-    let head_seconds = t1.elapsed().as_secs_f64();
-    drop(views);
+    Ok((epoch_loss, feature_seconds, t1.elapsed().as_secs_f64(), views.len()))
+}
 
-    // 3. Validation AP@0.5 per kind.
-    let val_ap50 = evaluate_ap(&loc, &val, 0.5)?;
-    if let Some(all) = val_ap50.get("all") {
-        log(&format!("validation AP@0.5 {:.3} (recall {:.3}) on {} scenes", all.ap, all.recall, val.len()));
+/// One optimiser step on `loss` (gradient norm clipped at 10); its value, or an error when it is
+/// not finite (nothing is stepped then).
+fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, epoch: usize, step: usize) -> Result<f64> {
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(DetectError::Training(format!("loss became {value} at epoch {}, step {step}", epoch + 1)));
     }
-    let report = TrainLocaliserReport {
-        train_scenes: train.len(),
-        val_scenes: val.len(),
-        views: train.len() * opts.views_per_scene,
-        epoch_loss,
-        val_ap50,
-        feature_seconds,
-        head_seconds,
-    };
-    let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
-    loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
-    Ok(report)
+    opt.backward_step_clip_norm(loss, 10.0);
+    Ok(value)
+}
+
+/// Fine-tuning: the trunk's blocks from `first` on train with the head, on a fresh augmented view
+/// of every scene in every epoch. Returns the epoch losses, the decode seconds, the training
+/// seconds and the number of views seen.
+///
+/// Why fresh views: with cached features the head memorises a few fixed views (training loss far
+/// below validation quality); a new scale, placement and mirror each epoch is the augmentation a
+/// detector needs, and it costs only the trunk's forward pass, which fine-tuning pays anyway.
+fn train_online(
+    loc: &mut Localiser,
+    train: &[&Scene],
+    first: usize,
+    opts: &TrainLocaliserOptions,
+    device: Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<f64>, f64, f64, usize)> {
+    let side = opts.config.input_size;
+    let t0 = Instant::now();
+    // Decoded once, shrunk to what the largest view needs (1.8 × the letterbox scale).
+    let limit = (side as f32 * MAX_VIEW_SCALE).ceil() as u32;
+    let images: Vec<(RgbImage, Vec<proxima_data::SceneBox>)> = train
+        .par_iter()
+        .map(|s| {
+            let img = decode_file(&s.image, &DecodeOptions::default())?;
+            Ok(shrink_scene(img, s.boxes.as_deref().unwrap_or(&[]), limit))
+        })
+        .collect::<Result<_>>()?;
+    let decode_seconds = t0.elapsed().as_secs_f64();
+    log(&format!("{} training scenes decoded in {decode_seconds:.0} s; fine-tuning trunk blocks {first}.. and the head", images.len()));
+
+    loc.unfreeze_trunk_from(first);
+    let mut opt = nn::Adam::default().build(loc.var_store(), opts.lr)?;
+    let norm = loc.normalization();
+    let grid = side as i64 / STRIDE;
+    let s = side as i64;
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    let steps_per_epoch = images.len().div_ceil(opts.batch_size);
+    let mut epoch_loss = Vec::new();
+    let t1 = Instant::now();
+    for epoch in 0..opts.epochs {
+        let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x0411, epoch as u64]);
+        rng.shuffle(&mut order);
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (step, batch) in order.chunks(opts.batch_size).enumerate() {
+            let progress = (epoch * steps_per_epoch + step) as f64 / (opts.epochs * steps_per_epoch) as f64;
+            opt.set_lr(opts.lr * cosine_factor(progress));
+            opt.set_lr_group(crate::localiser::TRUNK_GROUP, opts.lr * opts.trunk_lr_factor * cosine_factor(progress));
+            let views: Vec<(Vec<[f32; 4]>, Vec<f32>)> = batch
+                .par_iter()
+                .map(|&i| {
+                    let mut r = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x0412, epoch as u64, i as u64]);
+                    // One view in five is the plain letterbox that inference sees.
+                    let plain = r.chance(0.2);
+                    make_view(&images[i].0, &images[i].1, side, plain, &mut r, &norm)
+                })
+                .collect();
+            let data: Vec<f32> = views.iter().flat_map(|v| v.1.iter().copied()).collect();
+            let xs = Tensor::from_slice(&data).view([views.len() as i64, 3, s, s]).to_device(device);
+            let [f8, f16, f32] = loc.tuned_trunk_features(&xs, first);
+            let out = loc.head_forward(&f8, &f16, &f32);
+            let targets = Targets::build(views.iter().map(|v| v.0.as_slice()), grid);
+            sum += optimise(&mut opt, &targets.loss(&out, device), epoch, step)?;
+            count += 1;
+            if step % 25 == 24 {
+                log(&format!(
+                    "epoch {}/{}, step {}/{steps_per_epoch}: loss {:.4} ({:.0} s)",
+                    epoch + 1,
+                    opts.epochs,
+                    step + 1,
+                    sum / count as f64,
+                    t1.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        let mean = sum / count.max(1) as f64;
+        epoch_loss.push(mean);
+        log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t1.elapsed().as_secs_f64()));
+    }
+    Ok((epoch_loss, decode_seconds, t1.elapsed().as_secs_f64(), images.len() * opts.epochs))
+}
+
+/// Largest random view scale relative to the plain letterbox.
+const MAX_VIEW_SCALE: f32 = 1.8;
+
+/// `img` and its boxes scaled down so that the long side is at most `limit` pixels.
+fn shrink_scene(img: RgbImage, boxes: &[proxima_data::SceneBox], limit: u32) -> (RgbImage, Vec<proxima_data::SceneBox>) {
+    let long = img.width().max(img.height());
+    if long <= limit {
+        return (img, boxes.to_vec());
+    }
+    let f = limit as f32 / long as f32;
+    let (w, h) = (((img.width() as f32 * f).round() as u32).max(1), ((img.height() as f32 * f).round() as u32).max(1));
+    let small = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+    let boxes = boxes
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            b.bbox = b.bbox.map(|v| v * f);
+            b
+        })
+        .collect();
+    (small, boxes)
 }
 
 /// Trunk features of `views_per_scene` augmented views of every training scene.
@@ -217,7 +355,7 @@ fn compute_views(loc: &Localiser, train: &[&Scene], opts: &TrainLocaliserOptions
             let img = img?;
             for v in 0..opts.views_per_scene {
                 let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x7a1e, (ci * chunk + k) as u64, v as u64]);
-                let (b, data) = make_view(&img, scene.boxes.as_deref().unwrap_or(&[]), side, v == 0, &mut rng, loc);
+                let (b, data) = make_view(&img, scene.boxes.as_deref().unwrap_or(&[]), side, v == 0, &mut rng, &loc.normalization());
                 bufs.extend(data);
                 boxes.push(b);
             }
@@ -302,14 +440,21 @@ pub fn evaluate_ap(loc: &Localiser, scenes: &[&Scene], iou: f32) -> Result<BTree
 }
 
 /// A training view of `img`: letterbox (plain) or random scale/placement/mirror; boxes follow.
-fn make_view(img: &RgbImage, boxes: &[proxima_data::SceneBox], side: u32, plain: bool, rng: &mut proxima_data::rng::Rng, loc: &Localiser) -> (Vec<[f32; 4]>, Vec<f32>) {
+fn make_view(
+    img: &RgbImage,
+    boxes: &[proxima_data::SceneBox],
+    side: u32,
+    plain: bool,
+    rng: &mut proxima_data::rng::Rng,
+    norm: &Normalization,
+) -> (Vec<[f32; 4]>, Vec<f32>) {
     let s = side as f32;
     let (w, h) = (img.width() as f32, img.height() as f32);
     let base = s / w.max(h);
     let (scale, offset, flip) = if plain {
         (base, [0.0, 0.0], false)
     } else {
-        let scale = base * rng.range_f32(0.6, 1.8);
+        let scale = base * rng.range_f32(0.6, MAX_VIEW_SCALE);
         let (sw, sh) = (w * scale, h * scale);
         // Keep a random box in view when the image is larger than the input.
         let focus = if boxes.is_empty() {
@@ -326,7 +471,7 @@ fn make_view(img: &RgbImage, boxes: &[proxima_data::SceneBox], side: u32, plain:
         (scale, [ox, oy], rng.chance(0.5))
     };
     let mut data = vec![0f32; 3 * (side * side) as usize];
-    let lb = place(img, side, scale, offset, flip, &loc.normalization(), &mut data);
+    let lb = place(img, side, scale, offset, flip, norm, &mut data);
     let mut out = Vec::new();
     for b in boxes {
         let mut t = b.bbox;

@@ -47,6 +47,8 @@ fn tiny_options() -> TrainLocaliserOptions {
         val_fraction: 0.2,
         seed: 3,
         feature_cache: None,
+        fine_tune_from: None,
+        trunk_lr_factor: 0.1,
     }
 }
 
@@ -85,6 +87,47 @@ fn localiser_trains_saves_reloads_and_refuses_tampering() {
     let e = load_localiser(&out, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("weights.safetensors") && e.contains("fingerprint"), "{e}");
     assert!(load_localiser(dir.path(), Device::Cpu).unwrap_err().to_string().contains("not a localiser directory"));
+}
+
+/// Fine-tuning moves the trunk's blocks from the chosen one on and no earlier one, learns, and
+/// the saved directory carries the tuned trunk (a reload detects exactly as the trained one).
+#[test]
+fn fine_tuning_moves_only_the_later_trunk_blocks_and_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = scenes(dir.path(), 30);
+    let out = dir.path().join("tuned");
+    // A fixed starting trunk, passed as the "pretrained" weights, so the comparison does not
+    // depend on the process-wide random generator that other tests share.
+    let fresh = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
+    let start = dir.path().join("start.safetensors");
+    let trunk: Vec<(String, tch::Tensor)> = fresh.variables().into_iter().filter_map(|(n, t)| n.strip_prefix("trunk.").map(|k| (k.to_string(), t))).collect();
+    tch::Tensor::write_safetensors(&trunk, &start).unwrap();
+    let opts = TrainLocaliserOptions { fine_tune_from: Some(12), trunk_lr_factor: 0.5, epochs: 4, pretrained: Some(start), ..tiny_options() };
+    let report = train_localiser(&scenes, &opts, Device::Cpu, &out, &mut |_| {}).unwrap();
+    assert_eq!(report.views, report.train_scenes * 4, "one fresh view per scene and epoch");
+    assert!(report.epoch_loss[3] < report.epoch_loss[0], "it learns: {:?}", report.epoch_loss);
+    let (tuned, _) = load_localiser(&out, Device::Cpu).unwrap();
+    let before: std::collections::BTreeMap<String, tch::Tensor> = fresh.variables().into_iter().collect();
+    let mut moved = Vec::new();
+    for (name, t) in tuned.variables() {
+        if name.starts_with("trunk.") && !before[&name].equal(&t) {
+            moved.push(name);
+        }
+    }
+    assert!(moved.iter().any(|n| n.starts_with("trunk._blocks.12.")) && moved.iter().any(|n| n.starts_with("trunk._blocks.15.")), "{moved:?}");
+    for n in &moved {
+        let block: usize = n["trunk._blocks.".len()..].split('.').next().unwrap().parse().unwrap_or_else(|_| panic!("{n} moved"));
+        assert!(block >= 12, "{n} is before the first tuned block");
+        assert!(!n.ends_with("running_mean") && !n.ends_with("running_var"), "{n}: BatchNorm statistics stay frozen");
+    }
+    let img = image::open(&scenes[1].image).unwrap().to_rgb8();
+    let (again, _) = load_localiser(&out, Device::Cpu).unwrap();
+    assert_eq!(tuned.detect(&img).unwrap().0, again.detect(&img).unwrap().0);
+
+    let cached = TrainLocaliserOptions { feature_cache: Some(dir.path().join("c")), ..opts.clone() };
+    assert!(matches!(train_localiser(&scenes, &cached, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
+    let beyond = TrainLocaliserOptions { fine_tune_from: Some(17), ..opts };
+    assert!(matches!(train_localiser(&scenes, &beyond, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
 }
 
 #[test]

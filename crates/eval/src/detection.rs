@@ -103,7 +103,7 @@ pub fn average_precision(detections: &[Vec<ScoredBox>], ground_truth: &[Vec<[f32
 pub struct ImageAnswer {
     /// Best brand found (before any threshold), None when nothing was found at all.
     pub brand: Option<String>,
-    /// Its similarity (−∞ when nothing was found).
+    /// Its score: the similarity, or the confidence a decision rule ranks by (−∞ when nothing was found).
     pub similarity: f32,
     /// Brands truly present; empty for a no-logo image.
     pub truth: Vec<String>,

@@ -420,7 +420,7 @@ async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::reje
         let g = s.gallery();
         let t = s.threshold(&g)?;
         if regions.is_empty() {
-            return Ok(Json(find_answer("upload", &[], &[], scale, &g, t).map_err(detect_error)?));
+            return Ok(Json(find_answer("upload", &[], &[], scale, &g, t, opts.score_weight).map_err(detect_error)?));
         }
         let size = s.info.image_size;
         let per = 3 * (size as usize) * (size as usize);
@@ -430,7 +430,8 @@ async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::reje
             s.pipeline.run_into(&c, 0, 0, [size, size], &mut pixels[i * per..(i + 1) * per]);
         }
         let emb = s.embed(pixels, regions.len()).await?;
-        let ans = tokio::task::spawn_blocking(move || find_answer("upload", &regions, &emb, scale, &g, t))
+        let w = opts.score_weight;
+        let ans = tokio::task::spawn_blocking(move || find_answer("upload", &regions, &emb, scale, &g, t, w))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
             .map_err(detect_error)?;

@@ -166,6 +166,43 @@ impl EfficientNetLite {
         let [a, b, c]: [Tensor; 3] = taps.try_into().expect("three taps");
         [a, b, c]
     }
+
+    /// [`Self::feature_maps`] for fine-tuning the later stages only: the stem and the first
+    /// `frozen` blocks run without gradient, and BatchNorm uses its running statistics throughout.
+    ///
+    /// Why eval-mode BatchNorm: detection batches are small (a few images of one scale), so batch
+    /// statistics would be noisy and would drift away from the ImageNet statistics the frozen
+    /// stages were trained with.
+    ///
+    /// # Shapes
+    /// As [`Self::feature_maps`].
+    pub fn feature_maps_tuned(&self, xs: &Tensor, frozen: usize) -> [Tensor; 3] {
+        let frozen = frozen.min(self.blocks.len());
+        let mut taps: Vec<Tensor> = Vec::with_capacity(3);
+        let mut ys = tch::no_grad(|| {
+            let mut ys = relu6(self.stem.forward(xs).apply_t(&self.bn0, false));
+            for (i, b) in self.blocks[..frozen].iter().enumerate() {
+                ys = b.forward(&ys, false);
+                if LITE0_TAPS.iter().any(|t| t.0 == i) {
+                    taps.push(ys.shallow_clone());
+                }
+            }
+            ys
+        });
+        for (i, b) in self.blocks.iter().enumerate().skip(frozen) {
+            ys = b.forward(&ys, false);
+            if LITE0_TAPS.iter().any(|t| t.0 == i) {
+                taps.push(ys.shallow_clone());
+            }
+        }
+        let [a, b, c]: [Tensor; 3] = taps.try_into().expect("three taps");
+        [a, b, c]
+    }
+
+    /// Number of MBConv blocks (16 for Lite0); block `i`'s variables are named `_blocks.i.*`.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
 }
 
 impl Backbone for EfficientNetLite {
@@ -226,6 +263,25 @@ mod tests {
         assert_eq!(a.size(), [2, 40, 12, 8]);
         assert_eq!(b.size(), [2, 112, 6, 4]);
         assert_eq!(c.size(), [2, 320, 3, 2]);
+    }
+
+    #[test]
+    fn tuned_feature_maps_equal_the_frozen_ones_and_train_only_the_later_blocks() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = EfficientNetLite::lite0(&vs.root(), None);
+        let xs = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let plain = net.feature_maps(&xs, false);
+        let tuned = net.feature_maps_tuned(&xs, 5);
+        for (p, t) in plain.iter().zip(&tuned) {
+            assert!(p.allclose(t, 1e-6, 1e-6, false));
+        }
+        assert!(!tuned[0].requires_grad(), "the stride-8 tap comes from a frozen block");
+        (tuned[1].sum(Kind::Float) + tuned[2].sum(Kind::Float)).backward();
+        let vars = vs.variables();
+        assert!(!vars["_blocks.4._project_conv.weight"].grad().defined());
+        assert!(vars["_blocks.5._project_conv.weight"].grad().defined());
+        assert_eq!(net.num_blocks(), 16);
     }
 
     #[test]

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The find benchmark: every step behind the numbers of README's `proxima find` section, from the
+# shared data to the two goal measurements (FlickrLogos-27 query photos; held-out synthetic
+# screenshots of brands never trained on).
+#
+# Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
+# the 2-core development machine it takes about 75 min: localiser 33 min, FlickrLogos-27
+# embedding 6 min, simple-icons embedding 30 min, data and galleries a few minutes.
+#
+#   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
+#   OUT=/tmp/fb benchmarks/find_goals.sh
+#
+# Data goes to data/, where the experiment files expect it.
+#
+# Needs ../shared/data/{flickrlogos27,simple-icons} and the EfficientNet-Lite0 weights
+# (scripts/fetch-weights.sh). Prints each evaluation; writes $OUT/eval-*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/find-bench}
+DATA=data
+SHARED=${SHARED:-../shared/data}
+if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then
+    cargo build --release -p proxima-cli
+fi
+P=target/release/proxima
+mkdir -p "$OUT"
+step() { echo "== $*" >&2; }
+
+# Data: FlickrLogos-27 crops and scene manifests; synthetic scenes and icon crops of simple-icons
+# brands (85 % "train" brands, 15 % held out by slug hash).
+[ -d "$DATA/fl27/crops" ] || { step "import FlickrLogos-27"; $P data import flickrlogos27 --source "$SHARED/flickrlogos27" --out "$DATA/fl27"; }
+[ -f "$DATA/scenes-train/scenes.jsonl" ] || { step "training scenes"; $P data scenes --screenshots 700 --photos 250 --part train --seed 1 --out "$DATA/scenes-train"; }
+[ -f "$DATA/scenes-heldout/scenes.jsonl" ] || { step "held-out screenshots"; $P data scenes --screenshots 200 --photos 0 --no-logo-fraction 0.5 --part heldout --seed 2 --out "$DATA/scenes-heldout"; }
+[ -d "$DATA/icons-train" ] || { step "icon crops, training brands"; $P data icons --part train --per-brand 5 --size 96 --out "$DATA/icons-train"; }
+[ -d "$DATA/icons-heldout" ] || { step "icon crops, held-out brands"; $P data icons --part heldout --per-brand 6 --size 128 --out "$DATA/icons-heldout"; }
+
+# The localiser: head and the trunk's stride-16/32 stages fine-tuned on fresh views each epoch.
+[ -f "$OUT/localiser/localiser.json" ] || { step "train the localiser"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
+    --out "$OUT/localiser" --input-size 384 --epochs 10 --batch-size 16 --lr 2e-3 --fine-tune-from 5; }
+
+# FlickrLogos-27: the embedding of the 27 brands' training crops (the query photos are other photos).
+[ -f "$OUT/fl27-all/model/model.json" ] || { step "train the FlickrLogos-27 embedding"; $P train --config examples/experiments/flickrlogos27_all_brands_effnet_lite0.toml --out "$OUT/fl27-all" --quiet; }
+[ -f "$OUT/g-fl27-all" ] || $P gallery build --model "$OUT/fl27-all" --data "$DATA/fl27/crops" --out "$OUT/g-fl27-all"
+step "FlickrLogos-27 query photos (goal: top-1 ≥ 0.85, identified ≥ 0.70 at ≤ 5 % false alarms)"
+$P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/fl27/scenes_query.jsonl" --model "$OUT/fl27-all" --gallery "$OUT/g-fl27-all" \
+    --whole-image --out "$OUT/eval-fl27.json" --answers "$OUT/answers-fl27.jsonl"
+
+# Held-out screenshots: the simple-icons embedding, a gallery of all held-out brands plus the
+# (background) brand made of what the localiser finds away from the logos of *training* scenes.
+[ -f "$OUT/icons/model/model.json" ] || { step "train the simple-icons embedding"; $P train --config examples/experiments/simple_icons_effnet_lite0.toml --out "$OUT/icons" --quiet; }
+if [ ! -f "$OUT/g-heldout" ]; then
+    rm -rf "$OUT/negatives"
+    $P localiser negatives --localiser "$OUT/localiser" --scenes "$DATA/scenes-train/scenes.jsonl" --out "$OUT/negatives" --per-scene 8 --min-score 0.03
+    $P gallery build --model "$OUT/icons" --data "$DATA/icons-heldout" --out "$OUT/g-heldout.tmp"
+    $P gallery add --gallery "$OUT/g-heldout.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives"
+    mv "$OUT/g-heldout.tmp" "$OUT/g-heldout"
+fi
+step "held-out synthetic screenshots (goal: identified ≥ 0.90 at ≤ 1 % false alarms)"
+$P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$OUT/g-heldout" \
+    --out "$OUT/eval-heldout.json" --answers "$OUT/answers-heldout.jsonl"
