@@ -96,6 +96,10 @@ pub struct LocaliserTrainArgs {
     /// Learning rate of the fine-tuned trunk blocks relative to --lr.
     #[arg(long, default_value_t = 0.1)]
     trunk_lr_factor: f64,
+    /// Continue the unfinished training in --out from its last epoch checkpoint (same scenes and
+    /// options); it ends where an uninterrupted run would.
+    #[arg(long)]
+    resume: bool,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -213,6 +217,7 @@ pub fn localiser(cmd: LocaliserCommand) -> Result<ExitCode> {
                 feature_cache: a.feature_cache.clone(),
                 fine_tune_from: a.fine_tune_from,
                 trunk_lr_factor: a.trunk_lr_factor,
+                resume: a.resume,
             };
             let t = Instant::now();
             let report =

@@ -194,6 +194,41 @@ impl Localiser {
         }
     }
 
+    /// Draws the head's initial weights from `seed` (PyTorch's default convolution init,
+    /// U(±1/√fan_in), the output layer N(0, 0.01²) with the heat-map bias at the prior's logit).
+    ///
+    /// Why not libtorch's generator: it is process-wide, so the head a training run starts from
+    /// would depend on what else drew from it; seeded here, a run is reproducible, which is what
+    /// lets a killed training resume to the result of an uninterrupted one.
+    pub fn init_head(&self, seed: u64) {
+        let mut rng = proxima_data::rng::Rng::from_parts(&[seed, 0x4ead]);
+        let vars = self.variables();
+        let fan_in = |name: &str| -> f32 {
+            let w = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
+            let w = vars.iter().find(|(n, _)| Some(n) == w.as_ref()).map(|(_, t)| t.size());
+            w.map_or(1.0, |s| s[1..].iter().product::<i64>() as f32)
+        };
+        for (name, t) in &vars {
+            let Some(rest) = name.strip_prefix("head.") else { continue };
+            let is_conv = t.dim() == 4 || (name.ends_with(".bias") && !rest.starts_with("gn"));
+            if !is_conv {
+                continue;
+            }
+            let n = t.numel();
+            let values: Vec<f32> = if rest == "out.weight" {
+                (0..n).map(|_| 0.01 * rng.normal()).collect()
+            } else if rest == "out.bias" {
+                (0..n).map(|i| if i == 0 { (PRIOR / (1.0 - PRIOR)).ln() as f32 } else { 0.0 }).collect()
+            } else {
+                let fan = if t.dim() == 4 { t.size()[1..].iter().product::<i64>() as f32 } else { fan_in(name) };
+                let b = 1.0 / fan.sqrt();
+                (0..n).map(|_| rng.range_f32(-b, b)).collect()
+            };
+            let src = Tensor::from_slice(&values).view(t.size().as_slice()).to_device(t.device()).to_kind(t.kind());
+            tch::no_grad(|| t.shallow_clone().copy_(&src));
+        }
+    }
+
     /// Lets training move the trunk's blocks from `first` on (weights and BatchNorm affine
     /// parameters; the running statistics stay frozen). `first` ≥ the number of blocks keeps the
     /// whole trunk frozen.

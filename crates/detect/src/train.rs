@@ -19,12 +19,13 @@ use proxima_data::{DecodeOptions, Scene, decode_file};
 use proxima_eval::{ApResult, ScoredBox, average_precision};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{DetectError, Result};
 use crate::letterbox::place;
 use crate::localiser::{Localiser, LocaliserConfig, STRIDE};
 use proxima_models::Normalization;
+use proxima_models::optim::{Optimizer, OptimizerConfig, ParamGroup};
 
 /// Localiser training options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,8 @@ pub struct TrainLocaliserOptions {
     pub fine_tune_from: Option<usize>,
     /// Learning rate of the fine-tuned trunk blocks relative to the head's.
     pub trunk_lr_factor: f64,
+    /// Continue the unfinished run in the output directory from its last epoch checkpoint.
+    pub resume: bool,
 }
 
 impl Default for TrainLocaliserOptions {
@@ -67,6 +70,7 @@ impl Default for TrainLocaliserOptions {
             feature_cache: None,
             fine_tune_from: None,
             trunk_lr_factor: 0.1,
+            resume: false,
         }
     }
 }
@@ -136,6 +140,11 @@ struct View {
 }
 
 /// Trains a localiser on `scenes` (only those with boxes) and saves it to `out`.
+///
+/// After every epoch the weights and the optimizer state go to `out/checkpoint.safetensors`
+/// (atomically); with `opts.resume` training continues from it and ends where an uninterrupted
+/// run would. The checkpoint is removed once the localiser is saved, so a directory that holds
+/// one is an unfinished run: starting it over needs the file removed first.
 pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: Device, out: &Path, log: &mut dyn FnMut(&str)) -> Result<TrainLocaliserReport> {
     opts.validate()?;
     let annotated: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
@@ -147,9 +156,28 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
         return Err(DetectError::Training("the training scenes contain no logo box".into()));
     }
     let mut loc = Localiser::new(opts.config.clone(), opts.pretrained.as_deref(), device)?;
+    loc.init_head(opts.seed);
+    if let Some(first) = opts.fine_tune_from {
+        loc.unfreeze_trunk_from(first);
+    }
+    let mut opt = adam(&loc, opts)?;
+    let ckpt = Checkpoint { path: out.join(CHECKPOINT), key: run_key(&train, opts) };
+    let progress = if opts.resume {
+        let p = ckpt.restore(&loc, &mut opt)?;
+        log(&format!("resuming after epoch {}/{} from {}", p.1.len(), opts.epochs, ckpt.path.display()));
+        p
+    } else if ckpt.path.exists() {
+        return Err(DetectError::Config(format!(
+            "{} holds an unfinished training run: resume it (--resume) or remove {} to start over",
+            out.display(),
+            ckpt.path.display()
+        )));
+    } else {
+        (0, Vec::new())
+    };
     let (epoch_loss, feature_seconds, head_seconds, views) = match opts.fine_tune_from {
-        None => train_on_cached_features(&loc, &train, opts, device, log)?,
-        Some(first) => train_online(&mut loc, &train, first, opts, device, log)?,
+        None => train_on_cached_features(&loc, &mut opt, &ckpt, progress, &train, opts, device, log)?,
+        Some(first) => train_online(&loc, &mut opt, &ckpt, progress, &train, first, opts, device, log)?,
     };
 
     // 3. Validation AP@0.5 per kind.
@@ -160,7 +188,79 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     let report = TrainLocaliserReport { train_scenes: train.len(), val_scenes: val.len(), views, epoch_loss, val_ap50, feature_seconds, head_seconds };
     let trained_on: BTreeSet<PathBuf> = train.iter().map(|s| s.image.clone()).collect();
     loc.save(out, trained_on, serde_json::to_value(&report).expect("report serialises"))?;
+    match std::fs::remove_file(&ckpt.path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(DetectError::io(&ckpt.path, e)),
+        _ => {}
+    }
     Ok(report)
+}
+
+/// File name of the per-epoch training checkpoint inside the output directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Adam (PyTorch's rule) over the head (`opts.lr`) and the trainable trunk blocks
+/// (`opts.lr · trunk_lr_factor`), with state that a checkpoint can hold.
+fn adam(loc: &Localiser, opts: &TrainLocaliserOptions) -> Result<Optimizer> {
+    let (mut head, mut trunk) = (Vec::new(), Vec::new());
+    for (name, t) in loc.variables() {
+        if t.requires_grad() {
+            if name.starts_with("trunk.") { trunk.push((name, t)) } else { head.push((name, t)) }
+        }
+    }
+    let config = OptimizerConfig::Adam { lr: opts.lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 };
+    Ok(Optimizer::new(
+        config,
+        vec![ParamGroup { name: "head".into(), lr: opts.lr, params: head }, ParamGroup { name: "trunk".into(), lr: opts.lr * opts.trunk_lr_factor, params: trunk }],
+    )?)
+}
+
+/// Identifies a training run: its scenes and every option that changes what it computes.
+fn run_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
+    let o = TrainLocaliserOptions { feature_cache: None, resume: false, ..opts.clone() };
+    let text = serde_json::to_string(&(train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(), o)).expect("key serialises");
+    proxima_models::model_dir::fingerprint(text.as_bytes())
+}
+
+/// The per-epoch checkpoint: every variable, the optimizer state, the epoch losses so far.
+struct Checkpoint {
+    path: PathBuf,
+    key: String,
+}
+
+impl Checkpoint {
+    /// Writes the state after `losses.len()` epochs (atomically).
+    fn save(&self, loc: &Localiser, opt: &Optimizer, losses: &[f64]) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| DetectError::io(dir, e))?;
+        }
+        let mut tensors: Vec<(String, Tensor)> = loc.variables().into_iter().map(|(n, t)| (format!("var/{n}"), t)).collect();
+        tensors.extend(opt.state_tensors().into_iter().map(|(n, t)| (format!("optim/{n}"), t)));
+        let state = serde_json::json!({"kind": "proxima-localiser-checkpoint", "key": self.key, "epoch_loss": losses});
+        Ok(proxima_models::tensor_file::save(&self.path, &tensors, &state)?)
+    }
+
+    /// Loads the weights and optimizer state; returns the epochs done and their losses.
+    fn restore(&self, loc: &Localiser, opt: &mut Optimizer) -> Result<(usize, Vec<f64>)> {
+        let bad = |message: String| DetectError::Artifact { path: self.path.clone(), message };
+        if !self.path.is_file() {
+            return Err(bad("no checkpoint to resume from".into()));
+        }
+        let (tensors, state) = proxima_models::tensor_file::load(&self.path)?;
+        if state["key"].as_str() != Some(self.key.as_str()) {
+            return Err(bad("the checkpoint is of a run with other scenes or options; resume with the same ones".into()));
+        }
+        let losses: Vec<f64> = serde_json::from_value(state["epoch_loss"].clone()).map_err(|e| bad(format!("bad epoch losses: {e}")))?;
+        for (name, var) in loc.variables() {
+            let src = tensors.iter().find(|(n, _)| n.strip_prefix("var/") == Some(name.as_str())).ok_or_else(|| bad(format!("missing variable '{name}'")))?;
+            if src.1.size() != var.size() {
+                return Err(bad(format!("variable '{name}' has shape {:?}, expected {:?}", src.1.size(), var.size())));
+            }
+            tch::no_grad(|| var.shallow_clone().copy_(&src.1.to_device(var.device())));
+        }
+        let optim: Vec<(String, Tensor)> = tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim/").map(|k| (k.to_string(), t.shallow_clone()))).collect();
+        opt.load_state(&optim).map_err(|e| bad(e.to_string()))?;
+        Ok((losses.len(), losses))
+    }
 }
 
 /// The learning-rate factor of `progress` ∈ [0, 1]: cosine from 1 to 0.01.
@@ -169,9 +269,13 @@ fn cosine_factor(progress: f64) -> f64 {
 }
 
 /// Frozen trunk: caches (or reuses) the trunk features of `views_per_scene` views per scene, then
-/// trains the head over them. Returns the epoch losses, feature and head seconds, and the views.
+/// trains the head over them from epoch `progress.0`. Returns the epoch losses, feature and head
+/// seconds, and the number of views.
 fn train_on_cached_features(
     loc: &Localiser,
+    opt: &mut Optimizer,
+    ckpt: &Checkpoint,
+    progress: (usize, Vec<f64>),
     train: &[&Scene],
     opts: &TrainLocaliserOptions,
     device: Device,
@@ -203,40 +307,70 @@ fn train_on_cached_features(
 
     // 2. Train the head.
     let t1 = Instant::now();
-    let mut opt = nn::Adam::default().build(loc.var_store(), opts.lr)?;
     let grid = side as i64 / STRIDE;
-    let mut order: Vec<usize> = (0..views.len()).collect();
-    let mut epoch_loss = Vec::new();
-    let steps_per_epoch = views.len().div_ceil(opts.batch_size);
-    for epoch in 0..opts.epochs {
-        let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0xe90c, epoch as u64]);
-        rng.shuffle(&mut order);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for (step, batch) in order.chunks(opts.batch_size).enumerate() {
-            let progress = (epoch * steps_per_epoch + step) as f64 / (opts.epochs * steps_per_epoch) as f64;
-            opt.set_lr(opts.lr * cosine_factor(progress));
+    let epoch_loss = run_epochs(
+        views.len(),
+        opts,
+        0xe90c,
+        opt,
+        progress,
+        log,
+        |_, batch| {
             let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&batch.iter().map(|&i| f(&views[i])).collect::<Vec<_>>(), 0).to_device(device).to_kind(Kind::Float);
             let out = loc.head_forward(&stack(|v| &v.f8), &stack(|v| &v.f16), &stack(|v| &v.f32));
-            let targets = Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid);
-            sum += optimise(&mut opt, &targets.loss(&out, device), epoch, step)?;
-            count += 1;
-        }
-        let mean = sum / count.max(1) as f64;
-        epoch_loss.push(mean);
-        log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t1.elapsed().as_secs_f64()));
-    }
+            Ok(Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid).loss(&out, device))
+        },
+        |opt, losses| ckpt.save(loc, opt, losses),
+    )?;
     Ok((epoch_loss, feature_seconds, t1.elapsed().as_secs_f64(), views.len()))
 }
 
-/// One optimiser step on `loss` (gradient norm clipped at 10); its value, or an error when it is
-/// not finite (nothing is stepped then).
-fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, epoch: usize, step: usize) -> Result<f64> {
-    let value = loss.double_value(&[]);
-    if !value.is_finite() {
-        return Err(DetectError::Training(format!("loss became {value} at epoch {}, step {step}", epoch + 1)));
+/// Runs epochs `progress.0..opts.epochs` over `n` training items in batches of
+/// `opts.batch_size`, each epoch's order a shuffle by `(seed, salt, epoch)`. `loss_of(epoch,
+/// batch)` gives a batch's loss; the optimizer steps on it (gradient norm clipped at 10, the
+/// cosine schedule's learning-rate factor) and `save(optimizer, losses)` runs after every epoch.
+/// Logs every 25 steps and every epoch; returns every epoch's mean loss.
+fn run_epochs(
+    n: usize,
+    opts: &TrainLocaliserOptions,
+    salt: u64,
+    opt: &mut Optimizer,
+    progress: (usize, Vec<f64>),
+    log: &mut dyn FnMut(&str),
+    mut loss_of: impl FnMut(usize, &[usize]) -> Result<Tensor>,
+    mut save: impl FnMut(&Optimizer, &[f64]) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let t = Instant::now();
+    let steps_per_epoch = n.div_ceil(opts.batch_size);
+    let (start, mut epoch_loss) = progress;
+    for epoch in start..opts.epochs {
+        let mut order: Vec<usize> = (0..n).collect();
+        proxima_data::rng::Rng::from_parts(&[opts.seed, salt, epoch as u64]).shuffle(&mut order);
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (k, batch) in order.chunks(opts.batch_size).enumerate() {
+            let progress = (epoch * steps_per_epoch + k) as f64 / (opts.epochs * steps_per_epoch) as f64;
+            let loss = loss_of(epoch, batch)?;
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(DetectError::Training(format!("loss became {value} at epoch {}, step {}", epoch + 1, k + 1)));
+            }
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(10.0);
+            opt.step(cosine_factor(progress));
+            sum += value;
+            count += 1;
+            if k % 25 == 24 {
+                let (e, mean, secs) = (epoch + 1, sum / count as f64, t.elapsed().as_secs_f64());
+                log(&format!("epoch {e}/{}, step {}/{steps_per_epoch}: loss {mean:.4} ({secs:.0} s)", opts.epochs, k + 1));
+            }
+        }
+        let mean = sum / count.max(1) as f64;
+        epoch_loss.push(mean);
+        save(opt, &epoch_loss)?;
+        log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t.elapsed().as_secs_f64()));
     }
-    opt.backward_step_clip_norm(loss, 10.0);
-    Ok(value)
+    Ok(epoch_loss)
 }
 
 /// Fine-tuning: the trunk's blocks from `first` on train with the head, on a fresh augmented view
@@ -247,7 +381,10 @@ fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, epoch: usize, step: usize) -
 /// below validation quality); a new scale, placement and mirror each epoch is the augmentation a
 /// detector needs, and it costs only the trunk's forward pass, which fine-tuning pays anyway.
 fn train_online(
-    loc: &mut Localiser,
+    loc: &Localiser,
+    opt: &mut Optimizer,
+    ckpt: &Checkpoint,
+    progress: (usize, Vec<f64>),
     train: &[&Scene],
     first: usize,
     opts: &TrainLocaliserOptions,
@@ -268,23 +405,18 @@ fn train_online(
     let decode_seconds = t0.elapsed().as_secs_f64();
     log(&format!("{} training scenes decoded in {decode_seconds:.0} s; fine-tuning trunk blocks {first}.. and the head", images.len()));
 
-    loc.unfreeze_trunk_from(first);
-    let mut opt = nn::Adam::default().build(loc.var_store(), opts.lr)?;
     let norm = loc.normalization();
     let grid = side as i64 / STRIDE;
     let s = side as i64;
-    let mut order: Vec<usize> = (0..images.len()).collect();
-    let steps_per_epoch = images.len().div_ceil(opts.batch_size);
-    let mut epoch_loss = Vec::new();
     let t1 = Instant::now();
-    for epoch in 0..opts.epochs {
-        let mut rng = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x0411, epoch as u64]);
-        rng.shuffle(&mut order);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for (step, batch) in order.chunks(opts.batch_size).enumerate() {
-            let progress = (epoch * steps_per_epoch + step) as f64 / (opts.epochs * steps_per_epoch) as f64;
-            opt.set_lr(opts.lr * cosine_factor(progress));
-            opt.set_lr_group(crate::localiser::TRUNK_GROUP, opts.lr * opts.trunk_lr_factor * cosine_factor(progress));
+    let epoch_loss = run_epochs(
+        images.len(),
+        opts,
+        0x0411,
+        opt,
+        progress,
+        log,
+        |epoch, batch| {
             let views: Vec<(Vec<[f32; 4]>, Vec<f32>)> = batch
                 .par_iter()
                 .map(|&i| {
@@ -298,24 +430,10 @@ fn train_online(
             let xs = Tensor::from_slice(&data).view([views.len() as i64, 3, s, s]).to_device(device);
             let [f8, f16, f32] = loc.tuned_trunk_features(&xs, first);
             let out = loc.head_forward(&f8, &f16, &f32);
-            let targets = Targets::build(views.iter().map(|v| v.0.as_slice()), grid);
-            sum += optimise(&mut opt, &targets.loss(&out, device), epoch, step)?;
-            count += 1;
-            if step % 25 == 24 {
-                log(&format!(
-                    "epoch {}/{}, step {}/{steps_per_epoch}: loss {:.4} ({:.0} s)",
-                    epoch + 1,
-                    opts.epochs,
-                    step + 1,
-                    sum / count as f64,
-                    t1.elapsed().as_secs_f64()
-                ));
-            }
-        }
-        let mean = sum / count.max(1) as f64;
-        epoch_loss.push(mean);
-        log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t1.elapsed().as_secs_f64()));
-    }
+            Ok(Targets::build(views.iter().map(|v| v.0.as_slice()), grid).loss(&out, device))
+        },
+        |opt, losses| ckpt.save(loc, opt, losses),
+    )?;
     Ok((epoch_loss, decode_seconds, t1.elapsed().as_secs_f64(), images.len() * opts.epochs))
 }
 

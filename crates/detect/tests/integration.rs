@@ -49,6 +49,7 @@ fn tiny_options() -> TrainLocaliserOptions {
         feature_cache: None,
         fine_tune_from: None,
         trunk_lr_factor: 0.1,
+        resume: false,
     }
 }
 
@@ -89,6 +90,17 @@ fn localiser_trains_saves_reloads_and_refuses_tampering() {
     assert!(load_localiser(dir.path(), Device::Cpu).unwrap_err().to_string().contains("not a localiser directory"));
 }
 
+/// A random trunk written as "pretrained" weights (`dir/start.safetensors`), so that runs compared
+/// with each other start from the same trunk whatever else drew from libtorch's process-wide
+/// generator (the head's start is seeded by the training options).
+fn fixed_trunk(dir: &Path) -> PathBuf {
+    let fresh = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
+    let start = dir.join("start.safetensors");
+    let trunk: Vec<(String, tch::Tensor)> = fresh.variables().into_iter().filter_map(|(n, t)| n.strip_prefix("trunk.").map(|k| (k.to_string(), t))).collect();
+    tch::Tensor::write_safetensors(&trunk, &start).unwrap();
+    start
+}
+
 /// Fine-tuning moves the trunk's blocks from the chosen one on and no earlier one, learns, and
 /// the saved directory carries the tuned trunk (a reload detects exactly as the trained one).
 #[test]
@@ -96,12 +108,8 @@ fn fine_tuning_moves_only_the_later_trunk_blocks_and_is_saved() {
     let dir = tempfile::tempdir().unwrap();
     let scenes = scenes(dir.path(), 30);
     let out = dir.path().join("tuned");
-    // A fixed starting trunk, passed as the "pretrained" weights, so the comparison does not
-    // depend on the process-wide random generator that other tests share.
-    let fresh = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
-    let start = dir.path().join("start.safetensors");
-    let trunk: Vec<(String, tch::Tensor)> = fresh.variables().into_iter().filter_map(|(n, t)| n.strip_prefix("trunk.").map(|k| (k.to_string(), t))).collect();
-    tch::Tensor::write_safetensors(&trunk, &start).unwrap();
+    let start = fixed_trunk(dir.path());
+    let fresh = proxima_detect::Localiser::new(tiny_options().config, Some(&start), Device::Cpu).unwrap();
     let opts = TrainLocaliserOptions { fine_tune_from: Some(12), trunk_lr_factor: 0.5, epochs: 4, pretrained: Some(start), ..tiny_options() };
     let report = train_localiser(&scenes, &opts, Device::Cpu, &out, &mut |_| {}).unwrap();
     assert_eq!(report.views, report.train_scenes * 4, "one fresh view per scene and epoch");
@@ -128,6 +136,54 @@ fn fine_tuning_moves_only_the_later_trunk_blocks_and_is_saved() {
     assert!(matches!(train_localiser(&scenes, &cached, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
     let beyond = TrainLocaliserOptions { fine_tune_from: Some(17), ..opts };
     assert!(matches!(train_localiser(&scenes, &beyond, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
+}
+
+/// A run killed after its second epoch resumes from the epoch checkpoint and ends where the
+/// uninterrupted run ends; a leftover checkpoint is never silently overwritten, and a resume
+/// with other options is refused.
+#[test]
+fn a_killed_localiser_training_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = scenes(dir.path(), 24);
+    let opts = TrainLocaliserOptions { fine_tune_from: Some(12), epochs: 4, pretrained: Some(fixed_trunk(dir.path())), ..tiny_options() };
+    let full_dir = dir.path().join("full");
+    let full = train_localiser(&scenes, &opts, Device::Cpu, &full_dir, &mut |_| {}).unwrap();
+    assert!(!full_dir.join(proxima_detect::train::CHECKPOINT).exists(), "a finished run leaves no checkpoint");
+
+    let out = dir.path().join("killed");
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_localiser(&scenes, &opts, Device::Cpu, &out, &mut |m| {
+            if m.starts_with("epoch 2/4: loss") {
+                panic!("simulated kill after epoch 2");
+            }
+        })
+    }));
+    assert!(killed.is_err(), "the simulated kill stops the run");
+    assert!(out.join(proxima_detect::train::CHECKPOINT).is_file() && !out.join("localiser.json").exists());
+    let e = train_localiser(&scenes, &opts, Device::Cpu, &out, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("unfinished") && e.contains("--resume"), "{e}");
+    let other = TrainLocaliserOptions { resume: true, epochs: 5, ..opts.clone() };
+    let e = train_localiser(&scenes, &other, Device::Cpu, &out, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("other scenes or options"), "{e}");
+
+    let mut lines = Vec::new();
+    let resumed = train_localiser(&scenes, &TrainLocaliserOptions { resume: true, ..opts.clone() }, Device::Cpu, &out, &mut |m| lines.push(m.to_string())).unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("resuming after epoch 2/4")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("epoch 1/4") || l.starts_with("epoch 2/4")), "epochs 1–2 are not trained again: {lines:?}");
+    assert_eq!(resumed.epoch_loss.len(), 4);
+    for (a, b) in full.epoch_loss.iter().zip(&resumed.epoch_loss) {
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "epoch losses {:?} vs {:?}", full.epoch_loss, resumed.epoch_loss);
+    }
+    let (a, _) = load_localiser(&full_dir, Device::Cpu).unwrap();
+    let (b, _) = load_localiser(&out, Device::Cpu).unwrap();
+    for ((name, x), (_, y)) in a.variables().iter().zip(b.variables().iter()) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "{name} differs by {diff}");
+    }
+    assert!(!out.join(proxima_detect::train::CHECKPOINT).exists());
+    let fresh = dir.path().join("fresh");
+    let e = train_localiser(&scenes, &TrainLocaliserOptions { resume: true, ..opts }, Device::Cpu, &fresh, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("no checkpoint"), "{e}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod backbone;
 pub mod embedding;
 pub mod error;
 pub mod model_dir;
+pub mod optim;
 pub mod tensor_file;
 pub mod weights;
 
@@ -18,4 +19,5 @@ pub use backbone::{Backbone, BackboneSpec, EfficientNetLite, Normalization, ResN
 pub use embedding::{EmbeddingConfig, EmbeddingModel, HeadSpec};
 pub use error::{ModelError, Result};
 pub use model_dir::{ModelCard, TrainedModel, fingerprint, load_model_dir, save_model_dir};
+pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
 pub use weights::{ImportOptions, ImportReport, StateDict, WeightFormat, load_file, load_into};

@@ -169,7 +169,10 @@ impl ExperimentConfig {
         if let Some(m) = &self.miner {
             m.validate().map_err(|e| TrainError::Config(format!("miner: {e}")))?;
         }
-        self.optimizer.validate()?;
+        self.optimizer.validate().map_err(|e| match e {
+            proxima_models::ModelError::Config(m) => TrainError::Config(format!("optimizer: {m}")),
+            other => other.into(),
+        })?;
         self.schedule.validate()?;
         if let Some(a) = &self.augment {
             a.validate().map_err(|e| TrainError::Config(format!("augment: {e}")))?;

@@ -6,7 +6,8 @@ pub mod checkpoint;
 pub mod error;
 pub mod experiment;
 pub mod model;
-pub mod optim;
+/// The optimizers, shared with the localiser's training (`proxima_models::optim`).
+pub use proxima_models::optim;
 pub mod schedule;
 pub mod trainer;
 

@@ -183,7 +183,7 @@ pub fn restore(parts: &mut Parts, path: &Path) -> Result<TrainState> {
         }
     }
     let optim: Vec<(String, Tensor)> = tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim/").map(|s| (s.to_string(), t.shallow_clone()))).collect();
-    parts.optimizer.load_state(&optim)?;
+    parts.optimizer.load_state(&optim).map_err(|e| err(e.to_string()))?;
     serde_json::from_value(state).map_err(|e| err(format!("bad training state: {e}")))
 }
 

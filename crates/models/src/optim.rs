@@ -4,12 +4,14 @@
 //! would restart momentum and Adam moments from zero and diverge from an uninterrupted one. These
 //! optimizers implement PyTorch's update rules (`torch.optim.SGD`, `Adam`, `AdamW`) on plain
 //! tensors; their state is a list of named tensors that goes into the checkpoint. Parameters are
-//! organised in named groups (trunk, embedder, loss) with their own learning rates.
+//! organised in named groups (trunk, embedder, loss) with their own learning rates. They live here,
+//! beside the models, so that every trainer (embeddings in `proxima-train`, the logo localiser in
+//! `proxima-detect`) checkpoints the same way.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::{Result, TrainError};
+use crate::error::{ModelError, Result};
 
 fn default_betas() -> (f64, f64) {
     (0.9, 0.999)
@@ -68,7 +70,7 @@ impl OptimizerConfig {
 
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(TrainError::Config(format!("optimizer: {m}")));
+        let bad = |m: String| Err(ModelError::Config(format!("optimizer: {m}")));
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return bad(format!("lr must be positive, got {lr}"));
@@ -225,7 +227,7 @@ impl Optimizer {
     /// Restores the state saved by [`Optimizer::state_tensors`].
     pub fn load_state(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
         let find = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t);
-        self.steps = find("steps").map(|t| t.int64_value(&[0])).ok_or_else(|| TrainError::Config("optimizer state has no step count".into()))?;
+        self.steps = find("steps").map(|t| t.int64_value(&[0])).ok_or_else(|| ModelError::Config("optimizer state has no step count".into()))?;
         let names: Vec<String> = self.groups.iter().flat_map(|g| g.params.iter().map(move |(n, _)| format!("{}/{n}", g.name))).collect();
         let devices: Vec<tch::Device> = self.groups.iter().flat_map(|g| g.params.iter().map(|(_, p)| p.device())).collect();
         for ((name, state), device) in names.iter().zip(self.state.iter_mut()).zip(devices) {
