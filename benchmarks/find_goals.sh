@@ -5,7 +5,7 @@
 #
 # Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
 # the 2-core development machine it takes about 75 min: localiser 33 min, FlickrLogos-27
-# embedding 6 min, simple-icons embedding 30 min, data and galleries a few minutes.
+# embedding 9 min, simple-icons embedding 30 min, data and galleries a few minutes.
 #
 #   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
 #   OUT=/tmp/fb benchmarks/find_goals.sh

@@ -286,7 +286,11 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     let (loc, card) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
     let all = read_all_scenes(&a.scenes)?;
     let n_all = all.len();
-    let scenes: Vec<Scene> = all.into_iter().filter(|s| !card.trained_on.contains(&s.image)).collect();
+    // Compared as canonical paths, so `data/x.png` and `./data/x.png` (or an absolute spelling of
+    // it) are the same scene; paths that no longer exist are compared as written.
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let trained: std::collections::BTreeSet<PathBuf> = card.trained_on.iter().map(|p| canonical(p)).collect();
+    let scenes: Vec<Scene> = all.into_iter().filter(|s| !trained.contains(&canonical(&s.image))).collect();
     if scenes.is_empty() {
         bail!("every scene of the manifest was used to train this localiser; nothing left to evaluate");
     }

@@ -680,3 +680,30 @@ fn find_draw_writes_one_png_per_image_or_none() {
     assert!(err.contains("broken.png"), "{err}");
     assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none(), "nothing written on failure");
 }
+
+/// `localiser eval` leaves out the scenes the localiser trained on however their path is spelled
+/// (`scenes/a.png` in the card, `scenes/./a.png` through the manifest given here).
+#[test]
+fn localiser_eval_leaves_out_trained_scenes_under_another_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = dir.path().join("scenes");
+    std::fs::create_dir_all(&scenes).unwrap();
+    let mut lines = String::new();
+    for name in ["a.png", "b.png"] {
+        image::RgbImage::from_pixel(64, 48, image::Rgb([250, 250, 250])).save(scenes.join(name)).unwrap();
+        lines.push_str(&format!(
+            "{{\"image\":\"{name}\",\"brands\":[\"acme\"],\"boxes\":[{{\"bbox\":[8.0,8.0,24.0,24.0],\"brand\":\"acme\"}}],\"kind\":\"screenshot\"}}\n"
+        ));
+    }
+    std::fs::write(scenes.join("scenes.jsonl"), lines).unwrap();
+    let loc = dir.path().join("localiser");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, ..Default::default() };
+    let trained: std::collections::BTreeSet<PathBuf> = [scenes.join("a.png")].into();
+    proxima_detect::Localiser::new(cfg, None, tch::Device::Cpu).unwrap().save(&loc, trained, Value::Null).unwrap();
+    let report = dir.path().join("report.json");
+    let manifest = scenes.join(".").join("scenes.jsonl");
+    let (c, out, err) = code(&["localiser", "eval", "--localiser", s(&loc), "--scenes", s(&manifest), "--out", s(&report)]);
+    assert_eq!(c, 0, "{out}{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["scenes"].as_u64(), r["left_out_trained_on"].as_u64()), (Some(1), Some(1)), "{r}");
+}

@@ -22,8 +22,6 @@ use crate::letterbox::{Letterbox, letterbox};
 
 /// Output stride of the head.
 pub const STRIDE: i64 = 8;
-/// Optimiser group of the trunk's variables (the head is group 0).
-pub const TRUNK_GROUP: usize = 1;
 /// Prior probability of a logo centre, for the heat-map bias (CenterNet's −2.19).
 const PRIOR: f64 = 0.1;
 
@@ -174,8 +172,7 @@ impl Localiser {
     pub fn new(config: LocaliserConfig, pretrained: Option<&Path>, device: Device) -> Result<Self> {
         config.validate()?;
         let vs = nn::VarStore::new(device);
-        // The trunk's variables form optimiser group 1, so fine-tuning can give them their own rate.
-        let trunk = EfficientNetLite::lite0(&(vs.root().set_group(TRUNK_GROUP) / "trunk"), None);
+        let trunk = EfficientNetLite::lite0(&(vs.root() / "trunk"), None);
         let head = Head::new(&(vs.root() / "head"), &config);
         if let Some(path) = pretrained {
             let opts = proxima_models::ImportOptions { store_prefix: "trunk.".into(), file_prefix: String::new() };
@@ -203,26 +200,21 @@ impl Localiser {
     pub fn init_head(&self, seed: u64) {
         let mut rng = proxima_data::rng::Rng::from_parts(&[seed, 0x4ead]);
         let vars = self.variables();
-        let fan_in = |name: &str| -> f32 {
-            let w = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
-            let w = vars.iter().find(|(n, _)| Some(n) == w.as_ref()).map(|(_, t)| t.size());
-            w.map_or(1.0, |s| s[1..].iter().product::<i64>() as f32)
-        };
         for (name, t) in &vars {
-            let Some(rest) = name.strip_prefix("head.") else { continue };
-            let is_conv = t.dim() == 4 || (name.ends_with(".bias") && !rest.starts_with("gn"));
-            if !is_conv {
-                continue;
+            let Some((layer, part)) = name.strip_prefix("head.").and_then(|r| r.split_once('.')) else { continue };
+            if layer.starts_with("gn") {
+                continue; // GroupNorm keeps its ones and zeros.
             }
+            let weight = format!("head.{layer}.weight");
+            let fan_in: i64 = vars.iter().find(|(n, _)| *n == weight).map_or(1, |(_, w)| w.size()[1..].iter().product());
             let n = t.numel();
-            let values: Vec<f32> = if rest == "out.weight" {
-                (0..n).map(|_| 0.01 * rng.normal()).collect()
-            } else if rest == "out.bias" {
-                (0..n).map(|i| if i == 0 { (PRIOR / (1.0 - PRIOR)).ln() as f32 } else { 0.0 }).collect()
-            } else {
-                let fan = if t.dim() == 4 { t.size()[1..].iter().product::<i64>() as f32 } else { fan_in(name) };
-                let b = 1.0 / fan.sqrt();
-                (0..n).map(|_| rng.range_f32(-b, b)).collect()
+            let values: Vec<f32> = match (layer, part) {
+                ("out", "weight") => (0..n).map(|_| 0.01 * rng.normal()).collect(),
+                ("out", _) => (0..n).map(|i| if i == 0 { (PRIOR / (1.0 - PRIOR)).ln() as f32 } else { 0.0 }).collect(),
+                _ => {
+                    let b = 1.0 / (fan_in as f32).sqrt();
+                    (0..n).map(|_| rng.range_f32(-b, b)).collect()
+                }
             };
             let src = Tensor::from_slice(&values).view(t.size().as_slice()).to_device(t.device()).to_kind(t.kind());
             tch::no_grad(|| t.shallow_clone().copy_(&src));
