@@ -175,9 +175,10 @@ pub fn train_localiser(scenes: &[Scene], opts: &TrainLocaliserOptions, device: D
     } else {
         (0, Vec::new())
     };
+    let run = Run { loc: &loc, opt: &mut opt, ckpt: &ckpt, opts, device };
     let (epoch_loss, feature_seconds, head_seconds, views) = match opts.fine_tune_from {
-        None => train_on_cached_features(&loc, &mut opt, &ckpt, progress, &train, opts, device, log)?,
-        Some(first) => train_online(&loc, &mut opt, &ckpt, progress, &train, first, opts, device, log)?,
+        None => train_on_cached_features(run, progress, &train, log)?,
+        Some(first) => train_online(run, progress, &train, first, log)?,
     };
 
     // 3. Validation AP@0.5 per kind.
@@ -219,6 +220,15 @@ fn run_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
     let o = TrainLocaliserOptions { feature_cache: None, resume: false, ..opts.clone() };
     let text = serde_json::to_string(&(train.iter().map(|s| (&s.image, &s.boxes)).collect::<Vec<_>>(), o)).expect("key serialises");
     proxima_models::model_dir::fingerprint(text.as_bytes())
+}
+
+/// What both training paths work with: the localiser, its optimizer and checkpoint, the options.
+struct Run<'a> {
+    loc: &'a Localiser,
+    opt: &'a mut Optimizer,
+    ckpt: &'a Checkpoint,
+    opts: &'a TrainLocaliserOptions,
+    device: Device,
 }
 
 /// The per-epoch checkpoint: every variable, the optimizer state, the epoch losses so far.
@@ -271,16 +281,8 @@ fn cosine_factor(progress: f64) -> f64 {
 /// Frozen trunk: caches (or reuses) the trunk features of `views_per_scene` views per scene, then
 /// trains the head over them from epoch `progress.0`. Returns the epoch losses, feature and head
 /// seconds, and the number of views.
-fn train_on_cached_features(
-    loc: &Localiser,
-    opt: &mut Optimizer,
-    ckpt: &Checkpoint,
-    progress: (usize, Vec<f64>),
-    train: &[&Scene],
-    opts: &TrainLocaliserOptions,
-    device: Device,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Vec<f64>, f64, f64, usize)> {
+fn train_on_cached_features(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], log: &mut dyn FnMut(&str)) -> Result<(Vec<f64>, f64, f64, usize)> {
+    let Run { loc, opt, ckpt, opts, device } = run;
     let side = opts.config.input_size;
     // 1. Cache trunk features of every view (or reuse the cache file).
     let t0 = Instant::now();
@@ -380,17 +382,8 @@ fn run_epochs(
 /// Why fresh views: with cached features the head memorises a few fixed views (training loss far
 /// below validation quality); a new scale, placement and mirror each epoch is the augmentation a
 /// detector needs, and it costs only the trunk's forward pass, which fine-tuning pays anyway.
-fn train_online(
-    loc: &Localiser,
-    opt: &mut Optimizer,
-    ckpt: &Checkpoint,
-    progress: (usize, Vec<f64>),
-    train: &[&Scene],
-    first: usize,
-    opts: &TrainLocaliserOptions,
-    device: Device,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Vec<f64>, f64, f64, usize)> {
+fn train_online(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], first: usize, log: &mut dyn FnMut(&str)) -> Result<(Vec<f64>, f64, f64, usize)> {
+    let Run { loc, opt, ckpt, opts, device } = run;
     let side = opts.config.input_size;
     let t0 = Instant::now();
     // Decoded once, shrunk to what the largest view needs (1.8 × the letterbox scale).
