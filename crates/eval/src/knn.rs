@@ -231,7 +231,7 @@ fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, 
     };
     if same && symmetric {
         let block = qb.min(SYM_B);
-        let gemm_flops = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos]);
+        let (gemm_flops, _) = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos], true);
         return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
     }
 
@@ -510,28 +510,11 @@ fn scan_tile_best<const L2: bool, const DIAG: bool>(
 const SYM_B: usize = 512;
 
 /// The query-set-is-reference search over the upper block triangle only (see the module docs);
-/// writes `indices`/`scores` (`n × k`) and returns the flops of the GEMM calls made. Uses the
-/// exact bf16 candidate pass ([`bf16`]) where the CPU allows.
-#[allow(clippy::too_many_arguments)]
-fn knn_self_symmetric(
-    data: &[f32],
-    norms: &[f32],
-    d: usize,
-    k: usize,
-    block: usize,
-    l2: bool,
-    metric: Metric,
-    indices: &mut [usize],
-    scores: &mut [f32],
-    timers: [&AtomicU64; 2],
-) -> f64 {
-    knn_self_symmetric_with(data, norms, d, k, block, l2, metric, indices, scores, timers, true).0
-}
-
-/// [`knn_self_symmetric`], with the bf16 pass allowed or not; also returns the number of tiles
+/// writes `indices`/`scores` (`n × k`). Uses the exact bf16 candidate pass ([`bf16`]) where the CPU
+/// allows and `allow_bf16` is set. Returns the flops of the GEMM calls made, the number of tiles
 /// that took the bf16 pass and the number of 16-column chunks it recomputed exactly.
 #[allow(clippy::too_many_arguments)]
-fn knn_self_symmetric_with(
+fn knn_self_symmetric(
     data: &[f32],
     norms: &[f32],
     d: usize,
@@ -903,7 +886,7 @@ mod tests {
         let k = 40;
         let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
         let nanos = AtomicU64::new(0);
-        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos]);
+        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos], true);
         let b = brute(&data, &data, d, k, Metric::L2Squared, true);
         for (i, want) in b.iter().enumerate() {
             assert_eq!(&idx[i * k..(i + 1) * k], want.as_slice(), "row {i}");
@@ -943,7 +926,7 @@ mod tests {
                 let run = |allow: bool| {
                     let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
                     let t = AtomicU64::new(0);
-                    let (_, counts) = knn_self_symmetric_with(x, &norms, d, k, SYM_B, l2, metric, &mut idx, &mut sc, [&t, &t], allow);
+                    let (_, counts) = knn_self_symmetric(x, &norms, d, k, SYM_B, l2, metric, &mut idx, &mut sc, [&t, &t], allow);
                     (idx, sc.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), counts)
                 };
                 let (i32_, s32, c32) = run(false);
