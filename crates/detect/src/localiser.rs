@@ -368,14 +368,7 @@ pub fn load_localiser(path: &Path, device: Device) -> Result<(Localiser, Localis
     }
     let loc = Localiser::new(card.config.clone(), None, device)?;
     let (tensors, _) = proxima_models::tensor_file::load(&weights)?;
-    for (name, var) in loc.vs.variables() {
-        let src =
-            tensors.iter().find(|(n, _)| *n == name).ok_or_else(|| DetectError::Artifact { path: weights.clone(), message: format!("missing variable '{name}'") })?;
-        if src.1.size() != var.size() {
-            return Err(DetectError::Artifact { path: weights.clone(), message: format!("variable '{name}' has shape {:?}, expected {:?}", src.1.size(), var.size()) });
-        }
-        tch::no_grad(|| var.shallow_clone().copy_(&src.1.to_device(var.device())));
-    }
+    proxima_models::tensor_file::copy_into(&loc.variables(), &tensors, "").map_err(|message| DetectError::Artifact { path: weights.clone(), message })?;
     Ok((loc, card))
 }
 

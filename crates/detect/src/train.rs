@@ -260,15 +260,8 @@ impl Checkpoint {
             return Err(bad("the checkpoint is of a run with other scenes or options; resume with the same ones".into()));
         }
         let losses: Vec<f64> = serde_json::from_value(state["epoch_loss"].clone()).map_err(|e| bad(format!("bad epoch losses: {e}")))?;
-        for (name, var) in loc.variables() {
-            let src = tensors.iter().find(|(n, _)| n.strip_prefix("var/") == Some(name.as_str())).ok_or_else(|| bad(format!("missing variable '{name}'")))?;
-            if src.1.size() != var.size() {
-                return Err(bad(format!("variable '{name}' has shape {:?}, expected {:?}", src.1.size(), var.size())));
-            }
-            tch::no_grad(|| var.shallow_clone().copy_(&src.1.to_device(var.device())));
-        }
-        let optim: Vec<(String, Tensor)> = tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim/").map(|k| (k.to_string(), t.shallow_clone()))).collect();
-        opt.load_state(&optim).map_err(|e| bad(e.to_string()))?;
+        proxima_models::tensor_file::copy_into(&loc.variables(), &tensors, "var/").map_err(bad)?;
+        opt.load_state(&proxima_models::tensor_file::with_prefix(&tensors, "optim/")).map_err(|e| bad(e.to_string()))?;
         Ok((losses.len(), losses))
     }
 }

@@ -87,3 +87,24 @@ pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, serde_json::Value)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, state))
 }
+
+/// The tensors whose names start with `prefix`, renamed without it (one part of a checkpoint,
+/// e.g. `optim/`).
+pub fn with_prefix(tensors: &[(String, Tensor)], prefix: &str) -> Vec<(String, Tensor)> {
+    tensors.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.shallow_clone()))).collect()
+}
+
+/// Copies the tensor named `prefix + name` into each `(name, variable)` of `vars`. The error
+/// message names the first tensor that is missing or has another shape than its variable (the
+/// caller adds the file).
+pub fn copy_into(vars: &[(String, Tensor)], tensors: &[(String, Tensor)], prefix: &str) -> std::result::Result<(), String> {
+    for (name, var) in vars {
+        let key = format!("{prefix}{name}");
+        let (_, src) = tensors.iter().find(|(n, _)| *n == key).ok_or_else(|| format!("missing variable '{key}'"))?;
+        if src.size() != var.size() {
+            return Err(format!("variable '{key}' has shape {:?} in the file but {:?} in the model", src.size(), var.size()));
+        }
+        tch::no_grad(|| var.shallow_clone().copy_(src));
+    }
+    Ok(())
+}

@@ -32,6 +32,7 @@ use crate::error::{Result, TrainError};
 use crate::model::EmbeddingNet;
 use crate::optim::Optimizer;
 use crate::schedule::Schedule;
+use proxima_models::tensor_file;
 
 /// Loop settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,17 +174,9 @@ pub fn restore(parts: &mut Parts, path: &Path) -> Result<TrainState> {
     let err = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
     let loss_vars: Vec<(String, Tensor)> = parts.loss_vars.variables().into_iter().collect();
     for (prefix, vars) in [("model/", parts.model.variables()), ("loss/", loss_vars)] {
-        for (name, var) in vars {
-            let key = format!("{prefix}{name}");
-            let (_, src) = tensors.iter().find(|(n, _)| *n == key).ok_or_else(|| err(format!("missing variable '{key}'")))?;
-            if src.size() != var.size() {
-                return Err(err(format!("variable '{key}' has shape {:?} in the checkpoint but {:?} in the model", src.size(), var.size())));
-            }
-            tch::no_grad(|| var.shallow_clone().copy_(src));
-        }
+        tensor_file::copy_into(&vars, &tensors, prefix).map_err(err)?;
     }
-    let optim: Vec<(String, Tensor)> = tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim/").map(|s| (s.to_string(), t.shallow_clone()))).collect();
-    parts.optimizer.load_state(&optim).map_err(|e| err(e.to_string()))?;
+    parts.optimizer.load_state(&tensor_file::with_prefix(&tensors, "optim/")).map_err(|e| err(e.to_string()))?;
     serde_json::from_value(state).map_err(|e| err(format!("bad training state: {e}")))
 }
 
