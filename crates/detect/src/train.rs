@@ -275,7 +275,7 @@ fn cosine_factor(progress: f64) -> f64 {
 /// trains the head over them from epoch `progress.0`. Returns the epoch losses, feature and head
 /// seconds, and the number of views.
 fn train_on_cached_features(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], log: &mut dyn FnMut(&str)) -> Result<(Vec<f64>, f64, f64, usize)> {
-    let Run { loc, opt, ckpt, opts, device } = run;
+    let (loc, opts, device) = (run.loc, run.opts, run.device);
     let side = opts.config.input_size;
     // 1. Cache trunk features of every view (or reuse the cache file).
     let t0 = Instant::now();
@@ -303,38 +303,28 @@ fn train_on_cached_features(run: Run<'_>, progress: (usize, Vec<f64>), train: &[
     // 2. Train the head.
     let t1 = Instant::now();
     let grid = side as i64 / STRIDE;
-    let epoch_loss = run_epochs(
-        views.len(),
-        opts,
-        0xe90c,
-        opt,
-        progress,
-        log,
-        |_, batch| {
-            let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&batch.iter().map(|&i| f(&views[i])).collect::<Vec<_>>(), 0).to_device(device).to_kind(Kind::Float);
-            let out = loc.head_forward(&stack(|v| &v.f8), &stack(|v| &v.f16), &stack(|v| &v.f32));
-            Ok(Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid).loss(&out, device))
-        },
-        |opt, losses| ckpt.save(loc, opt, losses),
-    )?;
+    let epoch_loss = run_epochs(run, views.len(), 0xe90c, progress, log, |_, batch| {
+        let stack = |f: fn(&View) -> &Tensor| Tensor::stack(&batch.iter().map(|&i| f(&views[i])).collect::<Vec<_>>(), 0).to_device(device).to_kind(Kind::Float);
+        let out = loc.head_forward(&stack(|v| &v.f8), &stack(|v| &v.f16), &stack(|v| &v.f32));
+        Ok(Targets::build(batch.iter().map(|&i| views[i].boxes.as_slice()), grid).loss(&out, device))
+    })?;
     Ok((epoch_loss, feature_seconds, t1.elapsed().as_secs_f64(), views.len()))
 }
 
 /// Runs epochs `progress.0..opts.epochs` over `n` training items in batches of
 /// `opts.batch_size`, each epoch's order a shuffle by `(seed, salt, epoch)`. `loss_of(epoch,
 /// batch)` gives a batch's loss; the optimizer steps on it (gradient norm clipped at 10, the
-/// cosine schedule's learning-rate factor) and `save(optimizer, losses)` runs after every epoch.
+/// cosine schedule's learning-rate factor) and the checkpoint is written after every epoch.
 /// Logs every 25 steps and every epoch; returns every epoch's mean loss.
 fn run_epochs(
+    run: Run<'_>,
     n: usize,
-    opts: &TrainLocaliserOptions,
     salt: u64,
-    opt: &mut Optimizer,
     progress: (usize, Vec<f64>),
     log: &mut dyn FnMut(&str),
     mut loss_of: impl FnMut(usize, &[usize]) -> Result<Tensor>,
-    mut save: impl FnMut(&Optimizer, &[f64]) -> Result<()>,
 ) -> Result<Vec<f64>> {
+    let Run { loc, opt, ckpt, opts, .. } = run;
     let t = Instant::now();
     let steps_per_epoch = n.div_ceil(opts.batch_size);
     let (start, mut epoch_loss) = progress;
@@ -362,7 +352,7 @@ fn run_epochs(
         }
         let mean = sum / count.max(1) as f64;
         epoch_loss.push(mean);
-        save(opt, &epoch_loss)?;
+        ckpt.save(loc, opt, &epoch_loss)?;
         log(&format!("epoch {}/{}: loss {mean:.4} ({:.0} s)", epoch + 1, opts.epochs, t.elapsed().as_secs_f64()));
     }
     Ok(epoch_loss)
@@ -376,7 +366,7 @@ fn run_epochs(
 /// below validation quality); a new scale, placement and mirror each epoch is the augmentation a
 /// detector needs, and it costs only the trunk's forward pass, which fine-tuning pays anyway.
 fn train_online(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], first: usize, log: &mut dyn FnMut(&str)) -> Result<(Vec<f64>, f64, f64, usize)> {
-    let Run { loc, opt, ckpt, opts, device } = run;
+    let (loc, opts, device) = (run.loc, run.opts, run.device);
     let side = opts.config.input_size;
     let t0 = Instant::now();
     // Decoded once, shrunk to what the largest view needs (1.8 × the letterbox scale).
@@ -395,31 +385,22 @@ fn train_online(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], fir
     let grid = side as i64 / STRIDE;
     let s = side as i64;
     let t1 = Instant::now();
-    let epoch_loss = run_epochs(
-        images.len(),
-        opts,
-        0x0411,
-        opt,
-        progress,
-        log,
-        |epoch, batch| {
-            let views: Vec<(Vec<[f32; 4]>, Vec<f32>)> = batch
-                .par_iter()
-                .map(|&i| {
-                    let mut r = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x0412, epoch as u64, i as u64]);
-                    // One view in five is the plain letterbox that inference sees.
-                    let plain = r.chance(0.2);
-                    make_view(&images[i].0, &images[i].1, side, plain, &mut r, &norm)
-                })
-                .collect();
-            let data: Vec<f32> = views.iter().flat_map(|v| v.1.iter().copied()).collect();
-            let xs = Tensor::from_slice(&data).view([views.len() as i64, 3, s, s]).to_device(device);
-            let [f8, f16, f32] = loc.tuned_trunk_features(&xs, first);
-            let out = loc.head_forward(&f8, &f16, &f32);
-            Ok(Targets::build(views.iter().map(|v| v.0.as_slice()), grid).loss(&out, device))
-        },
-        |opt, losses| ckpt.save(loc, opt, losses),
-    )?;
+    let epoch_loss = run_epochs(run, images.len(), 0x0411, progress, log, |epoch, batch| {
+        let views: Vec<(Vec<[f32; 4]>, Vec<f32>)> = batch
+            .par_iter()
+            .map(|&i| {
+                let mut r = proxima_data::rng::Rng::from_parts(&[opts.seed, 0x0412, epoch as u64, i as u64]);
+                // One view in five is the plain letterbox that inference sees.
+                let plain = r.chance(0.2);
+                make_view(&images[i].0, &images[i].1, side, plain, &mut r, &norm)
+            })
+            .collect();
+        let data: Vec<f32> = views.iter().flat_map(|v| v.1.iter().copied()).collect();
+        let xs = Tensor::from_slice(&data).view([views.len() as i64, 3, s, s]).to_device(device);
+        let [f8, f16, f32] = loc.tuned_trunk_features(&xs, first);
+        let out = loc.head_forward(&f8, &f16, &f32);
+        Ok(Targets::build(views.iter().map(|v| v.0.as_slice()), grid).loss(&out, device))
+    })?;
     Ok((epoch_loss, decode_seconds, t1.elapsed().as_secs_f64(), images.len() * opts.epochs))
 }
 
