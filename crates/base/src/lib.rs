@@ -10,9 +10,12 @@
 //!   never a torn file, and the new contents are on disk when it returns.
 //! * [`SplitMix64`], [`mix64`] — a tiny, version-stable, seedable generator and its finaliser.
 //! * [`fnv1a64`] — FNV-1a 64, for fingerprints and seeds derived from names.
+//! * [`box_iou`] — intersection over union of two boxes.
 
 mod atomic;
+mod geometry;
 mod rng;
 
 pub use atomic::{FileError, write_atomic};
+pub use geometry::box_iou;
 pub use rng::{SplitMix64, fnv1a64, mix64};

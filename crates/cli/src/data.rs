@@ -18,6 +18,8 @@ pub enum DataCommand {
     Scenes(ScenesArgs),
     /// Render simple-icons logos as class-per-folder crops (enrolment sets, embedding training).
     Icons(IconsArgs),
+    /// Cut training crops of the logo boxes of scene manifests, jittered like a localiser's boxes, into class folders.
+    Crops(CropsArgs),
     /// Count images and classes, list undecodable files with the reason, show class sizes.
     Check(CheckArgs),
     /// Measure loader throughput (decode + augment + batch, images/s) on a class-per-folder tree.
@@ -119,6 +121,32 @@ pub struct IconsArgs {
     out: PathBuf,
 }
 
+/// Arguments of `proxima data crops`.
+#[derive(Args)]
+pub struct CropsArgs {
+    /// Scene manifests with boxes (training scenes only); repeatable. Scenes without boxes are left out.
+    #[arg(long, required = true)]
+    scenes: Vec<PathBuf>,
+    /// Crops per box: the box itself, then jittered ones.
+    #[arg(long, default_value_t = 4)]
+    per_box: usize,
+    /// A jittered box overlaps the true one by at least this IoU.
+    #[arg(long, default_value_t = 0.5)]
+    min_iou: f32,
+    /// Context added on each side, as a share of the box size (`find` pads its regions by 0.1).
+    #[arg(long, default_value_t = 0.1)]
+    padding: f32,
+    /// Crops are shrunk to at most this longer side.
+    #[arg(long, default_value_t = 256)]
+    max_side: u32,
+    /// Seed of the jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (class-per-folder tree; may already hold other crops of the same brands).
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Arguments of `proxima data synth`.
 #[derive(Args)]
 pub struct SynthArgs {
@@ -205,6 +233,23 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
             let n = proxima_data::render_icon_crops(&a.icons, a.part.into(), a.per_brand, a.size, a.seed, a.max_brands, &a.out)
                 .with_context(|| format!("rendering icon crops into {}", a.out.display()))?;
             println!("wrote {n} logo crops to {}", a.out.display());
+        }
+        DataCommand::Crops(a) => {
+            let mut scenes = Vec::new();
+            for m in &a.scenes {
+                scenes.extend(proxima_data::read_scenes(m).with_context(|| format!("reading the scene manifest {}", m.display()))?);
+            }
+            let opts = proxima_data::CropOptions { per_box: a.per_box, min_iou: a.min_iou, padding: a.padding, max_side: a.max_side, seed: a.seed };
+            let r = proxima_data::cut_scene_crops(&scenes, &opts, &a.out).with_context(|| format!("cutting scene crops into {}", a.out.display()))?;
+            println!(
+                "wrote {} crops of {} boxes ({} brands) from {} scenes to {}{}",
+                r.crops,
+                r.boxes,
+                r.brands,
+                r.scenes,
+                a.out.display(),
+                if r.without_boxes > 0 { format!("; left out {} scenes without boxes", r.without_boxes) } else { String::new() }
+            );
         }
         DataCommand::Check(a) => {
             if !a.dir.is_dir() {

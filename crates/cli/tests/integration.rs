@@ -707,3 +707,31 @@ fn localiser_eval_leaves_out_trained_scenes_under_another_spelling() {
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!((r["scenes"].as_u64(), r["left_out_trained_on"].as_u64()), (Some(1), Some(1)), "{r}");
 }
+
+/// `data crops` cuts the boxes of a manifest into brand folders and says what it left out; a
+/// missing manifest is an error naming it, with nothing written.
+#[test]
+fn data_crops_cuts_boxes_into_brand_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_pixel(80, 60, image::Rgb([240, 240, 240])).save(dir.path().join("a.png")).unwrap();
+    let manifest = dir.path().join("scenes.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"image\":\"a.png\",\"brands\":[\"acme\",\"globex\"],\"boxes\":[{\"bbox\":[8,8,30,20],\"brand\":\"acme\"},{\"bbox\":[40,30,70,50],\"brand\":\"globex\"}]}\n\
+         {\"image\":\"a.png\",\"brands\":[\"acme\"]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("crops");
+    let (c, stdout, err) = code(&["data", "crops", "--scenes", s(&manifest), "--per-box", "2", "--out", s(&out)]);
+    assert_eq!(c, 0, "{stdout}{err}");
+    assert!(stdout.contains("wrote 4 crops of 2 boxes (2 brands)") && stdout.contains("left out 1 scenes without boxes"), "{stdout}");
+    for brand in ["acme", "globex"] {
+        assert_eq!(std::fs::read_dir(out.join(brand)).unwrap().count(), 2, "{brand}");
+    }
+    let missing = dir.path().join("nope.jsonl");
+    let out2 = dir.path().join("crops2");
+    let (c, _, err) = code(&["data", "crops", "--scenes", s(&missing), "--out", s(&out2)]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("nope.jsonl"), "{err}");
+    assert!(!out2.exists());
+}

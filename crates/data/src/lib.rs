@@ -20,6 +20,7 @@ pub mod raster;
 pub mod rng;
 pub mod sampler;
 pub mod scene;
+pub mod scene_crops;
 pub mod scenes_synth;
 pub mod split;
 pub mod synth;
@@ -33,6 +34,7 @@ pub use flickr::{ImportOptions, ImportReport, import_flickrlogos27};
 pub use loader::{Batch, BatchIter, BenchResult, Loader, LoaderConfig, bench_loader};
 pub use sampler::{MPerClassConfig, MPerClassSampler, SamplerState, SmallClassPolicy, TripletSampler};
 pub use scene::{Scene, SceneBox, read_scenes, write_scenes};
+pub use scene_crops::{CropOptions, CropReport, cut_scene_crops};
 pub use scenes_synth::{
     BrandPart, Icon, SceneOptions, SceneReport, ScreenMark, load_icons, render_icon, render_icon_crops, render_screenshot, synth_scenes, synth_scenes_with,
 };

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
@@ -97,6 +98,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     proxima_base::write_atomic(path, bytes).map_err(|e| DataError::io(e.path, e.source))
 }
 
+/// Crops `b` grown by `padding` of its size per side, clamped to the image (at least 1×1).
+///
+/// The rule `find` cuts a localiser's region by, and the one training crops are cut by, so that the
+/// embedding trains on what it will be shown.
+pub fn crop(img: &RgbImage, b: [f32; 4], padding: f32) -> RgbImage {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (pw, ph) = ((b[2] - b[0]) * padding, (b[3] - b[1]) * padding);
+    let x0 = (b[0] - pw).clamp(0.0, w - 1.0).floor() as u32;
+    let y0 = (b[1] - ph).clamp(0.0, h - 1.0).floor() as u32;
+    let x1 = ((b[2] + pw).clamp(0.0, w).ceil() as u32).max(x0 + 1);
+    let y1 = ((b[3] + ph).clamp(0.0, h).ceil() as u32).max(y0 + 1);
+    image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +157,13 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("no area"), "{e}");
         std::fs::write(&m, "{\"image\":\"a.png\",\"colour\":1}\n").unwrap();
         assert!(read_scenes(&m).unwrap_err().to_string().contains("not a scene record"));
+    }
+
+    #[test]
+    fn crop_grows_and_clamps() {
+        let img = RgbImage::new(100, 50);
+        assert_eq!(crop(&img, [10.0, 10.0, 30.0, 20.0], 0.1).dimensions(), (24, 12));
+        assert_eq!(crop(&img, [90.0, 40.0, 100.0, 50.0], 0.5).dimensions(), (15, 15));
+        assert_eq!(crop(&img, [99.5, 49.5, 99.6, 49.6], 0.0).dimensions(), (1, 1));
     }
 }

@@ -224,16 +224,9 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
 /// service follow the same rule; this is a re-export.
 pub use proxima_index::BACKGROUND_BRAND;
 
-/// Crops `b` grown by `padding` of its size per side, clamped to the image (at least 1×1).
-pub fn crop(img: &RgbImage, b: [f32; 4], padding: f32) -> RgbImage {
-    let (w, h) = (img.width() as f32, img.height() as f32);
-    let (pw, ph) = ((b[2] - b[0]) * padding, (b[3] - b[1]) * padding);
-    let x0 = (b[0] - pw).clamp(0.0, w - 1.0).floor() as u32;
-    let y0 = (b[1] - ph).clamp(0.0, h - 1.0).floor() as u32;
-    let x1 = ((b[2] + pw).clamp(0.0, w).ceil() as u32).max(x0 + 1);
-    let y1 = ((b[3] + ph).clamp(0.0, h).ceil() as u32).max(y0 + 1);
-    image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image()
-}
+/// Crops `b` grown by `padding` of its size per side, clamped to the image: the one crop rule,
+/// shared with the training crops `proxima data crops` cuts from scenes (a re-export).
+pub use proxima_data::scene::crop;
 
 #[cfg(test)]
 mod tests {
@@ -283,13 +276,5 @@ mod tests {
         // The whole-image region (score 0) counts as the floor, not as −∞.
         let whole = answer("x", &[([0.0, 0.0, 30.0, 10.0], 0.0)], &emb[..2], 1.0, &g, 0.5, 0.1).unwrap();
         assert!((whole.confidence.unwrap() - (0.9 + 0.1 * SCORE_FLOOR.ln())).abs() < 1e-5);
-    }
-
-    #[test]
-    fn crop_grows_and_clamps() {
-        let img = RgbImage::new(100, 50);
-        assert_eq!(crop(&img, [10.0, 10.0, 30.0, 20.0], 0.1).dimensions(), (24, 12));
-        assert_eq!(crop(&img, [90.0, 40.0, 100.0, 50.0], 0.5).dimensions(), (15, 15));
-        assert_eq!(crop(&img, [99.5, 49.5, 99.6, 49.6], 0.0).dimensions(), (1, 1));
     }
 }

@@ -704,4 +704,16 @@ mod tests {
         let n = (0..1000).filter(|i| is_validation(Path::new(&format!("/d/{i}.jpg")), 0, 0.2)).count();
         assert!((150..250).contains(&n), "{n}");
     }
+
+    #[test]
+    fn fine_tuning_options_are_checked_when_given() {
+        let ok = TrainLocaliserOptions { fine_tune_from: Some(5), ..Default::default() };
+        ok.validate().unwrap();
+        for f in [-0.1, f64::NAN, f64::INFINITY] {
+            let e = TrainLocaliserOptions { trunk_lr_factor: f, ..ok.clone() }.validate().unwrap_err().to_string();
+            assert!(e.contains("trunk_lr_factor"), "{e}");
+        }
+        // A frozen trunk ignores the factor: nothing of the trunk trains.
+        TrainLocaliserOptions { trunk_lr_factor: -1.0, fine_tune_from: None, ..Default::default() }.validate().unwrap();
+    }
 }

@@ -231,6 +231,10 @@ fn find_checks_the_gallery_model_and_answers_none_below_the_threshold() {
     let emb = model.embed_images(std::slice::from_ref(&crop)).unwrap();
     g.add("mark", &emb, &["mark.png"]).unwrap();
     assert!(Finder::new(&loc, &model, &g, FindOptions::default()).is_err(), "uncalibrated gallery and no threshold");
+    for w in [-0.1, f32::NAN] {
+        let e = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(0.5), score_weight: w, ..Default::default() }).err().expect("bad score weight refused");
+        assert!(e.to_string().contains("score_weight"), "{e}");
+    }
 
     // A threshold above any cosine: every region is unknown, the image answer is null.
     let finder = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(1.5), whole_image: true, ..Default::default() }).unwrap();

@@ -20,15 +20,9 @@ pub struct ScoredBox {
     pub score: f32,
 }
 
-/// Intersection over union of two `[x0, y0, x1, y1]` boxes (0 when either has no area).
-pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
+/// Intersection over union of two `[x0, y0, x1, y1]` boxes (0 when either has no area); the one
+/// definition lives in `proxima-base`, shared with the crops `proxima-data` cuts from scenes.
+pub use proxima_base::box_iou;
 
 /// Class-agnostic average precision at an IoU threshold, with the recall reached.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -172,14 +166,6 @@ mod tests {
 
     fn sb(b: [f32; 4], s: f32) -> ScoredBox {
         ScoredBox { bbox: b, score: s }
-    }
-
-    #[test]
-    fn iou_of_known_boxes() {
-        assert_eq!(box_iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
-        assert!((box_iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 3.0, 2.0]) - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(box_iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
-        assert_eq!(box_iou(&[0.0, 0.0, 0.0, 1.0], &[0.0, 0.0, 0.0, 1.0]), 0.0);
     }
 
     #[test]
