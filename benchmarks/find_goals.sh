@@ -4,8 +4,8 @@
 # screenshots of brands never trained on).
 #
 # Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
-# the 2-core development machine it takes about 75 min: localiser 33 min, FlickrLogos-27
-# embedding 9 min, simple-icons embedding 30 min, data and galleries a few minutes.
+# the 2-core development machine it takes about 60 min: localiser 33 min, FlickrLogos-27
+# embedding 9 min, simple-icons embedding 15 min, data and galleries a few minutes.
 #
 #   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
 #   OUT=/tmp/fb benchmarks/find_goals.sh
@@ -31,7 +31,13 @@ step() { echo "== $*" >&2; }
 [ -d "$DATA/fl27/crops" ] || { step "import FlickrLogos-27"; $P data import flickrlogos27 --source "$SHARED/flickrlogos27" --out "$DATA/fl27"; }
 [ -f "$DATA/scenes-train/scenes.jsonl" ] || { step "training scenes"; $P data scenes --screenshots 700 --photos 250 --part train --seed 1 --out "$DATA/scenes-train"; }
 [ -f "$DATA/scenes-heldout/scenes.jsonl" ] || { step "held-out screenshots"; $P data scenes --screenshots 200 --photos 0 --no-logo-fraction 0.5 --part heldout --seed 2 --out "$DATA/scenes-heldout"; }
-[ -d "$DATA/icons-train" ] || { step "icon crops, training brands"; $P data icons --part train --per-brand 5 --size 96 --out "$DATA/icons-train"; }
+if [ ! -d "$DATA/icons-train-ctx" ]; then
+    step "icon crops of the training brands: renders, and jittered crops of the training scenes' logo boxes"
+    rm -rf "$DATA/icons-train-ctx.tmp"
+    $P data icons --part train --per-brand 5 --size 96 --out "$DATA/icons-train-ctx.tmp"
+    $P data crops --scenes "$DATA/scenes-train/scenes.jsonl" --per-box 4 --out "$DATA/icons-train-ctx.tmp"
+    mv "$DATA/icons-train-ctx.tmp" "$DATA/icons-train-ctx"
+fi
 [ -d "$DATA/icons-heldout" ] || { step "icon crops, held-out brands"; $P data icons --part heldout --per-brand 6 --size 128 --out "$DATA/icons-heldout"; }
 
 # The localiser: head and the trunk's stride-16/32 stages fine-tuned on fresh views each epoch.
