@@ -96,7 +96,9 @@ pub fn jitter_box(r: &mut Rng, b: [f32; 4], min_iou: f32, w: f32, h: f32) -> [f3
 ///
 /// `<scene>` is a hash of the image path, so crops of several manifests can share one folder (with
 /// the rendered crops of `data icons`, say) without overwriting each other. Brand names must be
-/// usable as folder names; they are all checked before anything is written.
+/// usable as folder names; they are all checked before anything is written. Crops are written to a
+/// staging folder inside `out` and moved into place only when every scene has been cut, so an
+/// undecodable image leaves `out` as it was.
 pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Result<CropReport> {
     opts.validate()?;
     let with_boxes: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
@@ -110,7 +112,42 @@ pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Resu
             brands.insert(b.brand.as_str());
         }
     }
-    let counts = with_boxes
+    let staging = out.join(".proxima-crops.partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    }
+    let counts = cut_into(&with_boxes, opts, &staging);
+    let counts = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            // Best effort: the error that matters is the one being returned.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    for brand in &brands {
+        let (from, to) = (staging.join(brand), out.join(brand));
+        let Ok(files) = std::fs::read_dir(&from) else { continue };
+        std::fs::create_dir_all(&to).map_err(|e| DataError::io(&to, e))?;
+        for f in files {
+            let f = f.map_err(|e| DataError::io(&from, e))?.path();
+            let dest = to.join(f.file_name().expect("a file in the staging folder"));
+            std::fs::rename(&f, &dest).map_err(|e| DataError::io(&dest, e))?;
+        }
+    }
+    std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    Ok(CropReport {
+        crops: counts.iter().map(|c| c.0).sum(),
+        boxes: counts.iter().map(|c| c.1).sum(),
+        brands: brands.len(),
+        scenes: with_boxes.len(),
+        without_boxes: scenes.len() - with_boxes.len(),
+    })
+}
+
+/// Cuts the crops of `scenes` into `out/<brand>/`; per scene, (crops written, boxes).
+fn cut_into(scenes: &[&Scene], opts: &CropOptions, out: &Path) -> Result<Vec<(usize, usize)>> {
+    scenes
         .par_iter()
         .map(|s| {
             let img = decode_file(&s.image, &DecodeOptions::default())?;
@@ -139,14 +176,7 @@ pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Resu
             }
             Ok((written, s.boxes.as_ref().map_or(0, Vec::len)))
         })
-        .collect::<Result<Vec<(usize, usize)>>>()?;
-    Ok(CropReport {
-        crops: counts.iter().map(|c| c.0).sum(),
-        boxes: counts.iter().map(|c| c.1).sum(),
-        brands: brands.len(),
-        scenes: with_boxes.len(),
-        without_boxes: scenes.len() - with_boxes.len(),
-    })
+        .collect()
 }
 
 #[cfg(test)]
@@ -212,5 +242,15 @@ mod tests {
         assert!(e.contains("../x") && e.contains("folder name"), "{e}");
         assert!(!bad.exists());
         assert!(cut_scene_crops(&[], &CropOptions { min_iou: 0.0, ..Default::default() }, &bad).is_err());
+        // An undecodable image among good ones: an error naming it, and `out` keeps only what it had.
+        let broken = dir.path().join("broken.png");
+        std::fs::write(&broken, b"not a png").unwrap();
+        let mut scenes: Vec<Scene> = (0..8).map(|_| boxed("globex")).collect();
+        scenes.push(Scene { image: broken, ..boxed("initech") });
+        let e = cut_scene_crops(&scenes, &opts, &out).unwrap_err().to_string();
+        assert!(e.contains("broken.png"), "{e}");
+        let left: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, ["acme"]);
+        assert_eq!(std::fs::read_dir(out.join("acme")).unwrap().count(), 3);
     }
 }
