@@ -4,7 +4,7 @@
 # screenshots of brands never trained on).
 #
 # Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
-# the 2-core development machine it takes about 60 min: localiser 33 min, FlickrLogos-27
+# the 2-core development machine it takes 60–70 min: localiser 33–41 min, FlickrLogos-27
 # embedding 9 min, simple-icons embedding 15 min, data and galleries a few minutes.
 #
 #   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
