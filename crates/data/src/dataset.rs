@@ -291,6 +291,15 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).map_err(|e| DataError::io(path, e))
 }
 
+/// Encodes `img` as PNG and writes it to `path` ([`write_file`]).
+pub(crate) fn write_png(path: &Path, img: image::RgbImage) -> Result<()> {
+    let mut buf = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+        .map_err(|e| DataError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
+    write_file(path, &buf)
+}
+
 fn check_file(path: &Path, opts: &ScanOptions) -> std::result::Result<(), Issue> {
     if opts.verify {
         decode_file(path, &opts.decode).map(|_| ()).map_err(|e| Issue::new(path, reason_of(&e)))

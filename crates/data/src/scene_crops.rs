@@ -9,14 +9,12 @@
 //! the truth and padded by the same [`crop`] rule `find` uses, closes that gap without tying the
 //! embedding to one localiser.
 
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use image::{DynamicImage, ImageFormat};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dataset::write_file;
+use crate::dataset::write_png;
 use crate::decode::{DecodeOptions, decode_file};
 use crate::error::{DataError, Result};
 use crate::rng::{Rng, derive_seed};
@@ -165,12 +163,7 @@ fn cut_into(scenes: &[&Scene], opts: &CropOptions, out: &Path) -> Result<Vec<(us
                         let (nw, nh) = (((c.width() as f32 * f).round() as u32).max(1), ((c.height() as f32 * f).round() as u32).max(1));
                         c = image::imageops::resize(&c, nw, nh, image::imageops::FilterType::Triangle);
                     }
-                    let path: PathBuf = out.join(&b.brand).join(format!("{tag:016x}_{i}_{k}.png"));
-                    let mut buf = Vec::new();
-                    DynamicImage::ImageRgb8(c)
-                        .write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-                        .map_err(|e| DataError::Encode { path: path.clone(), reason: e.to_string() })?;
-                    write_file(&path, &buf)?;
+                    write_png(&out.join(&b.brand).join(format!("{tag:016x}_{i}_{k}.png")), c)?;
                     written += 1;
                 }
             }

@@ -20,7 +20,7 @@ use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::write_file;
+use crate::dataset::{write_file, write_png};
 use crate::error::{DataError, Result};
 use crate::raster::{apply_h, gaussian_blur3, homography, hsv_to_rgb, sample_bilinear};
 use crate::rng::{Rng, derive_seed};
@@ -306,12 +306,7 @@ pub fn render_icon_crops(icons_root: &Path, part: BrandPart, per_brand: usize, s
             gaussian_blur3(&mut canvas, s, s, r.range_f32(0.0, 0.8));
         }
         let path = out.join(&icon.slug).join(format!("{i:03}.png"));
-        let img = to_rgb(&canvas, s, s);
-        let mut buf = Vec::new();
-        DynamicImage::ImageRgb8(img)
-            .write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-            .map_err(|e| DataError::Encode { path: path.clone(), reason: e.to_string() })?;
-        write_file(&path, &buf)
+        write_png(&path, to_rgb(&canvas, s, s))
     })?;
     Ok(jobs.len())
 }

@@ -8,14 +8,13 @@
 //! image draws from its own RNG seeded by `(seed, brand, index)`, so output is byte-identical
 //! whatever the thread count.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageFormat, RgbImage};
+use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::write_file;
+use crate::dataset::write_png;
 use crate::error::{DataError, Result};
 use crate::raster::{apply_h, gaussian_blur3, homography, hsv_to_rgb, sample_bilinear};
 use crate::rng::Rng;
@@ -83,7 +82,7 @@ pub fn synth_with(opts: &SynthOptions, out_dir: &Path) -> Result<SynthReport> {
     jobs.par_iter().try_for_each(|&(b, i)| {
         let img = render_photo(&marks[b], opts, b, i);
         let path = out_dir.join(&classes[b]).join(format!("{i:05}.png"));
-        write_file(&path, &encode_png(img, &path)?)
+        write_png(&path, img)
     })?;
     let report = SynthReport { out_dir: out_dir.to_path_buf(), classes, images: jobs.len() };
     Ok(report)
@@ -136,14 +135,6 @@ pub fn brand_name(b: usize) -> String {
 
 fn mark_res(size: u32) -> usize {
     (size as usize * 2).clamp(48, 256)
-}
-
-fn encode_png(img: RgbImage, path: &Path) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    DynamicImage::ImageRgb8(img)
-        .write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-        .map_err(|e| DataError::Encode { path: path.to_path_buf(), reason: e.to_string() })?;
-    Ok(buf)
 }
 
 // ---------------------------------------------------------------- vector shapes
