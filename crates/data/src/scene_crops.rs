@@ -114,15 +114,11 @@ pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Resu
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
     }
-    let counts = cut_into(&with_boxes, opts, &staging);
-    let counts = match counts {
-        Ok(c) => c,
-        Err(e) => {
-            // Best effort: the error that matters is the one being returned.
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
+    if let Err(e) = cut_into(&with_boxes, opts, &staging) {
+        // Best effort: the error that matters is the one being returned.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
     for brand in &brands {
         let (from, to) = (staging.join(brand), out.join(brand));
         let Ok(files) = std::fs::read_dir(&from) else { continue };
@@ -134,42 +130,32 @@ pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Resu
         }
     }
     std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    Ok(CropReport {
-        crops: counts.iter().map(|c| c.0).sum(),
-        boxes: counts.iter().map(|c| c.1).sum(),
-        brands: brands.len(),
-        scenes: with_boxes.len(),
-        without_boxes: scenes.len() - with_boxes.len(),
-    })
+    let boxes: usize = with_boxes.iter().map(|s| s.boxes.as_ref().map_or(0, Vec::len)).sum();
+    Ok(CropReport { crops: boxes * opts.per_box, boxes, brands: brands.len(), scenes: with_boxes.len(), without_boxes: scenes.len() - with_boxes.len() })
 }
 
-/// Cuts the crops of `scenes` into `out/<brand>/`; per scene, (crops written, boxes).
-fn cut_into(scenes: &[&Scene], opts: &CropOptions, out: &Path) -> Result<Vec<(usize, usize)>> {
-    scenes
-        .par_iter()
-        .map(|s| {
-            let img = decode_file(&s.image, &DecodeOptions::default())?;
-            let (w, h) = (img.width() as f32, img.height() as f32);
-            let tag = proxima_base::fnv1a64(0, s.image.to_string_lossy().as_bytes());
-            let mut r = Rng::new(derive_seed(&[opts.seed, tag]));
-            let mut written = 0usize;
-            for (i, b) in s.boxes.iter().flatten().enumerate() {
-                for k in 0..opts.per_box {
-                    let bbox = if k == 0 { b.bbox } else { jitter_box(&mut r, b.bbox, opts.min_iou, w, h) };
-                    let mut c = crop(&img, bbox, opts.padding);
-                    let long = c.width().max(c.height());
-                    if long > opts.max_side {
-                        let f = opts.max_side as f32 / long as f32;
-                        let (nw, nh) = (((c.width() as f32 * f).round() as u32).max(1), ((c.height() as f32 * f).round() as u32).max(1));
-                        c = image::imageops::resize(&c, nw, nh, image::imageops::FilterType::Triangle);
-                    }
-                    write_png(&out.join(&b.brand).join(format!("{tag:016x}_{i}_{k}.png")), c)?;
-                    written += 1;
+/// Cuts `opts.per_box` crops of every box of `scenes` into `out/<brand>/`.
+fn cut_into(scenes: &[&Scene], opts: &CropOptions, out: &Path) -> Result<()> {
+    scenes.par_iter().try_for_each(|s| {
+        let img = decode_file(&s.image, &DecodeOptions::default())?;
+        let (w, h) = (img.width() as f32, img.height() as f32);
+        let tag = proxima_base::fnv1a64(0, s.image.to_string_lossy().as_bytes());
+        let mut r = Rng::new(derive_seed(&[opts.seed, tag]));
+        for (i, b) in s.boxes.iter().flatten().enumerate() {
+            for k in 0..opts.per_box {
+                let bbox = if k == 0 { b.bbox } else { jitter_box(&mut r, b.bbox, opts.min_iou, w, h) };
+                let mut c = crop(&img, bbox, opts.padding);
+                let long = c.width().max(c.height());
+                if long > opts.max_side {
+                    let f = opts.max_side as f32 / long as f32;
+                    let (nw, nh) = (((c.width() as f32 * f).round() as u32).max(1), ((c.height() as f32 * f).round() as u32).max(1));
+                    c = image::imageops::resize(&c, nw, nh, image::imageops::FilterType::Triangle);
                 }
+                write_png(&out.join(&b.brand).join(format!("{tag:016x}_{i}_{k}.png")), c)?;
             }
-            Ok((written, s.boxes.as_ref().map_or(0, Vec::len)))
-        })
-        .collect()
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
