@@ -24,6 +24,19 @@ pub enum DataCommand {
     Check(CheckArgs),
     /// Measure loader throughput (decode + augment + batch, images/s) on a class-per-folder tree.
     Bench(BenchArgs),
+    /// Build the brand catalogue (brand → legitimate domains, aliases) from gilbarbara-logos and simple-icons metadata.
+    Catalogue(CatalogueArgs),
+}
+
+/// Arguments of `proxima data catalogue`.
+#[derive(Args)]
+pub struct CatalogueArgs {
+    /// The shared data folder holding `gilbarbara-logos/logos.json` and `simple-icons/data/simple-icons.json`.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Catalogue file to write (`.json`, or `.toml`), atomically.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +212,28 @@ pub struct BenchArgs {
 /// Runs a `proxima data` subcommand.
 pub fn run(cmd: DataCommand) -> Result<ExitCode> {
     match cmd {
+        DataCommand::Catalogue(a) => {
+            let (g, s) = (a.data.join("gilbarbara-logos/logos.json"), a.data.join("simple-icons/data/simple-icons.json"));
+            let (catalogue, skipped) = proxima_domain::Catalogue::from_sources(&g, &s).with_context(|| format!("building the catalogue from {}", a.data.display()))?;
+            catalogue.save(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            let domains: usize = catalogue.brands.iter().map(|b| b.domains.len()).sum();
+            let from = |src: &str| catalogue.brands.iter().filter(|b| b.sources.iter().any(|s| s == src)).count();
+            println!(
+                "wrote {} brands with {domains} domains to {} ({} from gilbarbara-logos, {} from simple-icons, {} entries skipped)",
+                catalogue.brands.len(),
+                a.out.display(),
+                from("gilbarbara-logos"),
+                from("simple-icons"),
+                skipped.len()
+            );
+            let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
+            for s in &skipped {
+                *reasons.entry(if s.reason.starts_with("its website is a page on") { "website on a shared platform" } else { s.reason.as_str() }).or_default() += 1;
+            }
+            for (reason, n) in reasons.iter().filter(|(_, n)| **n > 1) {
+                println!("  skipped {n}: {reason}");
+            }
+        }
         DataCommand::Import(a) => {
             let ImportFormat::Flickrlogos27 = a.format;
             let opts = ImportOptions { padding: a.padding, ..Default::default() };

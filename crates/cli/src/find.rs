@@ -357,7 +357,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
 }
 
 /// Loads the localiser at `explicit`, else the one inside the model or run directory.
-fn find_localiser(explicit: Option<&Path>, model: &Path, device: tch::Device) -> Result<Localiser> {
+pub(crate) fn find_localiser(explicit: Option<&Path>, model: &Path, device: tch::Device) -> Result<Localiser> {
     let path = explicit.unwrap_or(model);
     let (loc, _) = load_localiser(path, device).with_context(|| {
         if explicit.is_some() {

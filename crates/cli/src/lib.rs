@@ -9,6 +9,7 @@
 //! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
 mod bench;
+mod check;
 mod data;
 mod demo;
 mod eval;
@@ -59,6 +60,8 @@ enum Command {
     Match(recognize::MatchArgs),
     /// Find and identify logos anywhere in photos and screenshots (exit 0 a brand found, 1 none).
     Find(find::FindArgs),
+    /// Is a page impersonating a brand? `find` on its screenshot, then its domain against the brand's (exit 0 none, 1 impersonation).
+    Check(check::CheckArgs),
     /// The class-agnostic logo localiser behind `find`: train it, evaluate box AP and identification.
     #[command(subcommand)]
     Localiser(find::LocaliserCommand),
@@ -82,6 +85,7 @@ pub fn run() -> ExitCode {
         Command::Match(args) => recognize::matches(args),
         Command::Serve(args) => recognize::serve(args),
         Command::Find(args) => find::find(args),
+        Command::Check(args) => check::check(args),
         Command::Localiser(cmd) => find::localiser(cmd),
     };
     match result {

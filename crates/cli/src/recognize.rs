@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use proxima_data::{Dataset, ScanOptions};
 use proxima_gallery_db::{GalleryDb, redact};
-use proxima_index::{BACKGROUND_BRAND, Decision, Gallery, ImpostorScores, cosine, is_background};
+use proxima_index::{BACKGROUND_BRAND, Decision, Domain, Gallery, ImpostorScores, cosine, is_background};
 use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_server::api::{CompareAnswer, IdentifyAnswer};
 use proxima_server::{BatchConfig, GallerySource, ServerConfig};
@@ -34,6 +34,47 @@ pub enum GalleryCommand {
     Remove(RemoveArgs),
     /// List brands with their image counts, the model fingerprint and the threshold.
     List(ListArgs),
+    /// Show or change the brands' legitimate domains (what `proxima check` compares a page's domain with), or import a catalogue.
+    Domains(DomainsArgs),
+}
+
+/// Arguments of `proxima gallery domains`.
+#[derive(Args)]
+#[command(
+    after_help = "Domains are stored as registrable domains: www.paypal.com is stored as paypal.com, bücher.de as xn--bcher-kva.de; public suffixes (com, co.uk, github.io) and IP addresses are refused.\n\nExamples:\n  proxima gallery domains --gallery G                                  # list\n  proxima gallery domains --gallery G --brand paypal --add paypal.me\n  proxima gallery domains --gallery G --import catalogue/brands.json      # every brand the catalogue names"
+)]
+pub struct DomainsArgs {
+    /// Gallery file (rewritten atomically when something changes).
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    gallery: Option<PathBuf>,
+    /// Gallery database instead (one transaction per brand changed).
+    #[arg(long)]
+    db: Option<String>,
+    /// The brand to show or change.
+    #[arg(long, conflicts_with = "import")]
+    brand: Option<String>,
+    /// Replace the brand's domains with these (repeatable).
+    #[arg(long, requires = "brand", conflicts_with_all = ["add", "remove", "clear"])]
+    set: Vec<String>,
+    /// Add these domains to the brand's (repeatable).
+    #[arg(long, requires = "brand")]
+    add: Vec<String>,
+    /// Remove these domains from the brand's (repeatable).
+    #[arg(long, requires = "brand")]
+    remove: Vec<String>,
+    /// Remove all the brand's domains.
+    #[arg(long, requires = "brand", conflicts_with_all = ["add", "remove"])]
+    clear: bool,
+    /// Import a brand catalogue (JSON or TOML: brand → domains, aliases; `proxima data catalogue`
+    /// writes one): each gallery brand it names, by name or alias, gains its domains.
+    #[arg(long)]
+    import: Option<PathBuf>,
+    /// With --import: replace the matched brands' domains instead of adding to them.
+    #[arg(long, requires = "import")]
+    replace: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `proxima gallery build`.
@@ -82,6 +123,10 @@ pub struct AddArgs {
     /// Brand name.
     #[arg(long)]
     brand: String,
+    /// A legitimate domain of the brand (repeatable), added to those it has: what `proxima check`
+    /// compares a page's domain with.
+    #[arg(long = "domain")]
+    domains: Vec<String>,
     /// Images, or folders of images (not recursive).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -308,7 +353,122 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         GalleryCommand::List(a) => list(a),
+        GalleryCommand::Domains(a) => domains(a),
     }
+}
+
+/// Parses domains given on the command line, saying when one is stored shorter than given.
+fn parse_domains(list: &[String]) -> Result<Vec<Domain>> {
+    list.iter()
+        .map(|s| {
+            let (d, reduced) = Domain::parse_reduced(s)?;
+            if reduced {
+                eprintln!("note: {s} is stored as its registrable domain {d}");
+            }
+            Ok(d)
+        })
+        .collect()
+}
+
+/// `existing` plus `add`, less `remove`.
+fn edited(existing: &[Domain], add: &[Domain], remove: &[Domain]) -> Vec<Domain> {
+    existing.iter().chain(add).filter(|d| !remove.contains(d)).cloned().collect()
+}
+
+/// Stores each `(brand, domains)` change: one atomic rewrite of a gallery file, or one
+/// transaction per brand in a database; returns the gallery after the changes.
+fn store_domains(gallery: Option<&Path>, db: Option<&str>, changes: &[(String, Vec<Domain>)]) -> Result<Gallery> {
+    match (gallery, db) {
+        (Some(path), _) => {
+            let mut g = Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?;
+            for (brand, list) in changes {
+                g.set_domains(brand, list).with_context(|| format!("setting the domains of {brand:?}"))?;
+            }
+            if !changes.is_empty() {
+                save_gallery(&g, path)?;
+            }
+            Ok(g)
+        }
+        (None, Some(url)) => block_on(async {
+            let mut db = GalleryDb::connect(url).await?;
+            let (mut g, mut v) = db.load().await?;
+            for (brand, list) in changes {
+                let applied = db.set_domains(&g, v, brand, list).await?;
+                (g, v) = (applied.gallery, applied.version);
+            }
+            Ok::<_, proxima_gallery_db::DbError>(g)
+        })?
+        .with_context(|| format!("changing domains in {}", redact(url))),
+        (None, None) => bail!("give --gallery or --db"),
+    }
+}
+
+fn domains(a: DomainsArgs) -> Result<ExitCode> {
+    // Everything given is parsed before the gallery is touched.
+    let (set, add, remove) = (parse_domains(&a.set)?, parse_domains(&a.add)?, parse_domains(&a.remove)?);
+    let catalogue = a.import.as_deref().map(|p| proxima_domain::Catalogue::load(p).with_context(|| format!("reading the catalogue {}", p.display()))).transpose()?;
+    let current = match (&a.gallery, &a.db) {
+        (Some(path), _) => Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?,
+        (None, Some(url)) => block_on(async { GalleryDb::connect(url).await?.load().await })?.with_context(|| format!("reading the gallery in {}", redact(url)))?.0,
+        (None, None) => bail!("give --gallery or --db"),
+    };
+    let mut changes: Vec<(String, Vec<Domain>)> = Vec::new();
+    let mut shown: Vec<String> = Vec::new();
+    if let Some(c) = &catalogue {
+        let brands: Vec<&str> = current.brands().iter().map(String::as_str).filter(|b| !is_background(b)).collect();
+        let plan = c.plan_import(&brands);
+        for (brand, i) in &plan.matched {
+            let from = &c.brands[*i].domains;
+            let list = if a.replace { from.clone() } else { edited(current.domains(brand), from, &[]) };
+            changes.push((brand.clone(), list));
+        }
+        if !a.json {
+            println!(
+                "catalogue {}: {} of {} gallery brands matched",
+                a.import.as_deref().map_or(String::new(), |p| p.display().to_string()),
+                plan.matched.len(),
+                brands.len()
+            );
+            if !plan.unmatched.is_empty() {
+                let some: Vec<&str> = plan.unmatched.iter().take(10).map(String::as_str).collect();
+                println!("  not in the catalogue ({}): {}{}", plan.unmatched.len(), some.join(", "), if plan.unmatched.len() > 10 { ", …" } else { "" });
+            }
+        }
+        shown = plan.matched.into_iter().map(|(b, _)| b).collect();
+    } else if let Some(brand) = &a.brand {
+        if current.brand_id(brand).is_none() {
+            bail!("brand {brand:?} is not in the gallery");
+        }
+        let existing = current.domains(brand);
+        if a.clear {
+            changes.push((brand.clone(), Vec::new()));
+        } else if !set.is_empty() {
+            changes.push((brand.clone(), set));
+        } else if !add.is_empty() || !remove.is_empty() {
+            if let Some(d) = remove.iter().find(|d| !existing.contains(d)) {
+                bail!("{d} is not one of {brand:?}'s domains");
+            }
+            changes.push((brand.clone(), edited(existing, &add, &remove)));
+        }
+        shown.push(brand.clone());
+    }
+    let g = store_domains(a.gallery.as_deref(), a.db.as_deref(), &changes)?;
+    if shown.is_empty() {
+        shown = g.brands().iter().filter(|b| !is_background(b)).cloned().collect();
+    }
+    if a.json {
+        let list: Vec<serde_json::Value> = shown.iter().map(|b| serde_json::json!({ "brand": b, "domains": g.domains(b) })).collect();
+        println!("{}", serde_json::to_string(&serde_json::json!({ "changed": changes.len(), "brands": list }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for b in &shown {
+        let ds = g.domains(b);
+        let list = if ds.is_empty() { "(none)".to_string() } else { ds.iter().map(Domain::to_string).collect::<Vec<_>>().join(", ") };
+        println!("  {b:<24} {list}");
+    }
+    let with = g.brands().iter().filter(|b| !g.domains(b).is_empty()).count();
+    println!("{} brand(s) changed; {with} of {} brands have domains", changes.len(), g.num_brands());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(a: BuildArgs) -> Result<ExitCode> {
@@ -363,6 +523,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
 }
 
 fn add(a: AddArgs) -> Result<ExitCode> {
+    let domains = parse_domains(&a.domains)?;
     let model = load_model(&a.model, &a.device)?;
     let paths = expand_images(&a.inputs)?;
     let emb = embed_files(&model, &paths)?;
@@ -371,6 +532,10 @@ fn add(a: AddArgs) -> Result<ExitCode> {
             let mut g = load_gallery_for(path, &model)?;
             let new = g.brand_id(&a.brand).is_none();
             let added = g.add(&a.brand, &emb, &paths).with_context(|| format!("enrolling brand {:?}", a.brand))?;
+            if !domains.is_empty() {
+                let list = edited(g.domains(&a.brand), &domains, &[]);
+                g.set_domains(&a.brand, &list)?;
+            }
             save_gallery(&g, path)?;
             (g, new, added, path.display().to_string())
         }
@@ -379,7 +544,13 @@ fn add(a: AddArgs) -> Result<ExitCode> {
                 let mut db = GalleryDb::connect(url).await?;
                 let (g, v) = db.load_for_model(&model.card.fingerprint).await?;
                 let new = g.brand_id(&a.brand).is_none();
-                db.add(&g, v, &a.brand, &emb, &paths).await.map(|applied| (applied, new))
+                let mut applied = db.add(&g, v, &a.brand, &emb, &paths).await?;
+                if !domains.is_empty() {
+                    let (rows, list) = (applied.rows, edited(applied.gallery.domains(&a.brand), &domains, &[]));
+                    applied = db.set_domains(&applied.gallery, applied.version, &a.brand, &list).await?;
+                    applied.rows = rows;
+                }
+                Ok::<_, proxima_gallery_db::DbError>((applied, new))
             })?
             .with_context(|| format!("enrolling brand {:?} in {}", a.brand, redact(url)))?;
             (applied.gallery, new, applied.rows, redact(url))
@@ -387,7 +558,9 @@ fn add(a: AddArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --gallery or --db"),
     };
     let rows = g.list().into_iter().find(|b| b.brand == a.brand).map_or(0, |b| b.rows);
-    println!("{} brand {:?}: +{added} images ({rows} in all); {} in {name}", if new { "enrolled new" } else { "extended" }, a.brand, brand_count(&g));
+    let ds = g.domains(&a.brand);
+    let ds = if ds.is_empty() { String::new() } else { format!(", domains {}", ds.iter().map(Domain::to_string).collect::<Vec<_>>().join(", ")) };
+    println!("{} brand {:?}: +{added} images ({rows} in all{ds}); {} in {name}", if new { "enrolled new" } else { "extended" }, a.brand, brand_count(&g));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,9 +12,11 @@
 //! output that is cheap on a CPU, and with the trunk frozen its features can be computed once per
 //! training view and cached ([`train`]), so the head trains in minutes on two cores; the GPU path
 //! runs the very same code. [`find`] glues localiser, embedding model and gallery into the answer
-//! `proxima find` and `POST /v1/find` return; [`draw`] frames and labels that answer on the image
+//! `proxima find` and `POST /v1/find` return; [`check`] turns that answer and the page's URL into
+//! the phishing verdict of `proxima check` and `POST /v1/check`; [`draw`] frames and labels that answer on the image
 //! (`proxima find --draw`, the screenshots of `proxima demo`).
 
+pub mod check;
 pub mod draw;
 pub mod error;
 pub mod find;
@@ -22,6 +24,7 @@ pub mod letterbox;
 pub mod localiser;
 pub mod train;
 
+pub use check::{CheckAnswer, check_answer, draw_check};
 pub use draw::{draw_answer, draw_answer_with_truth};
 pub use error::{DetectError, Result};
 pub use find::{FindAnswer, FindOptions, Finder, RegionAnswer};

@@ -15,16 +15,18 @@
 //! |---|---|
 //! | `proxima_gallery` (one row) | `model_fingerprint`, `dim`, `metric`, `backend`, `calibration` (JSON text), `version` |
 //! | `proxima_gallery_rows` | `id bigserial` (row order), `brand`, `source`, `embedding vector` |
+//! | `proxima_gallery_domains` | `brand`, `domain` (a brand's legitimate registrable domains; removed with the brand) |
 //!
 //! Every change is one transaction: a brand is enrolled with all its rows or not at all, and a
 //! database that disappears mid-enrolment leaves no half-written brand ([`DbError::is_unavailable`]
 //! tells the caller to answer "try again later").
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pgvector::Vector;
-use proxima_index::{Calibration, Gallery, Header, IndexError};
+use proxima_index::{Calibration, Domain, Gallery, Header, IndexError};
 use thiserror::Error;
 use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
@@ -47,6 +49,11 @@ CREATE TABLE IF NOT EXISTS proxima_gallery_rows (
     embedding vector NOT NULL
 );
 CREATE INDEX IF NOT EXISTS proxima_gallery_rows_brand ON proxima_gallery_rows (brand);
+CREATE TABLE IF NOT EXISTS proxima_gallery_domains (
+    brand text NOT NULL,
+    domain text NOT NULL,
+    PRIMARY KEY (brand, domain)
+);
 ";
 
 /// Rows per `INSERT … SELECT FROM unnest(…)` statement.
@@ -218,6 +225,7 @@ impl GalleryDb {
                 return Ok(Write::Exists(rows));
             }
             tx.execute("DELETE FROM proxima_gallery_rows", &[]).await.map_err(|e| ("clearing rows", e))?;
+            tx.execute("DELETE FROM proxima_gallery_domains", &[]).await.map_err(|e| ("clearing domains", e))?;
             let h = gallery.to_header();
             let version = old.unwrap_or(0) + 1;
             let json = |v: serde_json::Result<String>| v.expect("metric, backend and calibration serialise");
@@ -237,6 +245,9 @@ impl GalleryDb {
             .map_err(|e| ("writing the gallery's metadata", e))?;
             let brands: Vec<&str> = gallery.labels().iter().map(|&l| gallery.brands()[l as usize].as_str()).collect();
             insert_rows(&tx, &brands, gallery.paths(), gallery.data(), gallery.dim()).await?;
+            for (brand, domains) in gallery.all_domains() {
+                insert_domains(&tx, brand, domains).await?;
+            }
             tx.commit().await.map_err(|e| ("committing", e))?;
             Ok(Write::Done { before: version - 1, rows: gallery.len() as u64 })
         }
@@ -261,7 +272,7 @@ impl GalleryDb {
     pub async fn load(&mut self) -> Result<(Gallery, i64)> {
         let url = redact(&self.url);
         let client = self.client().await?;
-        let res: Step<Option<(tokio_postgres::Row, Vec<tokio_postgres::Row>)>> = async {
+        let res: Step<Option<(tokio_postgres::Row, Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>)>> = async {
             let tx =
                 client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(|e| ("starting a transaction", e))?;
             let meta = match tx.query_opt("SELECT model_fingerprint, dim, metric, backend, calibration, version FROM proxima_gallery WHERE id = 1", &[]).await {
@@ -271,11 +282,17 @@ impl GalleryDb {
             };
             let Some(meta) = meta else { return Ok(None) };
             let rows = tx.query("SELECT brand, source, embedding FROM proxima_gallery_rows ORDER BY id", &[]).await.map_err(|e| ("reading rows", e))?;
+            // A database made before brands had domains has no such table: no domains.
+            let domains = match tx.query("SELECT brand, domain FROM proxima_gallery_domains ORDER BY brand, domain", &[]).await {
+                Ok(d) => d,
+                Err(e) if no_table(&e) => Vec::new(),
+                Err(e) => return Err(("reading domains", e)),
+            };
             tx.commit().await.map_err(|e| ("ending the snapshot", e))?;
-            Ok(Some((meta, rows)))
+            Ok(Some((meta, rows, domains)))
         }
         .await;
-        let (meta, rows) = match res {
+        let (meta, rows, domain_rows) = match res {
             Ok(Some(v)) => v,
             Ok(None) => return Err(DbError::Empty { url }),
             Err((what, e)) => return Err(self.err(what)(e)),
@@ -305,6 +322,7 @@ impl GalleryDb {
             paths,
             calibration: meta.get::<_, Option<&str>>(4).map(|c| parse_stored(&url, "calibration", c)).transpose()?,
             backend: parse_stored(&url, "backend", meta.get(3))?,
+            domains: collect_domains(&url, &domain_rows)?,
         };
         let gallery = Gallery::from_header(&PathBuf::from(&url), header, data)?;
         Ok((gallery, meta.get(5)))
@@ -367,6 +385,7 @@ impl GalleryDb {
             }
             let n = tx.execute("DELETE FROM proxima_gallery_rows WHERE brand = $1", &[&brand]).await.map_err(|e| ("deleting rows", e))?;
             if n > 0 {
+                delete_domains(&tx, brand).await?;
                 tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
                 tx.commit().await.map_err(|e| ("committing", e))?;
             }
@@ -380,6 +399,39 @@ impl GalleryDb {
         // In sync: apply locally (same rows as the database); else the reload below decides.
         let rows = next.remove(brand).unwrap_or(deleted as usize);
         self.after_write(next, local_version, before, rows).await
+    }
+
+    /// Replaces the legitimate domains of an enrolled `brand` (empty removes them), in one
+    /// transaction (see [`GalleryDb::add`] for `local`); `rows` of the answer is the number of
+    /// domains stored.
+    pub async fn set_domains(&mut self, local: &Gallery, local_version: i64, brand: &str, domains: &[Domain]) -> Result<Applied> {
+        let mut next = local.clone();
+        let stored = next.set_domains(brand, domains)?.to_vec();
+        let fingerprint = local.model_fingerprint().to_string();
+        let client = self.client().await?;
+        let res: Step<Write> = async {
+            client.batch_execute(SCHEMA_DOMAINS).await.map_err(|e| ("creating the domains table", e))?;
+            let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
+            let Some((version, fp, _)) = lock_meta(&tx).await? else { return Ok(Write::NoGallery) };
+            if fp != fingerprint {
+                return Ok(Write::OtherModel(fp));
+            }
+            let enrolled = tx.query_opt("SELECT 1 FROM proxima_gallery_rows WHERE brand = $1 LIMIT 1", &[&brand]).await.map_err(|e| ("looking up the brand", e))?;
+            if enrolled.is_none() {
+                return Ok(Write::Done { before: version, rows: 0 });
+            }
+            delete_domains(&tx, brand).await?;
+            insert_domains(&tx, brand, &stored).await?;
+            tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+            tx.commit().await.map_err(|e| ("committing", e))?;
+            Ok(Write::Done { before: version, rows: 1 })
+        }
+        .await;
+        let (before, written) = self.outcome(res, &fingerprint)?;
+        if written == 0 {
+            return Err(IndexError::UnknownBrand(brand.to_string()).into());
+        }
+        self.after_write(next, local_version, before, stored.len()).await
     }
 
     /// Stores a (new) calibration; answers the database's gallery after the change.
@@ -426,6 +478,41 @@ async fn lock_meta(tx: &tokio_postgres::Transaction<'_>) -> Step<Option<(i64, St
         Err(e) if no_table(&e) => Ok(None),
         Err(e) => Err(("locking the gallery", e)),
     }
+}
+
+/// The domains table alone, for databases made before brands had domains.
+const SCHEMA_DOMAINS: &str = "CREATE TABLE IF NOT EXISTS proxima_gallery_domains (brand text NOT NULL, domain text NOT NULL, PRIMARY KEY (brand, domain));";
+
+/// Stores `domains` for `brand`.
+async fn insert_domains(tx: &impl GenericClient, brand: &str, domains: &[Domain]) -> Step<()> {
+    let list: Vec<&str> = domains.iter().map(Domain::as_str).collect();
+    tx.execute("INSERT INTO proxima_gallery_domains (brand, domain) SELECT $1, d FROM unnest($2::text[]) AS t(d)", &[&brand, &list])
+        .await
+        .map_err(|e| ("storing domains", e))?;
+    Ok(())
+}
+
+/// Deletes the domains of `brand` (a database without the table has none).
+async fn delete_domains(tx: &tokio_postgres::Transaction<'_>, brand: &str) -> Step<()> {
+    tx.batch_execute(SCHEMA_DOMAINS).await.map_err(|e| ("creating the domains table", e))?;
+    tx.execute("DELETE FROM proxima_gallery_domains WHERE brand = $1", &[&brand]).await.map_err(|e| ("deleting domains", e))?;
+    Ok(())
+}
+
+/// Stored `(brand, domain)` rows as the gallery header's map; a domain that does not parse is
+/// [`DbError::Corrupt`].
+fn collect_domains(url: &str, rows: &[tokio_postgres::Row]) -> Result<BTreeMap<String, Vec<Domain>>> {
+    let mut out: BTreeMap<String, Vec<Domain>> = BTreeMap::new();
+    for r in rows {
+        let (brand, domain): (String, String) = (r.get(0), r.get(1));
+        let d = Domain::parse(&domain).map_err(|e| DbError::Corrupt { url: url.to_string(), what: "domain", reason: e.to_string() })?;
+        out.entry(brand).or_default().push(d);
+    }
+    for list in out.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    Ok(out)
 }
 
 /// Appends rows (brand, source path, embedding) in order, in chunks of [`INSERT_CHUNK`].

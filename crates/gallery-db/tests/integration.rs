@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use proxima_gallery_db::{DbError, GalleryDb, follow};
-use proxima_index::{Calibration, Gallery, IndexError};
+use proxima_index::{Calibration, Domain, Gallery, IndexError};
 
 /// Deterministic pseudo-random rows (SplitMix64), `n × d`.
 fn rows(seed: u64, n: usize, d: usize) -> Vec<f32> {
@@ -36,6 +36,7 @@ fn sample_gallery(d: usize) -> Gallery {
     // An existing brand gaining rows after others: row order is not brand order.
     g.add("acme", &rows(9, 2, d), &paths("acme-extra", 2)).unwrap();
     g.set_calibration(Some(Calibration { threshold: 0.42, target_fmr: 0.01, achieved_fmr: 0.009, fnmr: Some(0.1), num_genuine: 10, num_impostor: 200 }));
+    g.set_domains("acme", &[Domain::parse("acme.com").unwrap(), Domain::parse("acme.co.uk").unwrap()]).unwrap();
     g
 }
 
@@ -54,6 +55,7 @@ fn assert_same(a: &Gallery, b: &Gallery) {
     assert_eq!(a.model_fingerprint(), b.model_fingerprint());
     assert_eq!(a.calibration(), b.calibration());
     assert_eq!(a.metric(), b.metric());
+    assert_eq!(a.all_domains(), b.all_domains());
 }
 
 #[test]
@@ -84,6 +86,19 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
             assert_eq!(loaded.identify(q, 3).unwrap(), from_file.identify(q, 3).unwrap());
             assert_eq!(loaded.search(q, 5).unwrap(), from_file.search(q, 5).unwrap());
         }
+        assert_eq!(loaded.domains("acme").len(), 2, "domains are stored with the gallery");
+
+        // Domains change in one transaction each; an unknown brand is refused and changes nothing.
+        let d = |s: &str| Domain::parse(s).unwrap();
+        let set = db.set_domains(&loaded, v1, "globex", &[d("globex.com")]).await.unwrap();
+        assert_eq!((set.rows, set.version), (1, v1 + 1));
+        assert!(matches!(db.set_domains(&set.gallery, set.version, "nobody", &[d("x.com")]).await, Err(DbError::Index(IndexError::UnknownBrand(_)))));
+        let cleared = db.set_domains(&set.gallery, set.version, "globex", &[]).await.unwrap();
+        assert_eq!((cleared.version, db.load().await.unwrap().0.all_domains()), (v1 + 2, loaded.all_domains()));
+        // Back to the gallery as created, at the next version.
+        let v1 = cleared.version;
+        let (loaded, _) = db.load().await.unwrap();
+
         // Creating again without replace is refused and changes nothing.
         assert!(matches!(db.create(&g, false).await, Err(DbError::Exists { rows: 17, .. })), "existing gallery must be kept");
         // Another model is refused.
@@ -112,6 +127,9 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         let removed = db.remove(&loaded, v1, "globex").await.unwrap();
         assert_eq!(removed.version, added.version + 1);
         assert!(removed.gallery.brand_id("umbrella").is_some() && removed.gallery.brand_id("globex").is_none());
+        let gone = db.remove(&removed.gallery, removed.version, "acme").await.unwrap();
+        assert!(db.load().await.unwrap().0.all_domains().is_empty(), "a removed brand's domains go with it");
+        let removed = gone;
 
         // The database goes away: a clear "unavailable", nothing written; back: writes resume.
         pg_ctl("stop");

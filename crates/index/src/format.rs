@@ -23,15 +23,18 @@
 //! header implies, the checksum, then the header's consistency (labels, paths, brands,
 //! finite rows, backend) — each failure a distinct [`IndexError`] naming the path.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use proxima_domain::Domain;
 use proxima_eval::Metric;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendConfig;
+use crate::background::is_background;
 use crate::calibrate::Calibration;
 use crate::error::{IndexError, Result, io};
 use crate::gallery::{Gallery, check_brand};
@@ -68,6 +71,10 @@ pub struct Header {
     pub calibration: Option<Calibration>,
     /// Search backend.
     pub backend: BackendConfig,
+    /// Each brand's legitimate registrable domains (brands without any are absent). Absent
+    /// from files written before brands had domains, which load with none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, Vec<Domain>>,
 }
 
 /// CRC32 of everything written through it.
@@ -115,6 +122,7 @@ impl Gallery {
             paths: self.paths.clone(),
             calibration: self.calibration.clone(),
             backend: self.backend,
+            domains: self.domains.clone(),
         }
     }
 
@@ -257,6 +265,14 @@ fn validate(path: &Path, h: Header, data: Vec<f32>) -> Result<Gallery> {
         return Err(bad(format!("calibrated threshold {} is not finite", c.threshold)));
     }
     h.backend.validate(h.metric).map_err(|e| bad(e.to_string()))?;
+    for (brand, domains) in &h.domains {
+        if !names.contains(brand) || is_background(brand) {
+            return Err(bad(format!("domains are listed for {brand:?}, which is not an enrolled brand")));
+        }
+        if domains.is_empty() || domains.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad(format!("the domains of {brand:?} must be a non-empty, sorted list without repeats")));
+        }
+    }
     Ok(Gallery {
         metric: h.metric,
         dim: h.dim,
@@ -267,6 +283,7 @@ fn validate(path: &Path, h: Header, data: Vec<f32>) -> Result<Gallery> {
         data,
         calibration: h.calibration,
         backend: h.backend,
+        domains: h.domains,
         index: OnceLock::new(),
     })
 }
@@ -332,7 +349,9 @@ mod tests {
         };
         assert!(reencode(&|_| {}).is_ok());
         type Edit<'a> = &'a dyn Fn(&mut Header);
-        let cases: [(Edit, &str); 6] = [
+        let cases: [(Edit, &str); 8] = [
+            (&|h: &mut Header| drop(h.domains.insert("initech".into(), vec![Domain::parse("initech.com").unwrap()])), "not an enrolled brand"),
+            (&|h: &mut Header| drop(h.domains.insert("acme".into(), vec![])), "non-empty, sorted"),
             (&|h: &mut Header| h.labels[0] = 9, "brand id 9"),
             (&|h: &mut Header| drop(h.paths.pop()), "labels and"),
             (&|h: &mut Header| h.brands.push("initech".into()), "has no rows"),
@@ -350,5 +369,20 @@ mod tests {
             let e = reencode(edit).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("x.pxg"), "{e}");
         }
+    }
+
+    #[test]
+    fn domains_round_trip_and_files_without_them_load() {
+        let mut g = sample();
+        let d = |s: &str| Domain::parse(s).unwrap();
+        g.set_domains("acme", &[d("acme.com"), d("acme.co.uk")]).unwrap();
+        let back = decode(Path::new("x.pxg"), &encode(&g)).unwrap();
+        assert_eq!(back.domains("acme"), [d("acme.co.uk"), d("acme.com")]);
+        assert!(back.domains("globex").is_empty());
+        // A header without the field (files written before brands had domains) has none.
+        let plain = sample();
+        let hj = serde_json::to_string(&plain.to_header()).unwrap();
+        assert!(!hj.contains("domains"), "{hj}");
+        assert!(decode(Path::new("x.pxg"), &encode(&plain)).unwrap().all_domains().is_empty());
     }
 }

@@ -17,14 +17,16 @@
 //! negated, so one decision rule — known when `similarity >= threshold` — serves all
 //! metrics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use proxima_domain::Domain;
 use proxima_eval::Metric;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendConfig, Hits, SearchIndex};
+use crate::background::is_background;
 use crate::calibrate::Calibration;
 use crate::error::{IndexError, Result};
 
@@ -87,13 +89,16 @@ pub struct Identification {
     pub candidates: Vec<BrandMatch>,
 }
 
-/// A brand and how many rows it has.
+/// A brand, how many rows it has and its legitimate domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrandCount {
     /// Brand name.
     pub brand: String,
     /// Enrolled rows.
     pub rows: usize,
+    /// The brand's registrable domains (empty when none are on record).
+    #[serde(default)]
+    pub domains: Vec<Domain>,
 }
 
 /// Enrolled embeddings of known brands, searchable by similarity.
@@ -110,6 +115,8 @@ pub struct Gallery {
     pub(crate) data: Vec<f32>,
     pub(crate) calibration: Option<Calibration>,
     pub(crate) backend: BackendConfig,
+    /// Brand name → its legitimate registrable domains (sorted, non-empty); enrolled brands only.
+    pub(crate) domains: BTreeMap<String, Vec<Domain>>,
     pub(crate) index: OnceLock<SearchIndex>,
 }
 
@@ -141,6 +148,7 @@ impl Clone for Gallery {
             data: self.data.clone(),
             calibration: self.calibration.clone(),
             backend: self.backend,
+            domains: self.domains.clone(),
             index: OnceLock::new(),
         }
     }
@@ -220,6 +228,7 @@ impl Gallery {
             data: Vec::new(),
             calibration: None,
             backend: BackendConfig::Exact,
+            domains: BTreeMap::new(),
             index: OnceLock::new(),
         })
     }
@@ -367,6 +376,7 @@ impl Gallery {
         }
         let removed = self.labels.len() - labels.len();
         self.brands.remove(id as usize);
+        self.domains.remove(brand);
         (self.data, self.labels, self.paths) = (data, labels, paths);
         self.index = OnceLock::new();
         Ok(removed)
@@ -378,7 +388,38 @@ impl Gallery {
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
-        self.brands.iter().zip(counts).map(|(b, rows)| BrandCount { brand: b.clone(), rows }).collect()
+        self.brands.iter().zip(counts).map(|(b, rows)| BrandCount { brand: b.clone(), rows, domains: self.domains(b).to_vec() }).collect()
+    }
+
+    /// The legitimate registrable domains of `brand` (empty when none are on record or the
+    /// brand is not enrolled).
+    pub fn domains(&self, brand: &str) -> &[Domain] {
+        self.domains.get(brand).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every brand that has domains, with them.
+    pub fn all_domains(&self) -> &BTreeMap<String, Vec<Domain>> {
+        &self.domains
+    }
+
+    /// Replaces the domains of an enrolled brand (sorted, de-duplicated; an empty list removes
+    /// them); returns the stored list. The background is no brand and has no domains.
+    pub fn set_domains(&mut self, brand: &str, domains: &[Domain]) -> Result<&[Domain]> {
+        if self.brand_id(brand).is_none() {
+            return Err(IndexError::UnknownBrand(brand.to_string()));
+        }
+        if is_background(brand) {
+            return Err(IndexError::InvalidBrand { name: brand.to_string(), reason: "the background examples are no brand and have no domains" });
+        }
+        let mut list = domains.to_vec();
+        list.sort();
+        list.dedup();
+        if list.is_empty() {
+            self.domains.remove(brand);
+            return Ok(&[]);
+        }
+        self.domains.insert(brand.to_string(), list);
+        Ok(&self.domains[brand])
     }
 
     /// Validate queries and bring them into the stored rows' form (unit-norm for cosine).
@@ -547,7 +588,14 @@ mod tests {
     fn add_list_remove_keep_rows_brands_and_paths_aligned() {
         let mut g = gallery();
         assert_eq!(g.len(), 5);
-        assert_eq!(g.list(), vec![BrandCount { brand: "a".into(), rows: 2 }, BrandCount { brand: "b".into(), rows: 1 }, BrandCount { brand: "c".into(), rows: 2 }]);
+        assert_eq!(
+            g.list(),
+            vec![
+                BrandCount { brand: "a".into(), rows: 2, domains: vec![] },
+                BrandCount { brand: "b".into(), rows: 1, domains: vec![] },
+                BrandCount { brand: "c".into(), rows: 2, domains: vec![] }
+            ]
+        );
         // Cosine rows are stored unit-norm.
         assert!((g.row(1).iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-6);
         // Adding to an existing brand reuses its id.
@@ -699,5 +747,22 @@ mod tests {
         assert!(g.set_backend(BackendConfig::Hnsw(Default::default())).is_ok());
         let mut d = Gallery::with_metric(2, "m", Metric::Dot).unwrap();
         assert!(matches!(d.set_backend(BackendConfig::Hnsw(Default::default())), Err(IndexError::UnsupportedMetric(_))));
+    }
+
+    #[test]
+    fn domains_belong_to_enrolled_brands_and_leave_with_them() {
+        let d = |s: &str| Domain::parse(s).unwrap();
+        let mut g = Gallery::new(2, "fp").unwrap();
+        g.add("acme", &[1.0, 0.0], &["a.png"]).unwrap();
+        g.add(crate::BACKGROUND_BRAND, &[0.0, 1.0], &["bg.png"]).unwrap();
+        assert_eq!(g.set_domains("acme", &[d("acme.com"), d("www.acme.com"), d("acme.io")]).unwrap(), [d("acme.com"), d("acme.io")]);
+        assert_eq!(g.list()[0].domains, [d("acme.com"), d("acme.io")]);
+        assert!(matches!(g.set_domains("globex", &[d("globex.com")]), Err(IndexError::UnknownBrand(_))));
+        assert!(g.set_domains(crate::BACKGROUND_BRAND, &[d("x.com")]).is_err());
+        assert!(g.set_domains("acme", &[]).unwrap().is_empty());
+        assert!(g.all_domains().is_empty());
+        g.set_domains("acme", &[d("acme.com")]).unwrap();
+        g.remove("acme").unwrap();
+        assert!(g.domains("acme").is_empty() && g.all_domains().is_empty());
     }
 }

@@ -33,4 +33,5 @@ pub use calibrate::{Calibration, CalibrationScores, ImpostorScores, calibrate_sc
 pub use error::{IndexError, Result};
 pub use format::{FORMAT_VERSION, Header, MAGIC};
 pub use gallery::{BrandCount, BrandMatch, Decision, Gallery, Identification, RowHit, cosine};
+pub use proxima_domain::Domain;
 pub use proxima_eval::Metric;
