@@ -45,6 +45,9 @@ pub struct CheckArgs {
     /// Find's decision threshold; default: the gallery's calibrated one.
     #[arg(long)]
     threshold: Option<f32>,
+    /// Also identify the whole screenshot as one region.
+    #[arg(long)]
+    whole_image: bool,
     /// Regions identified per page at most.
     #[arg(long, default_value_t = 8)]
     max_regions: usize,
@@ -136,7 +139,14 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
         eprintln!("note: no brand of {} has domains on record, so every brand found is `unknown_domain`; add them with `proxima gallery domains`", a.gallery.display());
     }
     let loc = find_localiser(a.localiser.as_deref(), &a.model, model.device)?;
-    let opts = FindOptions { threshold: a.threshold, max_regions: a.max_regions, min_score: a.min_score, score_weight: a.score_weight, ..Default::default() };
+    let opts = FindOptions {
+        threshold: a.threshold,
+        whole_image: a.whole_image,
+        max_regions: a.max_regions,
+        min_score: a.min_score,
+        score_weight: a.score_weight,
+        ..Default::default()
+    };
     let finder = Finder::new(&loc, &model, &gallery, opts)?;
     let shots: Vec<PathBuf> = pages.iter().map(|p| p.screenshot.clone()).collect();
     let draw_to = a.draw.as_deref().map(|d| drawing_paths(d, &shots));

@@ -681,6 +681,107 @@ fn find_draw_writes_one_png_per_image_or_none() {
     assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none(), "nothing written on failure");
 }
 
+/// `gallery domains` changes a brand's domains only when every domain given is usable, imports a
+/// catalogue by alias, and `check` turns find's brand and the page's URL into a verdict with the
+/// documented exit codes (0 no impersonation, 1 impersonation, 2 error) and a drawing.
+#[test]
+fn gallery_domains_and_check_verdicts_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, gallery, loc) = find_fixture(dir.path());
+    let page = dir.path().join("page.png");
+    image::RgbImage::from_pixel(120, 80, image::Rgb([255, 255, 255])).save(&page).unwrap();
+    let check = |extra: &[&str]| {
+        let base = ["check", "--model", s(&model), "--gallery", s(&gallery), "--localiser", s(&loc), "--whole-image", "--min-score", "1.1", "--threshold=-1.5"];
+        code(&base.iter().copied().chain(extra.iter().copied()).collect::<Vec<_>>())
+    };
+    let verdict =
+        |out: &str| serde_json::from_str::<Value>(out.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))["verdict"].as_str().unwrap().to_string();
+
+    // No domains on record: the brand is found, the verdict can't be given.
+    let (c, out, err) = check(&["--json", "--url", "https://acme.com.evil.io/", s(&page)]);
+    assert_eq!((c, verdict(&out).as_str()), (0, "unknown_domain"), "{out}{err}");
+
+    let domains = |extra: &[&str]| code(&["gallery", "domains", "--gallery", s(&gallery)].iter().copied().chain(extra.iter().copied()).collect::<Vec<_>>());
+    let (c, out, err) = domains(&["--brand", "acme", "--add", "www.ACME.com", "--add", "acme.co.uk"]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("acme.co.uk, acme.com") && err.contains("stored as its registrable domain acme.com"), "{out}{err}");
+    let before = std::fs::read(&gallery).unwrap();
+    for bad in [
+        &["--brand", "acme", "--add", "com"][..],
+        &["--brand", "acme", "--add", "https://acme.com/x"],
+        &["--brand", "acme", "--remove", "nope.com"],
+        &["--brand", "nobody", "--add", "x.com"],
+    ] {
+        let (c, _, err) = domains(bad);
+        assert_eq!(c, 2, "{bad:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&gallery).unwrap(), before, "refused changes leave the gallery file as it was");
+    let (c, out, _) = domains(&["--brand", "acme", "--remove", "acme.co.uk", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((c, &v["brands"][0]["domains"]), (0, &serde_json::json!(["acme.com"])));
+
+    // A catalogue names the brand by an alias; import adds its domains, --replace replaces them.
+    let cat = dir.path().join("brands.toml");
+    std::fs::write(
+        &cat,
+        "[[brands]]\nname = \"ACME Corporation\"\ndomains = [\"acme-corp.com\"]\naliases = [\"acme\"]\n\n[[brands]]\nname = \"Globex\"\ndomains = [\"globex.com\"]\n",
+    )
+    .unwrap();
+    let (c, out, err) = domains(&["--import", s(&cat)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("1 of 1 gallery brands matched") && out.contains("acme-corp.com, acme.com"), "{out}");
+    let (_, out, _) = domains(&["--import", s(&cat), "--replace", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["brands"][0]["domains"], serde_json::json!(["acme-corp.com"]));
+    domains(&["--brand", "acme", "--set", "acme.com"]);
+
+    // Foreign domain: exit 1, the verdict and why; the brand's own (sub)domain: exit 0.
+    let (c, out, err) = check(&["--url", "https://acme.com.evil.io/login", s(&page)]);
+    assert_eq!(c, 1, "{out}{err}");
+    assert!(out.contains("IMPERSONATION of acme") && out.contains("evil.io"), "{out}");
+    let (c, out, _) = check(&["--json", "--url", "login.acme.com", s(&page)]);
+    assert_eq!((c, verdict(&out).as_str()), (0, "consistent"), "{out}");
+    // Nothing known on the page: no brand, exit 0.
+    let (c, out, _) = code(&[
+        "check",
+        "--model",
+        s(&model),
+        "--gallery",
+        s(&gallery),
+        "--localiser",
+        s(&loc),
+        "--whole-image",
+        "--threshold",
+        "2",
+        "--json",
+        "--url",
+        "https://evil.io",
+        s(&page),
+    ]);
+    assert_eq!((c, verdict(&out).as_str()), (0, "no_brand"), "{out}");
+
+    // Many pages from a URL file (paths relative to it), with drawings of the deciding region.
+    let list = dir.path().join("pages.txt");
+    std::fs::write(&list, "# url screenshot\nhttps://acme.com/ page.png\n\nhttp://192.0.2.7/acme page.png\n").unwrap();
+    let drawn = dir.path().join("drawn");
+    let (c, out, err) = check(&["--json", "--url-file", s(&list), "--draw", s(&drawn)]);
+    assert_eq!(c, 1, "{out}{err}");
+    let verdicts: Vec<String> = out.lines().map(verdict).collect();
+    assert_eq!(verdicts, ["consistent", "impersonation"]);
+    let img = image::open(drawn.join("page-2.check.png")).unwrap().to_rgb8();
+    assert_eq!(img.get_pixel(60, 79).0, proxima_detect::check::IMPERSONATION, "the deciding region framed in red");
+
+    // Bad input: exit 2 naming the problem, before any model is loaded; nothing drawn.
+    std::fs::write(&list, "https://acme.com/ page.png\nftp://acme.com/ page.png\n").unwrap();
+    let drawn2 = dir.path().join("drawn2");
+    let (c, _, err) = check(&["--url-file", s(&list), "--draw", s(&drawn2)]);
+    assert!(c == 2 && err.contains("pages.txt:2") && err.contains("only http"), "{err}");
+    assert!(!drawn2.exists());
+    let (c, _, err) = check(&["--url", "https://acme.com/", s(&dir.path().join("missing.png"))]);
+    assert!(c == 2 && err.contains("missing.png"), "{err}");
+    let (c, _, err) = check(&["--url", "http://", s(&page)]);
+    assert!(c == 2 && err.contains("URL"), "{err}");
+}
+
 /// `localiser eval` leaves out the scenes the localiser trained on however their path is spelled
 /// (`scenes/a.png` in the card, `scenes/./a.png` through the manifest given here).
 #[test]

@@ -72,7 +72,7 @@ pub struct AppState {
     gallery: RwLock<Arc<Gallery>>,
     store: GalleryStore,
     /// Serialises this replica's writes.
-    writer: tokio::sync::Mutex<()>,
+    pub(crate) writer: tokio::sync::Mutex<()>,
     decode_slots: Semaphore,
     localiser: Option<LocaliserHandle>,
 }
@@ -119,7 +119,7 @@ impl AppState {
         self.worker.depth()
     }
 
-    fn publish(&self, g: Gallery) {
+    pub(crate) fn publish(&self, g: Gallery) {
         *self.gallery.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
     }
 
@@ -186,7 +186,7 @@ impl AppState {
     }
 
     /// Runs a request body under the request timeout.
-    async fn timed<T>(&self, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    pub(crate) async fn timed<T>(&self, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
         let t = self.config.request_timeout;
         tokio::time::timeout(t, f)
             .await
@@ -233,7 +233,7 @@ pub fn decode_error(e: DataError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
-fn index_error(e: IndexError) -> ApiError {
+pub(crate) fn index_error(e: IndexError) -> ApiError {
     let status = match &e {
         IndexError::InvalidBrand { .. } => StatusCode::BAD_REQUEST,
         IndexError::UnknownBrand(_) => StatusCode::NOT_FOUND,
@@ -245,13 +245,13 @@ fn index_error(e: IndexError) -> ApiError {
 }
 
 /// One multipart part: field name, file name (if any), bytes.
-struct Part {
-    field: String,
-    file_name: Option<String>,
-    bytes: Bytes,
+pub(crate) struct Part {
+    pub(crate) field: String,
+    pub(crate) file_name: Option<String>,
+    pub(crate) bytes: Bytes,
 }
 
-fn is_multipart(req: &Request) -> bool {
+pub(crate) fn is_multipart(req: &Request) -> bool {
     req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
@@ -265,7 +265,7 @@ fn body_error(status: StatusCode, text: String, limit: usize) -> ApiError {
 }
 
 /// Reads every part of a multipart body (at most `max_parts`, at most `limit` bytes in all).
-async fn read_parts(req: Request, max_parts: usize, limit: usize) -> Result<Vec<Part>, ApiError> {
+pub(crate) async fn read_parts(req: Request, max_parts: usize, limit: usize) -> Result<Vec<Part>, ApiError> {
     let mut mp = Multipart::from_request(req, &()).await.map_err(|r| body_error(r.status(), r.body_text(), limit))?;
     let mut parts = Vec::new();
     loop {
@@ -285,7 +285,7 @@ async fn read_parts(req: Request, max_parts: usize, limit: usize) -> Result<Vec<
     Ok(parts)
 }
 
-fn take_part(parts: &mut Vec<Part>, name: &str) -> Result<Part, ApiError> {
+pub(crate) fn take_part(parts: &mut Vec<Part>, name: &str) -> Result<Part, ApiError> {
     let i = parts.iter().position(|p| p.field == name).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("multipart field {name:?} is missing")))?;
     Ok(parts.swap_remove(i))
 }
@@ -360,7 +360,7 @@ pub struct GalleryInfo {
     pub brands: Vec<BrandCount>,
 }
 
-type Shared = State<Arc<AppState>>;
+pub(crate) type Shared = State<Arc<AppState>>;
 
 async fn identify(State(s): Shared, q: Result<Query<IdentifyParams>, axum::extract::rejection::QueryRejection>, req: Request) -> Result<Json<IdentifyAnswer>, ApiError> {
     let q = q.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
@@ -386,12 +386,28 @@ async fn identify(State(s): Shared, q: Result<Query<IdentifyParams>, axum::extra
 /// `POST /v1/find`: localise logos anywhere in the image, identify each region (same answer as `proxima find`).
 async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::rejection::QueryRejection>, req: Request) -> Result<Json<FindAnswer>, ApiError> {
     let q = q.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
-    let Some(loc) = s.localiser.clone() else {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server has no localiser: start it with `proxima serve --localiser DIR`"));
-    };
+    s.check_localiser()?;
     s.timed(async {
         let bytes = image_body(req, s.config.max_body_bytes).await?;
-        let opts = FindOptions { whole_image: q.whole_image, ..Default::default() };
+        Ok(Json(s.find_in(bytes, q.whole_image).await?.0))
+    })
+    .await
+}
+
+impl AppState {
+    /// 501 when this server has no localiser (`/v1/find`, `/v1/check`).
+    pub(crate) fn check_localiser(&self) -> Result<(), ApiError> {
+        match self.localiser {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server has no localiser: start it with `proxima serve --localiser DIR`")),
+        }
+    }
+
+    /// Find's answer for an uploaded image, and the gallery snapshot it was answered from.
+    pub(crate) async fn find_in(self: &Arc<Self>, bytes: Bytes, whole_image: bool) -> Result<(FindAnswer, Arc<Gallery>), ApiError> {
+        let s = self;
+        let loc = s.localiser.clone().ok_or_else(|| s.check_localiser().unwrap_err())?;
+        let opts = FindOptions { whole_image, ..Default::default() };
         let (img, scale) = {
             let _slot = s.decode_slots.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
             let (max_pixels, o) = (s.config.max_pixels, opts.clone());
@@ -420,7 +436,7 @@ async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::reje
         let g = s.gallery();
         let t = s.threshold(&g)?;
         if regions.is_empty() {
-            return Ok(Json(find_answer("upload", &[], &[], scale, &g, t, opts.score_weight).map_err(detect_error)?));
+            return Ok((find_answer("upload", &[], &[], scale, &g, t, opts.score_weight).map_err(detect_error)?, g));
         }
         let size = s.info.image_size;
         let per = 3 * (size as usize) * (size as usize);
@@ -431,13 +447,13 @@ async fn find(State(s): Shared, q: Result<Query<FindParams>, axum::extract::reje
         }
         let emb = s.embed(pixels, regions.len()).await?;
         let w = opts.score_weight;
-        let ans = tokio::task::spawn_blocking(move || find_answer("upload", &regions, &emb, scale, &g, t, w))
+        let g2 = g.clone();
+        let ans = tokio::task::spawn_blocking(move || find_answer("upload", &regions, &emb, scale, &g2, t, w))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
             .map_err(detect_error)?;
-        Ok(Json(ans))
-    })
-    .await
+        Ok((ans, g))
+    }
 }
 
 fn detect_error(e: proxima_detect::DetectError) -> ApiError {
@@ -546,7 +562,7 @@ async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axu
 
 /// A database gallery's error: 503 while the database is away (nothing was changed; retry),
 /// else as the gallery's own errors.
-fn db_error(e: DbError) -> ApiError {
+pub(crate) fn db_error(e: DbError) -> ApiError {
     match e {
         DbError::Index(e) => index_error(e),
         e if e.is_unavailable() => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed, retry later")),
@@ -555,7 +571,7 @@ fn db_error(e: DbError) -> ApiError {
 }
 
 /// Writes `g` to the gallery file atomically and hands it back.
-async fn save(path: &Path, g: Gallery) -> Result<Gallery, ApiError> {
+pub(crate) async fn save(path: &Path, g: Gallery) -> Result<Gallery, ApiError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || g.save(&path).map(|()| g))
         .await
@@ -575,7 +591,7 @@ async fn metrics(State(s): Shared) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/identify, /v1/find, /v1/compare, /v1/gallery, /healthz, /metrics")
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see /v1/identify, /v1/find, /v1/check, /v1/compare, /v1/gallery, /healthz, /metrics")
 }
 
 async fn track(State(s): Shared, req: Request, next: Next) -> Response {
@@ -594,6 +610,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/find", post(find))
         .route("/v1/gallery", get(list))
         .route("/v1/gallery/{brand}", post(enrol).delete(remove))
+        .route("/v1/check", post(crate::check::check))
+        .route("/v1/gallery/{brand}/domains", axum::routing::put(crate::check::set_domains))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))

@@ -8,12 +8,15 @@
 //! latency or a crash.
 //!
 //! Modules: [`worker`] (the model thread and its bounded, micro-batching queue), [`api`] (routes,
-//! limits and error mapping), [`metrics`] (Prometheus text).
+//! limits and error mapping), [`check`] (the phishing check and brands' domains), [`metrics`]
+//! (Prometheus text).
 //!
-//! Routes: `POST /v1/identify`, `POST /v1/find` (with a localiser), `POST /v1/compare`, `GET /v1/gallery`,
-//! `POST|DELETE /v1/gallery/{brand}`, `GET /healthz`, `GET /metrics`.
+//! Routes: `POST /v1/identify`, `POST /v1/find` and `POST /v1/check` (with a localiser),
+//! `POST /v1/compare`, `GET /v1/gallery`, `POST|DELETE /v1/gallery/{brand}`,
+//! `PUT /v1/gallery/{brand}/domains`, `GET /healthz`, `GET /metrics`.
 
 pub mod api;
+pub mod check;
 pub mod locate;
 pub mod metrics;
 pub mod worker;

@@ -402,6 +402,107 @@ async fn find_answers_like_the_cli_and_is_501_without_a_localiser() {
     plain.shutdown().await.unwrap();
 }
 
+/// Starts a server with an untrained localiser (random head, small input) and `cfg`.
+async fn serve_with_localiser(f: &Fixture, cfg: ServerConfig) -> RunningServer {
+    let loc_dir = f.model.parent().unwrap().join("localiser");
+    if !loc_dir.exists() {
+        let lc = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+        proxima_detect::Localiser::new(lc, None, Device::Cpu).unwrap().save(&loc_dir, Default::default(), Value::Null).unwrap();
+    }
+    let dir = f.model.clone();
+    proxima_server::start_with_localiser(
+        cfg,
+        Box::new(move || load_model_dir(&dir, Device::Cpu)),
+        Some(Box::new(move || proxima_detect::load_localiser(&loc_dir, Device::Cpu).map(|(loc, _)| loc))),
+        &f.gallery,
+    )
+    .await
+    .expect("server starts")
+}
+
+fn check_form(page: &RgbImage, url: &str) -> Form {
+    Form::new().part("image", Part::bytes(png(page)).file_name("page.png")).text("url", url.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_flags_foreign_domains_keeps_domains_and_refuses_bad_urls() {
+    let f = fixture();
+    // Threshold -1: every region is a known brand, so the verdict depends on domains alone.
+    let s = serve_with_localiser(&f, ServerConfig { threshold: Some(-1.0), ..config() }).await;
+    let c = reqwest::Client::new();
+    let mut page = RgbImage::from_pixel(160, 120, Rgb([255, 255, 255]));
+    image::imageops::overlay(&mut page, &logo(0), 90, 40);
+    let check = |url: &str| {
+        let (c, u, form) = (c.clone(), self::url(&s, "/v1/check?whole_image=true"), check_form(&page, url));
+        async move { json(c.post(u).multipart(form).send().await.unwrap()).await }
+    };
+
+    // No domains on record yet.
+    let (st, v) = check("https://evil.example.com/login").await;
+    assert_eq!((st, v["verdict"].as_str()), (200, Some("unknown_domain")), "{v}");
+    // Domains for both brands, stored in the gallery file and listed.
+    for (brand, domain) in [("red", "www.red-brand.com"), ("blue", "blue-brand.co.uk")] {
+        let (st, v) = json(c.put(url(&s, &format!("/v1/gallery/{brand}/domains"))).json(&serde_json::json!({ "domains": [domain] })).send().await.unwrap()).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["domains"].as_array().unwrap().len(), 1, "{v}");
+    }
+    let on_disk = Gallery::load(&f.gallery).unwrap();
+    assert_eq!(on_disk.domains("red")[0].as_str(), "red-brand.com", "www. is reduced to the registrable domain");
+    let (_, listed) = json(c.get(url(&s, "/v1/gallery")).send().await.unwrap()).await;
+    let red = listed["brands"].as_array().unwrap().iter().find(|b| b["brand"] == "red").unwrap().clone();
+    assert_eq!(red["domains"], serde_json::json!(["red-brand.com"]), "{listed}");
+
+    // The brand found, on a foreign domain: impersonation; on its own domain: consistent.
+    let (st, v) = check("https://red-brand.com.login-secure.io/").await;
+    assert_eq!((st, v["verdict"].as_str(), v["domain"].as_str()), (200, Some("impersonation"), Some("login-secure.io")), "{v}");
+    let brand = v["brand"].as_str().unwrap().to_string();
+    let own = on_disk.domains(&brand)[0].to_string();
+    assert_eq!(v["brand_domains"], serde_json::json!([own]));
+    let region = v["region"].as_u64().unwrap() as usize;
+    assert_eq!(v["regions"][region]["brand"].as_str(), Some(brand.as_str()), "the deciding region shows the brand: {v}");
+    let (_, v) = check(&format!("https://login.{own}/")).await;
+    assert_eq!((v["verdict"].as_str(), v["brand"].as_str()), (Some("consistent"), Some(brand.as_str())), "{v}");
+    let (_, v) = check("http://192.0.2.44/").await;
+    assert_eq!((v["verdict"].as_str(), v["host_kind"].as_str()), (Some("impersonation"), Some("ip")), "{v}");
+
+    // 64 concurrent clients: every answer a 200 with a verdict.
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (c, u, form) = (c.clone(), url(&s, "/v1/check"), check_form(&page, &format!("https://site{i}.example.org/")));
+        tasks.push(tokio::spawn(async move { json(c.post(u).multipart(form).send().await.unwrap()).await }));
+    }
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        assert_eq!(st, 200, "{v}");
+        assert!(v["verdict"].is_string(), "{v}");
+    }
+
+    // Bad input: a clear 4xx, and nothing is changed.
+    let bad_url = |u: &str| Form::new().part("image", Part::bytes(png(&page)).file_name("p.png")).text("url", u.to_string());
+    for u in ["", "ftp://red-brand.com/", "http://", "http://exa mple.com/"] {
+        let (st, v) = json(c.post(url(&s, "/v1/check")).multipart(bad_url(u)).send().await.unwrap()).await;
+        assert_eq!(st, 400, "{u:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("URL"), "{v}");
+    }
+    let no_url = Form::new().part("image", Part::bytes(png(&page)).file_name("p.png"));
+    assert_eq!(c.post(url(&s, "/v1/check")).multipart(no_url).send().await.unwrap().status().as_u16(), 400);
+    let empty = Form::new().part("image", Part::bytes(Vec::new()).file_name("p.png")).text("url", "https://x.com/");
+    assert_eq!(c.post(url(&s, "/v1/check")).multipart(empty).send().await.unwrap().status().as_u16(), 400);
+    let garbage = Form::new().part("image", Part::bytes(b"<html>".to_vec()).file_name("p.png")).text("url", "https://x.com/");
+    assert_eq!(c.post(url(&s, "/v1/check")).multipart(garbage).send().await.unwrap().status().as_u16(), 415);
+    assert_eq!(c.post(url(&s, "/v1/check")).body(png(&page)).send().await.unwrap().status().as_u16(), 415);
+    let put = |brand: &str, body: Value| c.put(url(&s, &format!("/v1/gallery/{brand}/domains"))).json(&body).send();
+    assert_eq!(put("nobody", serde_json::json!({ "domains": ["nobody.com"] })).await.unwrap().status().as_u16(), 404);
+    for body in [serde_json::json!({ "domains": ["com"] }), serde_json::json!({ "domains": ["https://red-brand.com/"] }), serde_json::json!({ "domains": ["192.0.2.1"] })]
+    {
+        let (st, v) = json(put("red", body.clone()).await.unwrap()).await;
+        assert_eq!(st, 400, "{body}: {v}");
+    }
+    assert_eq!(put("red", serde_json::json!({ "names": [] })).await.unwrap().status().as_u16(), 422);
+    assert_eq!(Gallery::load(&f.gallery).unwrap().all_domains(), on_disk.all_domains(), "refused changes write nothing");
+    s.shutdown().await.unwrap();
+}
+
 /// Two replicas share a PostgreSQL + pgvector gallery (scripts/with-postgres.sh provides the
 /// server; without PROXIMA_TEST_PG_URL the test prints why and returns): enrol through one,
 /// identify through the other; with the database stopped an enrolment answers 503 and leaves
