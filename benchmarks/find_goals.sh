@@ -22,7 +22,8 @@ SHARED=${SHARED:-../shared/data}
 if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then
     cargo build --release -p proxima-cli
 fi
-P=target/release/proxima
+# PROXIMA names another binary (a copy that a concurrent build cannot replace mid-run).
+P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
 step() { echo "== $*" >&2; }
 

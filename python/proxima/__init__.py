@@ -373,6 +373,50 @@ class Gallery:
         """Remove a brand and its rows; returns the rows removed."""
         return self._g.remove(brand)
 
+    def set_domains(self, brand: str, domains: Sequence[str]) -> List[str]:
+        """Replace an enrolled brand's legitimate domains; returns them as stored.
+
+        Domains are stored as registrable domains (``www.paypal.com`` -> ``paypal.com``,
+        ``bücher.de`` -> ``xn--bcher-kva.de``); a public suffix or an IP address raises ValueError
+        and changes nothing. An empty list removes the brand's domains.
+        """
+        if isinstance(domains, str):
+            raise ValueError("domains: expected a list of domain names, not one string")
+        return self._g.set_domains(brand, [str(d) for d in domains])
+
+    def add_domains(self, brand: str, domains: Sequence[str]) -> List[str]:
+        """Add legitimate domains to an enrolled brand's; returns them all as stored."""
+        if isinstance(domains, str):
+            raise ValueError("domains: expected a list of domain names, not one string")
+        return self._g.set_domains(brand, self._g.domains(brand) + [str(d) for d in domains])
+
+    def domains(self, brand: Optional[str] = None) -> Union[List[str], Dict[str, List[str]]]:
+        """A brand's legitimate domains; without ``brand``, every brand that has some."""
+        if brand is None:
+            return dict(self._g.all_domains())
+        return self._g.domains(brand)
+
+    def import_catalogue(self, path: Union[str, os.PathLike], replace: bool = False) -> Dict[str, List[str]]:
+        """Give each gallery brand a brand catalogue names (by name or alias) its domains.
+
+        The catalogue is the JSON or TOML file of ``proxima data catalogue``; matched brands gain
+        its domains (``replace=True``: get only them). Returns ``{"matched": [...], "unmatched": [...]}``.
+        """
+        matched, unmatched = self._g.import_catalogue(os.fspath(path), bool(replace))
+        return {"matched": matched, "unmatched": unmatched}
+
+    def check(self, url: str, brands: Union[str, Sequence[str]]) -> Dict[str, Any]:
+        """The phishing verdict for a page at ``url`` that shows ``brands`` (most confident first).
+
+        ``verdict`` is ``"impersonation"`` (a brand shown on a domain that is none of its own),
+        ``"consistent"`` (the page's registrable domain belongs to a brand it shows),
+        ``"unknown_domain"`` (brands shown, none with domains on record) or ``"no_brand"``; the
+        rule is the one of ``proxima check`` and ``POST /v1/check``.
+        """
+        if isinstance(brands, str):
+            brands = [brands]
+        return self._g.check(str(url), [str(b) for b in brands])
+
     def search(self, query: Any, k: int = 10) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
         """The ``min(k, len)`` most similar rows: dicts of row, brand, path, similarity (a list per query for 2-D input)."""
         q, single = _as_rows("query", query)

@@ -16,8 +16,9 @@
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use proxima_domain::{Catalogue, PageHost, Shown, decide, normalize_domains};
 use proxima_eval::{Embeddings, EvalError, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering, metrics_from_knn};
-use proxima_index::{BackendConfig, Calibration, Decision, Gallery, HnswConfig, ImpostorScores, IndexError};
+use proxima_index::{BackendConfig, Calibration, Decision, Domain, Gallery, HnswConfig, ImpostorScores, IndexError, is_background};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -44,6 +45,11 @@ fn index_err(e: IndexError) -> PyErr {
         },
         other => PyValueError::new_err(other.to_string()),
     }
+}
+
+/// A unit-like enum's serde name (`HostKind::NoPublicSuffix` → `no_public_suffix`).
+fn serde_json_value_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Parse a metric name (pytorch-metric-learning / faiss spellings accepted).
@@ -445,6 +451,68 @@ impl PyGallery {
     /// Remove a brand; returns the number of rows removed.
     fn remove(&mut self, brand: &str) -> PyResult<usize> {
         self.inner.remove(brand).map_err(index_err)
+    }
+
+    /// Replace an enrolled brand's legitimate domains (stored registrable, sorted); returns them.
+    fn set_domains(&mut self, brand: &str, domains: Vec<String>) -> PyResult<Vec<String>> {
+        let parsed = normalize_domains(&domains).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(self.inner.set_domains(brand, &parsed).map_err(index_err)?.iter().map(Domain::to_string).collect())
+    }
+
+    /// The brand's legitimate domains (empty when none are on record).
+    fn domains(&self, brand: &str) -> Vec<String> {
+        self.inner.domains(brand).iter().map(Domain::to_string).collect()
+    }
+
+    /// Every brand with domains, with them.
+    fn all_domains(&self) -> Vec<(String, Vec<String>)> {
+        self.inner.all_domains().iter().map(|(b, ds)| (b.clone(), ds.iter().map(Domain::to_string).collect())).collect()
+    }
+
+    /// Imports a brand catalogue (JSON or TOML): each gallery brand it names gains (or, with
+    /// `replace`, gets) its domains; returns (matched brands, unmatched brands).
+    fn import_catalogue(&mut self, py: Python<'_>, path: std::path::PathBuf, replace: bool) -> PyResult<(Vec<String>, Vec<String>)> {
+        let c = py.detach(|| Catalogue::load(&path)).map_err(|e| match e {
+            proxima_domain::DomainError::Io { ref path, ref source } => match source.raw_os_error() {
+                Some(code) => PyOSError::new_err((code, source.to_string(), path.display().to_string())),
+                None => PyOSError::new_err(e.to_string()),
+            },
+            other => PyValueError::new_err(other.to_string()),
+        })?;
+        let brands: Vec<String> = self.inner.brands().iter().filter(|b| !is_background(b)).cloned().collect();
+        let plan = c.plan_import(&brands);
+        let mut next = self.inner.clone();
+        for (brand, i) in &plan.matched {
+            let mut list = c.brands[*i].domains.clone();
+            if !replace {
+                list.extend(next.domains(brand).iter().cloned());
+            }
+            next.set_domains(brand, &list).map_err(index_err)?;
+        }
+        self.inner = next;
+        Ok((plan.matched.into_iter().map(|(b, _)| b).collect(), plan.unmatched))
+    }
+
+    /// The phishing verdict for a page at `url` showing `brands` (known brands, most confident
+    /// first): a dict of verdict, brand, url, host, host_kind, domain, brand_domains, reason.
+    fn check<'py>(&self, py: Python<'py>, url: &str, brands: Vec<String>) -> PyResult<Bound<'py, PyDict>> {
+        let page = PageHost::from_url(url).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let Some(b) = brands.iter().find(|b| self.inner.brand_id(b).is_none()) {
+            return Err(PyValueError::new_err(format!("brand {b:?} is not in the gallery")));
+        }
+        let shown: Vec<Shown> = brands.iter().map(|b| Shown { brand: b, domains: self.inner.domains(b) }).collect();
+        let d = decide(&page, &shown);
+        let brand = d.brand.map(|i| brands[i].clone());
+        let out = PyDict::new(py);
+        out.set_item("verdict", d.verdict.as_str())?;
+        out.set_item("brand", brand.clone())?;
+        out.set_item("url", &page.url)?;
+        out.set_item("host", &page.host)?;
+        out.set_item("host_kind", serde_json_value_str(&page.kind))?;
+        out.set_item("domain", page.domain())?;
+        out.set_item("brand_domains", brand.as_deref().map_or_else(Vec::new, |b| self.domains(b)))?;
+        out.set_item("reason", d.reason)?;
+        Ok(out)
     }
 
     /// Row search: (similarities, rows), `nq × min(k, len)`, best first.

@@ -240,3 +240,47 @@ def test_cli_opens_python_gallery_and_python_opens_cli_rewrite(gallery, tmp_path
     g.remove(gone)
     assert h.brands == g.brands and h.paths == g.paths and h.threshold == g.threshold
     np.testing.assert_array_equal(h.embeddings, g.embeddings)
+
+
+def test_domains_are_stored_registrable_saved_and_checked(gallery, tmp_path):
+    g, _, _ = gallery
+    assert g.domains("acme") == [] and g.domains() == {}
+    assert g.set_domains("acme", ["www.ACME.com", "acme.co.uk"]) == ["acme.co.uk", "acme.com"]
+    assert g.add_domains("acme", ["bücher.de"]) == ["acme.co.uk", "acme.com", "xn--bcher-kva.de"]
+    for bad in (["com"], ["https://acme.com/"], ["192.0.2.1"], "acme.com"):
+        with pytest.raises(ValueError):
+            g.set_domains("acme", bad)
+    with pytest.raises(ValueError, match="not in the gallery"):
+        g.set_domains("nobody", ["nobody.com"])
+    assert g.domains("acme") == ["acme.co.uk", "acme.com", "xn--bcher-kva.de"], "refused calls change nothing"
+    path = tmp_path / "g.pxg"
+    g.save(path)
+    back = proxima.Gallery.load(path)
+    assert back.domains() == {"acme": ["acme.co.uk", "acme.com", "xn--bcher-kva.de"]}
+
+    # The verdict: own domain, look-alikes, an IP, a brand without domains, nothing shown.
+    assert back.check("https://login.acme.com/x", ["acme"])["verdict"] == "consistent"
+    for url in ("https://acme.com.evil.io/", "https://acrne.com/", "http://192.0.2.9/acme"):
+        v = back.check(url, ["acme"])
+        assert v["verdict"] == "impersonation" and v["brand"] == "acme", (url, v)
+    assert back.check("http://192.0.2.9/", "acme")["host_kind"] == "ip"
+    assert back.check("https://example.org/", ["globex"])["verdict"] == "unknown_domain"
+    assert back.check("https://example.org/", [])["verdict"] == "no_brand"
+    two = back.check("https://acme.com/", ["globex", "acme"])
+    assert (two["verdict"], two["brand"]) == ("consistent", "acme")
+    with pytest.raises(ValueError, match="URL"):
+        back.check("ftp://acme.com/", ["acme"])
+    with pytest.raises(ValueError, match="not in the gallery"):
+        back.check("https://acme.com/", ["nobody"])
+
+    # A catalogue matches brands by alias; the gallery's other brands are reported unmatched.
+    cat = tmp_path / "brands.toml"
+    cat.write_text('[[brands]]\nname = "Globex Corporation"\ndomains = ["globex.com"]\naliases = ["globex"]\n')
+    res = back.import_catalogue(cat)
+    assert res["matched"] == ["globex"] and "acme" in res["unmatched"]
+    assert back.domains("globex") == ["globex.com"]
+    with pytest.raises(FileNotFoundError):
+        back.import_catalogue(tmp_path / "missing.json")
+    cat.write_text('[[brands]]\nname = "X"\ndomains = ["co.uk"]\n')
+    with pytest.raises(ValueError, match="public suffix"):
+        back.import_catalogue(cat)
