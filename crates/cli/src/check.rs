@@ -176,7 +176,8 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
         proxima_detect::draw::write_all(&drawings).context("writing the drawings")?;
     }
     let flagged = answers.iter().filter(|a| a.verdict.is_impersonation()).count();
-    if !a.json {
+    // On stderr, so that `--json` output stays one object per line.
+    {
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]

@@ -19,10 +19,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use image::RgbImage;
 use proxima_data::{Dataset, ScanOptions, SceneOptions, ScreenMark, Split, SynthMark, render_screenshot, synth_scenes_with};
-use proxima_detect::{FindOptions, Finder, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
+use proxima_detect::{CheckAnswer, FindOptions, Finder, Localiser, LocaliserConfig, TrainLocaliserOptions, check_answer, draw_check, load_localiser, train_localiser};
+use proxima_domain::PageHost;
 use proxima_eval::OpenSetCounts;
-use proxima_index::{Decision, Gallery, ImpostorScores};
+use proxima_index::{Calibration, Decision, Domain, Gallery, ImpostorScores, calibrate_scores};
 use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_train::experiment::{self, RunSummary};
 
@@ -46,6 +48,12 @@ const FIND_TRAIN_SEED: u64 = 11;
 const FIND_SHOWN_SEED: u64 = 12;
 /// Seed of the built-in synthetic brands (`proxima_data::synth` above).
 const SYNTH_SEED: u64 = 0;
+/// Pages find's threshold is calibrated on (none of them shown or tallied), and the share of
+/// them allowed to name a wrong brand or a brand on a page without an enrolled one.
+const FIND_CALIBRATION_PAGES: usize = 64;
+/// Pages of each enrolled brand's own site whose logo crops are enrolled beside its photos.
+const ENROL_PAGES: usize = 4;
+const PAGE_TARGET_FMR: f64 = 0.05;
 
 /// Arguments of `proxima demo`.
 #[derive(Args)]
@@ -86,6 +94,10 @@ struct FindShown {
     /// How the localiser came to be.
     localiser: String,
     threshold: f32,
+    /// The page calibration behind `threshold`.
+    calibration: Calibration,
+    /// The check of a few pages: drawing, URL, expected verdict, answer.
+    checks: Vec<(String, String, &'static str, CheckAnswer)>,
     /// Per page: drawing (relative to the demo folder), truth, answer.
     pages: Vec<(String, String, String)>,
     tally: FindTally,
@@ -152,6 +164,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         );
         for (drawing, truth, answer) in &f.pages {
             println!("  {drawing:<34} truth {truth:<26} → {answer}");
+        }
+        println!(
+            "check: impersonation flagged on {}/{} pages of enrolled brands on a foreign domain, {}/{} of the same pages on their own domain, {}/{} pages without an enrolled brand",
+            t.check_foreign_flagged,
+            t.pos(),
+            t.check_own_flagged,
+            t.pos(),
+            t.check_negative_flagged,
+            t.false_alarms + t.quiet
+        );
+        for (drawing, url, expected, a) in &f.checks {
+            println!("  {drawing:<30} {url:<52} → {} (expected {expected}){}", a.verdict.as_str(), a.brand.as_ref().map_or(String::new(), |b| format!(", {b}")));
         }
     }
     println!("report: {}  gallery: {}  model: {}", report.display(), gallery_path.display(), out.join("model").display());
@@ -278,8 +302,37 @@ fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Pat
     }
     shown.push((None, "no logo".to_string()));
 
-    let gallery = Gallery::load(gallery_path).with_context(|| format!("opening the gallery {}", gallery_path.display()))?;
-    let finder = Finder::new(&localiser, model, &gallery, FindOptions::default())?;
+    // A brand is enrolled for pages as an analyst would: beside its photos, the logo as its own
+    // site shows it (crops of the logo boxes of a few of its pages, cut as find cuts regions).
+    // And each enrolled brand owns a domain, so `proxima check` can tell its own pages from others'.
+    let mut gallery = Gallery::load(gallery_path).with_context(|| format!("opening the gallery {}", gallery_path.display()))?;
+    let padding = FindOptions::default().padding;
+    for (k, c) in enrolled.iter().enumerate() {
+        let mark = synth_mark(c)?;
+        let (mut crops, mut names) = (Vec::new(), Vec::new());
+        for j in 0..ENROL_PAGES {
+            let (img, boxes) = render_screenshot(FIND_SHOWN_SEED + 4000 + (k * ENROL_PAGES + j) as u64, Some(&mark as &dyn ScreenMark))?;
+            for (n, b) in boxes.iter().enumerate() {
+                crops.push(proxima_data::scene::crop(&img, *b, padding));
+                names.push(format!("pages/{c}/page_{j}_{n}.png"));
+            }
+        }
+        if !crops.is_empty() {
+            gallery.add(c, &model.embed_images(&crops)?, &names)?;
+        }
+        gallery.set_domains(c, &[own_domain(c)?])?;
+    }
+    gallery.save(gallery_path).with_context(|| format!("writing {}", gallery_path.display()))?;
+    // The gallery's threshold was calibrated on cropped photos; regions of pages score
+    // otherwise, so find's threshold is calibrated on pages of their own.
+    let calibration = calibrate_on_pages(&localiser, model, &gallery, enrolled, never)?;
+    eprintln!(
+        "find threshold {:.4} calibrated on {FIND_CALIBRATION_PAGES} pages for ≤ {PAGE_TARGET_FMR} of pages naming a wrong brand (achieved {:.3}; FNMR {})",
+        calibration.threshold,
+        calibration.achieved_fmr,
+        calibration.fnmr.map_or("-".into(), |f| format!("{f:.3}"))
+    );
+    let finder = Finder::new(&localiser, model, &gallery, FindOptions { threshold: Some(calibration.threshold), ..Default::default() })?;
     let dir = out.join("find");
     let mut files = Vec::new();
     let mut pages = Vec::new();
@@ -300,11 +353,78 @@ fn find_in_screenshots(args: &DemoArgs, model: &TrainedModel, gallery_path: &Pat
         let rel = drawing.strip_prefix(out).unwrap_or(&drawing).display().to_string();
         pages.push((rel, truth.clone(), format!("{answer}; {} region(s)", ans.regions.len())));
     }
+    // The check: one enrolled brand's page on its own domain and on two look-alikes, a
+    // never-enrolled brand's page and a page without a logo.
+    let brand = &enrolled[0];
+    let own = own_domain(brand)?;
+    let (page, _) = render_screenshot(FIND_SHOWN_SEED + 3000, Some(&synth_mark(brand)? as &dyn ScreenMark))?;
+    let mut check_pages: Vec<(RgbImage, String, &'static str)> = vec![
+        (page.clone(), format!("https://login.{own}/signin"), "consistent"),
+        (page.clone(), format!("https://{own}.account-verify.net/signin"), "impersonation"),
+        (page, format!("http://{}/signin", own.as_str().replace("brand", "brand-secure-")), "impersonation"),
+    ];
+    if let Some(c) = never.first() {
+        let (img, _) = render_screenshot(FIND_SHOWN_SEED + 3001, Some(&synth_mark(c)? as &dyn ScreenMark))?;
+        check_pages.push((img, format!("https://{}/", own_domain(c)?), "no_brand"));
+    }
+    let (img, _) = render_screenshot(FIND_SHOWN_SEED + 3002, None)?;
+    check_pages.push((img, "https://example.org/login".into(), "no_brand"));
+    let mut checks = Vec::new();
+    let mut check_files = Vec::new();
+    for (i, (img, url, expected)) in check_pages.iter().enumerate() {
+        let shot = dir.join(format!("check_{i}.png"));
+        let ans = check_answer(finder.find(&shot.to_string_lossy(), img)?, &PageHost::from_url(url)?, &gallery);
+        let drawing = dir.join(format!("check_{i}.check.png"));
+        check_files.push((shot, proxima_detect::draw::encode_png(img, &drawing)?));
+        check_files.push((drawing.clone(), proxima_detect::draw::encode_png(&draw_check(img, &ans)?, &drawing)?));
+        let rel = drawing.strip_prefix(out).unwrap_or(&drawing).display().to_string();
+        checks.push((rel, url.clone(), *expected, ans));
+    }
     proxima_detect::draw::write_all(&files)?;
+    proxima_detect::draw::write_all(&check_files)?;
 
     // A tally over more pages (not drawn), so the pages above can be read as typical or not.
-    let tally = find_tally(&finder, enrolled, never)?;
-    Ok(FindShown { localiser: how, threshold: finder.threshold(), pages, tally })
+    let tally = find_tally(&finder, &gallery, enrolled, never)?;
+    Ok(FindShown { localiser: how, threshold: finder.threshold(), calibration, checks, pages, tally })
+}
+
+/// The synthetic brand's own domain (`brand_0012` → `brand0012.com`).
+fn own_domain(class: &str) -> Result<Domain> {
+    Ok(Domain::parse(&format!("{}.com", class.replace('_', "")))?)
+}
+
+/// Find's threshold for pages: each calibration page's genuine score is its most confident
+/// region naming its brand, its impostor score its most confident region naming another brand
+/// (every region of a page without an enrolled brand).
+fn calibrate_on_pages(localiser: &Localiser, model: &TrainedModel, gallery: &Gallery, enrolled: &[String], never: &[String]) -> Result<Calibration> {
+    let all = Finder::new(localiser, model, gallery, FindOptions { threshold: Some(-10.0), ..Default::default() })?;
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for i in 0..FIND_CALIBRATION_PAGES {
+        let (mark, truth) = page_brand(i, enrolled, never)?;
+        let (img, _) = render_screenshot(FIND_SHOWN_SEED + 2000 + i as u64, mark.as_ref().map(|m| m as &dyn ScreenMark))?;
+        let ans = all.find(&format!("calibration page {i}"), &img)?;
+        let best = |right: bool| ans.regions.iter().filter(|r| (Some(r.best_brand.as_str()) == truth) == right).map(|r| r.confidence as f64).reduce(f64::max);
+        if truth.is_some()
+            && let Some(g) = best(true)
+        {
+            genuine.push(g);
+        }
+        if let Some(w) = best(false) {
+            impostor.push(w);
+        }
+    }
+    Ok(calibrate_scores(&genuine, &impostor, PAGE_TARGET_FMR)?)
+}
+
+/// The mark and true brand of tally or calibration page `i`: three of four pages carry an
+/// enrolled brand; every fourth a never-enrolled brand or no logo (no brand must be named).
+fn page_brand<'a>(i: usize, enrolled: &'a [String], never: &[String]) -> Result<(Option<SynthMark>, Option<&'a str>)> {
+    Ok(if i % 4 == 3 {
+        (if i % 8 == 3 { never.get(i / 8 % never.len().max(1)).map(|c| synth_mark(c)).transpose()? } else { None }, None)
+    } else {
+        let c = &enrolled[i % enrolled.len()];
+        (Some(synth_mark(c)?), Some(c.as_str()))
+    })
 }
 
 /// True when at least half of `region` lies within one of the true logo boxes: the answer was
@@ -318,20 +438,25 @@ fn on_logo(region: &[f32; 4], truth: &[[f32; 4]]) -> bool {
         })
 }
 
-/// Find's answers on [`FIND_TALLY_PAGES`] pages that are not drawn.
-fn find_tally(finder: &Finder, enrolled: &[String], never: &[String]) -> Result<FindTally> {
+/// Find's answers on [`FIND_TALLY_PAGES`] pages that are not drawn, and the check's verdicts
+/// with each page on its brand's own domain and on a foreign one.
+fn find_tally(finder: &Finder, gallery: &Gallery, enrolled: &[String], never: &[String]) -> Result<FindTally> {
     let mut tally = FindTally::default();
+    let foreign = PageHost::from_url("https://secure-login.example-verify.net/")?;
     for i in 0..FIND_TALLY_PAGES {
         let seed = FIND_SHOWN_SEED + 1000 + i as u64;
-        let (mark, truth) = if i % 4 == 3 {
-            // Every fourth page: a never-enrolled brand or no logo; no brand must be named.
-            (if i % 8 == 3 { never.get(i / 8 % never.len().max(1)).map(|c| synth_mark(c)).transpose()? } else { None }, None)
-        } else {
-            let c = &enrolled[i % enrolled.len()];
-            (Some(synth_mark(c)?), Some(c.as_str()))
-        };
+        let (mark, truth) = page_brand(i, enrolled, never)?;
         let (img, boxes) = render_screenshot(seed, mark.as_ref().map(|m| m as &dyn ScreenMark))?;
         let ans = finder.find(&format!("page {i}"), &img)?;
+        let flagged = |host: &PageHost| check_answer(ans.clone(), host, gallery).verdict.is_impersonation();
+        match truth {
+            Some(t) => {
+                let own = PageHost::from_url(&format!("https://www.{}/", own_domain(t)?))?;
+                tally.check_own_flagged += usize::from(flagged(&own));
+                tally.check_foreign_flagged += usize::from(flagged(&foreign));
+            }
+            None => tally.check_negative_flagged += usize::from(flagged(&foreign)),
+        }
         let answered_on_logo = ans.regions.first().is_some_and(|r| on_logo(&r.bbox, &boxes));
         match (truth, ans.brand.as_deref()) {
             (Some(t), Some(b)) if t == b && answered_on_logo => tally.right_on_logo += 1,
@@ -362,6 +487,11 @@ struct FindTally {
     /// Pages without an enrolled brand: a brand named, or none.
     false_alarms: usize,
     quiet: usize,
+    /// Check verdicts "impersonation": pages of enrolled brands on a foreign domain, the same
+    /// pages on their brand's own domain, pages without an enrolled brand on a foreign domain.
+    check_foreign_flagged: usize,
+    check_own_flagged: usize,
+    check_negative_flagged: usize,
 }
 
 impl FindTally {
@@ -438,7 +568,59 @@ fn write_report(out: &Path, s: &RunSummary, open_set: &OpenSet, find: &FindStep,
         for (d, t, _) in &f.pages {
             writeln!(md, "![{t}]({d})\n")?;
         }
-        writeln!(md, "Try it: `proxima find --model {0} --gallery {0}/gallery {0}/find/screenshot_0.png --draw out/`.", out.display())?;
+        writeln!(md, "Try it: `proxima find --model {0} --gallery {0}/gallery --threshold {1:.4} {0}/find/screenshot_0.png --draw out/`.", out.display(), f.threshold)?;
+        let c = &f.calibration;
+        writeln!(
+            md,
+            "\nFind's threshold {:.4} was calibrated on {FIND_CALIBRATION_PAGES} further pages (not shown or tallied) so that at most {:.0} % of them name a wrong brand or a brand where none is enrolled (achieved {:.1} % of {} such scores; {} of {} genuine scores fell below it). The gallery's own threshold was calibrated on cropped photos, where scores run otherwise.\n",
+            c.threshold,
+            100.0 * PAGE_TARGET_FMR,
+            100.0 * c.achieved_fmr,
+            c.num_impostor,
+            c.fnmr.map_or("-".into(), |f| format!("{:.0}", f * c.num_genuine as f64)),
+            c.num_genuine
+        )?;
+        writeln!(md, "\n## Is the page the brand's own? (`proxima check`)\n")?;
+        writeln!(
+            md,
+            "Each enrolled brand owns one domain here (`brand_0012` → `brand0012.com`, stored in the gallery: `proxima gallery domains --gallery {}/gallery`). `proxima check` runs find on the screenshot and compares the page's registrable domain with the domains of the brand found: **red** frame, impersonation; **green**, the brand's own page; no frame, no known brand.\n",
+            out.display()
+        )?;
+        let rows: Vec<Vec<String>> = f
+            .checks
+            .iter()
+            .map(|(d, url, expected, a)| {
+                let verdict =
+                    if a.verdict.as_str() == *expected { format!("**{}**", a.verdict.as_str()) } else { format!("**{}** (expected {expected})", a.verdict.as_str()) };
+                vec![
+                    format!("[{d}]({d})"),
+                    format!("`{url}`"),
+                    verdict,
+                    a.brand.clone().map_or("-".into(), |b| format!("{b} ({:.3})", a.similarity.unwrap_or(f32::NAN))),
+                    a.reason.clone(),
+                ]
+            })
+            .collect();
+        md.push_str(&proxima_report::markdown_table(&["page", "URL", "verdict", "brand (similarity)", "why"], &rows)?);
+        writeln!(
+            md,
+            "\nOn the {FIND_TALLY_PAGES} tally pages above, each page of an enrolled brand checked once on a foreign domain and once on its own: impersonation flagged on {} of {} foreign-domain pages ({:.0}%; a miss is a page where find named no brand, or named another brand that was then judged on its own domains) and on {} of {} own-domain pages (find naming another brand there); {} of {neg} pages without an enrolled brand were flagged.\n",
+            t.check_foreign_flagged,
+            t.pos(),
+            pct(t.check_foreign_flagged, t.pos()),
+            t.check_own_flagged,
+            t.pos(),
+            t.check_negative_flagged,
+        )?;
+        for (d, url, _, _) in &f.checks {
+            writeln!(md, "![{url}]({d})\n")?;
+        }
+        writeln!(
+            md,
+            "Try it: `proxima check --model {0} --gallery {0}/gallery --threshold {1:.4} --url https://example.com/ {0}/find/check_0.png --draw out/`.",
+            out.display(),
+            f.threshold
+        )?;
     }
     writeln!(md, "\nTry it: `proxima query --gallery {0}/gallery --model {0} <image>`.", out.display())?;
     let path = out.join("report.md");
