@@ -4,8 +4,9 @@
 //! reuse the CLI's own helpers (e.g. [`io::npy_bytes`]) instead of copies.
 //!
 //! Exit codes (stable, for scripts):
-//! - 0: success (for `query`: a known brand was found)
-//! - 1: a negative answer that is not an error (for `query`: unknown brand)
+//! - 0: success (for `query`: a known brand was found; for `check`: no page impersonates a brand)
+//! - 1: a negative answer that is not an error (for `query`: unknown brand; for `check`: an
+//!   impersonation)
 //! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
 
 mod bench;
