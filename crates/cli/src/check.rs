@@ -13,10 +13,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use proxima_data::{DecodeOptions, decode_file};
-use proxima_detect::{CheckAnswer, FindOptions, Finder, check_answer, draw_check};
+use proxima_detect::{CheckAnswer, Finder, check_answer, draw_check};
 use proxima_domain::{PageHost, Verdict};
 
-use crate::find::find_localiser;
+use crate::find::{FindOptionArgs, find_localiser};
 use crate::recognize::{load_gallery_for, load_model};
 
 /// Arguments of `proxima check`.
@@ -42,21 +42,8 @@ pub struct CheckArgs {
     url_file: Option<PathBuf>,
     /// The page's screenshot (with --url).
     screenshot: Option<PathBuf>,
-    /// Find's decision threshold; default: the gallery's calibrated one.
-    #[arg(long)]
-    threshold: Option<f32>,
-    /// Also identify the whole screenshot as one region.
-    #[arg(long)]
-    whole_image: bool,
-    /// Regions identified per page at most.
-    #[arg(long, default_value_t = 8)]
-    max_regions: usize,
-    /// Identify only regions whose localiser score reaches this.
-    #[arg(long, default_value_t = FindOptions::default().min_score)]
-    min_score: f32,
-    /// Weight of the localiser score in a region's confidence (see `proxima find --help`).
-    #[arg(long, default_value_t = FindOptions::default().score_weight)]
-    score_weight: f32,
+    #[command(flatten)]
+    find: FindOptionArgs,
     /// Print one JSON object per page, one per line, instead of text.
     #[arg(long)]
     json: bool,
@@ -139,15 +126,7 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
         eprintln!("note: no brand of {} has domains on record, so every brand found is `unknown_domain`; add them with `proxima gallery domains`", a.gallery.display());
     }
     let loc = find_localiser(a.localiser.as_deref(), &a.model, model.device)?;
-    let opts = FindOptions {
-        threshold: a.threshold,
-        whole_image: a.whole_image,
-        max_regions: a.max_regions,
-        min_score: a.min_score,
-        score_weight: a.score_weight,
-        ..Default::default()
-    };
-    let finder = Finder::new(&loc, &model, &gallery, opts)?;
+    let finder = Finder::new(&loc, &model, &gallery, a.find.options())?;
     let shots: Vec<PathBuf> = pages.iter().map(|p| p.screenshot.clone()).collect();
     let draw_to = a.draw.as_deref().map(|d| drawing_paths(d, &shots));
     let (mut drawings, mut answers) = (Vec::new(), Vec::with_capacity(pages.len()));

@@ -158,22 +158,8 @@ pub struct FindArgs {
     /// Images (photos, screenshots) or folders of them.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// Decision threshold; default: the gallery's calibrated one.
-    #[arg(long)]
-    threshold: Option<f32>,
-    /// Also identify the whole image as one region.
-    #[arg(long)]
-    whole_image: bool,
-    /// Regions identified per image at most.
-    #[arg(long, default_value_t = 8)]
-    max_regions: usize,
-    /// Identify only regions whose localiser score reaches this.
-    #[arg(long, default_value_t = FindOptions::default().min_score)]
-    min_score: f32,
-    /// Weight of the localiser score in a region's confidence, `similarity + w·ln(score)`, which
-    /// ranks the regions and meets the threshold (0: similarity alone).
-    #[arg(long, default_value_t = FindOptions::default().score_weight)]
-    score_weight: f32,
+    #[command(flatten)]
+    find: FindOptionArgs,
     /// Print the JSON array (one object per image) instead of text.
     #[arg(long)]
     json: bool,
@@ -185,6 +171,41 @@ pub struct FindArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// The options of find's decision, shared by `find` and `check`.
+#[derive(Args)]
+pub struct FindOptionArgs {
+    /// Decision threshold; default: the gallery's calibrated one.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Also identify the whole image as one region.
+    #[arg(long)]
+    whole_image: bool,
+    /// Regions identified per image at most.
+    #[arg(long, default_value_t = FindOptions::default().max_regions)]
+    max_regions: usize,
+    /// Identify only regions whose localiser score reaches this.
+    #[arg(long, default_value_t = FindOptions::default().min_score)]
+    min_score: f32,
+    /// Weight of the localiser score in a region's confidence, `similarity + w·ln(score)`, which
+    /// ranks the regions and meets the threshold (0: similarity alone).
+    #[arg(long, default_value_t = FindOptions::default().score_weight)]
+    score_weight: f32,
+}
+
+impl FindOptionArgs {
+    /// The find options these arguments give.
+    pub fn options(&self) -> FindOptions {
+        FindOptions {
+            threshold: self.threshold,
+            whole_image: self.whole_image,
+            max_regions: self.max_regions,
+            min_score: self.min_score,
+            score_weight: self.score_weight,
+            ..Default::default()
+        }
+    }
 }
 
 fn read_all_scenes(paths: &[PathBuf]) -> Result<Vec<Scene>> {
@@ -374,15 +395,7 @@ pub fn find(a: FindArgs) -> Result<ExitCode> {
     let model = load_model(&a.model, &a.device)?;
     let gallery = load_gallery_for(&a.gallery, &model)?;
     let loc = find_localiser(a.localiser.as_deref(), &a.model, model.device)?;
-    let opts = FindOptions {
-        threshold: a.threshold,
-        whole_image: a.whole_image,
-        max_regions: a.max_regions,
-        min_score: a.min_score,
-        score_weight: a.score_weight,
-        ..Default::default()
-    };
-    let finder = Finder::new(&loc, &model, &gallery, opts)?;
+    let finder = Finder::new(&loc, &model, &gallery, a.find.options())?;
     let images = crate::recognize::expand_images(&a.images)?;
     let drawing_paths = a.draw.as_deref().map(|dir| proxima_detect::draw::drawing_paths(dir, &images));
     let mut drawings: Vec<(PathBuf, Vec<u8>)> = Vec::new();

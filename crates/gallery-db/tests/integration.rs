@@ -89,10 +89,10 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         assert_eq!(loaded.domains("acme").len(), 2, "domains are stored with the gallery");
 
         // Domains change in one transaction each; an unknown brand is refused and changes nothing.
-        let d = |s: &str| Domain::parse(s).unwrap();
-        let set = db.set_domains(&loaded, v1, "globex", &[d("globex.com")]).await.unwrap();
+        let dom = |s: &str| Domain::parse(s).unwrap();
+        let set = db.set_domains(&loaded, v1, "globex", &[dom("globex.com")]).await.unwrap();
         assert_eq!((set.rows, set.version), (1, v1 + 1));
-        assert!(matches!(db.set_domains(&set.gallery, set.version, "nobody", &[d("x.com")]).await, Err(DbError::Index(IndexError::UnknownBrand(_)))));
+        assert!(matches!(db.set_domains(&set.gallery, set.version, "nobody", &[dom("x.com")]).await, Err(DbError::Index(IndexError::UnknownBrand(_)))));
         let cleared = db.set_domains(&set.gallery, set.version, "globex", &[]).await.unwrap();
         assert_eq!((cleared.version, db.load().await.unwrap().0.all_domains()), (v1 + 2, loaded.all_domains()));
         // Back to the gallery as created, at the next version.
