@@ -457,9 +457,12 @@ fn gallery_commands_on_a_database_match_the_file_gallery() {
     let same = || assert_eq!(run_json(&["gallery", "list", "--gallery", s(&g), "--json"]), run_json(&["gallery", "list", "--db", &url, "--json"]));
     same();
     for target in [["--gallery", s(&g)], ["--db", &url]] {
-        let (c, out, err) = code(&[&["gallery", "add", "--model", s(&model), "--brand", "newco", s(&new_brand)][..], &target[..]].concat());
+        let (c, out, err) = code(&[&["gallery", "add", "--model", s(&model), "--brand", "newco", "--domain", "www.newco.com", s(&new_brand)][..], &target[..]].concat());
         assert_eq!(c, 0, "{out}{err}");
-        assert!(out.contains("enrolled new brand \"newco\": +6 images"), "{out}");
+        assert!(out.contains("enrolled new brand \"newco\": +6 images (6 in all, domains newco.com)"), "{out}");
+        let (c, out, err) = code(&[&["gallery", "domains", "--brand", "newco", "--add", "newco.io"][..], &target[..]].concat());
+        assert_eq!(c, 0, "{out}{err}");
+        assert!(out.contains("newco.com, newco.io"), "{out}");
     }
     same();
     let (c, _, err) = code(&["gallery", "add", "--db", &url, "--model", s(&other), "--brand", "x", s(&new_brand)]);
@@ -780,6 +783,12 @@ fn gallery_domains_and_check_verdicts_with_exit_codes() {
     assert!(c == 2 && err.contains("missing.png"), "{err}");
     let (c, _, err) = check(&["--url", "http://", s(&page)]);
     assert!(c == 2 && err.contains("URL"), "{err}");
+    // An undecodable screenshot among good ones: exit 2 naming it, no drawing written.
+    std::fs::write(dir.path().join("broken.png"), b"not a png").unwrap();
+    std::fs::write(&list, "https://acme.com/ page.png\nhttps://acme.com/ broken.png\n").unwrap();
+    let (c, _, err) = check(&["--url-file", s(&list), "--draw", s(&drawn2)]);
+    assert!(c == 2 && err.contains("broken.png"), "{err}");
+    assert!(!drawn2.exists(), "nothing drawn when a page fails");
 }
 
 /// `localiser eval` leaves out the scenes the localiser trained on however their path is spelled
