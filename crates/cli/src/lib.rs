@@ -6,7 +6,9 @@
 //! Exit codes (stable, for scripts):
 //! - 0: success (for `query`: a known brand was found)
 //! - 1: a negative answer that is not an error (for `query`: unknown brand)
-//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
+//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where.
+//!   For `serve` this includes refusing to start: a non-loopback `--addr` without `--tokens` or
+//!   `--no-auth`, an unreadable tokens file or TLS certificate; for `token new`, an id in use.
 
 mod bench;
 mod data;
@@ -16,6 +18,7 @@ mod find;
 pub mod io;
 mod perf;
 mod recognize;
+mod token;
 mod train;
 
 use std::process::ExitCode;
@@ -64,6 +67,9 @@ enum Command {
     Localiser(find::LocaliserCommand),
     /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
     Serve(recognize::ServeArgs),
+    /// Access tokens for `proxima serve --tokens FILE`: `token new --role read|admin --tokens FILE`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parses the command line and runs the subcommand; errors are printed and exit with code 2.
@@ -83,6 +89,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => recognize::serve(args),
         Command::Find(args) => find::find(args),
         Command::Localiser(cmd) => find::localiser(cmd),
+        Command::Token(cmd) => token::run(cmd),
     };
     match result {
         Ok(code) => code,
