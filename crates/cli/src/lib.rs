@@ -7,7 +7,9 @@
 //! - 0: success (for `query`: a known brand was found; for `check`: no page impersonates a brand)
 //! - 1: a negative answer that is not an error (for `query`: unknown brand; for `check`: an
 //!   impersonation)
-//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where
+//! - 2: an error (bad arguments, unreadable input, failed run); the message says what and where.
+//!   For `serve` this includes refusing to start: a non-loopback `--addr` without `--tokens` or
+//!   `--no-auth`, an unreadable tokens file or TLS certificate; for `token new`, an id in use.
 
 mod bench;
 mod check;
@@ -18,6 +20,7 @@ mod find;
 pub mod io;
 mod perf;
 mod recognize;
+mod token;
 mod train;
 
 use std::process::ExitCode;
@@ -68,6 +71,9 @@ enum Command {
     Localiser(find::LocaliserCommand),
     /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
     Serve(recognize::ServeArgs),
+    /// Access tokens for `proxima serve --tokens FILE`: `token new --role read|admin --tokens FILE`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parses the command line and runs the subcommand; errors are printed and exit with code 2.
@@ -88,6 +94,7 @@ pub fn run() -> ExitCode {
         Command::Find(args) => find::find(args),
         Command::Check(args) => check::check(args),
         Command::Localiser(cmd) => find::localiser(cmd),
+        Command::Token(cmd) => token::run(cmd),
     };
     match result {
         Ok(code) => code,

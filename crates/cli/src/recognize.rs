@@ -265,6 +265,29 @@ pub struct ServeArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Tokens file (`proxima token new`): every request but /healthz and the console's files
+    /// needs `Authorization: Bearer <token>`; `read` tokens identify, `admin` tokens also change
+    /// the gallery and read the audit log.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Serve without tokens on an address other than loopback (anyone who reaches it can change
+    /// the gallery). Without tokens, only loopback addresses are served unless this is given.
+    #[arg(long, conflicts_with = "tokens")]
+    no_auth: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Requests per second per client (per token, else per address), with bursts of twice as
+    /// many; more → 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 100.0)]
+    rate_limit: f64,
+    /// Audit log of a file gallery (JSON lines); default: `<gallery>.audit.jsonl` beside it.
+    /// (A database gallery keeps its log in the database.)
+    #[arg(long, conflicts_with = "gallery_db")]
+    audit_log: Option<PathBuf>,
 }
 
 pub(crate) fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
@@ -334,7 +357,9 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
             let (g, removed, name) = match (&a.gallery, &a.db) {
                 (Some(path), _) => {
                     let mut g = Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?;
+                    let stored = g.resolve_brand(&a.brand).map(|id| g.brands()[id as usize].clone());
                     let removed = g.remove(&a.brand).with_context(|| format!("removing from {}", path.display()))?;
+                    audit(path, "remove", stored.as_deref().unwrap_or(&a.brand), removed, 0)?;
                     save_gallery(&g, path)?;
                     (g, removed, path.display().to_string())
                 }
@@ -342,7 +367,7 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
                     let applied = block_on(async {
                         let mut db = GalleryDb::connect(url).await?;
                         let (g, v) = db.load().await?;
-                        db.remove(&g, v, &a.brand).await
+                        db.remove_as(CLI_ACTOR, &g, v, &a.brand).await
                     })?
                     .with_context(|| format!("removing {:?} from {}", a.brand, redact(url)))?;
                     (applied.gallery, applied.rows, redact(url))
@@ -382,7 +407,9 @@ fn store_domains(gallery: Option<&Path>, db: Option<&str>, changes: &[(String, V
         (Some(path), _) => {
             let mut g = Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?;
             for (brand, list) in changes {
-                g.set_domains(brand, list).with_context(|| format!("setting the domains of {brand:?}"))?;
+                let n = g.set_domains(brand, list).with_context(|| format!("setting the domains of {brand:?}"))?.len();
+                let rows = g.list().into_iter().find(|b| &b.brand == brand).map_or(0, |b| b.rows);
+                audit(path, "domains", brand, n, rows)?;
             }
             if !changes.is_empty() {
                 save_gallery(&g, path)?;
@@ -393,7 +420,7 @@ fn store_domains(gallery: Option<&Path>, db: Option<&str>, changes: &[(String, V
             let mut db = GalleryDb::connect(url).await?;
             let (mut g, mut v) = db.load().await?;
             for (brand, list) in changes {
-                let applied = db.set_domains(&g, v, brand, list).await?;
+                let applied = db.set_domains_as(CLI_ACTOR, &g, v, brand, list).await?;
                 (g, v) = (applied.gallery, applied.version);
             }
             Ok::<_, proxima_gallery_db::DbError>(g)
@@ -523,6 +550,8 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
 }
 
 fn add(a: AddArgs) -> Result<ExitCode> {
+    // The one brand-name rule (proxima_index::brand_name), and the domains, before anything is loaded.
+    let brand = proxima_index::brand_name::normalize(&a.brand).context("--brand")?;
     let domains = parse_domains(&a.domains)?;
     let model = load_model(&a.model, &a.device)?;
     let paths = expand_images(&a.inputs)?;
@@ -530,11 +559,14 @@ fn add(a: AddArgs) -> Result<ExitCode> {
     let (g, new, added, name) = match (&a.gallery, &a.db) {
         (Some(path), _) => {
             let mut g = load_gallery_for(path, &model)?;
-            let new = g.brand_id(&a.brand).is_none();
-            let added = g.add(&a.brand, &emb, &paths).with_context(|| format!("enrolling brand {:?}", a.brand))?;
+            let new = g.brand_id(&brand).is_none();
+            let added = g.add(&brand, &emb, &paths).with_context(|| format!("enrolling brand {brand:?}"))?;
+            let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
+            audit(path, "enrol", &brand, added, rows)?;
             if !domains.is_empty() {
-                let list = edited(g.domains(&a.brand), &domains, &[]);
-                g.set_domains(&a.brand, &list)?;
+                let list = edited(g.domains(&brand), &domains, &[]);
+                let n = g.set_domains(&brand, &list)?.len();
+                audit(path, "domains", &brand, n, rows)?;
             }
             save_gallery(&g, path)?;
             (g, new, added, path.display().to_string())
@@ -543,25 +575,39 @@ fn add(a: AddArgs) -> Result<ExitCode> {
             let (applied, new) = block_on(async {
                 let mut db = GalleryDb::connect(url).await?;
                 let (g, v) = db.load_for_model(&model.card.fingerprint).await?;
-                let new = g.brand_id(&a.brand).is_none();
-                let mut applied = db.add(&g, v, &a.brand, &emb, &paths).await?;
+                let new = g.brand_id(&brand).is_none();
+                let mut applied = db.add_as(CLI_ACTOR, &g, v, &brand, &emb, &paths).await?;
                 if !domains.is_empty() {
-                    let (rows, list) = (applied.rows, edited(applied.gallery.domains(&a.brand), &domains, &[]));
-                    applied = db.set_domains(&applied.gallery, applied.version, &a.brand, &list).await?;
+                    let (rows, list) = (applied.rows, edited(applied.gallery.domains(&brand), &domains, &[]));
+                    applied = db.set_domains_as(CLI_ACTOR, &applied.gallery, applied.version, &brand, &list).await?;
                     applied.rows = rows;
                 }
                 Ok::<_, proxima_gallery_db::DbError>((applied, new))
             })?
-            .with_context(|| format!("enrolling brand {:?} in {}", a.brand, redact(url)))?;
+            .with_context(|| format!("enrolling brand {brand:?} in {}", redact(url)))?;
             (applied.gallery, new, applied.rows, redact(url))
         }
         (None, None) => bail!("give --gallery or --db"),
     };
-    let rows = g.list().into_iter().find(|b| b.brand == a.brand).map_or(0, |b| b.rows);
-    let ds = g.domains(&a.brand);
+    let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
+    let ds = g.domains(&brand);
     let ds = if ds.is_empty() { String::new() } else { format!(", domains {}", ds.iter().map(Domain::to_string).collect::<Vec<_>>().join(", ")) };
-    println!("{} brand {:?}: +{added} images ({rows} in all{ds}); {} in {name}", if new { "enrolled new" } else { "extended" }, a.brand, brand_count(&g));
+    println!("{} brand {brand:?}: +{added} images ({rows} in all{ds}); {} in {name}", if new { "enrolled new" } else { "extended" }, brand_count(&g));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit-log id of changes made with the CLI.
+const CLI_ACTOR: &str = "cli";
+
+/// Appends a file gallery's change to its audit log (`<gallery>.audit.jsonl`, as `proxima serve`
+/// keeps it) before the gallery is saved.
+fn audit(gallery: &Path, action: &str, brand: &str, rows: usize, brand_rows: usize) -> Result<()> {
+    let log_path = proxima_server::audit::default_path(gallery);
+    // Reconciled against the gallery on disk (what the log must agree with before this change).
+    let on_disk = Gallery::load(gallery).with_context(|| format!("opening the gallery {}", gallery.display()))?;
+    let (mut log, _) = proxima_server::audit::AuditLog::open(&log_path, &on_disk).map_err(|e| anyhow!(e))?;
+    log.append(CLI_ACTOR, action, brand, rows as u64, brand_rows as u64).map_err(|e| anyhow!(e))?;
+    Ok(())
 }
 
 /// "N brands", and the background examples when there are some (they are no brand: never an answer).
@@ -683,8 +729,31 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         request_timeout: Duration::from_millis(a.timeout_ms),
         batch: BatchConfig { queue_capacity: a.queue, max_batch: a.max_batch, batch_wait: Duration::from_millis(a.batch_wait_ms) },
         threshold: a.threshold,
+        tokens: match &a.tokens {
+            Some(p) => Some(std::sync::Arc::new(proxima_server::auth::Tokens::load(p)?)),
+            None => None,
+        },
+        allow_open: a.no_auth,
+        rate_limit: Some(a.rate_limit),
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(proxima_server::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        },
+        audit_log: a.audit_log.clone(),
         ..Default::default()
     };
+    let access = match (&cfg.tokens, a.tokens.as_ref()) {
+        (Some(t), Some(p)) => format!("{} token(s) from {}", t.len(), p.display()),
+        _ if a.no_auth => "NO ACCESS CONTROL (--no-auth)".to_string(),
+        _ => "no tokens (loopback only)".to_string(),
+    };
+    if a.no_auth {
+        eprintln!(
+            "WARNING: --no-auth: serving {} without access control; anyone who can reach it can enrol and remove brands. Give --tokens FILE (proxima token new) to require tokens.",
+            a.addr
+        );
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let model = a.model.clone();
     // An explicit --localiser must load; the default one is used only when present.
     let localiser = match &a.localiser {
@@ -701,7 +770,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     };
     let name = source.name();
     proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, source, |addr| {
-        eprintln!("serving {name} with model {} ({find_note}) on http://{addr} (Ctrl-C to stop)", a.model.display());
+        eprintln!("serving {name} with model {} ({find_note}; {access}) on {scheme}://{addr} (Ctrl-C to stop)", a.model.display());
     })
     .with_context(|| format!("serving {name} on {}", a.addr))?;
     Ok(ExitCode::SUCCESS)

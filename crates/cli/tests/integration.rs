@@ -845,3 +845,193 @@ fn data_crops_cuts_boxes_into_brand_folders() {
     assert!(err.contains("nope.jsonl"), "{err}");
     assert!(!out2.exists());
 }
+
+#[test]
+fn gallery_add_applies_the_brand_name_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, new_brand, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("brands.gallery");
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 0, "{err}");
+    let long = "x".repeat(10_000);
+    for (name, needle) in [
+        ("../../etc", "path separators"),
+        ("a\\b", "path separators"),
+        (".hidden", "dot"),
+        ("a\nb", "control"),
+        ("pay\u{200B}pal", "invisible"),
+        (long.as_str(), "longer than 128"),
+        (" padded", "whitespace"),
+        ("", "empty"),
+    ] {
+        let (c, _, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", name, s(&new_brand)]);
+        assert_eq!(c, 2, "{name:?}");
+        assert!(err.contains(needle) && err.contains("--brand"), "{name:?}: {err}");
+        assert!(err.len() < 400, "a refused name is shortened in the message: {err}");
+    }
+    // Another normal form is stored in NFC; the audit log beside the gallery records it.
+    let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "Cafe\u{301}", s(&new_brand)]);
+    assert_eq!(c, 0, "{err}");
+    assert!(out.contains("\"Caf\u{e9}\""), "{out}");
+    let stored = proxima_index::Gallery::load(&g).unwrap();
+    assert!(stored.brand_id("Caf\u{e9}").is_some());
+    let (c, _, err) = code(&["gallery", "remove", "--gallery", s(&g), "--brand", "Cafe\u{301}"]);
+    assert_eq!(c, 0, "{err}");
+    let log = proxima_server::audit::read_file(&proxima_server::audit::default_path(&g)).unwrap();
+    let got: Vec<_> = log.iter().map(|e| (e.token.as_str(), e.action.as_str(), e.brand.as_str(), e.rows)).collect();
+    assert_eq!(got, vec![("cli", "enrol", "Caf\u{e9}", 6), ("cli", "remove", "Caf\u{e9}", 6)]);
+}
+
+#[test]
+fn token_new_appends_hashes_and_serve_refuses_an_open_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let (c, admin, err) = code(&["token", "new", "--role", "admin", "--tokens", s(&tokens), "--id", "ops"]);
+    assert_eq!(c, 0, "{err}");
+    let (c, read, _) = code(&["token", "new", "--role", "read", "--tokens", s(&tokens)]);
+    assert_eq!(c, 0);
+    let (admin, read) = (admin.trim(), read.trim());
+    assert!(admin.starts_with("pxm_") && admin.len() == 68 && admin != read, "{admin} {read}");
+    let text = std::fs::read_to_string(&tokens).unwrap();
+    assert!(!text.contains(admin) && !text.contains(read), "only hashes are stored: {text}");
+    let t = proxima_server::auth::Tokens::load(&tokens).unwrap();
+    assert_eq!(t.verify(admin).map(|c| (c.id, c.role)), Some(("ops".to_string(), proxima_server::auth::Role::Admin)));
+    assert_eq!(t.verify(read).map(|c| c.id), Some("read-1".to_string()));
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&tokens).unwrap().permissions()) & 0o777, 0o600);
+    let (c, _, err) = code(&["token", "new", "--role", "read", "--tokens", s(&tokens), "--id", "ops"]);
+    assert_eq!(c, 2);
+    assert!(err.contains("already"), "{err}");
+    let (c, _, _) = code(&["token", "new", "--role", "owner", "--tokens", s(&tokens)]);
+    assert_eq!(c, 2);
+
+    // serve on a public address without tokens: refused (exit 2) before anything is loaded.
+    let GalleryFixture { model, enrol, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("g.gallery");
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 0, "{err}");
+    let (c, _, err) = code(&["serve", "--model", s(&model), "--gallery", s(&g), "--addr", "0.0.0.0:0"]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("--no-auth") && err.contains("--tokens"), "{err}");
+}
+
+/// A running `proxima serve` and the address it printed.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+}
+
+fn start_serve(args: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxima")).arg("serve").args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[serve] {l}");
+            if let Some(rest) = l.split(" on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("serve prints its address");
+    Served { child, addr }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, token: &str, content_type: Option<&str>, body: &[u8]) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if let Some(ct) = content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("no status line: {text:?}")))?;
+    Ok((status, text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string())))
+}
+
+fn multipart(image: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "proxima-test-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"logo.png\"\r\nContent-Type: image/png\r\n\r\n").into_bytes();
+    body.extend_from_slice(image);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// `proxima serve` killed (SIGKILL) while clients keep enrolling: every brand answered 201 is
+/// in the gallery after a restart, and the audit log and the gallery agree.
+#[test]
+fn killing_serve_during_enrolments_loses_nothing_answered_201_and_the_audit_log_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, new_brand, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("g.gallery");
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 0, "{err}");
+    let tokens = dir.path().join("tokens");
+    let (c, admin, _) = code(&["token", "new", "--role", "admin", "--tokens", s(&tokens), "--id", "ops"]);
+    assert_eq!(c, 0);
+    let admin = admin.trim().to_string();
+    let args = ["--model", s(&model), "--gallery", s(&g), "--addr", "127.0.0.1:0", "--tokens", s(&tokens), "--rate-limit", "0", "--threshold", "0.9"];
+    let mut served = start_serve(&args);
+    let photo = std::fs::read(std::fs::read_dir(&new_brand).unwrap().map(|e| e.unwrap().path()).min().unwrap()).unwrap();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (addr, admin, photo, answered, stop) = (served.addr.clone(), admin.clone(), photo.clone(), answered.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (ct, body) = multipart(&photo);
+                let mut failed = 0;
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let brand = format!("k{t}-{i}");
+                    match http(&addr, "POST", &format!("/v1/gallery/{brand}"), &admin, Some(&ct), &body) {
+                        Ok((201, _)) => answered.lock().unwrap().push(brand),
+                        Ok((st, b)) => panic!("{brand}: {st} {b}"),
+                        Err(_) => failed += 1,
+                    }
+                    if failed > 0 {
+                        break;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    while answered.lock().unwrap().len() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cut_off: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let answered = answered.lock().unwrap().clone();
+    eprintln!("killed after {} enrolments answered 201; {cut_off} requests were cut off", answered.len());
+
+    // Restart: the gallery has every answered brand; the log agrees with it.
+    let mut served = start_serve(&args);
+    let gallery = proxima_index::Gallery::load(&g).unwrap();
+    for b in &answered {
+        assert!(gallery.brand_id(b).is_some(), "{b} was answered 201 but is not in the gallery");
+    }
+    let log = proxima_server::audit::read_file(&proxima_server::audit::default_path(&g)).unwrap();
+    assert!(proxima_server::audit::disagreements(&log, &gallery).is_empty(), "the audit log and the gallery disagree");
+    for b in &answered {
+        assert!(log.iter().any(|e| e.action == "enrol" && &e.brand == b && e.token == "ops"), "{b} is not in the audit log");
+    }
+    let (st, body) = http(&served.addr, "GET", "/v1/audit?limit=1000", &admin, None, b"").unwrap();
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), log.len());
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+}

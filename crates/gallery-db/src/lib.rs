@@ -16,6 +16,11 @@
 //! | `proxima_gallery` (one row) | `model_fingerprint`, `dim`, `metric`, `backend`, `calibration` (JSON text), `version` |
 //! | `proxima_gallery_rows` | `id bigserial` (row order), `brand`, `source`, `embedding vector` |
 //! | `proxima_gallery_domains` | `brand`, `domain` (a brand's legitimate registrable domains; removed with the brand) |
+//! | `proxima_gallery_audit` | `id bigserial`, `time`, `token`, `action` (`enrol`/`remove`/`domains`), `brand`, `rows`, `brand_rows`, `version` |
+//!
+//! The audit table is written in the same transaction as the change it records ([`AuditEntry`]),
+//! so the log and the gallery cannot disagree: a change is in both or in neither. It is created
+//! on the first audited write, so databases made before it keep working.
 //!
 //! Every change is one transaction: a brand is enrolled with all its rows or not at all, and a
 //! database that disappears mid-enrolment leaves no half-written brand ([`DbError::is_unavailable`]
@@ -55,6 +60,45 @@ CREATE TABLE IF NOT EXISTS proxima_gallery_domains (
     PRIMARY KEY (brand, domain)
 );
 ";
+
+/// The audit table (also created inside each audited write, under the gallery's row lock).
+pub const AUDIT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS proxima_gallery_audit (
+    id bigserial PRIMARY KEY,
+    time timestamptz NOT NULL DEFAULT now(),
+    token text NOT NULL,
+    action text NOT NULL,
+    brand text NOT NULL,
+    rows bigint NOT NULL,
+    brand_rows bigint NOT NULL,
+    version bigint NOT NULL
+);
+";
+
+/// The actor recorded for changes made without a token (the CLI, tests).
+pub const LOCAL_ACTOR: &str = "local";
+
+/// One gallery change as the audit log records it (file galleries: a JSON line; database
+/// galleries: a row of `proxima_gallery_audit`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// When, RFC 3339 in UTC.
+    pub time: String,
+    /// The id of the token that made the change (`local` without one).
+    pub token: String,
+    /// `enrol` or `remove` (`void`: a file gallery's change that was logged but never saved,
+    /// written when the server restarts after a crash between the two).
+    pub action: String,
+    /// The brand, as stored (NFC).
+    pub brand: String,
+    /// Rows added or removed.
+    pub rows: u64,
+    /// The brand's rows after the change (0 after a removal).
+    pub brand_rows: u64,
+    /// The gallery's version after the change (database: its version number; file: the change's
+    /// sequence number in the log).
+    pub version: i64,
+}
 
 /// Rows per `INSERT … SELECT FROM unnest(…)` statement.
 const INSERT_CHUNK: usize = 1000;
@@ -347,13 +391,20 @@ impl GalleryDb {
     /// [`Gallery::add`] does, and the answer is the database's gallery after the change (the
     /// caller's copy plus the rows when nobody else wrote in between, else a fresh load).
     pub async fn add(&mut self, local: &Gallery, local_version: i64, brand: &str, embeddings: &[f32], paths: &[PathBuf]) -> Result<Applied> {
+        self.add_as(LOCAL_ACTOR, local, local_version, brand, embeddings, paths).await
+    }
+
+    /// As [`GalleryDb::add`], recording `actor` (a token id) in the audit table in the same
+    /// transaction. The brand is stored in its NFC form ([`proxima_index::brand_name`]).
+    pub async fn add_as(&mut self, actor: &str, local: &Gallery, local_version: i64, brand: &str, embeddings: &[f32], paths: &[PathBuf]) -> Result<Applied> {
+        let brand = &proxima_index::brand_name::normalize(brand)?;
         let mut next = local.clone();
         let rows = next.add(brand, embeddings, paths)?;
         let first = next.len() - rows;
         let dim = next.dim();
         let new_rows = &next.data()[first * dim..];
         let new_paths = &next.paths()[first..];
-        let brands = vec![brand; rows];
+        let brands = vec![brand.as_str(); rows];
         let fingerprint = local.model_fingerprint().to_string();
         let client = self.client().await?;
         let res: Step<Write> = async {
@@ -364,6 +415,7 @@ impl GalleryDb {
             }
             insert_rows(&tx, &brands, new_paths, new_rows, dim).await?;
             tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+            audit(&tx, actor, "enrol", brand, rows as i64, version + 1).await?;
             tx.commit().await.map_err(|e| ("committing", e))?;
             Ok(Write::Done { before: version, rows: rows as u64 })
         }
@@ -374,6 +426,17 @@ impl GalleryDb {
 
     /// Removes `brand` and all its rows, in one transaction (see [`GalleryDb::add`] for `local`).
     pub async fn remove(&mut self, local: &Gallery, local_version: i64, brand: &str) -> Result<Applied> {
+        self.remove_as(LOCAL_ACTOR, local, local_version, brand).await
+    }
+
+    /// As [`GalleryDb::remove`], recording `actor` in the audit table in the same transaction.
+    /// `brand` is matched as the caller's copy stores it, else by its NFC form.
+    pub async fn remove_as(&mut self, actor: &str, local: &Gallery, local_version: i64, brand: &str) -> Result<Applied> {
+        let stored = match local.resolve_brand(brand) {
+            Some(id) => local.brands()[id as usize].clone(),
+            None => proxima_index::brand_name::normalize(brand).unwrap_or_else(|_| brand.to_string()),
+        };
+        let brand = stored.as_str();
         let mut next = local.clone();
         let fingerprint = local.model_fingerprint().to_string();
         let client = self.client().await?;
@@ -387,6 +450,7 @@ impl GalleryDb {
             if n > 0 {
                 delete_domains(&tx, brand).await?;
                 tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+                audit(&tx, actor, "remove", brand, n as i64, version + 1).await?;
                 tx.commit().await.map_err(|e| ("committing", e))?;
             }
             Ok(Write::Done { before: version, rows: n })
@@ -405,8 +469,17 @@ impl GalleryDb {
     /// transaction (see [`GalleryDb::add`] for `local`); `rows` of the answer is the number of
     /// domains stored.
     pub async fn set_domains(&mut self, local: &Gallery, local_version: i64, brand: &str, domains: &[Domain]) -> Result<Applied> {
+        self.set_domains_as(LOCAL_ACTOR, local, local_version, brand, domains).await
+    }
+
+    /// As [`GalleryDb::set_domains`], recording `actor` in the audit log (action `domains`, rows:
+    /// the number of domains stored) in the same transaction.
+    pub async fn set_domains_as(&mut self, actor: &str, local: &Gallery, local_version: i64, brand: &str, domains: &[Domain]) -> Result<Applied> {
         let mut next = local.clone();
         let stored = next.set_domains(brand, domains)?.to_vec();
+        // The brand as stored (`set_domains` matched it, NFC form included).
+        let name = local.resolve_brand(brand).map(|id| local.brands()[id as usize].clone()).unwrap_or_else(|| brand.to_string());
+        let brand = name.as_str();
         let fingerprint = local.model_fingerprint().to_string();
         let client = self.client().await?;
         let res: Step<Write> = async {
@@ -423,6 +496,7 @@ impl GalleryDb {
             delete_domains(&tx, brand).await?;
             insert_domains(&tx, brand, &stored).await?;
             tx.execute("UPDATE proxima_gallery SET version = version + 1 WHERE id = 1", &[]).await.map_err(|e| ("updating the version", e))?;
+            audit(&tx, actor, "domains", brand, stored.len() as i64, version + 1).await?;
             tx.commit().await.map_err(|e| ("committing", e))?;
             Ok(Write::Done { before: version, rows: 1 })
         }
@@ -432,6 +506,38 @@ impl GalleryDb {
             return Err(IndexError::UnknownBrand(brand.to_string()).into());
         }
         self.after_write(next, local_version, before, stored.len()).await
+    }
+
+    /// The audit log, oldest first: the entries after id `after` (0: from the start), at most `limit`.
+    /// Each entry comes with its id (pass the last one as `after` for the next page).
+    pub async fn audit_log(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
+        let client = self.client().await?;
+        let res = client
+            .query(
+                "SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), token, action, brand, rows, brand_rows, version
+                 FROM proxima_gallery_audit WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await;
+        match res {
+            Ok(rows) => Ok(rows
+                .iter()
+                .map(|r| {
+                    let entry = AuditEntry {
+                        time: r.get(1),
+                        token: r.get(2),
+                        action: r.get(3),
+                        brand: r.get(4),
+                        rows: r.get::<_, i64>(5).max(0) as u64,
+                        brand_rows: r.get::<_, i64>(6).max(0) as u64,
+                        version: r.get(7),
+                    };
+                    (r.get(0), entry)
+                })
+                .collect()),
+            Err(e) if no_table(&e) => Ok(Vec::new()),
+            Err(e) => Err(self.err("reading the audit log")(e)),
+        }
     }
 
     /// Stores a (new) calibration; answers the database's gallery after the change.
@@ -513,6 +619,20 @@ fn collect_domains(url: &str, rows: &[tokio_postgres::Row]) -> Result<BTreeMap<S
         list.dedup();
     }
     Ok(out)
+}
+
+/// Records a change in the audit table, inside the change's transaction (which holds the
+/// gallery's row lock, so creating the table here cannot race another writer).
+async fn audit(tx: &tokio_postgres::Transaction<'_>, actor: &str, action: &str, brand: &str, rows: i64, version: i64) -> Step<()> {
+    tx.batch_execute(AUDIT_SCHEMA).await.map_err(|e| ("creating the audit table", e))?;
+    tx.execute(
+        "INSERT INTO proxima_gallery_audit (token, action, brand, rows, brand_rows, version)
+         SELECT $1, $2, $3, $4, (SELECT count(*) FROM proxima_gallery_rows WHERE brand = $3), $5",
+        &[&actor, &action, &brand, &rows, &version],
+    )
+    .await
+    .map_err(|e| ("writing the audit log", e))?;
+    Ok(())
 }
 
 /// Appends rows (brand, source path, embedding) in order, in chunks of [`INSERT_CHUNK`].

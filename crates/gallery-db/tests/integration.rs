@@ -95,6 +95,9 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         assert!(matches!(db.set_domains(&set.gallery, set.version, "nobody", &[dom("x.com")]).await, Err(DbError::Index(IndexError::UnknownBrand(_)))));
         let cleared = db.set_domains(&set.gallery, set.version, "globex", &[]).await.unwrap();
         assert_eq!((cleared.version, db.load().await.unwrap().0.all_domains()), (v1 + 2, loaded.all_domains()));
+        let log = db.audit_log(0, i64::MAX).await.unwrap();
+        let got: Vec<_> = log.iter().rev().take(2).map(|(_, e)| (e.action.as_str(), e.brand.as_str(), e.rows, e.brand_rows, e.version)).collect();
+        assert_eq!(got, vec![("domains", "globex", 0, 5, v1 + 2), ("domains", "globex", 1, 5, v1 + 1)], "domain changes are audited in their transaction");
         // Back to the gallery as created, at the next version.
         let v1 = cleared.version;
         let (loaded, _) = db.load().await.unwrap();
@@ -103,6 +106,9 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         assert!(matches!(db.create(&g, false).await, Err(DbError::Exists { rows: 17, .. })), "existing gallery must be kept");
         // Another model is refused.
         assert!(matches!(db.load_for_model("model-b").await, Err(DbError::Index(IndexError::FingerprintMismatch { .. }))));
+
+        // The audit table may hold other tests' entries (one server); look at ours only.
+        let audit_start = db.audit_log(0, i64::MAX).await.unwrap().last().map_or(0, |e| e.0);
 
         // A second replica follows the first one's changes.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -130,6 +136,20 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         let gone = db.remove(&removed.gallery, removed.version, "acme").await.unwrap();
         assert!(db.load().await.unwrap().0.all_domains().is_empty(), "a removed brand's domains go with it");
         let removed = gone;
+
+        // Each committed change is in the audit table, written in its transaction; refused ones are not.
+        let log = db.audit_log(audit_start, 100).await.unwrap();
+        let got: Vec<_> = log.iter().map(|(_, e)| (e.token.as_str(), e.action.as_str(), e.brand.as_str(), e.rows, e.brand_rows, e.version)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("local", "enrol", "umbrella", 3, 3, v1 + 1),
+                ("local", "remove", "globex", 5, 0, added.version + 1),
+                ("local", "remove", "acme", 7, 0, added.version + 2)
+            ]
+        );
+        assert!(log[0].1.time.ends_with('Z') && log[0].1.time.len() == 27, "{}", log[0].1.time);
+        let audit_start = log.last().unwrap().0;
 
         // The database goes away: a clear "unavailable", nothing written; back: writes resume.
         pg_ctl("stop");
@@ -160,11 +180,16 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
                 Err(e) => format!("refused ({e})"),
             }
         );
+        let big_audited: Vec<_> = db.audit_log(audit_start, 100).await.unwrap().into_iter().filter(|(_, e)| e.brand == "big").collect();
         match outcome {
-            Ok(a) => assert_eq!((a.rows, big_rows), (big, big), "committed before the stop: every row"),
+            Ok(a) => {
+                assert_eq!((a.rows, big_rows), (big, big), "committed before the stop: every row");
+                assert_eq!(big_audited.len(), 1, "and its audit entry");
+            }
             Err(e) => {
                 assert!(e.is_unavailable(), "{e}");
                 assert_eq!(big_rows, 0, "no half-written brand");
+                assert!(big_audited.is_empty(), "no audit entry for a change that did not commit");
             }
         }
 
@@ -179,6 +204,23 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         }
         assert_eq!(last, want, "the follower reaches the database's version after the outage");
         follower.abort();
+
+        // The brand-name rule: refused names change nothing; another normal form is stored as NFC
+        // and removed by either spelling; the token id is recorded.
+        let (cur, cv) = db.load().await.unwrap();
+        for bad in ["../../etc", ".hidden", "a\nb", "", &"x".repeat(10_000)] {
+            let err = db.add_as("tok-admin", &cur, cv, bad, &rows(3, 1, d), &paths("bad", 1)).await.unwrap_err();
+            assert!(matches!(err, DbError::Index(IndexError::InvalidBrand { .. })), "{bad:?}: {err}");
+        }
+        assert_eq!(db.version().await.unwrap(), Some(cv));
+        let a = db.add_as("tok-admin", &cur, cv, "Cafe\u{301}", &rows(3, 1, d), &paths("cafe", 1)).await.unwrap();
+        let (stored, _) = db.load().await.unwrap();
+        assert!(stored.brand_id("Caf\u{e9}").is_some() && stored.brand_id("Cafe\u{301}").is_none());
+        assert_same(&stored, &a.gallery);
+        let r = db.remove_as("tok-admin", &a.gallery, a.version, "Cafe\u{301}").await.unwrap();
+        assert_eq!(r.rows, 1);
+        let last: Vec<_> = db.audit_log(0, i64::MAX).await.unwrap().into_iter().rev().take(2).map(|(_, e)| (e.token, e.action, e.brand)).collect();
+        assert_eq!(last, vec![("tok-admin".into(), "remove".into(), "Caf\u{e9}".into()), ("tok-admin".into(), "enrol".into(), "Caf\u{e9}".into())]);
 
         // Stored metadata that does not parse is a clear error naming the field, never a
         // gallery with a guessed metric.

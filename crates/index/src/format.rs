@@ -35,9 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendConfig;
 use crate::background::is_background;
+use crate::brand_name::check_stored;
 use crate::calibrate::Calibration;
 use crate::error::{IndexError, Result, io};
-use crate::gallery::{Gallery, check_brand};
+use crate::gallery::Gallery;
 
 /// The first 8 bytes of every gallery file.
 pub const MAGIC: [u8; 8] = *b"\x89PXGAL\r\n";
@@ -246,7 +247,7 @@ fn validate(path: &Path, h: Header, data: Vec<f32>) -> Result<Gallery> {
     }
     let mut names = std::collections::HashSet::new();
     for b in &h.brands {
-        check_brand(b).map_err(|e| bad(e.to_string()))?;
+        check_stored(b).map_err(|e| bad(e.to_string()))?;
         if !names.insert(b) {
             return Err(bad(format!("brand {b:?} appears twice")));
         }

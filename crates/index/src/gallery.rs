@@ -193,20 +193,6 @@ pub(crate) fn normalize_rows(what: &'static str, data: &mut [f32], dim: usize) -
     Ok(())
 }
 
-/// Check a brand name: non-empty, no surrounding whitespace, no control characters.
-pub(crate) fn check_brand(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        "must not be empty"
-    } else if name.trim() != name {
-        "must not start or end with whitespace"
-    } else if name.chars().any(char::is_control) {
-        "must not contain control characters"
-    } else {
-        return Ok(());
-    };
-    Err(IndexError::InvalidBrand { name: name.to_string(), reason })
-}
-
 impl Gallery {
     /// An empty cosine gallery of `dim`-dimensional embeddings from the model `model_fingerprint`.
     pub fn new(dim: usize, model_fingerprint: impl Into<String>) -> Result<Self> {
@@ -268,6 +254,11 @@ impl Gallery {
         self.brands.iter().position(|b| b == brand).map(|i| i as u32)
     }
 
+    /// Id of a brand named as stored or, failing that, by the NFC form of `brand`.
+    pub fn resolve_brand(&self, brand: &str) -> Option<u32> {
+        self.brand_id(brand).or_else(|| crate::brand_name::normalize(brand).ok().and_then(|n| self.brand_id(&n)))
+    }
+
     /// Brand id of every row.
     pub fn labels(&self) -> &[u32] {
         &self.labels
@@ -326,13 +317,13 @@ impl Gallery {
 
     /// Enrol `embeddings` (one row per image in `paths`) under `brand`; returns the rows added.
     ///
-    /// A new brand gets the next id; an existing one gains rows. Nothing is changed when
+    /// The name must pass [`crate::brand_name::normalize`] and is stored in its NFC form. A new brand gets the next id; an existing one gains rows. Nothing is changed when
     /// any check fails.
     ///
     /// # Shapes
     /// `embeddings`: `paths.len() × dim`.
     pub fn add<P: AsRef<Path>>(&mut self, brand: &str, embeddings: &[f32], paths: &[P]) -> Result<usize> {
-        check_brand(brand)?;
+        let brand = &crate::brand_name::normalize(brand)?;
         let rows = check_rows("enrolled embeddings", embeddings, self.dim)?;
         if rows != paths.len() {
             return Err(IndexError::CountMismatch { what: "add", rows, count: paths.len(), items: "paths" });
@@ -363,8 +354,10 @@ impl Gallery {
     }
 
     /// Remove a brand and all its rows; returns the rows removed.
+    ///
+    /// `brand` is matched as stored, else by its NFC form (so either spelling of a name removes it).
     pub fn remove(&mut self, brand: &str) -> Result<usize> {
-        let id = self.brand_id(brand).ok_or_else(|| IndexError::UnknownBrand(brand.to_string()))?;
+        let id = self.resolve_brand(brand).ok_or_else(|| IndexError::UnknownBrand(brand.to_string()))?;
         let d = self.dim;
         let (mut data, mut labels, mut paths) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (&l, p)) in self.labels.iter().zip(self.paths.drain(..)).enumerate() {
@@ -404,10 +397,12 @@ impl Gallery {
 
     /// Replaces the domains of an enrolled brand (sorted, de-duplicated; an empty list removes
     /// them); returns the stored list. The background is no brand and has no domains.
+    ///
+    /// `brand` is matched as stored, else by its NFC form, as [`Gallery::remove`] matches it.
     pub fn set_domains(&mut self, brand: &str, domains: &[Domain]) -> Result<&[Domain]> {
-        if self.brand_id(brand).is_none() {
-            return Err(IndexError::UnknownBrand(brand.to_string()));
-        }
+        let id = self.resolve_brand(brand).ok_or_else(|| IndexError::UnknownBrand(brand.to_string()))?;
+        let brand = self.brands[id as usize].clone();
+        let brand = brand.as_str();
         if is_background(brand) {
             return Err(IndexError::InvalidBrand { name: brand.to_string(), reason: "the background examples are no brand and have no domains" });
         }

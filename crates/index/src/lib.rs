@@ -10,6 +10,7 @@
 //!
 //! Modules:
 //! * [`gallery`] — enrolment (`add`, `remove`, `list`), `search` (rows), `identify` (brands + decision).
+//! * [`brand_name`] — the one rule for brand names (length, characters, NFC), wherever a brand enters.
 //! * [`background`] — the reserved "(background)" brand of non-logo examples: a query nearer to it
 //!   than to every brand is unknown, never answered as a brand.
 //! * [`format`](mod@format) — the versioned, checksummed, atomically written file format.
@@ -21,6 +22,7 @@
 pub mod backend;
 pub mod background;
 pub mod bench;
+pub mod brand_name;
 pub mod calibrate;
 pub mod error;
 pub mod format;

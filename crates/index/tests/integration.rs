@@ -207,3 +207,43 @@ fn calibrated_gallery_answers_unknown_for_unenrolled_brands() {
     assert!(known_ok >= 9, "known {known_ok}/10");
     assert!(unknown_ok >= 9, "unknown {unknown_ok}/10");
 }
+
+/// 10 000 generated names (path tricks, control characters, long runs, other normal forms) through
+/// `Gallery::add`: each is refused or stored exactly as its NFC form, the saved file holds the
+/// same names, and nothing but the gallery file is written.
+#[test]
+fn fuzzed_brand_names_are_refused_or_stored_exactly() {
+    use proxima_index::brand_name::{normalize, tricky_names};
+    let names = tricky_names(29, 10_000);
+    let mut g = Gallery::new(2, "model-v1").unwrap();
+    let (mut refused, mut stored) = (0, std::collections::BTreeSet::new());
+    for n in &names {
+        match g.add(n, &[1.0, 0.5], &["x.png"]) {
+            Ok(_) => {
+                let nfc = normalize(n).unwrap();
+                assert!(g.brand_id(&nfc).is_some(), "{n:?} stored as {nfc:?}");
+                assert!(!nfc.contains(['/', '\\']) && !nfc.starts_with('.') && !nfc.chars().any(char::is_control), "{nfc:?}");
+                assert!(nfc.chars().count() <= proxima_index::brand_name::MAX_CHARS);
+                stored.insert(nfc);
+            }
+            Err(IndexError::InvalidBrand { .. }) => refused += 1,
+            Err(e) => panic!("{n:?}: unexpected error {e}"),
+        }
+    }
+    assert!(refused > 1000 && stored.len() > 1000, "{refused} refused, {} stored", stored.len());
+    assert_eq!(g.num_brands(), stored.len());
+    let (dir, p) = saved(&g);
+    let back = Gallery::load(&p).unwrap();
+    assert_eq!(back.brands().iter().cloned().collect::<std::collections::BTreeSet<_>>(), stored);
+    let files: Vec<_> = walk(dir.path());
+    assert_eq!(files, vec![p], "only the gallery file is written");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::ServerConfig;
+use crate::auth::Caller;
 use crate::locate::LocaliserHandle;
 use crate::metrics::{Gauges, Metrics};
 use crate::worker::{ModelInfo, SubmitError, WorkerHandle};
@@ -75,6 +76,8 @@ pub struct AppState {
     pub(crate) writer: tokio::sync::Mutex<()>,
     decode_slots: Semaphore,
     localiser: Option<LocaliserHandle>,
+    /// A file gallery's audit log (a database gallery audits in its own transactions).
+    pub(crate) audit: Option<std::sync::Mutex<crate::audit::AuditLog>>,
 }
 
 impl AppState {
@@ -100,12 +103,19 @@ impl AppState {
             writer: tokio::sync::Mutex::new(()),
             decode_slots: Semaphore::new(2 * cores),
             localiser: None,
+            audit: None,
         })
     }
 
     /// Serves `POST /v1/find` with this localiser.
     pub fn with_localiser(mut self, localiser: LocaliserHandle) -> Self {
         self.localiser = Some(localiser);
+        self
+    }
+
+    /// Records a file gallery's changes in `log` (see [`crate::audit`]).
+    pub fn with_audit(mut self, log: crate::audit::AuditLog) -> Self {
+        self.audit = Some(std::sync::Mutex::new(log));
         self
     }
 
@@ -491,8 +501,16 @@ async fn list(State(s): Shared) -> Json<GalleryInfo> {
     })
 }
 
-async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>, req: Request) -> Result<Response, ApiError> {
+async fn enrol(
+    State(s): Shared,
+    caller: Option<axum::Extension<Caller>>,
+    brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
+    // The one brand-name rule, before the body is read; the NFC form is what is stored.
+    let brand = proxima_index::brand_name::normalize(&brand).map_err(index_error)?;
+    let who = caller.map_or_else(|| crate::auth::ANONYMOUS.to_string(), |c| c.0.id);
     s.timed(async {
         if !is_multipart(&req) {
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with one file part per image"));
@@ -516,16 +534,19 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
         let (added, (rows, brands)) = match &s.store {
             GalleryStore::Db { db, version } => {
                 let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
-                let applied = db.lock().await.add(&s.gallery(), version.load(Ordering::SeqCst), &brand, &emb, &paths).await.map_err(db_error)?;
+                let applied = db.lock().await.add_as(&who, &s.gallery(), version.load(Ordering::SeqCst), &brand, &emb, &paths).await.map_err(db_error)?;
                 let counts = counts(&applied.gallery);
                 s.publish_version(applied.gallery, applied.version);
                 (applied.rows, counts)
             }
             GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
+                let before = counts(&g).0;
                 let added = g.add(&brand, &emb, &names).map_err(index_error)?;
-                let g = save(path, g).await?;
                 let counts = counts(&g);
+                // Logged and synced before the gallery is replaced (see crate::audit).
+                crate::audit::record(&s, &who, "enrol", &brand, added, counts.0).await?;
+                let g = crate::audit::unless_saved(&s, &brand, before, save(path, g).await).await?;
                 s.publish(g);
                 (added, counts)
             }
@@ -535,21 +556,28 @@ async fn enrol(State(s): Shared, brand: Result<axum::extract::Path<String>, axum
     .await
 }
 
-async fn remove(State(s): Shared, brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn remove(
+    State(s): Shared,
+    caller: Option<axum::Extension<Caller>>,
+    brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
+    let who = caller.map_or_else(|| crate::auth::ANONYMOUS.to_string(), |c| c.0.id);
     s.timed(async {
         let _w = s.writer.lock().await;
         let (removed, brands) = match &s.store {
             GalleryStore::Db { db, version } => {
-                let applied = db.lock().await.remove(&s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
+                let applied = db.lock().await.remove_as(&who, &s.gallery(), version.load(Ordering::SeqCst), &brand).await.map_err(db_error)?;
                 let brands = applied.gallery.num_brands();
                 s.publish_version(applied.gallery, applied.version);
                 (applied.rows, brands)
             }
             GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
+                let stored = g.resolve_brand(&brand).map(|id| g.brands()[id as usize].clone()).unwrap_or_else(|| brand.clone());
                 let removed = g.remove(&brand).map_err(index_error)?;
-                let g = save(path, g).await?;
+                crate::audit::record(&s, &who, "remove", &stored, removed, 0).await?;
+                let g = crate::audit::unless_saved(&s, &stored, removed, save(path, g).await).await?;
                 let brands = g.num_brands();
                 s.publish(g);
                 (removed, brands)
@@ -614,9 +642,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/gallery/{brand}/domains", axum::routing::put(crate::check::set_domains))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/audit", get(crate::audit::list))
+        .merge(crate::console::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(crate::auth::AuthState::of(&state.config), crate::auth::check))
         .with_state(state)
 }
 

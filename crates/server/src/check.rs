@@ -66,25 +66,30 @@ pub struct DomainsAnswer {
 /// `PUT /v1/gallery/{brand}/domains`: replaces an enrolled brand's legitimate domains.
 pub(crate) async fn set_domains(
     State(s): State<Arc<AppState>>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     brand: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
     body: Result<Json<DomainsBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<DomainsAnswer>, ApiError> {
     let brand = brand.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?.0;
     let Json(body) = body.map_err(|r| ApiError::new(r.status(), format!("{}; send {{\"domains\": [\"brand.com\", …]}}", r.body_text())))?;
     let domains = body.domains.iter().map(|d| Domain::parse(d)).collect::<Result<Vec<_>, _>>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let who = caller.map_or_else(|| crate::auth::ANONYMOUS.to_string(), |c| c.0.id);
     s.timed(async {
         let _w = s.writer.lock().await;
         let stored = match s.store() {
             GalleryStore::Db { db, version } => {
-                let applied = db.lock().await.set_domains(&s.gallery(), version.load(Ordering::SeqCst), &brand, &domains).await.map_err(db_error)?;
+                let applied = db.lock().await.set_domains_as(&who, &s.gallery(), version.load(Ordering::SeqCst), &brand, &domains).await.map_err(db_error)?;
                 let stored = applied.gallery.domains(&brand).to_vec();
                 s.publish_version(applied.gallery, applied.version);
                 stored
             }
             GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
-                g.set_domains(&brand, &domains).map_err(index_error)?;
-                let g = save(path, g).await?;
+                let n = g.set_domains(&brand, &domains).map_err(index_error)?.len();
+                let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
+                // Logged and synced before the gallery is replaced (see crate::audit).
+                crate::audit::record(&s, &who, "domains", &brand, n, rows).await?;
+                let g = crate::audit::unless_saved(&s, &brand, rows, save(path, g).await).await?;
                 let stored = g.domains(&brand).to_vec();
                 s.publish(g);
                 stored

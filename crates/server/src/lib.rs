@@ -9,16 +9,24 @@
 //!
 //! Modules: [`worker`] (the model thread and its bounded, micro-batching queue), [`api`] (routes,
 //! limits and error mapping), [`check`] (the phishing check and brands' domains), [`metrics`]
-//! (Prometheus text).
+//! (Prometheus text), [`auth`] (bearer tokens with roles, one middleware in front of every route),
+//! [`limit`] (requests per second per client), [`audit`] (the log of gallery changes), [`console`]
+//! (the web page at `/`), [`tls`] (HTTPS with rustls).
 //!
 //! Routes: `POST /v1/identify`, `POST /v1/find` and `POST /v1/check` (with a localiser),
 //! `POST /v1/compare`, `GET /v1/gallery`, `POST|DELETE /v1/gallery/{brand}`,
-//! `PUT /v1/gallery/{brand}/domains`, `GET /healthz`, `GET /metrics`.
+//! `PUT /v1/gallery/{brand}/domains`, `GET /v1/audit`, `GET /healthz`, `GET /metrics`, the console
+//! at `/`.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod check;
+pub mod console;
+pub mod limit;
 pub mod locate;
 pub mod metrics;
+pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -56,6 +64,17 @@ pub struct ServerConfig {
     pub threshold: Option<f32>,
     /// Called by the model worker before every forward pass (tests use it to hold the worker).
     pub before_batch: Option<BeforeBatch>,
+    /// Accepted bearer tokens; `None` serves without access control (loopback only, unless
+    /// `allow_open`).
+    pub tokens: Option<Arc<auth::Tokens>>,
+    /// Serve a non-loopback address without tokens (`--no-auth`).
+    pub allow_open: bool,
+    /// Requests per second per client (token, else address); `None` or 0: no limit.
+    pub rate_limit: Option<f64>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<tls::TlsFiles>,
+    /// A file gallery's audit log; `None`: `<gallery>.audit.jsonl` beside it.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +89,11 @@ impl Default for ServerConfig {
             default_top_k: 5,
             threshold: None,
             before_batch: None,
+            tokens: None,
+            allow_open: false,
+            rate_limit: None,
+            tls: None,
+            audit_log: None,
         }
     }
 }
@@ -86,6 +110,11 @@ impl std::fmt::Debug for ServerConfig {
             .field("default_top_k", &self.default_top_k)
             .field("threshold", &self.threshold)
             .field("before_batch", &self.before_batch.is_some())
+            .field("tokens", &self.tokens.as_ref().map(|t| t.len()))
+            .field("allow_open", &self.allow_open)
+            .field("rate_limit", &self.rate_limit)
+            .field("tls", &self.tls)
+            .field("audit_log", &self.audit_log)
             .finish()
     }
 }
@@ -232,7 +261,22 @@ pub async fn start_with_source(
     if gallery.decision_threshold(config.threshold).is_err() {
         return Err(ServeError::NotCalibrated(PathBuf::from(source.name())));
     }
+    let audit = match &source {
+        GallerySource::File(path) => {
+            let log_path = config.audit_log.clone().unwrap_or_else(|| audit::default_path(path));
+            let g = gallery.clone();
+            let (log, _) = tokio::task::spawn_blocking(move || audit::AuditLog::open(&log_path, &g))
+                .await
+                .map_err(|e| ServeError::Config(format!("audit log: {e}")))?
+                .map_err(ServeError::Config)?;
+            Some(log)
+        }
+        GallerySource::Db { .. } => None,
+    };
     let mut state = api::AppState::with_store(config.clone(), worker, info, gallery, store, metrics).map_err(ServeError::Config)?;
+    if let Some(log) = audit {
+        state = state.with_audit(log);
+    }
     if let Some(l) = localiser {
         state = state.with_localiser(l);
     }
@@ -250,22 +294,31 @@ pub async fn start_with_source(
         }
         _ => None,
     };
+    let acceptor = match &config.tls {
+        Some(files) => Some(tls::acceptor(files).map_err(ServeError::Config)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| ServeError::Io { what: format!("binding {}", config.addr), source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Io { what: format!("reading the address bound for {}", config.addr), source })?;
-    // Small JSON answers on kept-alive connections: without TCP_NODELAY, Nagle's algorithm and
-    // the client's delayed ACK add up to ~200 ms to some responses.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = api::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
+    let task = match acceptor {
+        Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, app, rx)),
+        None => {
+            // Small JSON answers on kept-alive connections: without TCP_NODELAY, Nagle's algorithm and
+            // the client's delayed ACK add up to ~200 ms to some responses.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await
             })
-            .await
-    });
+        }
+    };
     Ok(RunningServer { addr, state, shutdown: Some(tx), task, follower })
 }
 
@@ -288,6 +341,18 @@ fn check_config(c: &ServerConfig) -> Result<(), ServeError> {
     }
     if c.threshold.is_some_and(|t| !t.is_finite()) {
         return bad("threshold must be a finite number");
+    }
+    if c.rate_limit.is_some_and(|r| !r.is_finite() || r < 0.0) {
+        return bad("rate_limit must be a finite number >= 0");
+    }
+    if c.tokens.as_ref().is_some_and(|t| t.is_empty()) {
+        return bad("the tokens file holds no token; add one with `proxima token new --role admin --tokens FILE`");
+    }
+    if c.tokens.is_none() && !c.allow_open && !c.addr.ip().is_loopback() {
+        return Err(ServeError::Config(format!(
+            "refusing to serve {} without access control: anyone who reaches it could change the gallery; give --tokens FILE (proxima token new), or --no-auth to serve it open on purpose",
+            c.addr
+        )));
     }
     Ok(())
 }

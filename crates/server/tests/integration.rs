@@ -57,6 +57,8 @@ fn make_model(dir: &Path, seed: i64) {
 /// A model and a gallery of brands "red" (logo 0) and "blue" (logo 1), threshold 0.999.
 fn fixture() -> Fixture {
     tch::set_num_threads(1);
+    // reqwest is built without a default TLS provider (the workspace uses ring, not aws-lc-rs).
+    let _ = rustls::crypto::CryptoProvider::install_default(proxima_server::tls::ring_provider());
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     make_model(&model, 7);
@@ -583,4 +585,278 @@ async fn replicas_share_a_database_gallery() {
 
 fn url_of(s: &RunningServer, path: &str) -> String {
     url(s, path)
+}
+
+// ---- access control, brand names, audit, rate limit, TLS, console ------------------------------
+
+use proxima_server::auth::{Role, Tokens};
+
+/// Tokens `ops` (admin) and `scanner` (read): the file's text and the two secrets.
+fn tokens() -> (Arc<Tokens>, String, String) {
+    let (admin, read) = (proxima_server::auth::new_token().unwrap(), proxima_server::auth::new_token().unwrap());
+    let text = format!("{}\n{}\n", proxima_server::auth::line("ops", Role::Admin, &admin), proxima_server::auth::line("scanner", Role::Read, &read));
+    (Arc::new(Tokens::parse(&text, Path::new("tokens")).unwrap()), admin, read)
+}
+
+fn with_tokens(t: &Arc<Tokens>) -> ServerConfig {
+    ServerConfig { tokens: Some(t.clone()), ..config() }
+}
+
+fn logo_form() -> Form {
+    Form::new().part("file", Part::bytes(png(&logo(2))).file_name("g.png"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_route_refuses_missing_wrong_or_read_only_tokens() {
+    let f = fixture();
+    let (t, admin, read) = tokens();
+    let s = serve(&f, with_tokens(&t)).await;
+    let c = reqwest::Client::new();
+    let wrong = proxima_server::auth::new_token().unwrap();
+    // Every admin route and method, on a brand that exists and one that does not: the answer
+    // must not depend on the brand.
+    let admin_routes: Vec<(reqwest::Method, String)> = ["red", "nobody"]
+        .iter()
+        .flat_map(|b| {
+            [
+                (reqwest::Method::POST, format!("/v1/gallery/{b}")),
+                (reqwest::Method::DELETE, format!("/v1/gallery/{b}")),
+                (reqwest::Method::PUT, format!("/v1/gallery/{b}/domains")),
+                (reqwest::Method::PUT, format!("/v1/gallery/{b}")),
+                (reqwest::Method::PATCH, format!("/v1/gallery/{b}")),
+            ]
+        })
+        .chain([(reqwest::Method::GET, "/v1/audit".to_string()), (reqwest::Method::POST, "/v1/calibrate".to_string())])
+        .collect();
+    let mut messages = std::collections::BTreeSet::new();
+    for (method, path) in &admin_routes {
+        for (who, token, status) in [("no token", None, 401), ("a wrong token", Some(&wrong), 401), ("a read token", Some(&read), 403)] {
+            let mut req = c.request(method.clone(), url(&s, path));
+            if let Some(tok) = token {
+                req = req.bearer_auth(tok);
+            }
+            if *method == reqwest::Method::POST {
+                req = req.multipart(logo_form());
+            }
+            let r = req.send().await.unwrap();
+            let www = r.headers().get("www-authenticate").is_some();
+            let (st, v) = json(r).await;
+            assert_eq!(st, status, "{method} {path} with {who}: {v}");
+            assert_eq!(www, status == 401, "{method} {path}: WWW-Authenticate only with 401");
+            messages.insert((status, v["error"].as_str().unwrap().to_string()));
+        }
+    }
+    // One refusal text per status, whatever the route, method or brand: nothing is revealed.
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages.iter().all(|(_, m)| !m.contains("nobody") && !m.contains("gallery")), "{messages:?}");
+    // The same refusal text whether the brand exists or not.
+    let body = |p: &'static str| c.delete(url(&s, p)).bearer_auth(&read).send();
+    assert_eq!(body("/v1/gallery/red").await.unwrap().text().await.unwrap(), body("/v1/gallery/nobody").await.unwrap().text().await.unwrap());
+    assert_eq!(Gallery::load(&f.gallery).unwrap().brands(), ["red", "blue"], "nothing was changed");
+
+    // Read routes: 401 without a token, served with a read token; /healthz and the console are open.
+    for (path, form) in [("/v1/identify", true), ("/v1/find", true), ("/v1/compare", true)] {
+        let mut req = c.post(url(&s, path));
+        if form {
+            req = req.multipart(image_form("image", png(&logo(0))));
+        }
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 401, "{path}");
+    }
+    for path in ["/v1/gallery", "/metrics"] {
+        assert_eq!(c.get(url(&s, path)).send().await.unwrap().status().as_u16(), 401, "{path}");
+        assert_eq!(c.get(url(&s, path)).bearer_auth(&read).send().await.unwrap().status().as_u16(), 200, "{path}");
+    }
+    let (st, v) = json(c.post(url(&s, "/v1/identify")).bearer_auth(&read).body(png(&logo(0))).send().await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (200, Some("red")), "{v}");
+    assert_eq!(c.get(url(&s, "/healthz")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(c.get(url(&s, "/")).send().await.unwrap().status().as_u16(), 200);
+    // A malformed header is a 401 too, never a 400 or 500.
+    for h in ["Bearer", "Basic abc", "bearer  ", &format!("Bearer {admin}x")] {
+        assert_eq!(c.get(url(&s, "/v1/gallery")).header("authorization", h).send().await.unwrap().status().as_u16(), 401, "{h}");
+    }
+
+    // The admin token writes, and the audit log names it.
+    let (st, v) = json(c.post(url(&s, "/v1/gallery/green")).bearer_auth(&admin).multipart(logo_form()).send().await.unwrap()).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = json(c.delete(url(&s, "/v1/gallery/blue")).bearer_auth(&admin).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = json(c.get(url(&s, "/v1/audit")).bearer_auth(&admin).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    let got: Vec<_> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_i64().unwrap(),
+                e["token"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["brand"].as_str().unwrap(),
+                e["rows"].as_u64().unwrap(),
+                e["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, "ops", "enrol", "green", 1, 1), (2, "ops", "remove", "blue", 1, 2)]);
+    let (_, v) = json(c.get(url(&s, "/v1/audit?after=1")).bearer_auth(&admin).send().await.unwrap()).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    s.shutdown().await.unwrap();
+    // The log on disk agrees with the gallery.
+    let log = proxima_server::audit::read_file(&proxima_server::audit::default_path(&f.gallery)).unwrap();
+    assert_eq!(log.len(), 2);
+    assert!(proxima_server::audit::disagreements(&log, &Gallery::load(&f.gallery).unwrap()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_address_without_tokens_is_refused_unless_no_auth_is_explicit() {
+    let f = fixture();
+    let open = ServerConfig { addr: "0.0.0.0:0".parse().unwrap(), ..config() };
+    let dir = f.model.clone();
+    let err = proxima_server::start(open.clone(), Box::new(move || load_model_dir(&dir, Device::Cpu)), &f.gallery).await.err().expect("refused");
+    assert!(err.to_string().contains("--no-auth") && err.to_string().contains("--tokens"), "{err}");
+    let s = serve(&f, ServerConfig { allow_open: true, ..open }).await;
+    s.shutdown().await.unwrap();
+    let (t, _, _) = tokens();
+    let s = serve(&f, ServerConfig { addr: "0.0.0.0:0".parse().unwrap(), ..with_tokens(&t) }).await;
+    s.shutdown().await.unwrap();
+}
+
+/// Each rule of the brand-name rule through the server, and a fuzz of generated names: each is
+/// refused (400) or stored exactly as its NFC form, and nothing is written but the gallery and
+/// its audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brand_names_follow_the_one_rule_and_fuzzed_names_never_escape_the_gallery() {
+    let f = fixture();
+    let (t, admin, _) = tokens();
+    let s = serve(&f, with_tokens(&t)).await;
+    let c = reqwest::Client::new();
+    let enrol = |path: String| c.post(url(&s, &format!("/v1/gallery/{path}"))).bearer_auth(&admin).multipart(logo_form()).send();
+    for (what, path, needle) in [
+        ("path traversal", "..%2F..%2Fetc".to_string(), "path separators"),
+        ("backslash", "a%5Cb".to_string(), "path separators"),
+        ("leading dot", ".hidden".to_string(), "dot"),
+        ("control character", "a%0Ab".to_string(), "control"),
+        ("invisible character", "pay%E2%80%8Bpal".to_string(), "invisible"),
+        ("10 000 characters", "x".repeat(10_000), "longer than 128"),
+        ("surrounding space", "%20padded".to_string(), "whitespace"),
+    ] {
+        let (st, v) = json(enrol(path).await.unwrap()).await;
+        assert_eq!(st, 400, "{what}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{what}: {v}");
+    }
+    // Another normal form is stored as NFC.
+    let (st, v) = json(enrol("Cafe%CC%81".into()).await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (201, Some("Caf\u{e9}")), "{v}");
+    assert!(Gallery::load(&f.gallery).unwrap().brand_id("Caf\u{e9}").is_some());
+
+    let names = proxima_index::brand_name::tricky_names(7, 10_000);
+    let (mut refused, mut stored) = (0, 0);
+    for n in &names {
+        let seg: String = n.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (st, v) = json(enrol(seg).await.unwrap()).await;
+        match proxima_index::brand_name::normalize(n) {
+            Ok(nfc) => {
+                assert_eq!((st, v["brand"].as_str()), (201, Some(nfc.as_str())), "{n:?}: {v}");
+                stored += 1;
+            }
+            Err(_) => {
+                // "." and ".." are dot segments: the client's URL parser removes them (→ no route).
+                let expected = if n == "." || n == ".." { 404 } else { 400 };
+                assert_eq!(st, expected, "{n:?}: {v}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 1000 && stored > 1000, "{refused} refused, {stored} stored");
+    s.shutdown().await.unwrap();
+    let dir = f.gallery.parent().unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["gallery", "gallery.audit.jsonl", "model"], "nothing written outside the gallery");
+    let g = Gallery::load(&f.gallery).unwrap();
+    assert!(proxima_server::audit::disagreements(&proxima_server::audit::read_file(&dir.join("gallery.audit.jsonl")).unwrap(), &g).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_per_token_with_retry_after_and_spares_other_clients() {
+    let f = fixture();
+    let (t, admin, read) = tokens();
+    let s = serve(&f, ServerConfig { rate_limit: Some(2.0), ..with_tokens(&t) }).await;
+    let c = reqwest::Client::new();
+    let get = |tok: &str| c.get(url(&s, "/v1/gallery")).bearer_auth(tok).send();
+    // A burst of 2 × rate (4) passes, the next request from the same token is 429.
+    for i in 0..4 {
+        assert_eq!(get(&read).await.unwrap().status().as_u16(), 200, "request {i}");
+    }
+    let r = get(&read).await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert!(json(r).await.1["error"].as_str().unwrap().contains("rate limit"));
+    // Another client is not starved, and /healthz is not limited.
+    assert_eq!(get(&admin).await.unwrap().status().as_u16(), 200);
+    for _ in 0..10 {
+        assert_eq!(c.get(url(&s, "/healthz")).send().await.unwrap().status().as_u16(), 200);
+    }
+    // After the wait, the first client is served again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(&read).await.unwrap().status().as_u16(), 200);
+    s.shutdown().await.unwrap();
+}
+
+/// A certificate for 127.0.0.1 and localhost made here; returns (cert PEM path, key PEM path, cert DER).
+fn test_certificate(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key, ck.cert.der().to_vec())
+}
+
+/// A client that trusts only `der`.
+fn tls_client(der: &[u8]) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(der.to_vec())).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(proxima_server::tls::ring_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(cfg).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_loopback_with_a_certificate_made_in_the_test() {
+    let f = fixture();
+    let (t, admin, read) = tokens();
+    let (cert, key, der) = test_certificate(f.gallery.parent().unwrap());
+    let tls = proxima_server::tls::TlsFiles { cert, key };
+    let s = serve(&f, ServerConfig { tls: Some(tls), ..with_tokens(&t) }).await;
+    let c = tls_client(&der);
+    let https = |p: &str| format!("https://{}{p}", s.addr);
+    let (st, v) = json(c.post(https("/v1/identify")).bearer_auth(&read).body(png(&logo(0))).send().await.unwrap()).await;
+    assert_eq!((st, v["brand"].as_str()), (200, Some("red")), "{v}");
+    let (st, _) = json(c.post(https("/v1/gallery/green")).bearer_auth(&admin).multipart(logo_form()).send().await.unwrap()).await;
+    assert_eq!(st, 201);
+    assert_eq!(c.post(https("/v1/gallery/x")).multipart(logo_form()).send().await.unwrap().status().as_u16(), 401);
+    // Plain HTTP to the TLS port gets no answer; a client that does not trust the certificate fails.
+    assert!(reqwest::Client::new().get(url(&s, "/healthz")).send().await.is_err());
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, _, other) = test_certificate(other_dir.path());
+    assert!(tls_client(&other).get(https("/healthz")).send().await.is_err());
+    // Many connections at once over TLS.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (c, u, read) = (c.clone(), https("/v1/identify"), read.clone());
+        tasks.push(tokio::spawn(async move { c.post(u).bearer_auth(read).body(png(&logo(1))).send().await.unwrap().status().as_u16() }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    s.shutdown().await.unwrap();
+    // A wrong file is a clear start-up error.
+    let bad = proxima_server::tls::TlsFiles { cert: f.gallery.clone(), key: f.gallery.clone() };
+    let dir = f.model.clone();
+    let err = proxima_server::start(ServerConfig { tls: Some(bad), ..config() }, Box::new(move || load_model_dir(&dir, Device::Cpu)), &f.gallery).await.err().unwrap();
+    assert!(err.to_string().contains("--tls-cert"), "{err}");
 }
