@@ -260,14 +260,14 @@ def test_cli_opens_python_gallery_and_python_opens_cli_rewrite(gallery, tmp_path
     ],
 )
 def test_brand_names_follow_the_one_rule(name, reason):
-    g = proxima.Gallery(dim=2, model_fingerprint="m")
+    g = proxima.Gallery(2, "m")
     with pytest.raises(ValueError, match=reason):
         g.add(name, np.ones((1, 2), np.float32))
     assert len(g) == 0 and g.brands == []
 
 
 def test_brand_names_are_stored_in_nfc_and_removed_by_either_spelling():
-    g = proxima.Gallery(dim=2, model_fingerprint="m")
+    g = proxima.Gallery(2, "m")
     g.add("Cafe\u0301", np.ones((1, 2), np.float32))
     assert g.brands == ["Caf\u00e9"]
     assert g.remove("Cafe\u0301") == 1 and g.brands == []
