@@ -114,8 +114,8 @@ impl Target {
 }
 
 #[allow(deprecated)] // ring lacks post-quantum key exchange; chosen because aws-lc-rs needs cmake
-fn ring() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+fn ring() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 fn targets(o: &Opts) -> Result<Vec<Target>> {
@@ -130,7 +130,7 @@ fn targets(o: &Opts) -> Result<Vec<Target>> {
         for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
             roots.add(c.with_context(|| format!("{}: not a PEM certificate", ca.display()))?)?;
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(ring()).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(ring())).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
         let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tls_backend_preconfigured(cfg).build()?;
         let tokens: Vec<String> =
             std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
@@ -145,6 +145,8 @@ fn targets(o: &Opts) -> Result<Vec<Target>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let o = parse()?;
+    // reqwest is built without a default TLS provider (the workspace uses ring, not aws-lc-rs).
+    let _ = ring().install_default();
     let body = std::fs::read(&o.image).with_context(|| format!("reading {}", o.image.display()))?;
     let targets = targets(&o)?;
     for t in &targets {
