@@ -130,10 +130,16 @@ fn targets(o: &Opts) -> Result<Vec<Target>> {
         for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
             roots.add(c.with_context(|| format!("{}: not a PEM certificate", ca.display()))?)?;
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(ring())).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
+        let cfg =
+            rustls::ClientConfig::builder_with_provider(Arc::new(ring())).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
         let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tls_backend_preconfigured(cfg).build()?;
-        let tokens: Vec<String> =
-            std::fs::read_to_string(token_file).with_context(|| format!("reading {}", token_file.display()))?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let tokens: Vec<String> = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
         if tokens.is_empty() {
             bail!("{}: no tokens", token_file.display());
         }
@@ -155,7 +161,10 @@ async fn main() -> Result<()> {
             bail!("warm-up request to {} answered {}: {}", t.base, r.status(), r.text().await.unwrap_or_default());
         }
     }
-    println!("{:>11} {:>10} {:>9} {:>6} {:>10} {:>10} {:>10} {:>11} {:>14}", "concurrency", "mode", "requests", "errors", "p50 ms", "p99 ms", "req/s", "mean batch", "peak RSS MiB");
+    println!(
+        "{:>11} {:>10} {:>9} {:>6} {:>10} {:>10} {:>10} {:>11} {:>14}",
+        "concurrency", "mode", "requests", "errors", "p50 ms", "p99 ms", "req/s", "mean batch", "peak RSS MiB"
+    );
     for &c in &o.concurrency {
         for t in &targets {
             level(t, c, &body, o.requests, o.max_seconds).await?;
