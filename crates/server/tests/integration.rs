@@ -452,6 +452,15 @@ async fn replicas_share_a_database_gallery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!((seen["decision"].as_str(), seen["brand"].as_str()), (Some("known"), Some("green")), "replica b never saw the enrolment: {seen}");
+    // The enrolment is in the database's audit table, readable through either replica.
+    let (st, v) = json(c.get(url_of(&b, "/v1/audit")).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    let last = v["entries"].as_array().unwrap().last().cloned().unwrap_or_default();
+    assert_eq!(
+        (last["token"].as_str(), last["action"].as_str(), last["brand"].as_str(), last["rows"].as_u64()),
+        (Some("anonymous"), Some("enrol"), Some("green"), Some(1)),
+        "{v}"
+    );
 
     // The database goes away: enrolment through b is a clear 503 and changes nothing; both
     // replicas keep answering from their copies.
