@@ -14,6 +14,8 @@ cargo build --release -p proxima-cli --features cuda
 # member (pyo3, abi3 without `extension-module`) builds here, so it is linted like the rest.
 cargo fmt --all --check
 cargo clippy --workspace --release --all-targets -- -D warnings
+# Headless Chromium (Debian package) for the web console's browser test; installed when missing.
+scripts/setup-chromium.sh
 # A throwaway PostgreSQL + pgvector server (PyPI wheel `pgserver`) for the database gallery's
 # tests; they skip, saying why, only when it cannot be installed or started.
 scripts/with-postgres.sh cargo test --workspace --release "$@"

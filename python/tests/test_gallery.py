@@ -284,3 +284,34 @@ def test_domains_are_stored_registrable_saved_and_checked(gallery, tmp_path):
     cat.write_text('[[brands]]\nname = "X"\ndomains = ["co.uk"]\n')
     with pytest.raises(ValueError, match="public suffix"):
         back.import_catalogue(cat)
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("", "must not be empty"),
+        ("x" * 129, "longer than 128 characters"),
+        ("x" * 10_000, "longer than 128 characters"),
+        (" padded", "whitespace"),
+        ("a\nb", "control characters"),
+        ("a\x00b", "control characters"),
+        ("pay\u200bpal", "invisible formatting"),
+        ("a\u202eb", "invisible formatting"),
+        ("../../etc", "path separators"),
+        ("a\\b", "path separators"),
+        (".hidden", "start with a dot"),
+        ("..", "start with a dot"),
+    ],
+)
+def test_brand_names_follow_the_one_rule(name, reason):
+    g = proxima.Gallery(2, "m")
+    with pytest.raises(ValueError, match=reason):
+        g.add(name, np.ones((1, 2), np.float32))
+    assert len(g) == 0 and g.brands == []
+
+
+def test_brand_names_are_stored_in_nfc_and_removed_by_either_spelling():
+    g = proxima.Gallery(2, "m")
+    g.add("Cafe\u0301", np.ones((1, 2), np.float32))
+    assert g.brands == ["Caf\u00e9"]
+    assert g.remove("Cafe\u0301") == 1 and g.brands == []

@@ -536,11 +536,13 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     }
     let name = match (&a.out, &a.db) {
         (Some(out), _) => {
+            audit_build(out, &g)?;
             save_gallery(&g, out)?;
             out.display().to_string()
         }
         (None, Some(url)) => {
-            block_on(async { GalleryDb::connect(url).await?.create(&g, a.force).await })?.with_context(|| format!("storing the gallery in {}", redact(url)))?;
+            block_on(async { GalleryDb::connect(url).await?.create_as(CLI_ACTOR, &g, a.force).await })?
+                .with_context(|| format!("storing the gallery in {}", redact(url)))?;
             redact(url)
         }
         (None, None) => bail!("give --out or --db"),
@@ -594,6 +596,28 @@ fn add(a: AddArgs) -> Result<ExitCode> {
     let ds = if ds.is_empty() { String::new() } else { format!(", domains {}", ds.iter().map(Domain::to_string).collect::<Vec<_>>().join(", ")) };
     println!("{} brand {brand:?}: +{added} images ({rows} in all{ds}); {} in {name}", if new { "enrolled new" } else { "extended" }, brand_count(&g));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records a file gallery built (or rebuilt with --force) in its audit log: a `build` entry per
+/// brand, and one with 0 rows per brand of the replaced gallery that is gone.
+fn audit_build(out: &Path, g: &Gallery) -> Result<()> {
+    let log_path = proxima_server::audit::default_path(out);
+    let before = match Gallery::load(out) {
+        Ok(old) => old,
+        // No usable gallery there (new, or replaced because broken): the log's brands are gone.
+        Err(_) => Gallery::new(g.dim(), g.model_fingerprint())?,
+    };
+    let (mut log, _) = proxima_server::audit::AuditLog::open(&log_path, &before).map_err(|e| anyhow!(e))?;
+    let logged = proxima_server::audit::replay(log.read(0, usize::MAX).map_err(|e| anyhow!(e))?.iter().map(|n| &n.entry));
+    for (brand, rows) in logged {
+        if rows > 0 && g.brand_id(&brand).is_none() {
+            log.append(CLI_ACTOR, "build", &brand, 0, 0).map_err(|e| anyhow!(e))?;
+        }
+    }
+    for b in g.list() {
+        log.append(CLI_ACTOR, "build", &b.brand, b.rows as u64, b.rows as u64).map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
 }
 
 /// The audit-log id of changes made with the CLI.

@@ -879,7 +879,25 @@ fn gallery_add_applies_the_brand_name_rule() {
     assert_eq!(c, 0, "{err}");
     let log = proxima_server::audit::read_file(&proxima_server::audit::default_path(&g)).unwrap();
     let got: Vec<_> = log.iter().map(|e| (e.token.as_str(), e.action.as_str(), e.brand.as_str(), e.rows)).collect();
-    assert_eq!(got, vec![("cli", "enrol", "Caf\u{e9}", 6), ("cli", "remove", "Caf\u{e9}", 6)]);
+    // `gallery build` recorded its three brands, then the enrolment and the removal.
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got[..3].iter().all(|(t, a, _, rows)| (*t, *a, *rows) == ("cli", "build", 3)), "{got:?}");
+    assert_eq!(got[3..], [("cli", "enrol", "Caf\u{e9}", 6), ("cli", "remove", "Caf\u{e9}", 6)]);
+    // Rebuilt with --force from fewer brands: the dropped ones get 0 rows; the log still agrees.
+    let two = dir.path().join("two");
+    for class in std::fs::read_dir(&enrol).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>().iter().take(2) {
+        let to = two.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(class).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&two), "--out", s(&g), "--force"]);
+    assert_eq!(c, 0, "{err}");
+    let log = proxima_server::audit::read_file(&proxima_server::audit::default_path(&g)).unwrap();
+    assert!(proxima_server::audit::disagreements(&log, &proxima_index::Gallery::load(&g).unwrap()).is_empty(), "{log:?}");
+    assert_eq!(log.iter().filter(|e| e.action == "build" && e.brand_rows == 0).count(), 1, "{log:?}");
 }
 
 #[test]

@@ -15,8 +15,7 @@
 //! |---|---|
 //! | `proxima_gallery` (one row) | `model_fingerprint`, `dim`, `metric`, `backend`, `calibration` (JSON text), `version` |
 //! | `proxima_gallery_rows` | `id bigserial` (row order), `brand`, `source`, `embedding vector` |
-//! | `proxima_gallery_domains` | `brand`, `domain` (a brand's legitimate registrable domains; removed with the brand) |
-//! | `proxima_gallery_audit` | `id bigserial`, `time`, `token`, `action` (`enrol`/`remove`/`domains`), `brand`, `rows`, `brand_rows`, `version` |
+//! | `proxima_gallery_audit` | `id bigserial`, `time`, `token`, `action` (`build`/`enrol`/`remove`/`domains`), `brand`, `rows`, `brand_rows`, `version` |
 //!
 //! The audit table is written in the same transaction as the change it records ([`AuditEntry`]),
 //! so the log and the gallery cannot disagree: a change is in both or in neither. It is created
@@ -86,7 +85,8 @@ pub struct AuditEntry {
     pub time: String,
     /// The id of the token that made the change (`local` without one).
     pub token: String,
-    /// `enrol` or `remove` (`void`: a file gallery's change that was logged but never saved,
+    /// `enrol`, `remove` or `build` (a gallery built or replaced as a whole: one entry per brand,
+    /// 0 rows for a brand it dropped) (`void`: a file gallery's change that was logged but never saved,
     /// written when the server restarts after a crash between the two).
     pub action: String,
     /// The brand, as stored (NFC).
@@ -258,9 +258,16 @@ impl GalleryDb {
     /// Stores `gallery` as the database's gallery (creating the tables if needed), replacing an
     /// existing one only with `replace`; returns the new version.
     pub async fn create(&mut self, gallery: &Gallery, replace: bool) -> Result<i64> {
+        self.create_as(LOCAL_ACTOR, gallery, replace).await
+    }
+
+    /// As [`GalleryDb::create`], recording `actor` in the audit table in the same transaction:
+    /// a `build` entry per brand of the new gallery, and one with 0 rows per brand it replaces.
+    pub async fn create_as(&mut self, actor: &str, gallery: &Gallery, replace: bool) -> Result<i64> {
         let client = self.client().await?;
         let res: Step<Write> = async {
             client.batch_execute(SCHEMA).await.map_err(|e| ("creating the tables", e))?;
+            client.batch_execute(AUDIT_SCHEMA).await.map_err(|e| ("creating the audit table", e))?;
             let tx = client.transaction().await.map_err(|e| ("starting a transaction", e))?;
             let old: Option<i64> =
                 tx.query_opt("SELECT version FROM proxima_gallery WHERE id = 1 FOR UPDATE", &[]).await.map_err(|e| ("reading the version", e))?.map(|r| r.get(0));
@@ -268,6 +275,13 @@ impl GalleryDb {
             if old.is_some() && !replace {
                 return Ok(Write::Exists(rows));
             }
+            let replaced: Vec<String> = tx
+                .query("SELECT DISTINCT brand FROM proxima_gallery_rows", &[])
+                .await
+                .map_err(|e| ("listing the replaced brands", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             tx.execute("DELETE FROM proxima_gallery_rows", &[]).await.map_err(|e| ("clearing rows", e))?;
             tx.execute("DELETE FROM proxima_gallery_domains", &[]).await.map_err(|e| ("clearing domains", e))?;
             let h = gallery.to_header();
@@ -291,6 +305,12 @@ impl GalleryDb {
             insert_rows(&tx, &brands, gallery.paths(), gallery.data(), gallery.dim()).await?;
             for (brand, domains) in gallery.all_domains() {
                 insert_domains(&tx, brand, domains).await?;
+            }
+            for b in replaced.iter().filter(|b| gallery.brand_id(b).is_none()) {
+                audit(&tx, actor, "build", b, 0, version).await?;
+            }
+            for b in gallery.list() {
+                audit(&tx, actor, "build", &b.brand, b.rows as i64, version).await?;
             }
             tx.commit().await.map_err(|e| ("committing", e))?;
             Ok(Write::Done { before: version - 1, rows: gallery.len() as u64 })

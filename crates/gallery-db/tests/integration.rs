@@ -108,7 +108,11 @@ fn database_gallery_matches_the_file_backend_survives_outages_and_is_followed() 
         assert!(matches!(db.load_for_model("model-b").await, Err(DbError::Index(IndexError::FingerprintMismatch { .. }))));
 
         // The audit table may hold other tests' entries (one server); look at ours only.
-        let audit_start = db.audit_log(0, i64::MAX).await.unwrap().last().map_or(0, |e| e.0);
+        let log0 = db.audit_log(0, i64::MAX).await.unwrap();
+        // The gallery created above is in the audit table: one `build` entry per brand.
+        let builds: Vec<_> = log0.iter().rev().take(3).rev().map(|(_, e)| (e.action.as_str(), e.brand.as_str(), e.rows, e.brand_rows, e.version)).collect();
+        assert_eq!(builds, vec![("build", "acme", 7, 7, v1), ("build", "globex", 5, 5, v1), ("build", "initech", 5, 5, v1)]);
+        let audit_start = log0.last().map_or(0, |e| e.0);
 
         // A second replica follows the first one's changes.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -87,7 +87,7 @@ function identifyAsFind(a) {
     brand: known ? a.brand : null,
     similarity: known ? a.similarity : a.best_similarity,
     threshold: a.threshold,
-    regions: [{ box: null, brand: known ? a.brand : null, best_brand: best ? best.brand : "", similarity: known ? a.similarity : a.best_similarity }],
+    regions: [{ box: null, brand: known ? a.brand : null, best_brand: best ? best.brand : "", similarity: known ? a.similarity : a.best_similarity, confidence: known ? a.similarity : a.best_similarity }],
   };
 }
 
@@ -100,9 +100,13 @@ function showVerdict(a, source) {
     if (a.brand_domains && a.brand_domains.length) text += " — the brand's domains: " + a.brand_domains.join(", ");
     setVerdict(text, kinds[a.verdict] || "none");
   } else if (a.brand) {
-    setVerdict("Known brand: " + a.brand + " (similarity " + sim(a.similarity) + ", threshold " + sim(a.threshold) + ")", "ok");
+    setVerdict("Known brand: " + a.brand + " (similarity " + sim(a.similarity) + ", confidence " + sim(a.confidence) + ", threshold " + sim(a.threshold) + ")", "ok");
+  } else if (a.regions && a.regions.length) {
+    // The threshold applies to a region's confidence (similarity and localiser score), not its similarity alone.
+    const top = a.regions[0];
+    setVerdict("No known brand: the most confident region is closest to " + top.best_brand + " (similarity " + sim(top.similarity) + ", confidence " + sim(top.confidence) + " < threshold " + sim(a.threshold) + ")", "none");
   } else {
-    setVerdict("No known brand (best similarity " + sim(a.similarity) + ", threshold " + sim(a.threshold) + ")", "none");
+    setVerdict("No logo-like region found.", "none");
   }
   const tbody = $("#regions tbody");
   tbody.textContent = "";
@@ -112,6 +116,7 @@ function showVerdict(a, source) {
     cell(tr, r.brand || "unknown");
     cell(tr, r.best_brand || "");
     cell(tr, sim(r.similarity), "num");
+    cell(tr, sim(r.confidence), "num");
     cell(tr, r.box ? r.box.map((v) => Math.round(v)).join(", ") : "whole image");
     tbody.appendChild(tr);
   });

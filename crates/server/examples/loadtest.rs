@@ -6,9 +6,16 @@
 //! bounded in request count and in time, so this cannot turn into a load generator against
 //! somebody else's machine or run away.
 //!
+//! With `--secure-addr` (a second server with `--tls-cert/--tls-key` and `--tokens`), each level
+//! runs against the plain server and then the secure one, so the cost of TLS and tokens is read
+//! from two rows of the same run. `--ca` is the certificate to trust (PEM) and `--token-file`
+//! holds tokens, one per line; client `i` uses token `i mod n` (one token per client, as separate
+//! scanners would, so the per-token rate limit applies to each client).
+//!
 //! ```text
 //! cargo run --release -p proxima-server --example loadtest -- \
-//!     --addr 127.0.0.1:8080 --image logo.png [--requests 400] [--max-seconds 30] [--concurrency 1,8,64]
+//!     --addr 127.0.0.1:8080 --image logo.png [--requests 400] [--max-seconds 30] [--concurrency 1,8,64] \
+//!     [--secure-addr 127.0.0.1:8443 --ca cert.pem --token-file tokens.txt]
 //! ```
 
 use std::net::SocketAddr;
@@ -20,7 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 struct Opts {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    secure: Option<(SocketAddr, PathBuf, PathBuf)>,
     image: PathBuf,
     requests: usize,
     max_seconds: f64,
@@ -30,25 +38,40 @@ struct Opts {
 fn parse() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut addr, mut image, mut requests, mut max_seconds, mut concurrency) = (None, None, 400usize, 30.0f64, vec![1usize, 8, 64]);
+    let (mut secure_addr, mut ca, mut token_file) = (None, None, None);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--addr" => addr = Some(val()?.parse::<SocketAddr>().context("--addr")?),
+            "--secure-addr" => secure_addr = Some(val()?.parse::<SocketAddr>().context("--secure-addr")?),
+            "--ca" => ca = Some(PathBuf::from(val()?)),
+            "--token-file" => token_file = Some(PathBuf::from(val()?)),
             "--image" => image = Some(PathBuf::from(val()?)),
             "--requests" => requests = val()?.parse().context("--requests")?,
             "--max-seconds" => max_seconds = val()?.parse().context("--max-seconds")?,
             "--concurrency" => concurrency = val()?.split(',').map(|c| c.trim().parse::<usize>()).collect::<Result<_, _>>().context("--concurrency")?,
-            other => bail!("unknown argument {other}; usage: --addr 127.0.0.1:PORT --image FILE [--requests N] [--max-seconds S] [--concurrency 1,8,64]"),
+            other => bail!(
+                "unknown argument {other}; usage: --addr 127.0.0.1:PORT --image FILE [--requests N] [--max-seconds S] [--concurrency 1,8,64] [--secure-addr 127.0.0.1:PORT --ca CERT.pem --token-file FILE]"
+            ),
         }
     }
-    let addr = addr.context("--addr is required")?;
-    if !addr.ip().is_loopback() {
-        bail!("--addr {addr} is not a loopback address; this load test only targets this machine");
+    let secure = match (secure_addr, ca, token_file) {
+        (Some(a), Some(c), Some(t)) => Some((a, c, t)),
+        (None, None, None) => None,
+        _ => bail!("--secure-addr, --ca and --token-file go together"),
+    };
+    if addr.is_none() && secure.is_none() {
+        bail!("give --addr, --secure-addr or both");
+    }
+    for a in addr.iter().chain(secure.as_ref().map(|s| &s.0)) {
+        if !a.ip().is_loopback() {
+            bail!("{a} is not a loopback address; this load test only targets this machine");
+        }
     }
     if requests == 0 || requests > 100_000 || concurrency.iter().any(|&c| c == 0 || c > 1024) || !(max_seconds > 0.0 && max_seconds <= 600.0) {
         bail!("bounds: 1 ≤ --requests ≤ 100000, 1 ≤ concurrency ≤ 1024, 0 < --max-seconds ≤ 600");
     }
-    Ok(Opts { addr, image: image.context("--image is required")?, requests, max_seconds, concurrency })
+    Ok(Opts { addr, secure, image: image.context("--image is required")?, requests, max_seconds, concurrency })
 }
 
 /// A value of a plain (label-free) series in Prometheus text.
@@ -64,63 +87,137 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// One server under test.
+struct Target {
+    mode: &'static str,
+    base: String,
+    client: reqwest::Client,
+    tokens: Vec<String>,
+}
+
+impl Target {
+    fn request(&self, path: &str, client_index: usize) -> reqwest::RequestBuilder {
+        let r = self.client.post(format!("{}{path}", self.base));
+        match self.tokens.get(client_index % self.tokens.len().max(1)) {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn metrics(&self) -> Result<String> {
+        let mut r = self.client.get(format!("{}/metrics", self.base));
+        if let Some(t) = self.tokens.first() {
+            r = r.bearer_auth(t);
+        }
+        Ok(r.send().await?.text().await?)
+    }
+}
+
+#[allow(deprecated)] // ring lacks post-quantum key exchange; chosen because aws-lc-rs needs cmake
+fn ring() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+fn targets(o: &Opts) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    if let Some(a) = o.addr {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+        out.push(Target { mode: "plain", base: format!("http://{a}"), client, tokens: Vec::new() });
+    }
+    if let Some((a, ca, token_file)) = &o.secure {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            roots.add(c.with_context(|| format!("{}: not a PEM certificate", ca.display()))?)?;
+        }
+        let cfg =
+            rustls::ClientConfig::builder_with_provider(Arc::new(ring())).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tls_backend_preconfigured(cfg).build()?;
+        let tokens: Vec<String> = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if tokens.is_empty() {
+            bail!("{}: no tokens", token_file.display());
+        }
+        out.push(Target { mode: "tls+tokens", base: format!("https://{a}"), client, tokens });
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let o = parse()?;
+    // reqwest is built without a default TLS provider (the workspace uses ring, not aws-lc-rs).
+    let _ = ring().install_default();
     let body = std::fs::read(&o.image).with_context(|| format!("reading {}", o.image.display()))?;
-    let url = format!("http://{}/v1/identify", o.addr);
-    let metrics_url = format!("http://{}/metrics", o.addr);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
-    let r = client.post(&url).body(body.clone()).send().await.with_context(|| format!("POST {url}"))?;
-    if !r.status().is_success() {
-        bail!("warm-up request answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+    let targets = targets(&o)?;
+    for t in &targets {
+        let r = t.request("/v1/identify", 0).body(body.clone()).send().await.with_context(|| format!("POST {}/v1/identify", t.base))?;
+        if !r.status().is_success() {
+            bail!("warm-up request to {} answered {}: {}", t.base, r.status(), r.text().await.unwrap_or_default());
+        }
     }
-    println!("{:>11} {:>9} {:>6} {:>10} {:>10} {:>10} {:>11} {:>14}", "concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s", "mean batch", "peak RSS MiB");
+    println!(
+        "{:>11} {:>10} {:>9} {:>6} {:>10} {:>10} {:>10} {:>11} {:>14}",
+        "concurrency", "mode", "requests", "errors", "p50 ms", "p99 ms", "req/s", "mean batch", "peak RSS MiB"
+    );
     for &c in &o.concurrency {
-        let before = client.get(&metrics_url).send().await?.text().await?;
-        let next = Arc::new(AtomicUsize::new(0));
-        let deadline = Instant::now() + Duration::from_secs_f64(o.max_seconds);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..c {
-            let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
-            let total = o.requests;
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut errors = 0usize;
-                while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
-                    let t = Instant::now();
-                    match client.post(&url).body(body.clone()).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            lat.push(t.elapsed().as_secs_f64() * 1e3);
-                        }
-                        _ => errors += 1,
-                    }
-                }
-                (lat, errors)
-            }));
+        for t in &targets {
+            level(t, c, &body, o.requests, o.max_seconds).await?;
         }
-        let (mut lat, mut errors) = (Vec::new(), 0);
-        for t in tasks {
-            let (l, e) = t.await?;
-            lat.extend(l);
-            errors += e;
-        }
-        let wall = started.elapsed().as_secs_f64();
-        lat.sort_by(f64::total_cmp);
-        let after = client.get(&metrics_url).send().await?.text().await?;
-        let diff = |n: &str| metric(&after, n).unwrap_or(0.0) - metric(&before, n).unwrap_or(0.0);
-        let mean_batch = diff("proxima_batch_images_total") / diff("proxima_batches_total").max(1.0);
-        let peak = metric(&after, "process_peak_resident_memory_bytes").map_or(f64::NAN, |b| b / (1024.0 * 1024.0));
-        println!(
-            "{c:>11} {:>9} {errors:>6} {:>10.2} {:>10.2} {:>10.1} {mean_batch:>11.2} {peak:>14.1}",
-            lat.len(),
-            percentile(&lat, 0.50),
-            percentile(&lat, 0.99),
-            lat.len() as f64 / wall
-        );
     }
+    Ok(())
+}
+
+/// Runs one concurrency level against one server and prints its row.
+async fn level(t: &Target, c: usize, body: &[u8], total: usize, max_seconds: f64) -> Result<()> {
+    let before = t.metrics().await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(max_seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..c {
+        let (req, body, next) = (t.request("/v1/identify", i), body.to_vec(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                let t = Instant::now();
+                match req.try_clone().expect("a byte body clones").body(body.clone()).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let after = t.metrics().await?;
+    let diff = |n: &str| metric(&after, n).unwrap_or(0.0) - metric(&before, n).unwrap_or(0.0);
+    let mean_batch = diff("proxima_batch_images_total") / diff("proxima_batches_total").max(1.0);
+    let peak = metric(&after, "process_peak_resident_memory_bytes").map_or(f64::NAN, |b| b / (1024.0 * 1024.0));
+    println!(
+        "{c:>11} {:>10} {:>9} {errors:>6} {:>10.2} {:>10.2} {:>10.1} {mean_batch:>11.2} {peak:>14.1}",
+        t.mode,
+        lat.len(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.len() as f64 / wall
+    );
     Ok(())
 }
 

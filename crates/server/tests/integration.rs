@@ -553,6 +553,15 @@ async fn replicas_share_a_database_gallery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!((seen["decision"].as_str(), seen["brand"].as_str()), (Some("known"), Some("green")), "replica b never saw the enrolment: {seen}");
+    // The enrolment is in the database's audit table, readable through either replica.
+    let (st, v) = json(c.get(url_of(&b, "/v1/audit")).send().await.unwrap()).await;
+    assert_eq!(st, 200, "{v}");
+    let last = v["entries"].as_array().unwrap().last().cloned().unwrap_or_default();
+    assert_eq!(
+        (last["token"].as_str(), last["action"].as_str(), last["brand"].as_str(), last["rows"].as_u64()),
+        (Some("anonymous"), Some("enrol"), Some("green"), Some(1)),
+        "{v}"
+    );
 
     // The database goes away: enrolment through b is a clear 503 and changes nothing; both
     // replicas keep answering from their copies.
@@ -859,4 +868,195 @@ async fn tls_on_loopback_with_a_certificate_made_in_the_test() {
     let dir = f.model.clone();
     let err = proxima_server::start(ServerConfig { tls: Some(bad), ..config() }, Box::new(move || load_model_dir(&dir, Device::Cpu)), &f.gallery).await.err().unwrap();
     assert!(err.to_string().contains("--tls-cert"), "{err}");
+}
+
+// ---- the web console in a real browser ----------------------------------------------------------
+
+/// A Chromium binary: `$PROXIMA_CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome` on PATH.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PROXIMA_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"].iter().flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n))).find(|p| p.is_file())
+}
+
+/// A child process killed when dropped (also when the test panics), so no browser outlives the test.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal Chrome DevTools Protocol client (one page session) over a WebSocket.
+struct Cdp {
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next: u64,
+    session: Option<String>,
+}
+
+impl Cdp {
+    fn connect(url: &str) -> Cdp {
+        let (mut ws, _) = tungstenite::connect(url).expect("connect to the browser's DevTools endpoint");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        }
+        Cdp { ws, next: 0, session: None }
+    }
+
+    /// Sends a command and waits for its answer (events in between are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = Value::String(s.clone());
+        }
+        self.ws.send(tungstenite::Message::text(msg.to_string())).unwrap();
+        loop {
+            let m = self.ws.read().unwrap_or_else(|e| panic!("{method}: {e}"));
+            let Ok(text) = m.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            if v["id"].as_u64() == Some(id) {
+                assert!(v.get("error").is_none(), "{method}: {}", v["error"]);
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates JavaScript in the page (promises awaited) and returns its value.
+    fn eval(&mut self, js: &str) -> Value {
+        let r = self.call("Runtime.evaluate", serde_json::json!({ "expression": js, "returnByValue": true, "awaitPromise": true }));
+        assert!(r.get("exceptionDetails").is_none(), "{js}: {}", r["exceptionDetails"]);
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `js` evaluates to true (at most 30 s).
+    fn wait_for(&mut self, what: &str, js: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.eval(js) != Value::Bool(true) {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; page text: {}", self.eval("document.body.innerText"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Puts a file into an `<input type=file>` as a user choosing it would.
+    fn set_file(&mut self, selector: &str, path: &Path) {
+        let root = self.call("DOM.getDocument", serde_json::json!({ "depth": 0 }))["root"]["nodeId"].clone();
+        let node = self.call("DOM.querySelector", serde_json::json!({ "nodeId": root, "selector": selector }))["nodeId"].clone();
+        self.call("DOM.setFileInputFiles", serde_json::json!({ "files": [path.to_str().unwrap()], "nodeId": node }));
+    }
+}
+
+/// The console driven by headless Chromium: set a token, drop an image and see the brand drawn,
+/// enrol a brand by uploading a logo and see it listed, read the audit log, remove the brand;
+/// a read-only token's enrolment is refused on the page. Saves a screenshot
+/// (`$PROXIMA_CONSOLE_SCREENSHOT`, default in the temporary folder). Skips (printing SKIPPED)
+/// only when no Chromium can be found; `scripts/setup-chromium.sh` installs it for CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_headless_browser_finds_enrols_lists_and_removes() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED console_in_a_headless_browser_finds_enrols_lists_and_removes: no chromium found (set PROXIMA_CHROMIUM or run scripts/setup-chromium.sh)");
+        return;
+    };
+    let f = fixture();
+    let (t, admin, read) = tokens();
+    let loc_dir = f.model.parent().unwrap().join("localiser");
+    let lcfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+    proxima_detect::Localiser::new(lcfg, None, Device::Cpu).unwrap().save(&loc_dir, Default::default(), Value::Null).unwrap();
+    let (dir, l) = (f.model.clone(), loc_dir.clone());
+    let s = proxima_server::start_with_localiser(
+        with_tokens(&t),
+        Box::new(move || load_model_dir(&dir, Device::Cpu)),
+        Some(Box::new(move || proxima_detect::load_localiser(&l, Device::Cpu).map(|(loc, _)| loc))),
+        &f.gallery,
+    )
+    .await
+    .expect("server starts");
+    let files = tempfile::tempdir().unwrap();
+    let (red_png, green_png) = (files.path().join("page.png"), files.path().join("green-logo.png"));
+    std::fs::write(&red_png, png(&logo(0))).unwrap();
+    std::fs::write(&green_png, png(&logo(2))).unwrap();
+    let shot = std::env::var_os("PROXIMA_CONSOLE_SCREENSHOT").map_or_else(|| std::env::temp_dir().join("proxima-console.png"), PathBuf::from);
+    let (base, gallery, profile) = (format!("http://{}/", s.addr), f.gallery.clone(), files.path().join("profile"));
+
+    tokio::task::spawn_blocking(move || {
+        let mut child = Killed(std::process::Command::new(&browser)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", browser.display())));
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(u) = l.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(u.trim().to_string());
+                }
+            }
+        });
+        let ws_url = rx.recv_timeout(Duration::from_secs(60)).expect("chromium prints its DevTools address");
+        let mut cdp = Cdp::connect(&ws_url);
+        let target = cdp.call("Target.createTarget", serde_json::json!({ "url": "about:blank" }))["targetId"].clone();
+        let session = cdp.call("Target.attachToTarget", serde_json::json!({ "targetId": target, "flatten": true }))["sessionId"].as_str().unwrap().to_string();
+        cdp.session = Some(session);
+        cdp.call("Emulation.setDeviceMetricsOverride", serde_json::json!({ "width": 1280, "height": 860, "deviceScaleFactor": 1, "mobile": false }));
+        cdp.call("Page.navigate", serde_json::json!({ "url": base }));
+        cdp.wait_for("the page", "document.readyState === 'complete' && !!document.querySelector('#token')");
+
+        // Without a token the list says 401; with the admin token it shows both brands.
+        cdp.wait_for("the 401 note", "document.querySelector('#gallery-summary').textContent.includes('401')");
+        cdp.eval(&format!("document.querySelector('#token').value = '{admin}'; document.querySelector('#token-save').click(); true"));
+        cdp.wait_for("the brand list", "document.querySelectorAll('#brands tbody tr').length === 2");
+
+        // Drop an image: /v1/find's regions are listed and drawn, the enrolled logo's region names
+        // red (the untrained localiser's confidence decides known or not, so the test does not).
+        cdp.set_file("#image-input", &red_png);
+        cdp.wait_for("the verdict", "document.querySelector('#regions').dataset.source === 'find'");
+        assert!(cdp.eval("document.querySelector('#verdict').textContent").as_str().unwrap().contains("red"));
+        assert!(cdp.eval("[...document.querySelectorAll('#regions tbody tr')].some(tr => tr.children[2].textContent === 'red' && tr.children[3].textContent === '1.000')") == Value::Bool(true));
+        assert!(cdp.eval("document.querySelector('#result-canvas').width").as_u64().unwrap() > 0);
+        // With a URL, the console asks /v1/check; without that route (404) it says so and shows find.
+        cdp.eval("document.querySelector('#url-input').value = 'https://login.example.com/'; document.querySelector('#regions').dataset.source = ''; document.querySelector('#analyse').click(); true");
+        cdp.wait_for("the check fallback", "document.querySelector('#regions').dataset.source === 'find' && document.querySelector('#gallery-status').textContent.includes('/v1/check')");
+        cdp.eval("document.querySelector('#url-input').value = ''; true");
+
+        // Enrol a brand by uploading its logo; it is listed.
+        cdp.eval("document.querySelector('#enrol-brand').value = 'green'; true");
+        cdp.set_file("#enrol-files", &green_png);
+        cdp.eval("document.querySelector('#enrol-button').click(); true");
+        cdp.wait_for("the enrolled brand", "[...document.querySelectorAll('#brands tbody tr')].some(tr => tr.dataset.brand === 'green')");
+        assert!(Gallery::load(&gallery).unwrap().brand_id("green").is_some());
+        cdp.eval("document.querySelector('#audit-load').click(); true");
+        cdp.wait_for("the audit log", "document.querySelector('#audit tbody').textContent.includes('green')");
+        let png_b64 = cdp.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }))["data"].as_str().unwrap().to_string();
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png_b64).unwrap();
+        assert!(image::load_from_memory(&bytes).unwrap().width() == 1280);
+        std::fs::write(&shot, bytes).unwrap();
+        eprintln!("console screenshot: {}", shot.display());
+
+        // Remove it (two clicks: arm, confirm); it is gone from the page and the file.
+        cdp.eval("document.querySelector('button[data-remove=\"green\"]').click(); document.querySelector('button[data-remove=\"green\"]').click(); true");
+        cdp.wait_for("the removal", "![...document.querySelectorAll('#brands tbody tr')].some(tr => tr.dataset.brand === 'green')");
+        assert!(Gallery::load(&gallery).unwrap().brand_id("green").is_none());
+
+        // A read-only token may look but not enrol.
+        cdp.eval(&format!("document.querySelector('#token').value = '{read}'; document.querySelector('#token-save').click(); true"));
+        cdp.eval("document.querySelector('#enrol-brand').value = 'sneaky'; true");
+        cdp.set_file("#enrol-files", &green_png);
+        cdp.eval("document.querySelector('#enrol-button').click(); true");
+        cdp.wait_for("the 403", "document.querySelector('#gallery-status').textContent.includes('403')");
+        assert!(Gallery::load(&gallery).unwrap().brand_id("sneaky").is_none());
+        let _ = cdp.call("Browser.close", Value::Null);
+    })
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
 }
