@@ -1,4 +1,5 @@
-//! Load test of a running `proxima serve`: identify latency (p50/p99) and throughput at several
+//! Load test of a running `proxima serve`: identify (or, with `--check-url URL`, check: the image
+//! is then a page screenshot, sent with that URL) latency (p50/p99) and throughput at several
 //! client concurrencies, plus the server's peak RSS (from its `/metrics`).
 //!
 //! Why a separate client process: measuring the server's memory and latency from inside the same
@@ -15,7 +16,7 @@
 //! ```text
 //! cargo run --release -p proxima-server --example loadtest -- \
 //!     --addr 127.0.0.1:8080 --image logo.png [--requests 400] [--max-seconds 30] [--concurrency 1,8,64] \
-//!     [--secure-addr 127.0.0.1:8443 --ca cert.pem --token-file tokens.txt]
+//!     [--secure-addr 127.0.0.1:8443 --ca cert.pem --token-file tokens.txt] [--check-url https://example.com/]
 //! ```
 
 use std::net::SocketAddr;
@@ -26,7 +27,37 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// What each request asks.
+#[derive(Clone)]
+enum Route {
+    /// `POST /v1/identify` with the image as the body.
+    Identify,
+    /// `POST /v1/check` with the image as a page screenshot and this URL.
+    Check(String),
+}
+
+impl Route {
+    fn path(&self) -> &'static str {
+        match self {
+            Route::Identify => "/v1/identify",
+            Route::Check(_) => "/v1/check",
+        }
+    }
+
+    /// `req` with this route's body for `image`.
+    fn with_body(&self, req: reqwest::RequestBuilder, image: &[u8]) -> reqwest::RequestBuilder {
+        match self {
+            Route::Identify => req.body(image.to_vec()),
+            Route::Check(url) => {
+                let form = reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(image.to_vec()).file_name("page.png")).text("url", url.clone());
+                req.multipart(form)
+            }
+        }
+    }
+}
+
 struct Opts {
+    route: Route,
     addr: Option<SocketAddr>,
     secure: Option<(SocketAddr, PathBuf, PathBuf)>,
     image: PathBuf,
@@ -39,6 +70,7 @@ fn parse() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut addr, mut image, mut requests, mut max_seconds, mut concurrency) = (None, None, 400usize, 30.0f64, vec![1usize, 8, 64]);
     let (mut secure_addr, mut ca, mut token_file) = (None, None, None);
+    let mut route = Route::Identify;
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -47,11 +79,12 @@ fn parse() -> Result<Opts> {
             "--ca" => ca = Some(PathBuf::from(val()?)),
             "--token-file" => token_file = Some(PathBuf::from(val()?)),
             "--image" => image = Some(PathBuf::from(val()?)),
+            "--check-url" => route = Route::Check(val()?),
             "--requests" => requests = val()?.parse().context("--requests")?,
             "--max-seconds" => max_seconds = val()?.parse().context("--max-seconds")?,
             "--concurrency" => concurrency = val()?.split(',').map(|c| c.trim().parse::<usize>()).collect::<Result<_, _>>().context("--concurrency")?,
             other => bail!(
-                "unknown argument {other}; usage: --addr 127.0.0.1:PORT --image FILE [--requests N] [--max-seconds S] [--concurrency 1,8,64] [--secure-addr 127.0.0.1:PORT --ca CERT.pem --token-file FILE]"
+                "unknown argument {other}; usage: --addr 127.0.0.1:PORT --image FILE [--requests N] [--max-seconds S] [--concurrency 1,8,64] [--secure-addr 127.0.0.1:PORT --ca CERT.pem --token-file FILE] [--check-url URL]"
             ),
         }
     }
@@ -71,7 +104,7 @@ fn parse() -> Result<Opts> {
     if requests == 0 || requests > 100_000 || concurrency.iter().any(|&c| c == 0 || c > 1024) || !(max_seconds > 0.0 && max_seconds <= 600.0) {
         bail!("bounds: 1 ≤ --requests ≤ 100000, 1 ≤ concurrency ≤ 1024, 0 < --max-seconds ≤ 600");
     }
-    Ok(Opts { addr, secure, image: image.context("--image is required")?, requests, max_seconds, concurrency })
+    Ok(Opts { route, addr, secure, image: image.context("--image is required")?, requests, max_seconds, concurrency })
 }
 
 /// A value of a plain (label-free) series in Prometheus text.
@@ -156,7 +189,7 @@ async fn main() -> Result<()> {
     let body = std::fs::read(&o.image).with_context(|| format!("reading {}", o.image.display()))?;
     let targets = targets(&o)?;
     for t in &targets {
-        let r = t.request("/v1/identify", 0).body(body.clone()).send().await.with_context(|| format!("POST {}/v1/identify", t.base))?;
+        let r = o.route.with_body(t.request(o.route.path(), 0), &body).send().await.with_context(|| format!("POST {}{}", t.base, o.route.path()))?;
         if !r.status().is_success() {
             bail!("warm-up request to {} answered {}: {}", t.base, r.status(), r.text().await.unwrap_or_default());
         }
@@ -167,27 +200,27 @@ async fn main() -> Result<()> {
     );
     for &c in &o.concurrency {
         for t in &targets {
-            level(t, c, &body, o.requests, o.max_seconds).await?;
+            level(t, &o.route, c, &body, o.requests, o.max_seconds).await?;
         }
     }
     Ok(())
 }
 
 /// Runs one concurrency level against one server and prints its row.
-async fn level(t: &Target, c: usize, body: &[u8], total: usize, max_seconds: f64) -> Result<()> {
+async fn level(t: &Target, route: &Route, c: usize, body: &[u8], total: usize, max_seconds: f64) -> Result<()> {
     let before = t.metrics().await?;
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(max_seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..c {
-        let (req, body, next) = (t.request("/v1/identify", i), body.to_vec(), next.clone());
+        let (req, body, next, route) = (t.request(route.path(), i), body.to_vec(), next.clone(), route.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let t = Instant::now();
-                match req.try_clone().expect("a byte body clones").body(body.clone()).send().await {
+                match route.with_body(req.try_clone().expect("a request without a body clones"), &body).send().await {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         lat.push(t.elapsed().as_secs_f64() * 1e3);
