@@ -706,6 +706,9 @@ async fn the_rate_limit_is_per_token_with_retry_after_and_spares_other_clients()
     for _ in 0..10 {
         assert_eq!(c.get(url(&s, "/healthz")).send().await.unwrap().status().as_u16(), 200);
     }
+    // Refusals are counted under their own route label.
+    let m = c.get(url(&s, "/metrics")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("proxima_http_requests_total{route=\"(refused)\",status=\"429\"} 1\n"), "{m}");
     // After the wait, the first client is served again.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get(&read).await.unwrap().status().as_u16(), 200);
