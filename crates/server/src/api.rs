@@ -647,7 +647,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(crate::auth::AuthState::of(&state.config), crate::auth::check))
+        .layer(middleware::from_fn_with_state(crate::auth::AuthState::of(&state), crate::auth::check))
         .with_state(state)
 }
 

@@ -136,6 +136,9 @@ pub struct Caller {
     pub role: Role,
 }
 
+/// The route label under which `/metrics` counts requests refused here (401, 403, 429).
+pub const REFUSED_ROUTE: &str = "(refused)";
+
 /// The id recorded for requests to a service without tokens.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -243,13 +246,23 @@ pub struct AuthState {
     pub tokens: Option<Arc<Tokens>>,
     /// Requests per second per client.
     pub limiter: Option<RateLimiter>,
+    /// Where refusals are counted (route label `(refused)`), so that an operator sees probing.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AuthState {
-    /// The middleware's state for a server configuration.
-    pub fn of(c: &crate::ServerConfig) -> Arc<AuthState> {
+    /// The middleware's state for a server (its configuration and metrics).
+    pub fn of(s: &crate::api::AppState) -> Arc<AuthState> {
+        let c = &s.config;
         let limiter = c.rate_limit.filter(|r| *r > 0.0).map(|r| RateLimiter::new(r, (2.0 * r).max(1.0)));
-        Arc::new(AuthState { tokens: c.tokens.clone(), limiter })
+        Arc::new(AuthState { tokens: c.tokens.clone(), limiter, metrics: Some(s.metrics.clone()) })
+    }
+
+    fn refused(&self, r: Response, since: std::time::Instant) -> Response {
+        if let Some(m) = &self.metrics {
+            m.record_request(REFUSED_ROUTE, r.status().as_u16(), since.elapsed());
+        }
+        r
     }
 }
 
@@ -271,6 +284,7 @@ fn bearer(req: &Request) -> Option<&str> {
 /// The middleware: identifies the caller, refuses with 401/403, applies the rate limit, and
 /// hands the [`Caller`] to the handlers.
 pub async fn check(State(s): State<Arc<AuthState>>, mut req: Request, next: Next) -> Response {
+    let since = std::time::Instant::now();
     let need = required(req.method(), req.uri().path());
     let caller = match &s.tokens {
         None => Some(Caller { id: ANONYMOUS.to_string(), role: Role::Admin }),
@@ -278,10 +292,10 @@ pub async fn check(State(s): State<Arc<AuthState>>, mut req: Request, next: Next
     };
     if let Access::Need(role) = need {
         let Some(c) = &caller else {
-            return deny(StatusCode::UNAUTHORIZED, "a valid token is required: send Authorization: Bearer <token>");
+            return s.refused(deny(StatusCode::UNAUTHORIZED, "a valid token is required: send Authorization: Bearer <token>"), since);
         };
         if c.role < role {
-            return deny(StatusCode::FORBIDDEN, &format!("this token's role ({}) may not do this; it needs {}", c.role.as_str(), role.as_str()));
+            return s.refused(deny(StatusCode::FORBIDDEN, &format!("this token's role ({}) may not do this; it needs {}", c.role.as_str(), role.as_str())), since);
         }
     }
     if let Some(limiter) = &s.limiter {
@@ -297,7 +311,7 @@ pub async fn check(State(s): State<Arc<AuthState>>, mut req: Request, next: Next
             let mut e =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("rate limit of {} requests per second per client reached; retry in {secs} s", limiter.rate()));
             e.retry_after = Some(secs);
-            return e.into_response();
+            return s.refused(e.into_response(), since);
         }
     }
     if let Some(c) = caller {

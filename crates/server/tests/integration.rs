@@ -807,6 +807,9 @@ async fn the_rate_limit_is_per_token_with_retry_after_and_spares_other_clients()
     for _ in 0..10 {
         assert_eq!(c.get(url(&s, "/healthz")).send().await.unwrap().status().as_u16(), 200);
     }
+    // Refusals are counted under their own route label.
+    let m = c.get(url(&s, "/metrics")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("proxima_http_requests_total{route=\"(refused)\",status=\"429\"} 1\n"), "{m}");
     // After the wait, the first client is served again.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get(&read).await.unwrap().status().as_u16(), 200);
@@ -1022,9 +1025,14 @@ async fn console_in_a_headless_browser_finds_enrols_lists_and_removes() {
         assert!(cdp.eval("document.querySelector('#verdict').textContent").as_str().unwrap().contains("red"));
         assert!(cdp.eval("[...document.querySelectorAll('#regions tbody tr')].some(tr => tr.children[2].textContent === 'red' && tr.children[3].textContent === '1.000')") == Value::Bool(true));
         assert!(cdp.eval("document.querySelector('#result-canvas').width").as_u64().unwrap() > 0);
-        // With a URL, the console asks /v1/check; without that route (404) it says so and shows find.
+        // With a URL, the console asks /v1/check and shows its verdict; on a server without that
+        // route (404) it says so and shows find's answer instead.
         cdp.eval("document.querySelector('#url-input').value = 'https://login.example.com/'; document.querySelector('#regions').dataset.source = ''; document.querySelector('#analyse').click(); true");
-        cdp.wait_for("the check fallback", "document.querySelector('#regions').dataset.source === 'find' && document.querySelector('#gallery-status').textContent.includes('/v1/check')");
+        cdp.wait_for(
+            "the check or its fallback",
+            "(() => { const src = document.querySelector('#regions').dataset.source; \
+             return src === 'check' || (src === 'find' && document.querySelector('#gallery-status').textContent.includes('/v1/check')); })()",
+        );
         cdp.eval("document.querySelector('#url-input').value = ''; true");
 
         // Enrol a brand by uploading its logo; it is listed.
