@@ -8,7 +8,7 @@
 //! so a person can see why the page was flagged ([`draw_check`]).
 
 use image::{Rgb, RgbImage};
-use proxima_domain::{Domain, HostKind, PageHost, Shown, Verdict, decide};
+use proxima_domain::{Domain, HostKind, PageHost, Shown, Verdict, decide_with_runners_up};
 use proxima_index::Gallery;
 use serde::{Deserialize, Serialize};
 
@@ -66,13 +66,32 @@ pub fn check_answer(find: FindAnswer, page: &PageHost, gallery: &Gallery) -> Che
             brands.push(b);
         }
     }
+    // Runners-up: a region's second brand whose confidence clears the threshold as well (its
+    // similarity plus the region's localiser term, `confidence − similarity`).
+    let mut runners: Vec<(&str, usize, f32)> = Vec::new();
+    for (i, r) in find.regions.iter().enumerate() {
+        if let (Some(b), Some(sim)) = (r.second_brand.as_deref(), r.second_similarity)
+            && r.brand.is_some()
+            && sim + (r.confidence - r.similarity) >= find.threshold
+            && !brands.contains(&b)
+            && !runners.iter().any(|(x, _, _)| *x == b)
+        {
+            runners.push((b, i, sim));
+        }
+    }
     let shown: Vec<Shown> = brands.iter().map(|b| Shown { brand: b, domains: gallery.domains(b) }).collect();
-    let decision = decide(page, &shown);
-    let brand = decision.brand.map(|i| brands[i].to_string());
-    let region = brand.as_ref().and_then(|b| find.regions.iter().position(|r| r.brand.as_ref() == Some(b)));
-    let similarity = match region {
-        Some(i) => Some(find.regions[i].similarity),
-        None => find.similarity,
+    let runner_ups: Vec<Shown> = runners.iter().map(|(b, _, _)| Shown { brand: b, domains: gallery.domains(b) }).collect();
+    let decision = decide_with_runners_up(page, &shown, &runner_ups);
+    let (brand, region, similarity) = match decision.brand {
+        Some(i) if i < brands.len() => {
+            let region = find.regions.iter().position(|r| r.brand.as_deref() == Some(brands[i]));
+            (Some(brands[i].to_string()), region, region.map(|r| find.regions[r].similarity))
+        }
+        Some(i) => {
+            let (b, r, sim) = runners[i - brands.len()];
+            (Some(b.to_string()), Some(r), Some(sim))
+        }
+        None => (None, None, find.similarity),
     };
     CheckAnswer {
         image: find.image,
@@ -145,6 +164,7 @@ mod tests {
             similarity,
             best_brand: brand.unwrap_or("acme").to_string(),
             second_similarity: None,
+            second_brand: None,
             score: 0.9,
             confidence: similarity,
         }
@@ -175,6 +195,22 @@ mod tests {
         let own =
             check_answer(find(vec![region(Some("visa"), 0.9, 0.0), region(Some("paypal"), 0.8, 50.0)]), &PageHost::from_url("https://www.paypal.com/").unwrap(), &g);
         assert_eq!((own.verdict, own.brand.as_deref(), own.region), (Verdict::Consistent, Some("paypal"), Some(1)));
+    }
+
+    #[test]
+    fn the_site_owner_as_a_close_second_makes_its_own_page_consistent() {
+        let g = gallery();
+        let mut r = region(Some("visa"), 0.9, 0.0);
+        (r.second_brand, r.second_similarity) = (Some("paypal".into()), Some(0.85));
+        let own = check_answer(find(vec![r.clone()]), &PageHost::from_url("https://www.paypal.com/").unwrap(), &g);
+        assert_eq!((own.verdict, own.brand.as_deref(), own.region, own.similarity), (Verdict::Consistent, Some("paypal"), Some(0), Some(0.85)));
+        // Elsewhere the best brand is still the one impersonated.
+        let foreign = check_answer(find(vec![r.clone()]), &PageHost::from_url("https://evil.io/").unwrap(), &g);
+        assert_eq!((foreign.verdict, foreign.brand.as_deref()), (Verdict::Impersonation, Some("visa")));
+        // A runner-up below the threshold does not count.
+        r.second_similarity = Some(0.4);
+        let below = check_answer(find(vec![r]), &PageHost::from_url("https://www.paypal.com/").unwrap(), &g);
+        assert_eq!(below.verdict, Verdict::Impersonation);
     }
 
     #[test]

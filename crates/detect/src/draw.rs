@@ -145,7 +145,16 @@ mod tests {
     }
 
     fn region(bbox: [f32; 4], brand: Option<&str>) -> RegionAnswer {
-        RegionAnswer { bbox, brand: brand.map(String::from), similarity: 0.9, best_brand: "acme".into(), second_similarity: None, score: 0.5, confidence: 0.9 }
+        RegionAnswer {
+            bbox,
+            brand: brand.map(String::from),
+            similarity: 0.9,
+            best_brand: "acme".into(),
+            second_similarity: None,
+            second_brand: None,
+            score: 0.5,
+            confidence: 0.9,
+        }
     }
 
     /// Known regions: thick green frame and a label above; unknown: thin grey frame; truth: blue

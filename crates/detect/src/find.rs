@@ -71,6 +71,10 @@ pub struct RegionAnswer {
     /// about as close to two brands is less likely a logo of either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub second_similarity: Option<f32>,
+    /// The second-best brand (null with a one-brand gallery); `proxima check` lets it make a page
+    /// on its own domain consistent when its confidence clears the threshold too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_brand: Option<String>,
     /// Localiser score (0 for the whole-image region).
     pub score: f32,
     /// `similarity + score_weight · ln(max(score, SCORE_FLOOR))`: what ranks the regions and what
@@ -202,6 +206,7 @@ pub fn answer(name: &str, regions: &[([f32; 4], f32)], embeddings: &[f32], scale
             similarity: best.similarity,
             best_brand: best.brand.clone(),
             second_similarity: r.brands.get(1).map(|m| m.similarity),
+            second_brand: r.brands.get(1).map(|m| m.brand.clone()),
             score: *score,
             confidence,
         });

@@ -33,4 +33,4 @@ pub use catalogue::{Catalogue, CatalogueBrand, ImportPlan};
 pub use domain::{Domain, normalize_domains};
 pub use error::{DomainError, Result};
 pub use page::{HostKind, PageHost};
-pub use verdict::{Decision, Shown, Verdict, decide};
+pub use verdict::{Decision, Shown, Verdict, decide, decide_with_runners_up};

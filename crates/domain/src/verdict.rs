@@ -7,6 +7,12 @@
 //! PayPal's login page on paypal.com is PayPal's whatever else it shows. Otherwise it impersonates
 //! the most confident shown brand that has domains on record. A brand with no domains on record
 //! can't be judged (**unknown domain**), and a page with no known brand is **no brand**.
+//!
+//! The URL breaks near-ties in favour of the site's owner ([`decide_with_runners_up`]): when a
+//! logo region's best brand is another than the site's owner but the owner is that region's
+//! runner-up and clears the threshold too, the page is consistent. An attacker gains nothing from
+//! this — their domain is no gallery brand's — while a brand's own page whose logo the embedding
+//! ranks a close second is not flagged as impersonating the brand it happened to rank first.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +72,27 @@ pub struct Decision {
 
 /// Decides a page's verdict from the brands it shows (most confident first) and its host.
 pub fn decide(page: &PageHost, shown: &[Shown]) -> Decision {
+    decide_with_runners_up(page, shown, &[])
+}
+
+/// As [`decide`], with `runners_up`: brands that are a region's second best and clear the
+/// threshold too. They can make a page consistent (the page's domain is one of theirs), never an
+/// impersonation; `Decision::brand` indexes `shown` followed by `runners_up`.
+pub fn decide_with_runners_up(page: &PageHost, shown: &[Shown], runners_up: &[Shown]) -> Decision {
+    let d = decide_shown(page, shown);
+    if d.verdict != Verdict::Impersonation {
+        return d;
+    }
+    match runners_up.iter().position(|s| page.belongs_to(s.domains)) {
+        Some(i) => {
+            let reason = format!("{} is one of {}'s domains, a close second on a logo of the page", page.domain(), runners_up[i].brand);
+            Decision { verdict: Verdict::Consistent, brand: Some(shown.len() + i), reason }
+        }
+        None => d,
+    }
+}
+
+fn decide_shown(page: &PageHost, shown: &[Shown]) -> Decision {
     if shown.is_empty() {
         return Decision { verdict: Verdict::NoBrand, brand: None, reason: "no known brand is shown on the page".into() };
     }
@@ -131,6 +158,20 @@ mod tests {
         assert_eq!(verdict("https://paypal.com/", &[("Visa", &visa), ("PayPal", &pp)]), (Verdict::Consistent, Some(1)));
         // Otherwise the most confident brand with domains is the one impersonated.
         assert_eq!(verdict("https://evil.io/", &[("Acme", &[]), ("Google", &google), ("PayPal", &pp)]), (Verdict::Impersonation, Some(1)));
+    }
+
+    #[test]
+    fn a_runner_up_owning_the_domain_makes_the_page_consistent_never_an_impersonation() {
+        let (pp, visa) = (d(&["paypal.com"]), d(&["visa.com"]));
+        let page = |u: &str| PageHost::from_url(u).unwrap();
+        let shown = [Shown { brand: "Visa", domains: &visa }];
+        let runner = [Shown { brand: "PayPal", domains: &pp }];
+        let own = decide_with_runners_up(&page("https://www.paypal.com/"), &shown, &runner);
+        assert_eq!((own.verdict, own.brand), (Verdict::Consistent, Some(1)));
+        let foreign = decide_with_runners_up(&page("https://evil.io/"), &shown, &runner);
+        assert_eq!((foreign.verdict, foreign.brand), (Verdict::Impersonation, Some(0)), "the runner-up is not what is impersonated");
+        let none = decide_with_runners_up(&page("https://evil.io/"), &[], &runner);
+        assert_eq!(none.verdict, Verdict::NoBrand, "a runner-up alone shows no brand");
     }
 
     #[test]
