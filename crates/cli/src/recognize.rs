@@ -7,6 +7,7 @@
 //! mix gives confident nonsense. `query` and `match` answer through their exit status (0 known /
 //! same, 1 unknown / different, 2 error) so that scripts can use them without parsing output.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -400,18 +401,22 @@ fn edited(existing: &[Domain], add: &[Domain], remove: &[Domain]) -> Vec<Domain>
     existing.iter().chain(add).filter(|d| !remove.contains(d)).cloned().collect()
 }
 
-/// Stores each `(brand, domains)` change: one atomic rewrite of a gallery file, or one
-/// transaction per brand in a database; returns the gallery after the changes.
-fn store_domains(gallery: Option<&Path>, db: Option<&str>, changes: &[(String, Vec<Domain>)]) -> Result<Gallery> {
+/// Stores each `(brand, domains)` change: one atomic rewrite of a gallery file (`current`, as
+/// just loaded from it) with one audit-log opening, or one transaction per brand in a database;
+/// returns the gallery after the changes.
+fn store_domains(current: Gallery, gallery: Option<&Path>, db: Option<&str>, changes: &[(String, Vec<Domain>)]) -> Result<Gallery> {
     match (gallery, db) {
         (Some(path), _) => {
-            let mut g = Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?;
+            let mut g = current;
+            // Domain changes leave every brand's rows as they are.
+            let rows: HashMap<String, usize> = g.list().into_iter().map(|b| (b.brand, b.rows)).collect();
+            let mut entries = Vec::with_capacity(changes.len());
             for (brand, list) in changes {
                 let n = g.set_domains(brand, list).with_context(|| format!("setting the domains of {brand:?}"))?.len();
-                let rows = g.list().into_iter().find(|b| &b.brand == brand).map_or(0, |b| b.rows);
-                audit(path, "domains", brand, n, rows)?;
+                entries.push((brand.as_str(), n, rows.get(brand).copied().unwrap_or(0)));
             }
             if !changes.is_empty() {
+                audit_all(path, "domains", &entries)?;
                 save_gallery(&g, path)?;
             }
             Ok(g)
@@ -479,7 +484,7 @@ fn domains(a: DomainsArgs) -> Result<ExitCode> {
         }
         shown.push(brand.clone());
     }
-    let g = store_domains(a.gallery.as_deref(), a.db.as_deref(), &changes)?;
+    let g = store_domains(current, a.gallery.as_deref(), a.db.as_deref(), &changes)?;
     if shown.is_empty() {
         shown = g.brands().iter().filter(|b| !is_background(b)).cloned().collect();
     }
@@ -626,11 +631,19 @@ const CLI_ACTOR: &str = "cli";
 /// Appends a file gallery's change to its audit log (`<gallery>.audit.jsonl`, as `proxima serve`
 /// keeps it) before the gallery is saved.
 fn audit(gallery: &Path, action: &str, brand: &str, rows: usize, brand_rows: usize) -> Result<()> {
+    audit_all(gallery, action, &[(brand, rows, brand_rows)])
+}
+
+/// As [`audit`] for several brands' changes of one command: the log is opened and reconciled
+/// once, then one entry `(brand, rows, brand_rows)` is appended per change.
+fn audit_all(gallery: &Path, action: &str, changes: &[(&str, usize, usize)]) -> Result<()> {
     let log_path = proxima_server::audit::default_path(gallery);
     // Reconciled against the gallery on disk (what the log must agree with before this change).
     let on_disk = Gallery::load(gallery).with_context(|| format!("opening the gallery {}", gallery.display()))?;
     let (mut log, _) = proxima_server::audit::AuditLog::open(&log_path, &on_disk).map_err(|e| anyhow!(e))?;
-    log.append(CLI_ACTOR, action, brand, rows as u64, brand_rows as u64).map_err(|e| anyhow!(e))?;
+    for (brand, rows, brand_rows) in changes {
+        log.append(CLI_ACTOR, action, brand, *rows as u64, *brand_rows as u64).map_err(|e| anyhow!(e))?;
+    }
     Ok(())
 }
 
