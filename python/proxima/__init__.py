@@ -12,6 +12,9 @@ them to NumPy without importing torch. Torch tensors are accepted through ``__ar
 * :func:`knn` — exact k nearest neighbours: ``(distances, indices)``.
 * :class:`Gallery` — enrol / remove / search / identify / calibrate / save / load brand galleries
   that ``proxima gallery`` and ``proxima serve`` open unchanged.
+* :class:`Embedder` — embed images with a model exported by ``proxima export --format onnx``
+  (onnxruntime, imported only here), preprocessed by the same Rust code as ``proxima embed``, so a
+  gallery can be built and searched from Python with no Rust tools and no torch installed.
 
 Bad input raises ``ValueError`` naming the argument; file problems raise ``OSError`` naming the path.
 """
@@ -27,7 +30,7 @@ import numpy as np
 from . import _proxima
 
 __version__ = _proxima.__version__
-__all__ = ["AccuracyCalculator", "Gallery", "knn", "model_fingerprint"]
+__all__ = ["AccuracyCalculator", "Embedder", "Gallery", "knn", "model_fingerprint"]
 
 # pytorch-metric-learning's metric names, in its (alphabetical) order.
 _KNN_METRICS = (
@@ -275,8 +278,75 @@ def knn(
     return _proxima.knn(q, r, int(k), metric)
 
 
-def model_fingerprint(model: Union[str, os.PathLike]) -> str:
-    """The fingerprint a gallery records: read from a model directory's ``model.json``, else the string itself."""
+class Embedder:
+    """Embeds images with a model exported by ``proxima export --format onnx``.
+
+    ``Embedder("model.onnx")`` opens the file with onnxruntime (``pip install onnxruntime``) and reads
+    the card ``proxima export`` stored in its metadata: input size, embedding width and the
+    fingerprint of the model it was exported from. :meth:`embed` takes image paths (decoded and
+    resized by ``proxima-data``, exactly as ``proxima embed`` does) or a float32 array
+    ``[N, 3, S, S]`` of RGB values in [0, 1], and returns float32 ``[N, E]``.
+
+    Pass an ``Embedder`` as the ``model`` of :class:`Gallery` or :meth:`Gallery.load`: a gallery
+    built with the original model (or with this file) is accepted, one of another model refused.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("proxima.Embedder needs onnxruntime: pip install onnxruntime") from None
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise OSError(f"{self.path}: no such file (an ONNX file written by `proxima export --format onnx`)")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(self.path, opts, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self.path}: not a readable ONNX model ({e})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if "proxima.json" not in meta:
+            raise ValueError(f"{self.path}: no proxima.json metadata; export the model with `proxima export --format onnx`")
+        card = json.loads(meta["proxima.json"])
+        if card.get("format") != "proxima-export" or card.get("version") != 1:
+            raise ValueError(f"{self.path}: export card {card.get('format')!r} v{card.get('version')!r} is not supported (expected 'proxima-export' v1)")
+        self.card: Dict[str, Any] = card
+        self.fingerprint: str = card["model_fingerprint"]
+        self.image_size: int = int(card["image_size"])
+        self.dim: int = int(card["embedding_size"])
+
+    def preprocess(self, paths: Sequence[Union[str, os.PathLike]]) -> np.ndarray:
+        """Images decoded and resized as ``proxima embed`` does: float32 ``[N, 3, S, S]`` in [0, 1]."""
+        if isinstance(paths, (str, os.PathLike)):
+            raise ValueError("paths: expected a list of image paths, got a single path")
+        return _proxima.load_images([os.fspath(p) for p in paths], self.image_size)
+
+    def embed(self, images: Union[Sequence[Union[str, os.PathLike]], np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Embeddings float32 ``[N, E]`` of image paths or of preprocessed images ``[N, 3, S, S]``."""
+        if isinstance(images, np.ndarray):
+            x = images
+        else:
+            x = self.preprocess(list(images))
+        s = self.image_size
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise ValueError(f"images: expected shape [N, 3, {s}, {s}], got {x.shape}")
+        if x.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = [self._session.run(["embeddings"], {"images": x[i : i + batch_size]})[0] for i in range(0, x.shape[0], max(1, int(batch_size)))]
+        return np.concatenate(out, axis=0)
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.path!r}, {self.card.get('backbone')}, {self.dim} dims, {self.image_size}px, fingerprint {self.fingerprint})"
+
+
+def model_fingerprint(model: Union[str, os.PathLike, "Embedder"]) -> str:
+    """The fingerprint a gallery records: an :class:`Embedder`'s, a model directory's ``model.json``'s, else the string itself."""
+    if isinstance(model, Embedder):
+        return model.fingerprint
     s = os.fspath(model) if isinstance(model, os.PathLike) else model
     if not isinstance(s, str) or not s:
         raise ValueError(f"model: expected a fingerprint string or a model directory, got {model!r}")

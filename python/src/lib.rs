@@ -13,6 +13,11 @@
 //! this module checks what only the Rust side knows (finite values, shapes against each other,
 //! `k` against the labels) and runs the computation with the GIL released. Every Rust error
 //! becomes `ValueError` (bad input) or `OSError` (a file, with its path).
+//!
+//! `images` adds the preprocessing of models exported by `proxima export` (`proxima-data`, also
+//! pure Rust), so `proxima.Embedder` feeds an ONNX model the pixels `proxima embed` would.
+
+mod images;
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -692,6 +697,7 @@ fn _proxima(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accuracy, m)?)?;
     m.add_function(wrap_pyfunction!(knn, m)?)?;
     m.add_class::<PyGallery>()?;
+    images::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

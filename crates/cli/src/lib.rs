@@ -16,6 +16,7 @@ mod check;
 mod data;
 mod demo;
 mod eval;
+mod export;
 mod find;
 pub mod io;
 mod perf;
@@ -48,6 +49,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Train an embedding model from an experiment file (TOML); `--resume` continues a killed run.
     Train(train::TrainArgs),
+    /// Export a trained model (and its localiser) to TorchScript or ONNX, checked against the original.
+    Export(export::ExportArgs),
     /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
     Embed(train::EmbedArgs),
     /// Run an experiment grid with class-disjoint cross-validation (resumable) and write a report.
@@ -86,6 +89,7 @@ pub fn run() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Embed(args) => train::embed(args),
+        Command::Export(args) => export::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Gallery(cmd) => recognize::gallery(cmd),
         Command::Query(args) => recognize::query(args),

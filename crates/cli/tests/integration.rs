@@ -1053,3 +1053,187 @@ fn killing_serve_during_enrolments_loses_nothing_answered_201_and_the_audit_log_
     served.child.kill().unwrap();
     served.child.wait().unwrap();
 }
+
+/// The workspace root (two levels above this crate).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A few real images (FlickrLogos-27 photos and an Omniglot PNG) when `../shared/data` has them,
+/// else synthetic logos; and what they are.
+fn export_images(dir: &Path) -> (Vec<PathBuf>, &'static str) {
+    let shared = workspace_root().join("../shared/data");
+    let photos = shared.join("flickrlogos27/flickr_logos_27_dataset_images");
+    let glyphs = shared.join("omniglot/images_background_small1");
+    if photos.is_dir() && glyphs.is_dir() {
+        let mut p: Vec<PathBuf> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
+        p.sort();
+        let mut files: Vec<PathBuf> = p.into_iter().step_by(997).take(4).collect();
+        let png = walk_first_png(&glyphs).expect("an Omniglot PNG");
+        files.push(png);
+        return (files, "FlickrLogos-27 photos + an Omniglot PNG");
+    }
+    eprintln!("../shared/data is absent: the export test uses synthetic logos instead of real photos");
+    let data = dir.join("synth");
+    proxima_data::synth(2, 3, 64, 5, 0.3, &data).unwrap();
+    let ds = proxima_data::Dataset::scan_folder(&data, &proxima_data::ScanOptions::default()).unwrap().dataset;
+    (ds.samples.iter().map(|s| s.path.clone()).collect(), "synthetic logos")
+}
+
+fn walk_first_png(dir: &Path) -> Option<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            if let Some(p) = walk_first_png(&e) {
+                return Some(p);
+            }
+        } else if e.extension().is_some_and(|x| x == "png") {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// `proxima export` on every backbone: the TorchScript file (run by PyTorch's `torch.jit.load`) and
+/// the ONNX file (run by onnxruntime) give the embeddings of `proxima embed` on real images, to
+/// 1e-4 relative (+1e-5 absolute), and both carry the model's fingerprint. Needs `.export-venv`
+/// (scripts/setup-export-venv.sh, which scripts/test.sh runs); without it the test says so and
+/// checks only the TorchScript file through libtorch.
+#[test]
+fn export_torchscript_and_onnx_embed_like_proxima_embed_on_every_backbone() {
+    use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel, HeadSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let (images, what) = export_images(dir.path());
+    let python = workspace_root().join(".export-venv/bin/python");
+    let have_python = python.is_file();
+    if !have_python {
+        eprintln!("SKIPPING the PyTorch/onnxruntime half: {} is absent (run scripts/setup-export-venv.sh)", python.display());
+    }
+    let effnet_weights = workspace_root().join(".weights/efficientnet-lite0-57934424.pth");
+    let cases: Vec<(&str, BackboneSpec, HeadSpec, bool, u32)> = vec![
+        ("small_cnn", BackboneSpec::SmallCnn { widths: vec![8, 16, 32] }, HeadSpec::Mlp { hidden: vec![24], batch_norm: true, dropout: 0.1 }, true, 48),
+        ("resnet18", BackboneSpec::Resnet18 {}, HeadSpec::Linear { batch_norm: false }, true, 64),
+        ("resnet34", BackboneSpec::Resnet34 {}, HeadSpec::Linear { batch_norm: true }, false, 64),
+        ("resnet50", BackboneSpec::Resnet50 {}, HeadSpec::Linear { batch_norm: false }, true, 64),
+        ("efficientnet_lite0", BackboneSpec::EfficientnetLite0 {}, HeadSpec::Linear { batch_norm: false }, true, 96),
+    ];
+    for (name, backbone, head, normalize, size) in cases {
+        tch::manual_seed(11);
+        let mut cfg = EmbeddingConfig::new(backbone, 32);
+        cfg.head = head;
+        cfg.normalize = normalize;
+        if name == "efficientnet_lite0" && effnet_weights.is_file() {
+            cfg.pretrained = Some(effnet_weights.clone());
+        }
+        let model = EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
+        let model_dir = dir.path().join(name);
+        let card = proxima_models::model_dir::save_model_dir(&model, size, &model_dir).unwrap();
+
+        let emb_path = dir.path().join(format!("{name}.npy"));
+        let mut embed_args = vec!["embed".to_string(), "--model".into(), s(&model_dir).into(), "--out".into(), s(&emb_path).into()];
+        embed_args.extend(images.iter().map(|p| s(p).to_string()));
+        let out = Command::new(env!("CARGO_BIN_EXE_proxima")).args(&embed_args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let want = proxima_cli::io::read_embeddings(&emb_path).unwrap();
+        assert_eq!((want.rows, want.dim), (images.len(), 32));
+
+        let ts = dir.path().join(format!("{name}.pt"));
+        let out = proxima(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&ts)]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let ts_card = proxima_models::export::read_torchscript_card(&ts).unwrap();
+        assert_eq!(ts_card.model_fingerprint, card.fingerprint);
+        assert_eq!((ts_card.image_size, ts_card.embedding_size, ts_card.normalized), (size, 32, normalize));
+
+        // The preprocessed images: the same decoder and resizer, RGB in [0, 1].
+        let mut pipe_cfg = proxima_data::PipelineConfig::eval(size);
+        pipe_cfg.normalize = proxima_data::Normalize { mean: [0.0; 3], std: [1.0; 3] };
+        let pipe = proxima_data::Pipeline::new(pipe_cfg, 0).unwrap();
+        let per = (3 * size * size) as usize;
+        let mut x = vec![0f32; per * images.len()];
+        for (i, p) in images.iter().enumerate() {
+            let img = proxima_data::decode_file(p, &proxima_data::DecodeOptions::default()).unwrap();
+            pipe.run_into(&img, 0, i as u64, [size, size], &mut x[i * per..(i + 1) * per]);
+        }
+        let close_to_embed = |got: &[f32], runtime: &str| {
+            assert_eq!(got.len(), want.data.len(), "{name} {runtime}");
+            for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+                assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{name} {runtime}: element {i}: {g} vs proxima embed {w}");
+            }
+        };
+        // libtorch's own TorchScript loader (torch::jit::load), here in this process.
+        let loaded = tch::CModule::load(&ts).unwrap();
+        let xt = tch::Tensor::from_slice(&x).view([images.len() as i64, 3, size as i64, size as i64]);
+        let got: Vec<f32> = Vec::try_from(tch::no_grad(|| loaded.forward_ts(&[&xt])).unwrap().flatten(0, -1)).unwrap();
+        close_to_embed(&got, "libtorch TorchScript");
+        if !have_python {
+            continue;
+        }
+
+        let onnx = dir.path().join(format!("{name}.onnx"));
+        let out = proxima(&["export", "--model", s(&model_dir), "--format", "onnx", "--out", s(&onnx), "--python", s(&python)]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let input = dir.path().join(format!("{name}.input.npy"));
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&input, proxima_cli::io::npy_bytes("<f4", &[images.len(), 3, size as usize, size as usize], &bytes)).unwrap();
+        let prefix = dir.path().join(name);
+        let script = workspace_root().join("crates/cli/tests/export_check.py");
+        let out = Command::new(&python)
+            .args([s(&script), "--torchscript", s(&ts), "--onnx", s(&onnx), "--input", s(&input), "--prefix", s(&prefix), "--repeats", "20"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{name} ({what}): {}", String::from_utf8_lossy(&out.stdout).trim());
+        for runtime in ["torchscript", "onnx"] {
+            let got = proxima_cli::io::read_embeddings(&prefix.with_extension(format!("{runtime}.npy"))).unwrap();
+            close_to_embed(&got.data, runtime);
+        }
+        let cards: Value = serde_json::from_str(&std::fs::read_to_string(prefix.with_extension("cards.json")).unwrap()).unwrap();
+        for runtime in ["torchscript", "onnx"] {
+            assert_eq!(cards[runtime]["model_fingerprint"].as_str(), Some(card.fingerprint.as_str()), "{name} {runtime}");
+        }
+        // The batch axis is dynamic in the ONNX graph.
+        assert!(cards["onnx_inputs"][0].as_str().unwrap().contains("'batch'"), "{cards}");
+    }
+}
+
+#[test]
+fn export_refuses_bad_input_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(0);
+    let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
+    let model = proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap();
+    let model_dir = dir.path().join("model");
+    proxima_models::model_dir::save_model_dir(&model, 32, &model_dir).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("m.pt");
+    let listing = || std::fs::read_dir(&out_dir).unwrap().count();
+
+    // An image size the model cannot take.
+    assert_fails(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&out), "--image-size", "8"], &["--image-size must be between 32 and 2048"]);
+    // An output folder that does not exist.
+    let missing = dir.path().join("nope/m.pt");
+    assert_fails(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&missing)], &["nope", "does not exist"]);
+    // A model directory of another format version, and one with an unknown backbone.
+    let card_path = model_dir.join("model.json");
+    let card_text = std::fs::read_to_string(&card_path).unwrap();
+    let mut card: Value = serde_json::from_str(&card_text).unwrap();
+    card["format"] = Value::from(99);
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    assert_fails(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&out)], &["model format 99 is not supported"]);
+    let mut card: Value = serde_json::from_str(&card_text).unwrap();
+    card["model"]["backbone"]["type"] = Value::from("vit_b16");
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    assert_fails(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&out)], &["invalid model card", "vit_b16"]);
+    std::fs::write(&card_path, &card_text).unwrap();
+    // ONNX with a Python that lacks the packages: a clear error, nothing written.
+    let onnx = out_dir.join("m.onnx");
+    assert_fails(&["export", "--model", s(&model_dir), "--format", "onnx", "--out", s(&onnx), "--python", "/bin/false"], &["the ONNX step failed"]);
+    assert_eq!(listing(), 0, "nothing partial is left behind");
+    // And the good case writes exactly the one file.
+    let out_ok = proxima(&["export", "--model", s(&model_dir), "--format", "torchscript", "--out", s(&out), "--image-size", "40"]);
+    assert!(out_ok.status.success(), "{}", String::from_utf8_lossy(&out_ok.stderr));
+    assert!(String::from_utf8_lossy(&out_ok.stdout).contains("@40"), "another input size is another space");
+    assert_eq!(listing(), 1);
+}

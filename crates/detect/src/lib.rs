@@ -19,6 +19,7 @@
 pub mod check;
 pub mod draw;
 pub mod error;
+pub mod export;
 pub mod find;
 pub mod letterbox;
 pub mod localiser;

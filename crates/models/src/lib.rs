@@ -10,6 +10,7 @@
 pub mod backbone;
 pub mod embedding;
 pub mod error;
+pub mod export;
 pub mod model_dir;
 pub mod optim;
 pub mod tensor_file;
