@@ -16,6 +16,9 @@ cargo fmt --all --check
 cargo clippy --workspace --release --all-targets -- -D warnings
 # Headless Chromium (Debian package) for the web console's browser test; installed when missing.
 scripts/setup-chromium.sh
+# Python with torch 2.11, onnx and onnxruntime (.export-venv/) for `proxima export --format onnx`
+# and the tests that run exported models outside Proxima; installed when missing (about a minute).
+scripts/setup-export-venv.sh
 # A throwaway PostgreSQL + pgvector server (PyPI wheel `pgserver`) for the database gallery's
 # tests; they skip, saying why, only when it cannot be installed or started.
 scripts/with-postgres.sh cargo test --workspace --release "$@"

@@ -118,6 +118,15 @@ fn workloads() -> Vec<Workload> {
             });
         }
     }
+    // Inference of the find recipe's embedding model, for the side-by-side with an exported model
+    // run by onnxruntime (benchmarks/export_latency.sh): one 128-px crop, and a batch of 32.
+    for batch in [1i64, 32] {
+        all.push(Workload {
+            name: format!("infer/efficientnet_lite0/size=128,batch={batch}"),
+            images: Some(batch as usize),
+            run: Box::new(move |samples, device| infer_steps(BackboneSpec::EfficientnetLite0 {}, 128, batch, samples, device).map(Measured::from)),
+        });
+    }
     all.push(Workload {
         name: "train-data/resnet18/size=64,batch=32".into(),
         images: Some(32),
@@ -215,6 +224,21 @@ fn median_step_time(samples: usize, device: Device, mut step: impl FnMut() -> Re
     times.sort_by(f64::total_cmp);
     let n = times.len();
     Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 })
+}
+
+/// Forward passes of an embedding model (linear head to 128, L2-normalised) in inference mode on
+/// random images `[batch, 3, size, size]`: what `proxima embed` runs per batch once images are
+/// decoded. One untimed warm-up, then the median of `samples`.
+fn infer_steps(backbone: BackboneSpec, size: i64, batch: i64, samples: usize, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let mut model = EmbeddingModel::new(EmbeddingConfig::new(backbone, 128), device)?;
+    model.eval();
+    let x = Tensor::rand([batch, 3, size, size], (Kind::Float, device));
+    median_step_time(samples, device, || {
+        let e = tch::no_grad(|| model.embed_t(&x, false));
+        let _ = e.sum(Kind::Float).double_value(&[]);
+        Ok(())
+    })
 }
 
 /// Full training steps of a ResNet-18 embedding model on random images (see [`TrainParts`]):

@@ -103,7 +103,7 @@ pub fn save_localiser_torchscript(localiser: &Localiser, card: &LocaliserCard, o
     let x = Tensor::rand([3, 3, s, s], (Kind::Float, Device::Cpu));
     let (want, got) = tch::no_grad(|| (forward(&x), module.forward_ts(&[&x])));
     let diff = (&want - &got?).abs().max().double_value(&[]);
-    if !(diff <= 1e-4) {
+    if diff.is_nan() || diff > 1e-4 {
         return Err(DetectError::Input(format!("the traced localiser differs from the localiser by {diff:e} on a batch of 3")));
     }
     proxima_models::export::save_module(&module, &serde_json::to_vec_pretty(&ecard).expect("serialisable"), out)?;

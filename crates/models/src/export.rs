@@ -186,7 +186,7 @@ pub fn save_torchscript(model: &TrainedModel, image_size: u32, out: &Path) -> Re
     let (want, got) = tch::no_grad(|| (model.model.embed_t(&((&x - &mean) / &std), false), module.forward_ts(&[&x])));
     let got = got?;
     let diff = (&want - &got).abs().max().double_value(&[]);
-    if !(diff <= 1e-4) {
+    if diff.is_nan() || diff > 1e-4 {
         return Err(ModelError::Config(format!("the traced module differs from the model by {diff:e} on a batch of 3 (tracing failed to capture it)")));
     }
     save_module(&module, &serde_json::to_vec_pretty(&card).expect("serialisable"), out)?;
