@@ -26,6 +26,42 @@ pub enum DataCommand {
     Bench(BenchArgs),
     /// Build the brand catalogue (brand → legitimate domains, aliases) from gilbarbara-logos and simple-icons metadata.
     Catalogue(CatalogueArgs),
+    /// Render sign-in pages in headless Chromium (real fonts, colour logos, wordmarks) with logo boxes from the DOM.
+    Pages(PagesArgs),
+}
+
+/// Arguments of `proxima data pages`.
+#[derive(Args)]
+#[command(after_help = "Writes OUT/train/scenes.jsonl and OUT/heldout/scenes.jsonl (screenshots under pages/), OUT/enrol/<brand>/ \
+(the held-out brands' logos rendered alone, to build a gallery) and OUT/report.json. Held-out pages use brands and templates \
+(modal, parcel, cloud) that training pages never use. Needs Chromium (scripts/setup-chromium.sh).")]
+pub struct PagesArgs {
+    /// The shared data folder (gilbarbara-logos/, simple-icons/, flickrlogos27/ for hero photos).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Output folder (replaced only when the run succeeds).
+    #[arg(long)]
+    out: PathBuf,
+    /// Training pages.
+    #[arg(long, default_value_t = 1000)]
+    train: usize,
+    /// Held-out pages.
+    #[arg(long, default_value_t = 200)]
+    heldout: usize,
+    /// Share of held-out pages without a logo.
+    #[arg(long, default_value_t = 0.5)]
+    heldout_no_logo: f64,
+    /// Share of training pages without a logo.
+    #[arg(long, default_value_t = 0.25)]
+    train_no_logo: f64,
+    /// Share of pages at mobile width (390 × 844).
+    #[arg(long, default_value_t = 0.25)]
+    mobile: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Chromium binary (default: $PROXIMA_CHROMIUM, then chromium on PATH).
+    #[arg(long)]
+    chromium: Option<PathBuf>,
 }
 
 /// Arguments of `proxima data catalogue`.
@@ -245,6 +281,33 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
                 report.source_images,
                 a.out.display(),
                 report.degenerate_skipped
+            );
+        }
+        DataCommand::Pages(a) => {
+            let opts = proxima_pages::PagesOptions {
+                data: a.data.clone(),
+                out: a.out.clone(),
+                train: a.train,
+                heldout: a.heldout,
+                train_no_logo: a.train_no_logo,
+                heldout_no_logo: a.heldout_no_logo,
+                mobile: a.mobile,
+                seed: a.seed,
+                chromium: a.chromium.clone(),
+            };
+            let r = proxima_pages::render_pages(&opts).with_context(|| format!("rendering pages into {}", a.out.display()))?;
+            println!(
+                "rendered {} training pages ({} logo boxes) and {} held-out pages ({} boxes) in {:.0} s ({:.1} pages/s); {} held-out brands enrolled ({} images); {} brands skipped (SVG does not render); report {}/report.json",
+                r.train_pages,
+                r.train_boxes,
+                r.heldout_pages,
+                r.heldout_boxes,
+                r.seconds,
+                r.pages_per_second,
+                r.enrol_brands,
+                r.enrol_images,
+                r.skipped_brands.len(),
+                a.out.display()
             );
         }
         DataCommand::Synth(a) => {
