@@ -38,7 +38,10 @@ pub use matrix::Embeddings;
 pub use pairs::{MAX_PAIRS, PairInfo, PairScores, pair_scores};
 pub use pca::pca_2d;
 pub use perf::{PerfReport, perf_accuracy, perf_accuracy_runs};
-pub use retrieval::{AtK, ClassRetrieval, CoreMetrics, KSpec, RetrievalConfig, RetrievalMetrics, evaluate_retrieval, metrics_from_knn};
+pub use retrieval::{
+    AtK, ClassRetrieval, CoreMetrics, KNN_BUDGET_BYTES, KSpec, Reference, RetrievalConfig, RetrievalMetrics, evaluate_retrieval, evaluate_retrieval_chunked,
+    metrics_from_knn, resolve_k,
+};
 pub use verification::{
     FnmrAtFmr, RocPoint, ScoreKind, VerificationReport, auc, equal_error_rate, rates_at_threshold, roc_curve, threshold_for_fmr, verification_report,
 };
