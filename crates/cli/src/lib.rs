@@ -14,6 +14,7 @@
 mod bench;
 mod check;
 mod common;
+mod components;
 mod data;
 mod demo;
 mod embed;
@@ -80,6 +81,8 @@ enum Command {
     /// Access tokens for `proxima serve --tokens FILE`: `token new --role read|admin --tokens FILE`.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Every loss, miner, distance, reducer and regularizer with its pytorch-metric-learning class and file (--markdown: docs/components.md).
+    Components(components::ComponentsArgs),
 }
 
 /// Parses the command line and runs the subcommand; errors are printed and exit with code 2.
@@ -101,6 +104,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Localiser(cmd) => localiser::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Components(args) => components::run(args),
     };
     match result {
         Ok(code) => code,
