@@ -579,7 +579,7 @@ mod tests {
         }
         let with_cutoffs = RetrievalConfig { at_ks: vec![1], ..RetrievalConfig::default() };
         assert!(matches!(evaluate_retrieval_chunked(e, &labels, Reference::Queries, &with_cutoffs, Some(4)), Err(EvalError::InvalidParameter { name: "at_ks", .. })));
-        assert_eq!(resolve_k(&labels, &labels, true, &RetrievalConfig::default()).unwrap(), 7 - 1);
+        assert_eq!(resolve_k(&labels, &labels, true, &RetrievalConfig::default()).unwrap(), 8 - 1, "class 0 has 8 members");
     }
 
     #[test]
