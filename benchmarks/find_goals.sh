@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The find benchmark: every step behind the numbers of README's `proxima find` section, from the
+# The find benchmark: every step behind the numbers of docs/find.md, from the
 # shared data to the two goal measurements (FlickrLogos-27 query photos; held-out synthetic
 # screenshots of brands never trained on).
 #

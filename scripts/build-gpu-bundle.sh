@@ -7,8 +7,9 @@
 #                          the backbone weights, which these tests do not read
 #   gpu-check.sh, pytorch_train_step.py
 # Both binaries link libtorch_cuda.so, so they do not start on a machine without the CUDA
-# libraries (this one); gpu-check.sh points them at the GPU machine's PyTorch install. The default
-# (CPU) target/release/proxima is relinked at the end.
+# libraries (this one); gpu-check.sh points them at the GPU machine's PyTorch install. They are
+# built into their own target directory, target/cuda (a full build the first time, incremental
+# after), so the default (CPU) target/release/proxima is never replaced, not even while this runs.
 # Then, on the GPU machine: bash .gpu-bundle/gpu-check.sh .gpu-bundle
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,12 @@ bundle="$root/.gpu-bundle"
 parity_src="${PROXIMA_PARITY_DIR:-$root/../shared/parity}"
 limit_mib=64
 
+export CARGO_TARGET_DIR="$root/target/cuda"
+# The rpath of .cargo/config.toml one level deeper (target/cuda/release/<bin> and .../deps/<test>),
+# so that these binaries find .libtorch like the default ones. RUSTFLAGS replaces the config's
+# rustflags for this build only: adding the entries there would change every crate's fingerprint
+# and rebuild the whole default target/ once.
+export RUSTFLAGS='-C link-arg=-Wl,-rpath,$ORIGIN/../../../.libtorch/torch/lib -C link-arg=-Wl,-rpath,$ORIGIN/../../../../.libtorch/torch/lib'
 cargo build --release -p proxima-cli --features cuda
 # The test executable's path, from cargo's JSON messages (its name carries a hash).
 tests_exe=$(cargo test --release -p proxima-core --features cuda --test integration --no-run --message-format=json \
@@ -30,7 +37,7 @@ for line in sys.stdin:
 
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/parity"
-cp target/release/proxima "$bundle/bin/proxima"
+cp "$CARGO_TARGET_DIR/release/proxima" "$bundle/bin/proxima"
 cp "$tests_exe" "$bundle/bin/core-integration"
 strip "$bundle/bin/proxima" "$bundle/bin/core-integration"
 for bin in proxima core-integration; do
@@ -44,9 +51,6 @@ else
   echo "build-gpu-bundle: warning: no parity data at $parity_src (gpu-check.sh needs a PARITY_DIR)" >&2
 fi
 cp scripts/gpu-check.sh benchmarks/pytorch_train_step.py "$bundle/"
-# target/release/proxima is now the CUDA variant, which does not start without the CUDA libraries:
-# relink the default one (both variants stay compiled, so this takes seconds).
-cargo build --release -p proxima-cli
 
 size_kib=$(du -sk "$bundle" | cut -f1)
 du -h "$bundle"/bin/* "$bundle/parity" | sed 's/^/  /'

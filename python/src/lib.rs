@@ -22,7 +22,7 @@ mod images;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use proxima_domain::{Catalogue, PageHost, Shown, decide, normalize_domains};
-use proxima_eval::{Embeddings, EvalError, KSpec, Metric, RetrievalConfig, RetrievalMetrics, evaluate_clustering, metrics_from_knn};
+use proxima_eval::{Embeddings, EvalError, KSpec, Metric, Reference, RetrievalConfig, RetrievalMetrics, evaluate_clustering, evaluate_retrieval_chunked};
 use proxima_index::{BackendConfig, Calibration, Decision, Domain, Gallery, HnswConfig, ImpostorScores, IndexError, is_background};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -162,15 +162,14 @@ fn accuracy<'py>(
         .detach(|| -> Result<Computed, EvalError> {
             let qe = Embeddings::new("query", q, d)?;
             let retrieval = if knn_metrics {
-                let (reference, source) = match reference {
-                    None => (None, Source::Same),
+                let reference = match reference {
+                    None => Reference::Queries,
                     Some((r, rl)) => {
                         let re = Embeddings::new("reference", r, d)?;
-                        let source = if ref_includes_query { Source::Includes } else { Source::Separate };
-                        (Some((re, rl)), source)
+                        if ref_includes_query { Reference::IncludesQueries(re, rl) } else { Reference::Separate(re, rl) }
                     }
                 };
-                Some(retrieval(qe, ql, reference, source, &config, chunk_rows)?)
+                Some(evaluate_retrieval_chunked(qe, ql, reference, &config, chunk_rows)?)
             } else {
                 None
             };
@@ -215,155 +214,6 @@ fn accuracy<'py>(
         out.set_item("AMI", ami)?;
     }
     Ok(out)
-}
-
-/// How the reference set relates to the queries.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// `reference=None`: the query set itself, each query's own row never a candidate.
-    Same,
-    /// A separate reference set.
-    Separate,
-    /// A separate array that contains every query (`ref_includes_query=True`): as the reference
-    /// implementation does, the search goes one deeper and each row's first neighbour (the query
-    /// itself) is dropped, and the query counts as one of its class's references.
-    Includes,
-}
-
-/// Bytes of neighbour lists (8-byte index + 4-byte score each) held at once: query sets whose
-/// `rows × k` lists exceed it are evaluated in chunks of queries, so `k=None` (every reference)
-/// at 50 000 rows needs about this much instead of 30 GB.
-const KNN_BUDGET: usize = 512 << 20;
-
-/// AccuracyCalculator metrics, in query chunks when the neighbour lists would not fit the budget.
-///
-/// Chunks use the k resolved over all queries and are merged per class (sums of per-query
-/// values), so the result equals the one-shot computation up to summation order.
-fn retrieval(
-    q: Embeddings<'_>,
-    ql: &[i64],
-    reference: Option<(Embeddings<'_>, &[i64])>,
-    source: Source,
-    config: &RetrievalConfig,
-    chunk_rows: Option<usize>,
-) -> Result<RetrievalMetrics, EvalError> {
-    let (r, rl) = reference.unwrap_or((q, ql));
-    let same_labels = source != Source::Separate;
-    // Validate exactly as metrics_from_knn does: an empty k-NN result passes its checks of k and
-    // the labels and then fails only on its row count.
-    let probe = proxima_eval::KnnResult { k: 0, metric: config.metric, indices: vec![], scores: vec![] };
-    match metrics_from_knn(&probe, ql, rl, same_labels, config) {
-        Err(EvalError::LabelCountMismatch { what: "k-NN result", .. }) => {}
-        other => return other,
-    }
-    let self_count = usize::from(same_labels);
-    let mut counts = std::collections::HashMap::new();
-    for &l in rl {
-        *counts.entry(l).or_insert(0usize) += 1;
-    }
-    let k = match config.k {
-        KSpec::Fixed(k) => k,
-        KSpec::MaxBinCount => {
-            let max_bin = ql.iter().map(|l| counts.get(l).copied().unwrap_or(0)).max();
-            max_bin.unwrap_or(0).saturating_sub(self_count)
-        }
-        KSpec::AllReferences => rl.len() - self_count,
-    };
-    let extra = usize::from(source != Source::Separate);
-    let nq = q.rows();
-    let chunk = chunk_rows.unwrap_or(KNN_BUDGET / ((k + extra) * 12)).max(1);
-    if chunk >= nq && source != Source::Includes {
-        let reference = (source == Source::Separate).then_some((r, rl));
-        return proxima_eval::evaluate_retrieval(q, ql, reference, config);
-    }
-    let fixed = RetrievalConfig { k: KSpec::Fixed(k), ..config.clone() };
-    let d = q.dim();
-    let mut classes: std::collections::BTreeMap<i64, (usize, [f64; 5])> = Default::default();
-    let mut lone = 0;
-    for start in (0..nq).step_by(chunk) {
-        let end = (start + chunk).min(nq);
-        let qc = Embeddings::new("query", &q.data()[start * d..end * d], d)?;
-        let found = proxima_eval::knn(qc, Some(r), k + extra, config.metric)?;
-        let found = match source {
-            Source::Separate => found,
-            // The own row (global index start + i) is left out wherever it landed; when it is
-            // not among the k + 1, the first k are the answer.
-            Source::Same => keep_k(&found, k, |i, j| j == start + i),
-            Source::Includes => keep_k(&found, k, |_, _| false),
-        };
-        match metrics_from_knn(&found, &ql[start..end], rl, same_labels, &fixed) {
-            Ok(m) => {
-                lone += m.num_lone_queries;
-                for c in &m.per_class {
-                    let e = classes.entry(c.label).or_insert((0, [0.0; 5]));
-                    e.0 += c.num_queries;
-                    for (acc, v) in e.1.iter_mut().zip(core(&c.metrics)) {
-                        *acc += v * c.num_queries as f64;
-                    }
-                }
-            }
-            Err(EvalError::NoRetrievableQueries { .. }) => lone += end - start,
-            Err(e) => return Err(e),
-        }
-    }
-    if classes.is_empty() {
-        return Err(EvalError::NoRetrievableQueries { queries: nq });
-    }
-    let per_class: Vec<proxima_eval::ClassRetrieval> = classes
-        .iter()
-        .map(|(&label, &(n, sums))| proxima_eval::ClassRetrieval {
-            label,
-            num_queries: n,
-            metrics: from_core(sums.map(|s| s / n as f64)),
-            precision_at: vec![],
-            recall_at: vec![],
-        })
-        .collect();
-    let mut overall = [0.0; 5];
-    for (&(_, sums), c) in classes.values().zip(&per_class) {
-        let add = if config.avg_of_avgs { core(&c.metrics) } else { sums };
-        for (acc, v) in overall.iter_mut().zip(add) {
-            *acc += v;
-        }
-    }
-    let denom = if config.avg_of_avgs { per_class.len() } else { classes.values().map(|c| c.0).sum() } as f64;
-    Ok(RetrievalMetrics {
-        metrics: from_core(overall.map(|s| s / denom)),
-        precision_at: vec![],
-        recall_at: vec![],
-        k,
-        avg_of_avgs: config.avg_of_avgs,
-        num_queries: nq,
-        num_lone_queries: lone,
-        per_class,
-    })
-}
-
-/// The first `k` neighbours of every row after leaving out those `skip(row, index)` names, or the
-/// first column when none is named (the list is `k + 1` long).
-fn keep_k(found: &proxima_eval::KnnResult, k: usize, skip: impl Fn(usize, usize) -> bool) -> proxima_eval::KnnResult {
-    let nq = found.num_queries();
-    let mut indices = Vec::with_capacity(nq * k);
-    let mut scores = Vec::with_capacity(nq * k);
-    for i in 0..nq {
-        let (idx, sc) = (found.row_indices(i), found.row_scores(i));
-        let drop = idx.iter().position(|&j| skip(i, j)).unwrap_or(0);
-        for (pos, (&j, &s)) in idx.iter().zip(sc).enumerate() {
-            if pos != drop {
-                indices.push(j);
-                scores.push(s);
-            }
-        }
-    }
-    proxima_eval::KnnResult { k, metric: found.metric, indices, scores }
-}
-
-fn core(m: &proxima_eval::CoreMetrics) -> [f64; 5] {
-    [m.precision_at_1, m.r_precision, m.mean_average_precision_at_r, m.mean_average_precision, m.mean_reciprocal_rank]
-}
-
-fn from_core(v: [f64; 5]) -> proxima_eval::CoreMetrics {
-    proxima_eval::CoreMetrics { precision_at_1: v[0], r_precision: v[1], mean_average_precision_at_r: v[2], mean_average_precision: v[3], mean_reciprocal_rank: v[4] }
 }
 
 /// Exact k nearest references of every query: (scores, indices), closest first.

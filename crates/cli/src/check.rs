@@ -16,8 +16,8 @@ use proxima_data::{DecodeOptions, decode_file};
 use proxima_detect::{CheckAnswer, Finder, check_answer, draw_check};
 use proxima_domain::{PageHost, Verdict};
 
+use crate::common::{load_gallery_for, load_model};
 use crate::find::{FindOptionArgs, find_localiser};
-use crate::recognize::{load_gallery_for, load_model};
 
 /// Arguments of `proxima check`.
 #[derive(Args)]
@@ -108,7 +108,7 @@ fn describe(a: &CheckAnswer) -> String {
 }
 
 /// Runs `proxima check`.
-pub fn check(a: CheckArgs) -> Result<ExitCode> {
+pub fn run(a: CheckArgs) -> Result<ExitCode> {
     let pages = match (&a.url, &a.url_file) {
         (Some(url), _) => {
             let shot = a.screenshot.clone().context("--url needs the page's SCREENSHOT")?;

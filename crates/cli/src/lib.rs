@@ -1,5 +1,5 @@
 //! The `proxima` command as a library: one binary for data preparation, training, evaluation,
-//! recognition and benchmarking. Each subcommand lives in its own module; this file only parses and
+//! recognition and benchmarking. Each subcommand lives in the module named after it (`gallery.rs`, `serve.rs`, …; helpers several of them share in `common.rs`); this file only parses and
 //! dispatches ([`run`]), and `main.rs` only calls it. Being a library lets the integration tests
 //! reuse the CLI's own helpers (e.g. [`io::npy_bytes`]) instead of copies.
 //!
@@ -13,14 +13,21 @@
 
 mod bench;
 mod check;
+mod common;
+mod components;
 mod data;
 mod demo;
+mod embed;
 mod eval;
 mod export;
 mod find;
+mod gallery;
 pub mod io;
+mod localiser;
+mod r#match;
 mod perf;
-mod recognize;
+mod query;
+mod serve;
 mod token;
 mod train;
 
@@ -52,7 +59,7 @@ enum Command {
     /// Export a trained model (and its localiser) to TorchScript or ONNX, checked against the original.
     Export(export::ExportArgs),
     /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
-    Embed(train::EmbedArgs),
+    Embed(embed::EmbedArgs),
     /// Run an experiment grid with class-disjoint cross-validation (resumable) and write a report.
     Bench(bench::BenchArgs),
     /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
@@ -60,23 +67,25 @@ enum Command {
     Data(data::DataCommand),
     /// Brand galleries: build from class folders (optionally calibrated), add or remove a brand, list.
     #[command(subcommand)]
-    Gallery(recognize::GalleryCommand),
+    Gallery(gallery::GalleryCommand),
     /// Identify images against a gallery: top-k brands and known/unknown (exit 0 all known, 1 any unknown).
-    Query(recognize::QueryArgs),
+    Query(query::QueryArgs),
     /// Compare two logos: cosine similarity and same/different (exit 0 same, 1 different).
-    Match(recognize::MatchArgs),
+    Match(r#match::MatchArgs),
     /// Find and identify logos anywhere in photos and screenshots (exit 0 a brand found, 1 none).
     Find(find::FindArgs),
     /// Is a page impersonating a brand? `find` on its screenshot, then its domain against the brand's (exit 0 none, 1 impersonation).
     Check(check::CheckArgs),
     /// The class-agnostic logo localiser behind `find`: train it, evaluate box AP and identification.
     #[command(subcommand)]
-    Localiser(find::LocaliserCommand),
+    Localiser(localiser::LocaliserCommand),
     /// Serve identification, comparison and enrolment over HTTP (see `proxima serve --help`).
-    Serve(recognize::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Access tokens for `proxima serve --tokens FILE`: `token new --role read|admin --tokens FILE`.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Every loss, miner, distance, reducer and regularizer with its pytorch-metric-learning class and file (--markdown: docs/components.md).
+    Components(components::ComponentsArgs),
 }
 
 /// Parses the command line and runs the subcommand; errors are printed and exit with code 2.
@@ -88,17 +97,18 @@ pub fn run() -> ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Embed(args) => train::embed(args),
+        Command::Embed(args) => embed::run(args),
         Command::Export(args) => export::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Gallery(cmd) => recognize::gallery(cmd),
-        Command::Query(args) => recognize::query(args),
-        Command::Match(args) => recognize::matches(args),
-        Command::Serve(args) => recognize::serve(args),
-        Command::Find(args) => find::find(args),
-        Command::Check(args) => check::check(args),
-        Command::Localiser(cmd) => find::localiser(cmd),
+        Command::Gallery(cmd) => gallery::run(cmd),
+        Command::Query(args) => query::run(args),
+        Command::Match(args) => r#match::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Find(args) => find::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Localiser(cmd) => localiser::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Components(args) => components::run(args),
     };
     match result {
         Ok(code) => code,

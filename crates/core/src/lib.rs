@@ -5,6 +5,7 @@
 //! (through `tch`), so the same code trains on CPU or CUDA and gets gradients from autograd; the
 //! few places where the reference's formulation would need B³ memory are streamed instead.
 
+pub mod components;
 pub mod distance;
 pub mod error;
 mod fused;

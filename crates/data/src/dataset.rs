@@ -320,6 +320,7 @@ pub(crate) fn reason_of(e: &DataError) -> String {
     match e {
         DataError::Io { source, .. } => format!("cannot read: {source}"),
         DataError::Decode { reason, .. } => reason.clone(),
+        DataError::UnknownFormat { .. } => DataError::UNKNOWN_FORMAT.to_string(),
         DataError::TooLarge { width, height, limit, .. } => {
             format!("declares {width}x{height} pixels, over the limit of {limit} (decompression-bomb guard)")
         }

@@ -72,7 +72,7 @@ fn decode_inner(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbIm
     let err = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DataError::io(path, e))?;
     if reader.format().is_none() {
-        return Err(err("not a recognised image format (file content matches no supported codec)".into()));
+        return Err(DataError::UnknownFormat { path: path.to_path_buf() });
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_eoi_after_scan(bytes) {
         // zune-jpeg pads a truncated scan with grey and reports success; refuse it instead.

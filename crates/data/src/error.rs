@@ -29,6 +29,13 @@ pub enum DataError {
         /// Why decoding failed.
         reason: String,
     },
+    /// The bytes match no image format this build decodes (a web page, a PDF, an unknown codec):
+    /// the input is not an image at all, as opposed to a recognised but broken one ([`DataError::Decode`]).
+    #[error("cannot decode {}: {}", path.display(), DataError::UNKNOWN_FORMAT)]
+    UnknownFormat {
+        /// The file (or the name standing for uploaded bytes).
+        path: PathBuf,
+    },
     /// The image declares more pixels than the configured limit (decompression-bomb guard).
     #[error("{}: image declares {width}x{height} pixels, over the limit of {limit} pixels", path.display())]
     TooLarge {
@@ -90,6 +97,9 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// The reason [`DataError::UnknownFormat`] gives.
+    pub const UNKNOWN_FORMAT: &'static str = "not a recognised image format (file content matches no supported codec)";
+
     /// Builds an [`DataError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io { path: path.into(), source }

@@ -11,31 +11,9 @@ use crate::error::{DistError, Result};
 /// PyTorch DDP's default gradient bucket size (25 MiB).
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 
-#[repr(C)]
-struct RawGroup {
-    _private: [u8; 0],
-}
+use crate::ffi::{self, RawGroup};
 
-unsafe extern "C" {
-    fn proxima_dist_new(
-        host: *const c_char,
-        port: c_int,
-        rank: c_int,
-        size: c_int,
-        is_server: c_int,
-        use_nccl: c_int,
-        timeout_ms: i64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> *mut RawGroup;
-    fn proxima_dist_has_nccl(group: *mut RawGroup) -> c_int;
-    fn proxima_dist_free(group: *mut RawGroup);
-    fn proxima_dist_all_reduce_sum(group: *mut RawGroup, ts: *const *mut c_void, n: usize, err: *mut c_char, err_len: usize) -> c_int;
-    fn proxima_dist_all_gather(group: *mut RawGroup, input: *mut c_void, outputs: *const *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
-    fn proxima_dist_broadcast(group: *mut RawGroup, ts: *const *mut c_void, n: usize, root: c_int, err: *mut c_char, err_len: usize) -> c_int;
-    fn proxima_dist_barrier(group: *mut RawGroup, err: *mut c_char, err_len: usize) -> c_int;
-}
-
+/// Bytes of the error buffer every shim call may fill (a NUL-terminated message).
 const ERR_LEN: usize = 2048;
 
 fn message(buf: &[c_char]) -> String {
@@ -86,13 +64,16 @@ pub struct ProcessGroup {
     nccl: bool,
 }
 
-// c10d backends may be used from any thread; this handle issues one collective at a time (&self
-// methods are called from the training thread only, and the C++ side queues work internally).
+// SAFETY: c10d backends may be used from any thread; this handle issues one collective at a time
+// (&self methods are called from the training thread only, and the C++ side queues work
+// internally), and the pointer is owned: nothing else frees it.
 unsafe impl Send for ProcessGroup {}
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        unsafe { proxima_dist_free(self.raw) }
+        // SAFETY: `raw` came from `proxima_dist_new` (never null: `connect_with` refuses null), is
+        // owned by this handle alone and freed exactly once, here.
+        unsafe { ffi::proxima_dist_free(self.raw) }
     }
 }
 
@@ -122,8 +103,11 @@ impl ProcessGroup {
         let is_server = env.rank == 0 && !env.agent_store;
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let mut err = [0 as c_char; ERR_LEN];
+        // SAFETY: `host` is a NUL-terminated string that outlives the call; `err` is a writable
+        // buffer of ERR_LEN bytes that the shim NUL-terminates; the shim catches every C++
+        // exception and reports it through `err` and a null result.
         let raw = unsafe {
-            proxima_dist_new(
+            ffi::proxima_dist_new(
                 host.as_ptr(),
                 c_int::from(env.master_port),
                 env.rank as c_int,
@@ -138,7 +122,8 @@ impl ProcessGroup {
         if raw.is_null() {
             return Err(connect_err(message(&err)));
         }
-        let nccl = unsafe { proxima_dist_has_nccl(raw) } != 0;
+        // SAFETY: `raw` is the non-null group just created.
+        let nccl = unsafe { ffi::proxima_dist_has_nccl(raw) } != 0;
         Ok(ProcessGroup { raw, rank: env.rank, world_size: env.world_size, nccl })
     }
 
@@ -196,7 +181,10 @@ impl ProcessGroup {
 
     /// Replaces each tensor by its sum over all ranks (one collective per tensor, in order).
     pub fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
-        self.in_place("all_reduce", tensors, |ptrs, err| unsafe { proxima_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), err, ERR_LEN) })
+        // SAFETY: `self.raw` is a live group; `ptrs` holds `ptrs.len()` pointers to the staged
+        // tensors (`at::Tensor*`, contiguous), which `in_place` keeps alive across the call; `err`
+        // is its ERR_LEN-byte buffer.
+        self.in_place("all_reduce", tensors, |ptrs, err| unsafe { ffi::proxima_dist_all_reduce_sum(self.raw, ptrs.as_ptr(), ptrs.len(), err, ERR_LEN) })
     }
 
     /// Overwrites each tensor with rank `root`'s (initial weights, resumed state).
@@ -204,12 +192,14 @@ impl ProcessGroup {
         if root >= self.world_size {
             return Err(DistError::Input { op: "broadcast", message: format!("root {root} is not a rank of {}", self.world_size) });
         }
-        self.in_place("broadcast", tensors, |ptrs, err| unsafe { proxima_dist_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, err, ERR_LEN) })
+        // SAFETY: as in `all_reduce_sum`; `root` was checked to be a rank of the group.
+        self.in_place("broadcast", tensors, |ptrs, err| unsafe { ffi::proxima_dist_broadcast(self.raw, ptrs.as_ptr(), ptrs.len(), root as c_int, err, ERR_LEN) })
     }
 
     /// Waits until every rank arrives.
     pub fn barrier(&self) -> Result<()> {
-        self.call("barrier", |err| unsafe { proxima_dist_barrier(self.raw, err, ERR_LEN) })
+        // SAFETY: `self.raw` is a live group; `err` is `call`'s ERR_LEN-byte buffer.
+        self.call("barrier", |err| unsafe { ffi::proxima_dist_barrier(self.raw, err, ERR_LEN) })
     }
 
     /// Every rank's `t`, in rank order (no gradient). Ranks may hold different first dimensions
@@ -255,7 +245,10 @@ impl ProcessGroup {
         let (local, _) = self.stage(t);
         let outputs: Vec<Tensor> = (0..self.world_size).map(|_| Tensor::empty_like(&local)).collect();
         let ptrs: Vec<*mut c_void> = outputs.iter().map(ptr).collect();
-        self.call("all_gather", |err| unsafe { proxima_dist_all_gather(self.raw, ptr(&local), ptrs.as_ptr(), err, ERR_LEN) })?;
+        // SAFETY: `self.raw` is a live group; `local` and the `world_size` outputs (`ptrs`, one
+        // per rank, as the shim expects) are contiguous tensors of the same shape, kept alive
+        // until after the call; `err` is `call`'s ERR_LEN-byte buffer.
+        self.call("all_gather", |err| unsafe { ffi::proxima_dist_all_gather(self.raw, ptr(&local), ptrs.as_ptr(), err, ERR_LEN) })?;
         Ok(outputs)
     }
 

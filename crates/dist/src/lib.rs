@@ -16,6 +16,7 @@
 
 mod env;
 mod error;
+mod ffi;
 mod group;
 
 pub use env::WorldEnv;

@@ -13,6 +13,7 @@
 // which only a CUDA build of proxima loads, so its two symbols (the constructor and
 // Options::Options(bool)) are looked up at run time with dlsym: a CPU build still links, and asking
 // it for NCCL is a clear error. Every other tensor goes to Gloo.
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -26,6 +27,12 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+// The mangled names and the object layout below are those of libtorch 2.11: another version must
+// fail here, at compile time, not with an undefined symbol or a corrupted object at run time.
+static_assert(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 11,
+              "proxima-dist's shim calls c10d by the mangled names of libtorch 2.11; check them against this libtorch "
+              "(scripts/setup-libtorch.sh installs 2.11) before changing this assertion");
 
 using BackendOptionsPtr = c10::intrusive_ptr<c10d::Backend::Options>;
 

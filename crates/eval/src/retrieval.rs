@@ -382,6 +382,156 @@ pub fn metrics_from_knn(knn: &KnnResult, query_labels: &[i64], reference_labels:
     Ok(RetrievalMetrics { metrics, precision_at, recall_at, k, avg_of_avgs: config.avg_of_avgs, num_queries: nq, num_lone_queries: lone, per_class })
 }
 
+/// The k rule: the AccuracyCalculator `k` that [`evaluate_retrieval`] and [`metrics_from_knn`]
+/// resolve from the labels ([`KSpec`]; `same_source` when the reference set is, or contains, the
+/// query set, so that each query's own row is not one of its references). Errors as they do.
+pub fn resolve_k(query_labels: &[i64], reference_labels: &[i64], same_source: bool, config: &RetrievalConfig) -> Result<usize> {
+    plan_k(query_labels, reference_labels, same_source, config).map(|p| p.k)
+}
+
+/// The reference set of [`evaluate_retrieval_chunked`], as the queries relate to it.
+#[derive(Debug, Clone, Copy)]
+pub enum Reference<'a> {
+    /// The query set itself; a query's own row is never a candidate (`reference=None`).
+    Queries,
+    /// A separate set of references and their labels.
+    Separate(Embeddings<'a>, &'a [i64]),
+    /// A separate array that contains every query (pytorch-metric-learning's
+    /// `ref_includes_query=True`): as the reference implementation does, the search goes one
+    /// deeper and drops each row's first neighbour (the query itself), and the query counts as
+    /// one of its class's references.
+    IncludesQueries(Embeddings<'a>, &'a [i64]),
+}
+
+/// Bytes of neighbour lists (8-byte index + 4-byte score each) that [`evaluate_retrieval_chunked`]
+/// holds at once by default: query sets whose `rows × k` lists exceed it are evaluated in chunks of
+/// queries, so `k = AllReferences` at 50 000 rows needs about this much instead of 30 GB.
+pub const KNN_BUDGET_BYTES: usize = 512 << 20;
+
+/// [`evaluate_retrieval`] in chunks of `chunk_rows` queries (default: as many as fit
+/// [`KNN_BUDGET_BYTES`] of neighbour lists), for any [`Reference`].
+///
+/// Chunks use the k resolved over all queries ([`resolve_k`]) and are merged per class (sums of
+/// per-query values), so the result equals the one-shot computation up to summation order. Chunked
+/// results carry no `precision_at`/`recall_at`: a configuration with cut-offs
+/// ([`RetrievalConfig::at_ks`]) that needs more than one chunk is refused.
+pub fn evaluate_retrieval_chunked(
+    query: Embeddings<'_>,
+    query_labels: &[i64],
+    reference: Reference<'_>,
+    config: &RetrievalConfig,
+    chunk_rows: Option<usize>,
+) -> Result<RetrievalMetrics> {
+    check_labels("query", query.rows(), query_labels)?;
+    let (r, rl, extra) = match reference {
+        Reference::Queries => (query, query_labels, 1),
+        Reference::Separate(r, rl) => (r, rl, 0),
+        Reference::IncludesQueries(r, rl) => (r, rl, 1),
+    };
+    if !matches!(reference, Reference::Queries) {
+        check_labels("reference", r.rows(), rl)?;
+        check_same_dim(("query", query.dim()), ("reference", r.dim()))?;
+    }
+    let same_labels = !matches!(reference, Reference::Separate(..));
+    let k = resolve_k(query_labels, rl, same_labels, config)?;
+    let nq = query.rows();
+    let chunk = chunk_rows.unwrap_or(KNN_BUDGET_BYTES / ((k + extra) * 12)).max(1);
+    match reference {
+        Reference::Queries if chunk >= nq => return evaluate_retrieval(query, query_labels, None, config),
+        Reference::Separate(..) if chunk >= nq => return evaluate_retrieval(query, query_labels, Some((r, rl)), config),
+        _ => {}
+    }
+    if !config.at_ks.is_empty() {
+        return Err(EvalError::InvalidParameter {
+            name: "at_ks",
+            value: format!("{:?}", config.at_ks),
+            reason: "cut-offs are not computed in chunks (leave at_ks empty)",
+        });
+    }
+    let fixed = RetrievalConfig { k: KSpec::Fixed(k), ..config.clone() };
+    let d = query.dim();
+    let mut classes: std::collections::BTreeMap<i64, (usize, [f64; 5])> = Default::default();
+    let mut lone = 0;
+    for start in (0..nq).step_by(chunk) {
+        let end = (start + chunk).min(nq);
+        let qc = Embeddings::new("query", &query.data()[start * d..end * d], d)?;
+        let found = knn(qc, Some(r), k + extra, config.metric)?;
+        let found = match reference {
+            Reference::Separate(..) => found,
+            // The own row (global index start + i) is left out wherever it landed; when it is
+            // not among the k + 1, the first k are the answer.
+            Reference::Queries => keep_k(&found, k, |i, j| j == start + i),
+            Reference::IncludesQueries(..) => keep_k(&found, k, |_, _| false),
+        };
+        match metrics_from_knn(&found, &query_labels[start..end], rl, same_labels, &fixed) {
+            Ok(m) => {
+                lone += m.num_lone_queries;
+                for c in &m.per_class {
+                    let e = classes.entry(c.label).or_insert((0, [0.0; 5]));
+                    e.0 += c.num_queries;
+                    for (acc, v) in e.1.iter_mut().zip(core_values(&c.metrics)) {
+                        *acc += v * c.num_queries as f64;
+                    }
+                }
+            }
+            Err(EvalError::NoRetrievableQueries { .. }) => lone += end - start,
+            Err(e) => return Err(e),
+        }
+    }
+    if classes.is_empty() {
+        return Err(EvalError::NoRetrievableQueries { queries: nq });
+    }
+    let per_class: Vec<ClassRetrieval> = classes
+        .iter()
+        .map(|(&label, &(n, sums))| ClassRetrieval { label, num_queries: n, metrics: core_from(sums.map(|s| s / n as f64)), precision_at: vec![], recall_at: vec![] })
+        .collect();
+    let mut overall = [0.0; 5];
+    for (&(_, sums), c) in classes.values().zip(&per_class) {
+        let add = if config.avg_of_avgs { core_values(&c.metrics) } else { sums };
+        for (acc, v) in overall.iter_mut().zip(add) {
+            *acc += v;
+        }
+    }
+    let denom = if config.avg_of_avgs { per_class.len() } else { classes.values().map(|c| c.0).sum() } as f64;
+    Ok(RetrievalMetrics {
+        metrics: core_from(overall.map(|s| s / denom)),
+        precision_at: vec![],
+        recall_at: vec![],
+        k,
+        avg_of_avgs: config.avg_of_avgs,
+        num_queries: nq,
+        num_lone_queries: lone,
+        per_class,
+    })
+}
+
+/// The first `k` neighbours of every row after leaving out those `skip(row, index)` names, or the
+/// first column when none is named (the list is `k + 1` long).
+fn keep_k(found: &KnnResult, k: usize, skip: impl Fn(usize, usize) -> bool) -> KnnResult {
+    let nq = found.num_queries();
+    let mut indices = Vec::with_capacity(nq * k);
+    let mut scores = Vec::with_capacity(nq * k);
+    for i in 0..nq {
+        let (idx, sc) = (found.row_indices(i), found.row_scores(i));
+        let drop = idx.iter().position(|&j| skip(i, j)).unwrap_or(0);
+        for (pos, (&j, &s)) in idx.iter().zip(sc).enumerate() {
+            if pos != drop {
+                indices.push(j);
+                scores.push(s);
+            }
+        }
+    }
+    KnnResult { k, metric: found.metric, indices, scores }
+}
+
+fn core_values(m: &CoreMetrics) -> [f64; 5] {
+    [m.precision_at_1, m.r_precision, m.mean_average_precision_at_r, m.mean_average_precision, m.mean_reciprocal_rank]
+}
+
+fn core_from(v: [f64; 5]) -> CoreMetrics {
+    CoreMetrics { precision_at_1: v[0], r_precision: v[1], mean_average_precision_at_r: v[2], mean_average_precision: v[3], mean_reciprocal_rank: v[4] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +543,45 @@ mod tests {
 
     /// 1-D points; hand-computed example.
     /// points: 0.0(a) 1.0(a) 2.1(b) 3.3(a) 4.6(b) 10.0(c: singleton)
+    /// Chunks of any size give the one-shot answer (up to summation order), for every reference kind.
+    #[test]
+    fn chunked_equals_one_shot() {
+        let mut rng = proxima_base::SplitMix64(7);
+        let (n, d) = (37, 4);
+        let pts: Vec<f32> = (0..n * d).map(|_| rng.next_f64() as f32).collect();
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 5 + i64::from(i == 36) * 10).collect();
+        let e = Embeddings::new("q", &pts, d).unwrap();
+        let rpts = &pts[5 * d..];
+        let rlabels = &labels[5..];
+        let r = Embeddings::new("r", rpts, d).unwrap();
+        for k in [KSpec::Fixed(3), KSpec::MaxBinCount, KSpec::AllReferences] {
+            for avg_of_avgs in [false, true] {
+                let config = RetrievalConfig { k, avg_of_avgs, at_ks: vec![], metric: Metric::L2 };
+                let cases: [(Reference<'_>, Option<(Embeddings<'_>, &[i64])>); 2] = [(Reference::Queries, None), (Reference::Separate(r, rlabels), Some((r, rlabels)))];
+                for (reference, plain) in cases {
+                    let one = evaluate_retrieval(e, &labels, plain, &config).unwrap();
+                    for chunk in [1, 4, 36, 100] {
+                        let c = evaluate_retrieval_chunked(e, &labels, reference, &config, Some(chunk)).unwrap();
+                        assert_eq!((c.k, c.num_queries, c.num_lone_queries, c.per_class.len()), (one.k, one.num_queries, one.num_lone_queries, one.per_class.len()));
+                        for (a, b) in core_values(&c.metrics).into_iter().zip(core_values(&one.metrics)) {
+                            assert!((a - b).abs() < 1e-12, "{k:?} chunk {chunk}: {a} vs {b}");
+                        }
+                    }
+                }
+                // A reference array holding every query: the same as the query set with each row counted once more.
+                let inc = evaluate_retrieval_chunked(e, &labels, Reference::IncludesQueries(e, &labels), &config, Some(5)).unwrap();
+                let whole = evaluate_retrieval_chunked(e, &labels, Reference::IncludesQueries(e, &labels), &config, None).unwrap();
+                assert_eq!(inc.k, whole.k);
+                for (a, b) in core_values(&inc.metrics).into_iter().zip(core_values(&whole.metrics)) {
+                    assert!((a - b).abs() < 1e-12);
+                }
+            }
+        }
+        let with_cutoffs = RetrievalConfig { at_ks: vec![1], ..RetrievalConfig::default() };
+        assert!(matches!(evaluate_retrieval_chunked(e, &labels, Reference::Queries, &with_cutoffs, Some(4)), Err(EvalError::InvalidParameter { name: "at_ks", .. })));
+        assert_eq!(resolve_k(&labels, &labels, true, &RetrievalConfig::default()).unwrap(), 8 - 1, "class 0 has 8 members");
+    }
+
     #[test]
     fn hand_computed_same_source() {
         let pts = [0.0f32, 1.0, 2.1, 3.3, 4.6, 10.0];

@@ -8,7 +8,8 @@
 //! latency or a crash.
 //!
 //! Modules: [`worker`] (the model thread and its bounded, micro-batching queue), [`api`] (routes,
-//! limits and error mapping), [`check`] (the phishing check and brands' domains), [`metrics`]
+//! limits and error mapping, one module per route family: [`api::check`] is the phishing check and
+//! brands' domains), [`metrics`]
 //! (Prometheus text), [`auth`] (bearer tokens with roles, one middleware in front of every route),
 //! [`limit`] (requests per second per client), [`audit`] (the log of gallery changes), [`console`]
 //! (the web page at `/`), [`tls`] (HTTPS with rustls).
@@ -21,7 +22,6 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod check;
 pub mod console;
 pub mod limit;
 pub mod locate;

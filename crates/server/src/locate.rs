@@ -17,7 +17,7 @@ use crate::worker::SubmitError;
 pub type LocaliserLoader = Box<dyn FnOnce() -> proxima_detect::Result<Localiser> + Send>;
 
 /// Detections of one job, or why the forward pass failed.
-pub type LocateResult = Result<Vec<Detection>, String>;
+pub type LocateResult = Result<Vec<Detection>, proxima_detect::DetectError>;
 
 struct Job {
     image: RgbImage,
@@ -60,7 +60,7 @@ pub fn spawn(load: LocaliserLoader, capacity: usize) -> Result<LocaliserHandle, 
                 return;
             }
             while let Ok(job) = rx.recv() {
-                let r = loc.detect(&job.image).map(|(d, _)| d).map_err(|e| e.to_string());
+                let r = loc.detect(&job.image).map(|(d, _)| d);
                 let _ = job.reply.send(r);
             }
         })

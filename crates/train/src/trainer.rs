@@ -423,53 +423,30 @@ pub fn shared(ds: Dataset) -> Arc<Dataset> {
     Arc::new(ds)
 }
 
-// libtorch's autocast API (ATen/autocast_mode.h of the pinned libtorch 2.11), by its C++ symbol
-// names: tch 0.24's `tch::autocast` only switches CUDA autocast on at its default dtype (float16)
-// and does nothing at all without CUDA, so it offers neither bfloat16 nor CPU autocast.
-// `c10::DeviceType` and `c10::ScalarType` are `enum class : int8_t`, passed as `i8`.
-unsafe extern "C" {
-    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-    safe fn at_is_autocast_enabled(device_type: i8) -> bool;
-    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-    safe fn at_set_autocast_enabled(device_type: i8, enabled: bool);
-    #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-    safe fn at_get_autocast_dtype(device_type: i8) -> i8;
-    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-    safe fn at_set_autocast_dtype(device_type: i8, dtype: i8);
-    #[link_name = "_ZN2at8autocast17increment_nestingEv"]
-    safe fn at_autocast_increment_nesting() -> i32;
-    #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
-    safe fn at_autocast_decrement_nesting() -> i32;
-    #[link_name = "_ZN2at8autocast11clear_cacheEv"]
-    safe fn at_autocast_clear_cache();
-}
-
 /// Runs `f` under bfloat16 autocast for `device`'s type (what `torch.autocast(device_type,
 /// dtype=torch.bfloat16)` does): matmuls and convolutions run in bfloat16, precision-sensitive
 /// ops in float32. The previous autocast state is restored afterwards, also when `f` panics.
 pub fn autocast_bf16<T>(device: Device, f: impl FnOnce() -> T) -> T {
-    const CPU: i8 = 0;
-    const CUDA: i8 = 1;
-    const BFLOAT16: i8 = 15;
+    use crate::ffi::{BFLOAT16, CPU, CUDA, DeviceType, ScalarType, autocast};
     struct Restore {
-        device_type: i8,
+        device_type: DeviceType,
         enabled: bool,
-        dtype: i8,
+        dtype: ScalarType,
     }
     impl Drop for Restore {
         fn drop(&mut self) {
-            if at_autocast_decrement_nesting() == 0 {
-                at_autocast_clear_cache();
+            if autocast::decrement_nesting() == 0 {
+                autocast::clear_cache();
             }
-            at_set_autocast_enabled(self.device_type, self.enabled);
-            at_set_autocast_dtype(self.device_type, self.dtype);
+            autocast::set_autocast_enabled(self.device_type, self.enabled);
+            autocast::set_autocast_dtype(self.device_type, self.dtype);
         }
     }
     let device_type = if matches!(device, Device::Cuda(_)) { CUDA } else { CPU };
-    let _restore = Restore { device_type, enabled: at_is_autocast_enabled(device_type), dtype: at_get_autocast_dtype(device_type) };
-    at_set_autocast_dtype(device_type, BFLOAT16);
-    at_set_autocast_enabled(device_type, true);
-    at_autocast_increment_nesting();
+    let _restore = Restore { device_type, enabled: autocast::is_autocast_enabled(device_type), dtype: autocast::get_autocast_dtype(device_type) };
+    autocast::set_autocast_dtype(device_type, BFLOAT16);
+    autocast::set_autocast_enabled(device_type, true);
+    autocast::increment_nesting();
     f()
 }
 
@@ -492,12 +469,12 @@ mod tests {
         // Gradients flow back to the float32 leaf.
         y.to_kind(Kind::Float).sum(Kind::Float).backward();
         assert_eq!(a.grad().kind(), Kind::Float);
-        assert!(!at_is_autocast_enabled(0));
-        assert_eq!(at_get_autocast_dtype(0), 15, "CPU autocast's default dtype is bfloat16 anyway");
+        assert!(!crate::ffi::autocast::is_autocast_enabled(crate::ffi::CPU));
+        assert_eq!(crate::ffi::autocast::get_autocast_dtype(crate::ffi::CPU), crate::ffi::BFLOAT16, "CPU autocast's default dtype is bfloat16 anyway");
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
         let nested = autocast_bf16(Device::Cpu, || autocast_bf16(Device::Cpu, || a.matmul(&a)).kind());
         assert_eq!(nested, Kind::BFloat16);
         let r = std::panic::catch_unwind(|| autocast_bf16(Device::Cpu, || -> i32 { panic!("inside") }));
-        assert!(r.is_err() && !at_is_autocast_enabled(0));
+        assert!(r.is_err() && !crate::ffi::autocast::is_autocast_enabled(crate::ffi::CPU));
     }
 }

@@ -138,6 +138,11 @@ macro_rules! loss_kinds {
             pub fn names() -> &'static [(&'static str, &'static str)] {
                 &[ $( ($snake, $pml), )* ]
             }
+            /// The parameter type of every entry of [`Self::names`], as written in the registry
+            /// (`module::Params`, the module being the file that implements it).
+            pub fn param_types() -> &'static [&'static str] {
+                &[ $( stringify!($params), )* ]
+            }
             fn params(&self) -> &dyn LossParams {
                 match self { $( LossKind::$variant(p) => p, )* }
             }

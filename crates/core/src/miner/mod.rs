@@ -87,6 +87,11 @@ macro_rules! miner_kinds {
             pub fn names() -> &'static [(&'static str, &'static str)] {
                 &[ $( ($snake, $pml), )* ]
             }
+            /// The parameter type of every entry of [`Self::names`], as written in the registry
+            /// (`module::Params`, the module being the file that implements it).
+            pub fn param_types() -> &'static [&'static str] {
+                &[ $( stringify!($params), )* ]
+            }
             fn params(&self) -> &dyn MinerParams {
                 match self { $( MinerKind::$variant(p) => p, )* }
             }

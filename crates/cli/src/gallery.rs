@@ -1,28 +1,22 @@
-//! Recognition commands: `proxima gallery build|add|remove|list`, `query`, `match` and `serve`.
+//! `proxima gallery build|add|remove|list|domains`: the brand gallery a model recognises against.
 //!
-//! Why these live apart from training: recognising a brand needs only a trained model and a
-//! gallery of enrolled embeddings, and enrolling a new brand is a gallery edit, not a training
-//! run. Every command that embeds checks that the gallery was built with the same model (the
-//! fingerprint in the gallery file), because vectors of two models are not comparable and a
-//! mix gives confident nonsense. `query` and `match` answer through their exit status (0 known /
-//! same, 1 unknown / different, 2 error) so that scripts can use them without parsing output.
+//! Why apart from training: enrolling a new brand is a gallery edit, not a training run. Every
+//! command that embeds checks that the gallery was built with the same model (the fingerprint in
+//! the gallery file), because vectors of two models are not comparable and a mix gives confident
+//! nonsense. A file gallery's changes are appended to its audit log (as `proxima serve` keeps it)
+//! before the gallery is saved.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use proxima_data::{Dataset, ScanOptions};
 use proxima_gallery_db::{GalleryDb, redact};
-use proxima_index::{BACKGROUND_BRAND, Decision, Domain, Gallery, ImpostorScores, cosine, is_background};
-use proxima_models::model_dir::{TrainedModel, load_model_dir};
-use proxima_server::api::{CompareAnswer, IdentifyAnswer};
-use proxima_server::{BatchConfig, GallerySource, ServerConfig};
-use proxima_train::experiment;
-use serde::Serialize;
+use proxima_index::{BACKGROUND_BRAND, Domain, Gallery, ImpostorScores, is_background};
+
+use crate::common::{block_on, embed_files, expand_images, load_gallery_for, load_model};
 
 /// `proxima gallery …`.
 #[derive(Subcommand)]
@@ -164,193 +158,8 @@ pub struct ListArgs {
     json: bool,
 }
 
-/// Arguments of `proxima query`.
-#[derive(Args)]
-#[command(after_help = "Exit status: 0 every image is a known brand, 1 at least one is unknown, 2 error.")]
-pub struct QueryArgs {
-    /// Gallery file.
-    #[arg(long)]
-    gallery: PathBuf,
-    /// Model directory; must be the model the gallery was built with.
-    #[arg(long)]
-    model: PathBuf,
-    /// Images to identify.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
-    /// Brands to show per image.
-    #[arg(long, default_value_t = 5)]
-    top_k: usize,
-    /// Decision threshold (cosine similarity); default: the gallery's calibrated one.
-    #[arg(long)]
-    threshold: Option<f32>,
-    /// Print JSON (an array, one object per image) instead of text.
-    #[arg(long)]
-    json: bool,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-/// Arguments of `proxima match`.
-#[derive(Args)]
-#[command(after_help = "Exit status: 0 same brand, 1 different, 2 error.")]
-pub struct MatchArgs {
-    /// First image.
-    a: PathBuf,
-    /// Second image.
-    b: PathBuf,
-    /// Model directory.
-    #[arg(long)]
-    model: PathBuf,
-    /// Decision threshold (cosine similarity).
-    #[arg(long, conflicts_with = "gallery", required_unless_present = "gallery")]
-    threshold: Option<f32>,
-    /// Take the threshold calibrated in this gallery (built with the same model).
-    #[arg(long)]
-    gallery: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-/// Arguments of `proxima serve`.
-#[derive(Args)]
-#[command(
-    after_help = "Routes: POST /v1/identify (raw image or multipart `image`, ?top_k=N), POST /v1/compare (multipart `a`, `b`), GET /v1/gallery, POST|DELETE /v1/gallery/{brand} (multipart files), GET /healthz, GET /metrics. Stops on Ctrl-C or SIGTERM."
-)]
-pub struct ServeArgs {
-    /// Model directory; must be the model the gallery was built with.
-    #[arg(long)]
-    model: PathBuf,
-    /// Localiser directory for `POST /v1/find`; default: `localiser/` in the model directory if there is one.
-    #[arg(long)]
-    localiser: Option<PathBuf>,
-    /// Gallery file (enrolment and deletion rewrite it atomically).
-    #[arg(long, required_unless_present = "gallery_db", conflicts_with = "gallery_db")]
-    gallery: Option<PathBuf>,
-    /// Gallery database (PostgreSQL + pgvector) shared by several replicas: enrolment and
-    /// deletion write it in one transaction (503 while it is unreachable), and every replica
-    /// follows the others' changes.
-    #[arg(long)]
-    gallery_db: Option<String>,
-    /// With --gallery-db: how often, in milliseconds, the database is checked for changes.
-    #[arg(long, default_value_t = 1000)]
-    follow_ms: u64,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
-    /// Largest request body in bytes (larger → 413).
-    #[arg(long, default_value_t = 8 << 20)]
-    max_body_bytes: usize,
-    /// Largest image in pixels (width × height, read from the header; larger → 413).
-    #[arg(long, default_value_t = 4096 * 4096)]
-    max_pixels: u64,
-    /// Per-request deadline in milliseconds (later → 503).
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
-    /// Requests waiting for the model before new ones get 429.
-    #[arg(long, default_value_t = 256)]
-    queue: usize,
-    /// Most images per forward pass.
-    #[arg(long, default_value_t = 32)]
-    max_batch: usize,
-    /// Longest wait in milliseconds for more requests to fill a batch.
-    #[arg(long, default_value_t = 2)]
-    batch_wait_ms: u64,
-    /// Decision threshold; default: the gallery's calibrated one.
-    #[arg(long)]
-    threshold: Option<f32>,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Tokens file (`proxima token new`): every request but /healthz and the console's files
-    /// needs `Authorization: Bearer <token>`; `read` tokens identify, `admin` tokens also change
-    /// the gallery and read the audit log.
-    #[arg(long)]
-    tokens: Option<PathBuf>,
-    /// Serve without tokens on an address other than loopback (anyone who reaches it can change
-    /// the gallery). Without tokens, only loopback addresses are served unless this is given.
-    #[arg(long, conflicts_with = "tokens")]
-    no_auth: bool,
-    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Requests per second per client (per token, else per address), with bursts of twice as
-    /// many; more → 429 with Retry-After. 0: no limit.
-    #[arg(long, default_value_t = 100.0)]
-    rate_limit: f64,
-    /// Audit log of a file gallery (JSON lines); default: `<gallery>.audit.jsonl` beside it.
-    /// (A database gallery keeps its log in the database.)
-    #[arg(long, conflicts_with = "gallery_db")]
-    audit_log: Option<PathBuf>,
-}
-
-pub(crate) fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
-    let device = experiment::available_device(device)?;
-    load_model_dir(path, device).with_context(|| format!("loading the model {}", path.display()))
-}
-
-pub(crate) fn load_gallery_for(path: &Path, model: &TrainedModel) -> Result<Gallery> {
-    Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
-}
-
-fn save_gallery(g: &Gallery, path: &Path) -> Result<()> {
-    g.save(path).with_context(|| format!("writing the gallery {}", path.display()))
-}
-
-/// A class-folder tree or a manifest.
-fn read_dataset(path: &Path) -> Result<Dataset> {
-    if path.is_dir() {
-        let scan = Dataset::scan_folder(path, &ScanOptions::default()).with_context(|| format!("reading {}", path.display()))?;
-        for issue in &scan.issues {
-            eprintln!("skipped {}: {}", issue.path, issue.reason);
-        }
-        Ok(scan.dataset)
-    } else {
-        Dataset::from_manifest(path).with_context(|| format!("reading the manifest {}", path.display()))
-    }
-}
-
-/// Image files of `inputs`: files as given, folders expanded to their image files (sorted).
-pub(crate) fn expand_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("listing {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && proxima_data::decode::has_image_extension(p))
-                .collect();
-            if files.is_empty() {
-                bail!("{} holds no image files", input.display());
-            }
-            files.sort();
-            out.extend(files);
-        } else if input.is_file() {
-            out.push(input.clone());
-        } else {
-            bail!("{} is neither an image file nor a folder", input.display());
-        }
-    }
-    Ok(out)
-}
-
-fn embed_files(model: &TrainedModel, paths: &[PathBuf]) -> Result<Vec<f32>> {
-    let mut emb = Vec::new();
-    for chunk in paths.chunks(64) {
-        emb.extend(model.embed_files(chunk).context("embedding images")?);
-    }
-    Ok(emb)
-}
-
 /// Runs `proxima gallery …`.
-pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
+pub fn run(cmd: GalleryCommand) -> Result<ExitCode> {
     match cmd {
         GalleryCommand::Build(a) => build(a),
         GalleryCommand::Add(a) => add(a),
@@ -380,6 +189,23 @@ pub fn gallery(cmd: GalleryCommand) -> Result<ExitCode> {
         }
         GalleryCommand::List(a) => list(a),
         GalleryCommand::Domains(a) => domains(a),
+    }
+}
+
+fn save_gallery(g: &Gallery, path: &Path) -> Result<()> {
+    g.save(path).with_context(|| format!("writing the gallery {}", path.display()))
+}
+
+/// A class-folder tree or a manifest.
+fn read_dataset(path: &Path) -> Result<Dataset> {
+    if path.is_dir() {
+        let scan = Dataset::scan_folder(path, &ScanOptions::default()).with_context(|| format!("reading {}", path.display()))?;
+        for issue in &scan.issues {
+            eprintln!("skipped {}: {}", issue.path, issue.reason);
+        }
+        Ok(scan.dataset)
+    } else {
+        Dataset::from_manifest(path).with_context(|| format!("reading the manifest {}", path.display()))
     }
 }
 
@@ -653,11 +479,6 @@ fn brand_count(g: &Gallery) -> String {
     if g.has_background() { format!("{n} brands (+ {BACKGROUND_BRAND} examples)") } else { format!("{n} brands") }
 }
 
-/// Runs `f` to completion on a one-thread async runtime (the database client is async).
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?.block_on(f))
-}
-
 fn list(a: ListArgs) -> Result<ExitCode> {
     let (g, name) = match (&a.gallery, &a.db) {
         (Some(path), _) => (Gallery::load(path).with_context(|| format!("opening the gallery {}", path.display()))?, path.display().to_string()),
@@ -684,152 +505,4 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         println!("  {:<24} {:>5}{note}", b.brand, b.rows);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Serialize)]
-struct QueryLine<'a> {
-    image: &'a Path,
-    #[serde(flatten)]
-    answer: IdentifyAnswer,
-}
-
-/// Runs `proxima query`: exit 0 when every image is a known brand, 1 when any is unknown.
-pub fn query(a: QueryArgs) -> Result<ExitCode> {
-    if a.top_k == 0 {
-        bail!("--top-k must be >= 1");
-    }
-    let model = load_model(&a.model, &a.device)?;
-    let g = load_gallery_for(&a.gallery, &model)?;
-    let threshold = g.decision_threshold(a.threshold).map_err(|_| anyhow!("the gallery {} has no calibrated threshold; pass --threshold", a.gallery.display()))?;
-    let emb = embed_files(&model, &a.images)?;
-    let dim = g.dim();
-    let mut all_known = true;
-    let mut lines = Vec::new();
-    for (i, image) in a.images.iter().enumerate() {
-        let id = g.identify_with_threshold(&emb[i * dim..(i + 1) * dim], a.top_k, threshold).with_context(|| format!("identifying {}", image.display()))?;
-        all_known &= matches!(id.decision, Decision::Known { .. });
-        let answer = IdentifyAnswer { decision: id.decision, threshold: id.threshold, candidates: id.candidates };
-        if !a.json {
-            match &answer.decision {
-                Decision::Known { brand, similarity } => println!("{}: {brand} (similarity {similarity:.4} ≥ threshold {threshold:.4})", image.display()),
-                Decision::Unknown { best_similarity, background_similarity: None } => {
-                    println!("{}: unknown (best similarity {best_similarity:.4} < threshold {threshold:.4})", image.display())
-                }
-                Decision::Unknown { best_similarity, background_similarity: Some(bg) } => println!(
-                    "{}: unknown, not a logo (nearer to the gallery's {BACKGROUND_BRAND} examples, {bg:.4}, than to any brand, {best_similarity:.4})",
-                    image.display()
-                ),
-            }
-            for (r, c) in answer.candidates.iter().enumerate() {
-                println!("  {}. {:<24} {:.4}", r + 1, c.brand, c.similarity);
-            }
-        }
-        lines.push(QueryLine { image, answer });
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&lines)?);
-    }
-    Ok(if all_known { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Runs `proxima match`: exit 0 when the two images are the same brand, 1 when different.
-pub fn matches(a: MatchArgs) -> Result<ExitCode> {
-    let model = load_model(&a.model, &a.device)?;
-    let threshold = match (&a.gallery, a.threshold) {
-        (Some(path), _) => {
-            let g = load_gallery_for(path, &model)?;
-            g.decision_threshold(None).map_err(|_| anyhow!("the gallery {} has no calibrated threshold; pass --threshold", path.display()))?
-        }
-        (None, Some(t)) => t,
-        (None, None) => bail!("pass --threshold or --gallery"),
-    };
-    let emb = embed_files(&model, &[a.a.clone(), a.b.clone()])?;
-    let d = emb.len() / 2;
-    let similarity = cosine(&emb[..d], &emb[d..]);
-    let same = similarity >= threshold;
-    let answer = CompareAnswer { similarity, threshold, decision: if same { "same" } else { "different" }.into() };
-    if a.json {
-        println!("{}", serde_json::to_string(&answer)?);
-    } else {
-        println!("{} vs {}: similarity {similarity:.4} {} threshold {threshold:.4} → {}", a.a.display(), a.b.display(), if same { "≥" } else { "<" }, answer.decision);
-    }
-    Ok(if same { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Runs `proxima serve` until Ctrl-C or SIGTERM.
-pub fn serve(a: ServeArgs) -> Result<ExitCode> {
-    let device = experiment::available_device(&a.device)?;
-    let cfg = ServerConfig {
-        addr: a.addr,
-        max_body_bytes: a.max_body_bytes,
-        max_pixels: a.max_pixels,
-        request_timeout: Duration::from_millis(a.timeout_ms),
-        batch: BatchConfig { queue_capacity: a.queue, max_batch: a.max_batch, batch_wait: Duration::from_millis(a.batch_wait_ms) },
-        threshold: a.threshold,
-        tokens: match &a.tokens {
-            Some(p) => Some(std::sync::Arc::new(proxima_server::auth::Tokens::load(p)?)),
-            None => None,
-        },
-        allow_open: a.no_auth,
-        rate_limit: Some(a.rate_limit),
-        tls: match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) => Some(proxima_server::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
-            _ => None,
-        },
-        audit_log: a.audit_log.clone(),
-        ..Default::default()
-    };
-    let access = match (&cfg.tokens, a.tokens.as_ref()) {
-        (Some(t), Some(p)) => format!("{} token(s) from {}", t.len(), p.display()),
-        _ if a.no_auth => "NO ACCESS CONTROL (--no-auth)".to_string(),
-        _ => "no tokens (loopback only)".to_string(),
-    };
-    if a.no_auth {
-        eprintln!(
-            "WARNING: --no-auth: serving {} without access control; anyone who can reach it can enrol and remove brands. Give --tokens FILE (proxima token new) to require tokens.",
-            a.addr
-        );
-    }
-    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let model = a.model.clone();
-    // An explicit --localiser must load; the default one is used only when present.
-    let localiser = match &a.localiser {
-        Some(p) => Some(proxima_detect::resolve_localiser_dir(p).with_context(|| format!("--localiser {}", p.display()))?),
-        None => proxima_detect::resolve_localiser_dir(&a.model).ok(),
-    };
-    let find_note = localiser.as_ref().map_or("no localiser: /v1/find answers 501".to_string(), |l| format!("localiser {}", l.display()));
-    let load_localiser: Option<proxima_server::LocaliserLoader> =
-        localiser.map(|l| Box::new(move || proxima_detect::load_localiser(&l, device).map(|(loc, _)| loc)) as proxima_server::LocaliserLoader);
-    let source = match (&a.gallery, &a.gallery_db) {
-        (Some(path), _) => GallerySource::File(path.clone()),
-        (None, Some(url)) => GallerySource::Db { url: url.clone(), poll: Duration::from_millis(a.follow_ms.max(1)) },
-        (None, None) => bail!("give --gallery or --gallery-db"),
-    };
-    let name = source.name();
-    proxima_server::run_blocking(cfg, Box::new(move || load_model_dir(&model, device)), load_localiser, source, |addr| {
-        eprintln!("serving {name} with model {} ({find_note}; {access}) on {scheme}://{addr} (Ctrl-C to stop)", a.model.display());
-    })
-    .with_context(|| format!("serving {name} on {}", a.addr))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expand_images_takes_files_and_the_images_of_folders_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["b.png", "a.JPG", "notes.txt"] {
-            std::fs::write(dir.path().join(f), b"x").unwrap();
-        }
-        let single = dir.path().join("notes.txt");
-        let got = expand_images(&[dir.path().to_path_buf(), single.clone()]).unwrap();
-        assert_eq!(got, vec![dir.path().join("a.JPG"), dir.path().join("b.png"), single]);
-        let err = expand_images(&[dir.path().join("missing.png")]).unwrap_err().to_string();
-        assert!(err.contains("missing.png"), "{err}");
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        assert!(expand_images(&[empty]).unwrap_err().to_string().contains("no image files"));
-    }
 }

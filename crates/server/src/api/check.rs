@@ -17,7 +17,9 @@ use proxima_detect::{CheckAnswer, check_answer};
 use proxima_domain::{Domain, PageHost};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, AppState, FindParams, GalleryStore, db_error, index_error, is_multipart, read_parts, save, take_part};
+use super::gallery::save;
+use super::multipart::{is_multipart, read_parts, take_part};
+use super::{ApiError, AppState, FindParams, GalleryStore};
 
 /// `POST /v1/check`: multipart `image` (the page's screenshot) and `url` (the page's URL).
 pub(crate) async fn check(
@@ -78,14 +80,14 @@ pub(crate) async fn set_domains(
         let _w = s.writer.lock().await;
         let stored = match s.store() {
             GalleryStore::Db { db, version } => {
-                let applied = db.lock().await.set_domains_as(&who, &s.gallery(), version.load(Ordering::SeqCst), &brand, &domains).await.map_err(db_error)?;
+                let applied = db.lock().await.set_domains_as(&who, &s.gallery(), version.load(Ordering::SeqCst), &brand, &domains).await?;
                 let stored = applied.gallery.domains(&brand).to_vec();
                 s.publish_version(applied.gallery, applied.version);
                 stored
             }
             GalleryStore::File(path) => {
                 let mut g = (*s.gallery()).clone();
-                let n = g.set_domains(&brand, &domains).map_err(index_error)?.len();
+                let n = g.set_domains(&brand, &domains)?.len();
                 let rows = g.list().into_iter().find(|b| b.brand == brand).map_or(0, |b| b.rows);
                 // Logged and synced before the gallery is replaced (see crate::audit).
                 crate::audit::record(&s, &who, "domains", &brand, n, rows).await?;
