@@ -180,6 +180,23 @@ def fmt(s):
     return f"{s:.3g} s" if s >= 0.001 else f"{s * 1000:.3g} ms"
 
 
+def cpu_header() -> str:
+    """The CPU model and the flags that change the ratios (AMX-BF16, AVX512-BF16, AVX-512F)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    yes = lambda f: "yes" if f in flags else "no"
+    return (f"CPU: {model}, {os.cpu_count()} logical cores; AMX-BF16 {yes('amx_bf16')}, AVX512-BF16 {yes('avx512_bf16')}, "
+            f"AVX-512F {yes('avx512f')}; k-NN bf16 pass: {'off (PROXIMA_KNN_BF16=0)' if os.environ.get('PROXIMA_KNN_BF16') == '0' else 'on where the CPU has a unit'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=5)
@@ -198,6 +215,7 @@ def main():
     todo = WORKLOADS + (FULL_ONLY if args.full else [])
     if args.filter:
         todo = [w for w in todo if args.filter in w[0]]
+    print(cpu_header(), flush=True)
     print(f"peer: pytorch-metric-learning {pytorch_metric_learning.__version__}, torch {torch.__version__}, {THREADS} threads; "
           f"proxima: {args.proxima}; {args.samples} samples after a warm-up, {args.rounds} round(s), median shown; "
           f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}", flush=True)

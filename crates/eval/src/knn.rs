@@ -17,7 +17,7 @@
 //! touched which heap first: a heap keeps the `k` smallest `(key, index)` pairs, a set that is
 //! independent of insertion order.
 //!
-//! On CPUs with AMX (module `knn::bf16`), the symmetric search computes its tiles in bf16 first and
+//! On CPUs with AMX-BF16 or AVX512-BF16 (module `knn::bf16`), the symmetric search computes its tiles in bf16 first and
 //! recomputes in fp32, in the GEMM's own order of operations, only the entries that could
 //! still enter a heap: the results are bit-identical, in about 60–70 % of the time.
 //!
@@ -40,7 +40,7 @@ use crate::matrix::{Embeddings, check_same_dim};
 
 #[cfg(target_arch = "x86_64")]
 mod bf16;
-/// The bf16 pass needs AMX: elsewhere it never applies.
+/// The bf16 pass needs x86-64 (AMX or AVX512-BF16): elsewhere it never applies.
 #[cfg(not(target_arch = "x86_64"))]
 mod bf16 {
     /// Never constructed.
@@ -53,11 +53,17 @@ mod bf16 {
         pub i0: usize,
         pub j0: usize,
     }
-    pub(super) fn available() -> bool {
-        false
+    /// Never constructed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Unit {}
+    pub fn available() -> Option<Unit> {
+        None
+    }
+    pub fn supported() -> Vec<Unit> {
+        Vec::new()
     }
     impl Prepared {
-        pub(super) fn new(_: &[f32], _: usize, _: usize) -> Option<Prepared> {
+        pub(super) fn new(_: &[f32], _: usize, _: usize, _: Unit) -> Option<Prepared> {
             None
         }
         pub(super) fn approx_tile(&self, _: &mut Scratch, _: usize, _: usize, _: usize, _: usize) {
@@ -145,7 +151,7 @@ pub struct KnnStats {
     pub gemm_flops: f64,
     /// Wall-clock seconds of the whole search (GEMM + selection + setup).
     pub seconds: f64,
-    /// Summed thread-seconds spent inside GEMM calls (the bf16 AMX products where they replace
+    /// Summed thread-seconds spent inside GEMM calls (the bf16 candidate products where they replace
     /// the GEMM; `gemm_gflops_per_thread` then counts the fp32 flops they stand for).
     pub gemm_thread_seconds: f64,
     /// Summed thread-seconds spent selecting the top-k from the tiles (symmetric path; 0 otherwise).
@@ -231,7 +237,7 @@ fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, 
     };
     if same && symmetric {
         let block = qb.min(SYM_B);
-        let (gemm_flops, _) = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos], true);
+        let (gemm_flops, _) = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos], bf16::available());
         return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
     }
 
@@ -511,7 +517,7 @@ const SYM_B: usize = 512;
 
 /// The query-set-is-reference search over the upper block triangle only (see the module docs);
 /// writes `indices`/`scores` (`n × k`). Uses the exact bf16 candidate pass ([`bf16`]) where the CPU
-/// allows and `allow_bf16` is set. Returns the flops of the GEMM calls made, the number of tiles
+/// allows and `bf16_unit` names a unit. Returns the flops of the GEMM calls made, the number of tiles
 /// that took the bf16 pass and the number of 16-column chunks it recomputed exactly.
 #[allow(clippy::too_many_arguments)]
 fn knn_self_symmetric(
@@ -525,7 +531,7 @@ fn knn_self_symmetric(
     indices: &mut [usize],
     scores: &mut [f32],
     [gemm_nanos, scan_nanos]: [&AtomicU64; 2],
-    allow_bf16: bool,
+    bf16_unit: Option<bf16::Unit>,
 ) -> (f64, [u64; 2]) {
     let n = data.len() / d;
     let nb = n.div_ceil(block);
@@ -535,7 +541,7 @@ fn knn_self_symmetric(
     let beta = if l2 { -2.0f32 } else { -1.0f32 };
     let zeros = vec![0f32; if l2 { 0 } else { block }];
     let norms_of = |r0: usize, len: usize| if l2 { &norms[r0..r0 + len] } else { &zeros[..len] };
-    let amx = if allow_bf16 { bf16::Prepared::new(data, d, block) } else { None };
+    let amx = bf16_unit.and_then(|u| bf16::Prepared::new(data, d, block, u));
     let bf16_tiles = AtomicU64::new(0);
     let recomputed = AtomicU64::new(0);
     // The diagonal tiles first: they fill every heap, so the other tiles start from real
@@ -886,7 +892,7 @@ mod tests {
         let k = 40;
         let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
         let nanos = AtomicU64::new(0);
-        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos], true);
+        knn_self_symmetric(&data, &norms, d, k, 64, true, Metric::L2Squared, &mut idx, &mut sc, [&nanos, &nanos], bf16::available());
         let b = brute(&data, &data, d, k, Metric::L2Squared, true);
         for (i, want) in b.iter().enumerate() {
             assert_eq!(&idx[i * k..(i + 1) * k], want.as_slice(), "row {i}");
@@ -923,21 +929,28 @@ mod tests {
             for metric in [Metric::L2, Metric::L2Squared, Metric::Dot, Metric::Cosine] {
                 let l2 = matches!(metric, Metric::L2 | Metric::L2Squared);
                 let x: &[f32] = if metric == Metric::Cosine { &cos } else { &data };
-                let run = |allow: bool| {
+                let run = |unit: Option<bf16::Unit>| {
                     let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
                     let t = AtomicU64::new(0);
-                    let (_, counts) = knn_self_symmetric(x, &norms, d, k, SYM_B, l2, metric, &mut idx, &mut sc, [&t, &t], allow);
+                    let (_, counts) = knn_self_symmetric(x, &norms, d, k, SYM_B, l2, metric, &mut idx, &mut sc, [&t, &t], unit);
                     (idx, sc.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), counts)
                 };
-                let (i32_, s32, c32) = run(false);
-                let (ibf, sbf, cbf) = run(true);
+                let (i32_, s32, c32) = run(None);
                 assert_eq!(c32, [0, 0]);
-                if bf16::available() {
-                    assert_eq!(cbf[0], bf16_tiles, "{metric:?} n = {n}");
-                    assert!(cbf[1] > 0, "{metric:?} n = {n}");
+                // Every unit this CPU has (AMX, AVX512-BF16), whichever `available()` would pick.
+                for unit in bf16::supported() {
+                    if metric == Metric::L2 && n == 1100 && k == 12 {
+                        eprintln!("bf16 candidate pass checked on {unit:?}");
+                    }
+                    let (ibf, sbf, cbf) = run(Some(unit));
+                    assert_eq!(cbf[0], bf16_tiles, "{unit:?} {metric:?} n = {n}");
+                    assert!(cbf[1] > 0, "{unit:?} {metric:?} n = {n}");
+                    assert_eq!(ibf, i32_, "{unit:?} {metric:?} n = {n} k = {k}");
+                    assert_eq!(sbf, s32, "{unit:?} {metric:?} n = {n} k = {k}");
                 }
-                assert_eq!(ibf, i32_, "{metric:?} n = {n} k = {k}");
-                assert_eq!(sbf, s32, "{metric:?} n = {n} k = {k}");
+                if bf16::supported().is_empty() {
+                    eprintln!("this CPU has neither AMX-BF16 nor AVX512-BF16: only the fp32 path ran");
+                }
             }
         }
     }

@@ -21,9 +21,6 @@ pub mod classify;
 pub mod clustering;
 pub mod detection;
 pub mod error;
-// One closure in knn/bf16.rs lacks its `// SAFETY:` comment; the k-NN kernels are being reworked
-// (AVX512-BF16) on another branch, which adds it: until then the lint is off for `knn` only.
-#[allow(clippy::undocumented_unsafe_blocks)]
 pub mod knn;
 pub mod matrix;
 pub mod pairs;

@@ -1,4 +1,5 @@
-//! A bf16 candidate pass for the symmetric exact k-NN, on AMX tiles, that keeps results exact.
+//! A bf16 candidate pass for the symmetric exact k-NN, on AMX tiles or AVX512-BF16, that keeps
+//! results exact.
 //!
 //! Why: the fp32 GEMM of [`super::knn_self_symmetric`] already runs at the core's AVX-512 FMA
 //! peak and is most of the search's time. An AMX unit multiplies bf16 matrices many times
@@ -24,8 +25,10 @@
 //! certified upper bound of its `k`-th key from the bf16 values (see [`certify_tile`]), so a
 //! row's first tile is not recomputed wholesale, and every later tile meets real thresholds.
 //!
-//! Used only when the CPU has AMX-BF16 and Linux grants the tile-data state
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), for `d ≤ 512`, blocks that are a
+//! Step 1 runs on AMX when the CPU has AMX-BF16 and Linux grants the tile-data state
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), else with AVX-512 `VDPBF16PS`
+//! (AMD Zen 4 and later, Intel since Cooper Lake: twice the multiply-adds per instruction of an
+//! fp32 FMA), chosen at run time ([`available`]); steps 2–3 and the bound are the same. For `d ≤ 512`, blocks that are a
 //! multiple of 32 rows, tiles of at least 32 × 32 (smaller ones take other `gemm` kernels whose
 //! order of operations differs) and data with every `|x| ≤ 2⁴⁰` (so the bound's absolute term
 //! is tiny); otherwise the fp32 path runs. `PROXIMA_KNN_BF16=0` turns it off.
@@ -45,11 +48,35 @@ const APPROX_PAD: usize = 16;
 /// Largest magnitude of an input entry for the bf16 pass (keeps the absolute error term small).
 const MAX_ABS: f32 = (1u64 << 40) as f32;
 
-/// True when this process may run AMX-BF16 (CPU support and the kernel's permission), and the
-/// pass is not turned off with `PROXIMA_KNN_BF16=0`. Checked once.
-pub(super) fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| std::env::var("PROXIMA_KNN_BF16").map_or(true, |v| v != "0") && std::arch::is_x86_feature_detected!("avx512f") && amx_permitted())
+/// The unit that computes the bf16 candidate tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// AMX tiles (`TDPBF16PS`): Intel Sapphire Rapids and later.
+    Amx,
+    /// AVX-512 `VDPBF16PS` on zmm registers: AMD Zen 4 and later, Intel since Cooper Lake.
+    Avx512Bf16,
+}
+
+/// The unit this process uses for the bf16 pass: AMX when the CPU has it and Linux grants the
+/// tile state, else AVX512-BF16 when the CPU has it; `None` when neither, or when the pass is
+/// turned off with `PROXIMA_KNN_BF16=0`. Checked once.
+pub fn available() -> Option<Unit> {
+    static UNIT: OnceLock<Option<Unit>> = OnceLock::new();
+    *UNIT.get_or_init(|| if std::env::var("PROXIMA_KNN_BF16").is_ok_and(|v| v == "0") { None } else { supported().first().copied() })
+}
+
+/// Every unit this CPU can run the pass on, best first (whatever `PROXIMA_KNN_BF16` says).
+pub fn supported() -> Vec<Unit> {
+    let mut units = Vec::new();
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        if amx_permitted() {
+            units.push(Unit::Amx);
+        }
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            units.push(Unit::Avx512Bf16);
+        }
+    }
+    units
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -98,6 +125,7 @@ fn to_bf16(x: f32) -> u16 {
 
 /// The data in the layouts the bf16 pass reads, prepared once per search.
 pub(super) struct Prepared {
+    unit: Unit,
     d: usize,
     /// `d` rounded up to 32 (one AMX tile row of bf16).
     dp: usize,
@@ -122,8 +150,8 @@ pub(super) struct Prepared {
 impl Prepared {
     /// The layouts for `data` (`n × d` row-major) searched in square blocks of `block` rows, or
     /// `None` when the bf16 pass does not apply (see the module docs).
-    pub(super) fn new(data: &[f32], d: usize, block: usize) -> Option<Prepared> {
-        if !available() || d == 0 || d > MAX_D || !block.is_multiple_of(32) || !data.iter().all(|x| x.abs() <= MAX_ABS) {
+    pub(super) fn new(data: &[f32], d: usize, block: usize, unit: Unit) -> Option<Prepared> {
+        if !supported().contains(&unit) || d == 0 || d > MAX_D || !block.is_multiple_of(32) || !data.iter().all(|x| x.abs() <= MAX_ABS) {
             return None;
         }
         let n = data.len() / d;
@@ -154,7 +182,7 @@ impl Prepared {
                     norm_up[c] = (sq.sqrt() * (1.0 + 1e-6)) as f32;
                 }
             });
-        Some(Prepared { d, dp, block, rows, pairs, tr, norm_up, c: Self::c(d), e_abs: (d as f32) * 2f32.powi(-80) })
+        Some(Prepared { unit, d, dp, block, rows, pairs, tr, norm_up, c: Self::c(d), e_abs: (d as f32) * 2f32.powi(-80) })
     }
 
     /// The relative coefficient `c` of the certified bound `|ŝ − g| ≤ c·‖a‖‖b‖ + e_abs`, where
@@ -224,7 +252,7 @@ impl Prepared {
             beta,
             l2,
         };
-        // SAFETY: a `Prepared` exists only where `available()` held, which checks AVX-512F.
+        // SAFETY: a `Prepared` exists only for a unit of `supported()`, which checks AVX-512F.
         unsafe { certify_tile(self, &s.approx, wp + APPROX_PAD, m, w, &x, k, heaps, &mut s.hits) }
     }
 
@@ -239,13 +267,69 @@ impl Prepared {
     }
 
     /// `out[i·ws + j] ≈ a_{i0+i} · a_{j0+j}` for `i < mp`, `j < wp` (both multiples of 32, the
-    /// padded tile; `ws ≥ wp`), on AMX tiles: 2 × 2 output tiles of 16 × 16 per step of 32 depth.
+    /// padded tile; `ws ≥ wp`), on the prepared unit.
     fn approx_into(&self, i0: usize, j0: usize, mp: usize, wp: usize, out: &mut [f32], ws: usize) {
         assert!(mp.is_multiple_of(32) && wp.is_multiple_of(32) && ws >= wp && out.len() >= mp * ws, "approx_tile: shape");
         assert!(
             (i0 + mp) * self.dp <= self.rows.len() && (j0 + wp) * self.dp <= self.pairs.len() && i0.is_multiple_of(16) && j0.is_multiple_of(16),
             "approx_tile: range"
         );
+        match self.unit {
+            Unit::Amx => self.approx_amx(i0, j0, mp, wp, out, ws),
+            // SAFETY: a `Prepared` for this unit exists only where `supported()` found
+            // AVX-512F and AVX512-BF16; the ranges were asserted above.
+            Unit::Avx512Bf16 => unsafe { self.approx_avx512bf16(i0, j0, mp, wp, out, ws) },
+        }
+    }
+
+    /// [`Prepared::approx_into`] with `VDPBF16PS`: 8 rows × 32 columns of accumulators (16 zmm),
+    /// per pair of depth one broadcast of each row's bf16 pair and one load of each 16-column
+    /// group's pairs (the `pairs` layout AMX reads as its B operand serves here unchanged).
+    /// Each instruction adds two exact bf16 products to an fp32 lane, so the error bound of
+    /// [`Prepared::c`] holds as for AMX (any summation order, round to nearest, denormals
+    /// flushed).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn approx_avx512bf16(&self, i0: usize, j0: usize, mp: usize, wp: usize, out: &mut [f32], ws: usize) {
+        const R: usize = 8;
+        let pairs_per_row = self.dp / 2;
+        let group = pairs_per_row * 32;
+        for ii in (0..mp).step_by(R) {
+            let a_base = (i0 + ii) * self.dp;
+            for jj in (0..wp).step_by(32) {
+                let g0 = (j0 + jj) / 16 * group;
+                let g1 = g0 + group;
+                let mut acc0 = [_mm512_setzero_ps(); R];
+                let mut acc1 = [_mm512_setzero_ps(); R];
+                for p in 0..pairs_per_row {
+                    // SAFETY: groups (j0+jj)/16 and the next hold `pairs_per_row` pairs of 64
+                    // bytes each, and rows i0+ii.. i0+ii+R hold dp bf16 each (asserted by the
+                    // caller: (j0+wp)·dp ≤ pairs.len(), (i0+mp)·dp ≤ rows.len()).
+                    unsafe {
+                        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(self.pairs.as_ptr().add(g0 + p * 32).cast()));
+                        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(self.pairs.as_ptr().add(g1 + p * 32).cast()));
+                        for r in 0..R {
+                            let pair = self.rows.as_ptr().add(a_base + r * self.dp + 2 * p).cast::<i32>().read_unaligned();
+                            let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                            acc0[r] = _mm512_dpbf16_ps(acc0[r], a, b0);
+                            acc1[r] = _mm512_dpbf16_ps(acc1[r], a, b1);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    let o = (ii + r) * ws + jj;
+                    // SAFETY: row ii + r < mp and columns jj..jj+32 ≤ wp ≤ ws of `out`
+                    // (out.len() ≥ mp·ws, asserted by the caller).
+                    unsafe {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(o), acc0[r]);
+                        _mm512_storeu_ps(out.as_mut_ptr().add(o + 16), acc1[r]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Prepared::approx_into`] on AMX tiles: 2 × 2 output tiles of 16 × 16 per step of 32 depth.
+    fn approx_amx(&self, i0: usize, j0: usize, mp: usize, wp: usize, out: &mut [f32], ws: usize) {
         // Palette 1; tmm0..tmm7 all 16 rows × 64 bytes (16 fp32 / 32 bf16 / 16 bf16 pairs).
         #[repr(C, align(64))]
         struct TileConfig([u8; 64]);
@@ -424,8 +508,11 @@ fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: usize, w: usize, x: 
             (_mm512_sub_ps(s, delta), _mm512_max_ps(_mm512_add_ps(s, delta), zero))
         };
         let row = approx[i * ws..i * ws + wp].as_ptr();
-        // SAFETY (loads below): c0 + 16 ≤ wp ≤ ws and the padded column slices (asserted above).
-        let load = |c0: usize| unsafe { (_mm512_loadu_ps(row.add(c0)), _mm512_loadu_ps(x.b_sq.as_ptr().add(c0)), _mm512_loadu_ps(x.b_norm.as_ptr().add(c0))) };
+        let load = |c0: usize| {
+            // SAFETY: callers pass c0 + 16 ≤ wp ≤ ws, and the row of `approx` and the padded
+            // column slices `b_sq`, `b_norm` hold at least wp floats (asserted above).
+            unsafe { (_mm512_loadu_ps(row.add(c0)), _mm512_loadu_ps(x.b_sq.as_ptr().add(c0)), _mm512_loadu_ps(x.b_norm.as_ptr().add(c0))) }
+        };
         let lanes_of = |c0: usize| -> __mmask16 { if w - c0 >= 16 { 0xffff } else { (1u16 << (w - c0)) - 1 } };
         let mut thr_i = x.row_thr[i];
         if diag && thr_i == f32::INFINITY && k <= chunks.saturating_sub(1) {
@@ -543,10 +630,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn approx_tile_is_within_the_bound() {
-        if !available() {
-            return;
+    fn approx_tile_is_within_the_bound_on_every_unit_this_cpu_has() {
+        let units = supported();
+        eprintln!("bf16 units on this CPU: {units:?}");
+        for unit in units {
+            approx_tile_within_the_bound(unit);
         }
+    }
+
+    fn approx_tile_within_the_bound(unit: Unit) {
         let (n, d) = (96, 100);
         let mut s = 9u64;
         let data: Vec<f32> = (0..n * d)
@@ -555,7 +647,7 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
             })
             .collect();
-        let p = Prepared::new(&data, d, 64).unwrap();
+        let p = Prepared::new(&data, d, 64, unit).unwrap();
         let mut out = vec![0f32; 64 * 64];
         p.approx_into(0, 64, 64, 64, &mut out, 64);
         let mut worst = 0f64;
@@ -570,6 +662,6 @@ mod tests {
             // Columns past the data are zero padding.
             assert!(out[i * 64 + 32..i * 64 + 64].iter().all(|&v| v == 0.0));
         }
-        assert!(worst <= 1.0 && worst > 0.01, "worst error / bound = {worst}");
+        assert!(worst <= 1.0 && worst > 0.01, "{unit:?}: worst error / bound = {worst}");
     }
 }
