@@ -118,6 +118,18 @@ fn workloads() -> Vec<Workload> {
             });
         }
     }
+    // Training steps of the find recipe's two models, for the side-by-side with
+    // benchmarks/pytorch_find_steps.py (the same steps written in PyTorch).
+    all.push(Workload {
+        name: "train/localiser-finetune/size=384,batch=16,from=5".into(),
+        images: Some(16),
+        run: Box::new(|samples, device| localiser_steps(384, 16, 5, samples, device).map(Measured::from)),
+    });
+    all.push(Workload {
+        name: "train/embed-efficientnet_lite0/size=128,batch=32".into(),
+        images: Some(32),
+        run: Box::new(|samples, device| embed_steps(128, 32, samples, device).map(Measured::from)),
+    });
     // Inference of the find recipe's embedding model, for the side-by-side with an exported model
     // run by onnxruntime (benchmarks/export_latency.sh): one 128-px crop, and a batch of 32.
     for batch in [1i64, 32] {
@@ -224,6 +236,56 @@ fn median_step_time(samples: usize, device: Device, mut step: impl FnMut() -> Re
     times.sort_by(f64::total_cmp);
     let n = times.len();
     Ok(if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 })
+}
+
+/// Fine-tuning steps of the find recipe's localiser (`proxima_detect::FineTuneStep`: trunk blocks
+/// `first..` and the head, Adam, CenterNet loss, clipping) on random normalised images, two boxes
+/// each. One untimed warm-up, then the median of `samples`.
+fn localiser_steps(size: i64, batch: i64, first: usize, samples: usize, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let mut step = proxima_detect::FineTuneStep::new(size as u32, first, device)?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let s = size as f32;
+    let boxes: Vec<Vec<[f32; 4]>> = (0..batch as usize)
+        .map(|i| {
+            let o = (i % 5) as f32 * 0.1 * s;
+            vec![[o + 0.05 * s, o + 0.1 * s, o + 0.25 * s, o + 0.2 * s], [0.6 * s, 0.55 * s, 0.9 * s, 0.7 * s]]
+        })
+        .collect();
+    median_step_time(samples, device, || {
+        step.step(&x, &boxes)?;
+        Ok(())
+    })
+}
+
+/// Training steps of the find recipe's identification embedding (examples/experiments/
+/// simple_icons_effnet_lite0.toml): EfficientNet-Lite0 + linear 1280→128, L2-normalised,
+/// multi-similarity miner and loss, AdamW (trunk 3e-4, head 1e-3, weight decay 1e-4), gradient
+/// clipping at 10, BatchNorm in training mode; labels `i / 4`. Median of `samples` after a warm-up.
+fn embed_steps(size: i64, batch: i64, samples: usize, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::EfficientnetLite0 {}, 128), device)?;
+    let loss_vs = nn::VarStore::new(device);
+    let spec: LossSpec = serde_json::from_value(serde_json::json!({"type": "multi_similarity"}))?;
+    let loss = spec.build(&BuildContext { num_classes: None, embedding_size: Some(128), vars: &loss_vs.root() })?;
+    let miner: proxima_core::MinerSpec = serde_json::from_value(serde_json::json!({"type": "multi_similarity"}))?;
+    let miner = miner.build()?;
+    let group = |name: &str, prefix: &str, lr: f64| ParamGroup { name: name.into(), lr, params: proxima_train::model::trainable_with_prefix(model.var_store(), prefix) };
+    let adamw = OptimizerConfig::AdamW { lr: 3e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-4 };
+    let mut opt = Optimizer::new(adamw, vec![group("trunk", "trunk.", 3e-4), group("head", "head.", 1e-3)])?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let labels = Tensor::arange(batch, (Kind::Int64, device)) / 4;
+    median_step_time(samples, device, || {
+        opt.zero_grad();
+        let emb = model.embed_t(&x, true);
+        let b = Batch::new(&emb, &labels);
+        let tuples = miner.mine(&b)?;
+        let value = loss.forward(&b, Some(&tuples))?;
+        value.backward();
+        opt.clip_grad_norm(10.0);
+        opt.step(1.0);
+        Ok(())
+    })
 }
 
 /// Forward passes of an embedding model (linear head to 128, L2-normalised) in inference mode on

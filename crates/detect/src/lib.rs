@@ -31,4 +31,4 @@ pub use error::{DetectError, Result};
 pub use find::{FindAnswer, FindOptions, Finder, RegionAnswer};
 pub use letterbox::{Letterbox, letterbox};
 pub use localiser::{Detection, Localiser, LocaliserCard, LocaliserConfig, load_localiser, resolve_localiser_dir};
-pub use train::{TrainLocaliserOptions, TrainLocaliserReport, train_localiser};
+pub use train::{FineTuneStep, TrainLocaliserOptions, TrainLocaliserReport, train_localiser};

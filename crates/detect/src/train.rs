@@ -404,6 +404,43 @@ fn train_online(run: Run<'_>, progress: (usize, Vec<f64>), train: &[&Scene], fir
     Ok((epoch_loss, decode_seconds, t1.elapsed().as_secs_f64(), images.len() * opts.epochs))
 }
 
+/// One fine-tuning step of the find recipe's localiser (`localiser train --fine-tune-from F`) on
+/// given images and boxes: trunk blocks `F..` and the head, Adam with the recipe's learning rates,
+/// the CenterNet loss, gradient clipping at 10. For `proxima perf`'s side-by-side with
+/// `benchmarks/pytorch_find_steps.py`, which writes the same step in PyTorch.
+pub struct FineTuneStep {
+    loc: Localiser,
+    opt: Optimizer,
+    first: usize,
+    grid: i64,
+}
+
+impl FineTuneStep {
+    /// A localiser of `input_size` (random trunk: the time does not depend on the weights) with
+    /// blocks `first..` trainable.
+    pub fn new(input_size: u32, first: usize, device: Device) -> Result<Self> {
+        let opts = TrainLocaliserOptions { config: LocaliserConfig { input_size, ..Default::default() }, fine_tune_from: Some(first), lr: 2e-3, ..Default::default() };
+        let mut loc = Localiser::new(opts.config.clone(), None, device)?;
+        loc.init_head(opts.seed);
+        loc.unfreeze_trunk_from(first);
+        let opt = adam(&loc, &opts)?;
+        Ok(FineTuneStep { loc, opt, first, grid: input_size as i64 / STRIDE })
+    }
+
+    /// One step on `xs` (`[N, 3, S, S]`, normalised) with each image's boxes (input pixels);
+    /// returns the loss.
+    pub fn step(&mut self, xs: &Tensor, boxes: &[Vec<[f32; 4]>]) -> Result<f64> {
+        let [f8, f16, f32] = self.loc.tuned_trunk_features(xs, self.first);
+        let out = self.loc.head_forward(&f8, &f16, &f32);
+        let loss = Targets::build(boxes.iter().map(Vec::as_slice), self.grid).loss(&out, xs.device());
+        self.opt.zero_grad();
+        loss.backward();
+        self.opt.clip_grad_norm(10.0);
+        self.opt.step(1.0);
+        Ok(loss.double_value(&[]))
+    }
+}
+
 /// Largest random view scale relative to the plain letterbox.
 const MAX_VIEW_SCALE: f32 = 1.8;
 
