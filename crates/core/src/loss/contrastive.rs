@@ -17,7 +17,7 @@ use super::checks::finite;
 use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::Result;
-use crate::fused::{ContrastiveSide, EuclideanSelf, contrastive_scan};
+use crate::fused::{ContrastiveSide, SelfBatch, SelfKind, SelfMatrix, contrastive_scan};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
@@ -61,29 +61,25 @@ impl MetricLoss for ContrastiveLoss {
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_none()
-            && batch.is_self()
-            && let Some(terms) = self.fused_terms(batch)
+            && let Some(terms) = self.terms_fused(batch)
         {
             return Ok(terms);
         }
-        self.explicit_terms(batch, tuples)
+        self.terms_reference(batch, tuples)
     }
 }
 
 impl ContrastiveLoss {
-    /// The two terms as fused streamed terms, when the batch and distance allow it (see the module docs).
-    fn fused_terms(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
-        let Distance::Lp { normalize_embeddings, p, power } = self.distance else { return None };
-        if p != 2.0 || power != 1.0 {
-            return None;
-        }
-        let labels = crate::fused::cpu_labels(batch.labels)?;
-        let (np, nn) = crate::fused::pair_counts(&labels);
+    /// The two terms of all pairs of a self batch as fused streamed terms, when the batch and
+    /// distance allow it (see the module docs); `None` otherwise.
+    pub(crate) fn terms_fused(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
+        let input = SelfBatch::for_distance(&self.distance, batch, &[SelfKind::Euclidean])?;
+        let (np, nn) = input.pair_counts();
         if np <= 1 && nn <= 1 {
             return Some(vec![LossTerm::zero("pos_loss"), LossTerm::zero("neg_loss")]);
         }
-        let e = Arc::new(EuclideanSelf::upper(batch.embeddings, normalize_embeddings)?);
-        let labels = Arc::new(labels);
+        let e = Arc::new(input.upper_matrix()?);
+        let labels = Arc::new(input.labels);
         let scans = Arc::new(Mutex::new(None));
         let term = |name: &'static str, positive: bool, count: i64| {
             if count == 0 {
@@ -105,7 +101,7 @@ impl ContrastiveLoss {
     }
 
     /// The terms as explicit pair values (any device, distance, or mined tuples).
-    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+    pub(crate) fn terms_reference(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let pairs = batch.to_pairs(tuples);
         let (np, nn) = (pairs.num_pos(), pairs.num_neg());
         if np <= 1 && nn <= 1 {
@@ -131,7 +127,7 @@ impl ContrastiveLoss {
 
 /// One contrastive term (positives or negatives) of a self batch, reduced by a fused scan.
 struct FusedContrastiveTerm {
-    e: Arc<EuclideanSelf>,
+    e: Arc<SelfMatrix>,
     labels: Arc<Vec<i64>>,
     /// The embeddings the gradient is attached to.
     embeddings: Tensor,
@@ -177,82 +173,12 @@ impl StreamedTerm for FusedContrastiveTerm {
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {
         let batch = Batch::new(&self.embeddings, &self.label_tensor);
-        let mut terms = self.loss.explicit_terms(&batch, None)?;
-        // explicit_terms returns [pos_loss, neg_loss].
+        let mut terms = self.loss.terms_reference(&batch, None)?;
+        // terms_reference returns [pos_loss, neg_loss].
         let term = terms.swap_remove(if self.positive { 0 } else { 1 });
         match term.losses {
             TermLosses::Values(v) => Ok((v, term.indices)),
             _ => Err(crate::error::CoreError::Unsupported("contrastive term without values".into())),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{Device, Kind};
-
-    /// Value and gradient of `terms` reduced by `reducer` (fused when `fused`).
-    fn value_and_grad(loss: &ContrastiveLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {
-        let x = x.detach().set_requires_grad(true);
-        let batch = Batch::new(&x, labels);
-        let terms = if fused { loss.fused_terms(&batch).expect("fused path applies") } else { loss.explicit_terms(&batch, None).unwrap() };
-        let v = reducer.reduce_terms(terms, &batch).unwrap();
-        v.backward();
-        (v.double_value(&[]), x.grad())
-    }
-
-    /// The fused terms equal the explicit pair formulation, value and gradient, for every reducer
-    /// (separable ones through the scan, the others through `materialize`), sparse and dense
-    /// gradient paths, with and without normalisation.
-    #[test]
-    fn fused_equals_explicit_pairs() {
-        tch::manual_seed(11);
-        let n = 96;
-        let x = Tensor::randn([n, 16], (Kind::Float, Device::Cpu));
-        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(12);
-        let reducers = [Reducer::AvgNonZero, Reducer::Mean, Reducer::Sum, Reducer::Threshold { low: Some(0.05), high: Some(0.9) }, Reducer::PerAnchor { reducer: None }];
-        let cases = [
-            // Default margins: few active negatives (sparse gradient).
-            (ContrastiveParams::default(), true),
-            // Large negative margin: every negative active (dense gradient).
-            (ContrastiveParams { pos_margin: 0.2, neg_margin: 3.0 }, true),
-            (ContrastiveParams { pos_margin: 1.0, neg_margin: 8.0 }, false),
-        ];
-        for (params, normalize) in cases {
-            let loss = ContrastiveLoss { params: params.clone(), distance: Distance::Lp { normalize_embeddings: normalize, p: 2.0, power: 1.0 } };
-            for reducer in &reducers {
-                let (v1, g1) = value_and_grad(&loss, &x, &labels, reducer, true);
-                let (v2, g2) = value_and_grad(&loss, &x, &labels, reducer, false);
-                assert!(v2.abs() > 1e-3, "{params:?} {reducer:?}: degenerate case");
-                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{params:?} {reducer:?}: {v1} vs {v2}");
-                let diff = (&g1 - &g2).abs().max().double_value(&[]);
-                let scale = g2.abs().max().double_value(&[]);
-                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{params:?} {reducer:?}: grad diff {diff} (scale {scale})");
-            }
-        }
-    }
-
-    #[test]
-    fn fused_path_declines_what_it_does_not_cover() {
-        let x = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
-        let labels = Tensor::from_slice(&[0i64, 0, 1, 1, 2, 2, 3, 3]);
-        let batch = Batch::new(&x, &labels);
-        let cosine = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::cosine() };
-        assert!(cosine.fused_terms(&batch).is_none());
-        let squared = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::lp_squared() };
-        assert!(squared.fused_terms(&batch).is_none());
-        let double = x.to_kind(Kind::Double);
-        let lp = ContrastiveLoss { params: ContrastiveParams::default(), distance: Distance::lp() };
-        assert!(lp.fused_terms(&Batch::new(&double, &labels)).is_none());
-        // Two distinct labels: no positive pair (a zero term), two negative pairs (not trivial).
-        let distinct = Tensor::arange(2, (Kind::Int64, Device::Cpu));
-        let two = x.narrow(0, 0, 2);
-        let t = lp.fused_terms(&Batch::new(&two, &distinct)).unwrap();
-        assert!(matches!(t[0].losses, TermLosses::Zero) && matches!(t[1].losses, TermLosses::Streamed(_)));
-        // One row: no pair at all, both terms zero (the reference's trivial case).
-        let one = Tensor::arange(1, (Kind::Int64, Device::Cpu));
-        let t = lp.fused_terms(&Batch::new(&x.narrow(0, 0, 1), &one)).unwrap();
-        assert!(t.iter().all(|t| matches!(t.losses, TermLosses::Zero)));
     }
 }

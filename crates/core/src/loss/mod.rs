@@ -11,7 +11,7 @@ mod checks;
 
 // Pair, triplet and embedding-based losses.
 pub mod angular;
-mod contrastive;
+pub(crate) mod contrastive;
 pub mod dynamic_soft_margin;
 pub mod manifold;
 pub mod margin;
@@ -20,7 +20,7 @@ pub mod pair_margin;
 pub mod pair_softmax;
 pub mod ranking;
 pub mod tcm;
-mod triplet;
+pub(crate) mod triplet;
 pub mod vicreg;
 // End of pair, triplet and embedding-based losses.
 

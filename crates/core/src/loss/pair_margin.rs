@@ -15,6 +15,7 @@ use super::pair_common::{PairMasks, PosPairsNegCounts, arange_like, masked_lse, 
 use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
+use crate::fused::{SelfBatch, SelfKind, SelfMatrix};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Tuples};
 
@@ -70,12 +71,11 @@ pub type MultiSimilarityLoss = DistanceLoss<MultiSimilarityParams>;
 impl MetricLoss for MultiSimilarityLoss {
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_none()
-            && batch.is_self()
-            && let Some(term) = self.fused_term(batch)
+            && let Some(terms) = self.terms_fused(batch)
         {
-            return Ok(vec![term]);
+            return Ok(terms);
         }
-        self.explicit_terms(batch, tuples)
+        self.terms_reference(batch, tuples)
     }
 }
 
@@ -86,10 +86,10 @@ impl MultiSimilarityLoss {
     /// Why: the tensor form makes ~20 passes over the B×B matrix (masks, fills, a concatenated
     /// zero column, two log-sum-exps, their backward); the fused form is one GEMM, one pass with
     /// one `exp` per pair, and one GEMM for the gradient.
-    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+    pub(crate) fn terms_fused(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
         let (e, labels) = match fused_similarities(&self.distance, batch)? {
             Some(s) => s,
-            None => return Some(LossTerm::zero("loss")),
+            None => return Some(vec![LossTerm::zero("loss")]),
         };
         let p = &self.params;
         let rows = crate::fused::multi_similarity_rows(&e, &labels, p.alpha, p.beta, p.base);
@@ -98,16 +98,16 @@ impl MultiSimilarityLoss {
             rows,
             embeddings: batch.embeddings.shallow_clone(),
             labels: batch.labels.shallow_clone(),
-            explicit: {
+            reference: {
                 let loss = MultiSimilarityLoss { params: self.params.clone(), distance: self.distance.clone() };
-                Box::new(move |b: &Batch| loss.explicit_terms(b, None))
+                Box::new(move |b: &Batch| loss.terms_reference(b, None))
             },
         };
-        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+        Some(vec![LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None }])
     }
 
     /// The tensor formulation (any device, distance, or mined tuples).
-    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+    pub(crate) fn terms_reference(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
             return Ok(vec![LossTerm::zero("loss")]);
@@ -125,29 +125,24 @@ impl MultiSimilarityLoss {
 /// Per-row values of a self batch with their `∂v_i/∂s_ij`, reduced by the reducer's separable
 /// form (filter the rows, sum, divide) with the gradient attached in closed form.
 struct FusedRowTerm {
-    e: crate::fused::EuclideanSelf,
+    e: SelfMatrix,
     rows: crate::fused::RowValues,
     embeddings: Tensor,
     labels: Tensor,
     /// The loss's tensor formulation, for reducers that need every value with its index.
-    explicit: Box<dyn Fn(&Batch) -> Result<Vec<LossTerm>> + Send>,
+    reference: Box<dyn Fn(&Batch) -> Result<Vec<LossTerm>> + Send>,
 }
 
 /// The inner products and labels of a float32 CPU self batch for the fused similarity losses
 /// (cosine, or a dot product, with p = 2 and power 1): `None` when the fused path does not apply,
 /// `Some(None)` when the batch has no pair to score (the loss is a zero term).
-fn fused_similarities(distance: &Distance, batch: &Batch) -> Option<Option<(crate::fused::EuclideanSelf, Vec<i64>)>> {
-    let normalize = match *distance {
-        Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => true,
-        Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => normalize_embeddings,
-        _ => return None,
-    };
-    let labels = crate::fused::cpu_labels(batch.labels)?;
-    let (np, nn) = crate::fused::pair_counts(&labels);
+fn fused_similarities(distance: &Distance, batch: &Batch) -> Option<Option<(SelfMatrix, Vec<i64>)>> {
+    let input = SelfBatch::for_distance(distance, batch, &[SelfKind::Dot])?;
+    let (np, nn) = input.pair_counts();
     if np <= 1 && nn <= 1 {
         return Some(None);
     }
-    Some(Some((crate::fused::EuclideanSelf::gram(batch.embeddings, normalize)?, labels)))
+    Some(Some((input.matrix()?, input.labels)))
 }
 
 impl StreamedTerm for FusedRowTerm {
@@ -170,7 +165,7 @@ impl StreamedTerm for FusedRowTerm {
 
     fn materialize(&self) -> Result<(Tensor, TermIndices)> {
         let batch = Batch::new(&self.embeddings, &self.labels);
-        let mut terms = (self.explicit)(&batch)?;
+        let mut terms = (self.reference)(&batch)?;
         let term = terms.swap_remove(0);
         match term.losses {
             TermLosses::Values(v) => Ok((v, term.indices)),
@@ -226,23 +221,22 @@ impl MetricLoss for CircleLoss {
 
     fn terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         if tuples.is_none()
-            && batch.is_self()
-            && let Some(term) = self.fused_term(batch)
+            && let Some(terms) = self.terms_fused(batch)
         {
-            return Ok(vec![term]);
+            return Ok(terms);
         }
-        self.explicit_terms(batch, tuples)
+        self.terms_reference(batch, tuples)
     }
 }
 
 impl CircleLoss {
-    /// As [`MultiSimilarityLoss`]'s fused term: all pairs of a float32 CPU self batch with the
+    /// As [`MultiSimilarityLoss`]'s fused terms: all pairs of a float32 CPU self batch with the
     /// cosine similarity (or a dot product), one pass with one `exp` per pair
     /// ([`crate::fused::circle_rows`]); `None` when that does not apply.
-    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
+    pub(crate) fn terms_fused(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
         let (e, labels) = match fused_similarities(&self.distance, batch)? {
             Some(s) => s,
-            None => return Some(LossTerm::zero("loss")),
+            None => return Some(vec![LossTerm::zero("loss")]),
         };
         let rows = crate::fused::circle_rows(&e, &labels, self.params.m, self.params.gamma);
         let loss = CircleLoss { params: self.params.clone(), distance: self.distance.clone() };
@@ -251,13 +245,13 @@ impl CircleLoss {
             rows,
             embeddings: batch.embeddings.shallow_clone(),
             labels: batch.labels.shallow_clone(),
-            explicit: Box::new(move |b: &Batch| loss.explicit_terms(b, None)),
+            reference: Box::new(move |b: &Batch| loss.terms_reference(b, None)),
         };
-        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+        Some(vec![LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None }])
     }
 
     /// The tensor formulation (any device, distance, or mined tuples).
-    fn explicit_terms(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
+    pub(crate) fn terms_reference(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let masks = PairMasks::new(batch, tuples);
         if masks.trivial() {
             return Ok(vec![LossTerm::zero("loss")]);
@@ -591,73 +585,5 @@ impl MetricLoss for SignalToNoiseRatioContrastiveLoss {
             LossTerm::zero("neg_loss")
         };
         Ok(vec![pos, neg])
-    }
-}
-
-#[cfg(test)]
-mod fused_tests {
-    use super::*;
-    use tch::{Device, Kind};
-
-    fn value_and_grad(loss: &MultiSimilarityLoss, x: &Tensor, labels: &Tensor, reducer: &Reducer, fused: bool) -> (f64, Tensor) {
-        let x = x.detach().set_requires_grad(true);
-        let batch = Batch::new(&x, labels);
-        let terms = if fused { vec![loss.fused_term(&batch).expect("fused path applies")] } else { loss.explicit_terms(&batch, None).unwrap() };
-        let v = reducer.reduce_terms(terms, &batch).unwrap();
-        v.backward();
-        (v.double_value(&[]), x.grad())
-    }
-
-    /// The fused multi-similarity term equals the tensor formulation (value and gradient) for
-    /// separable and non-separable reducers, cosine and unnormalised dot product, including a
-    /// class with a single member (a row without positives).
-    #[test]
-    fn fused_multi_similarity_and_circle_equal_tensor_formulation() {
-        tch::manual_seed(5);
-        let n = 80;
-        let x = Tensor::randn([n, 12], (Kind::Float, Device::Cpu));
-        let mut l: Vec<i64> = (0..n).map(|i| i % 9).collect();
-        l[0] = 100;
-        let labels = Tensor::from_slice(&l);
-        let cases = [
-            (MultiSimilarityParams::default(), Distance::cosine()),
-            (MultiSimilarityParams { alpha: 1.5, beta: 7.0, base: 0.2 }, Distance::cosine()),
-            (MultiSimilarityParams { alpha: 0.5, beta: 2.0, base: 0.1 }, Distance::DotProduct { normalize_embeddings: false, p: 2.0, power: 1.0 }),
-        ];
-        let reducers = [Reducer::Mean, Reducer::Sum, Reducer::AvgNonZero, Reducer::Threshold { low: Some(0.5), high: None }, Reducer::PerAnchor { reducer: None }];
-        for (params, distance) in cases {
-            let loss = MultiSimilarityLoss { params: params.clone(), distance: distance.clone() };
-            for reducer in &reducers {
-                let (v1, g1) = value_and_grad(&loss, &x, &labels, reducer, true);
-                let (v2, g2) = value_and_grad(&loss, &x, &labels, reducer, false);
-                assert!(v2.abs() > 1e-3, "{params:?} {reducer:?}: degenerate");
-                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{params:?} {distance:?} {reducer:?}: {v1} vs {v2}");
-                let diff = (&g1 - &g2).abs().max().double_value(&[]);
-                let scale = g2.abs().max().double_value(&[]);
-                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{params:?} {distance:?} {reducer:?}: grad diff {diff} (scale {scale})");
-            }
-        }
-        // Circle loss the same way.
-        for (params, distance) in [(CircleParams::default(), Distance::cosine()), (CircleParams { m: 0.4, gamma: 8.0 }, Distance::cosine())] {
-            let loss = CircleLoss { params: params.clone(), distance };
-            for reducer in &reducers {
-                let run = |fused: bool| {
-                    let x = x.detach().set_requires_grad(true);
-                    let batch = Batch::new(&x, &labels);
-                    let terms = if fused { vec![loss.fused_term(&batch).expect("fused path applies")] } else { loss.explicit_terms(&batch, None).unwrap() };
-                    let v = reducer.reduce_terms(terms, &batch).unwrap();
-                    v.backward();
-                    (v.double_value(&[]), x.grad())
-                };
-                let ((v1, g1), (v2, g2)) = (run(true), run(false));
-                assert!(v2.abs() > 1e-3, "circle {params:?} {reducer:?}: degenerate");
-                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "circle {params:?} {reducer:?}: {v1} vs {v2}");
-                let diff = (&g1 - &g2).abs().max().double_value(&[]);
-                let scale = g2.abs().max().double_value(&[]);
-                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "circle {params:?} {reducer:?}: grad diff {diff} (scale {scale})");
-            }
-        }
-        let lp = MultiSimilarityLoss { params: MultiSimilarityParams::default(), distance: Distance::lp() };
-        assert!(lp.fused_term(&Batch::new(&x, &labels)).is_none());
     }
 }

@@ -14,6 +14,7 @@ use super::checks::finite;
 use super::{DistanceLoss, DistanceLossParams, MetricLoss};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
+use crate::fused::{SelfBatch, SelfKind, SelfMatrix};
 use crate::reducer::{LossTerm, Reducer, Separable, StreamedTerm, TermIndices, TermLosses, zero_loss};
 use crate::tuples::{Batch, Triplets, Tuples};
 
@@ -84,11 +85,25 @@ impl MetricLoss for TripletMarginLoss {
         if self.params.swap && !batch.is_self() {
             return Err(crate::error::CoreError::Unsupported("triplet_margin with swap = true needs the batch as its own reference set".into()));
         }
+        if tuples.is_none()
+            && let Some(terms) = self.terms_fused(batch)
+        {
+            return Ok(terms);
+        }
+        self.terms_reference(batch, tuples)
+    }
+}
+
+impl TripletMarginLoss {
+    fn clone_params(&self) -> TripletMarginLoss {
+        TripletMarginLoss { params: self.params.clone(), distance: self.distance.clone() }
+    }
+
+    /// The tensor formulation (any device, distance, option or mined tuples): all triplets
+    /// streamed block by block ([`StreamedTriplets`]), or explicit triplets.
+    pub(crate) fn terms_reference(&self, batch: &Batch, tuples: Option<&Tuples>) -> Result<Vec<LossTerm>> {
         let triplets = match (tuples, self.params.triplets_per_anchor) {
             (None, TripletsPerAnchor::All(_)) => {
-                if let Some(term) = self.fused_term(batch) {
-                    return Ok(vec![term]);
-                }
                 let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
                 let (matches, diffs) = batch.label_masks();
                 if matches.logical_and(&diffs.any_dim(1, true)).any().int64_value(&[]) == 0 {
@@ -106,37 +121,36 @@ impl MetricLoss for TripletMarginLoss {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
         Ok(vec![explicit_term(&self.clone_params(), &mat, triplets)])
     }
-}
-
-impl TripletMarginLoss {
-    fn clone_params(&self) -> TripletMarginLoss {
-        TripletMarginLoss { params: self.params.clone(), distance: self.distance.clone() }
-    }
 
     /// All triplets of a float32 CPU self batch with the Euclidean distance, no swap, no smooth
     /// loss: one single-threaded Rust pass ([`crate::fused::triplet_scan`]) with the gradient in
     /// closed form; `None` when that does not apply.
-    fn fused_term(&self, batch: &Batch) -> Option<LossTerm> {
-        let Distance::Lp { normalize_embeddings, p, power } = self.distance else { return None };
-        if p != 2.0 || power != 1.0 || self.params.swap || self.params.smooth_loss || !batch.is_self() {
+    pub(crate) fn terms_fused(&self, batch: &Batch) -> Option<Vec<LossTerm>> {
+        if !matches!(self.params.triplets_per_anchor, TripletsPerAnchor::All(_)) || self.params.swap || self.params.smooth_loss {
             return None;
         }
-        let labels = crate::fused::cpu_labels(batch.labels)?;
-        let e = crate::fused::EuclideanSelf::new(batch.embeddings, normalize_embeddings)?;
+        let input = SelfBatch::for_distance(&self.distance, batch, &[SelfKind::Euclidean])?;
+        let e = input.matrix()?;
         // The reference's "no triplet → zero loss": a triplet exists iff some class has two
         // members (a positive pair) and there are two classes (so that anchor has a negative).
-        let (np, nn) = crate::fused::pair_counts(&labels);
+        let (np, nn) = input.pair_counts();
         if np == 0 || nn == 0 {
-            return Some(LossTerm::zero("loss"));
+            return Some(vec![LossTerm::zero("loss")]);
         }
-        let streamed = FusedTriplets { e, labels, embeddings: batch.embeddings.shallow_clone(), label_tensor: batch.labels.shallow_clone(), loss: self.clone_params() };
-        Some(LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None })
+        let streamed = FusedTriplets {
+            e,
+            labels: input.labels,
+            embeddings: batch.embeddings.shallow_clone(),
+            label_tensor: batch.labels.shallow_clone(),
+            loss: self.clone_params(),
+        };
+        Some(vec![LossTerm { name: "loss", losses: TermLosses::Streamed(Box::new(streamed)), indices: TermIndices::AlreadyReduced, divisor: None }])
     }
 }
 
 /// All triplets of a self batch reduced by [`crate::fused::triplet_scan`].
 struct FusedTriplets {
-    e: crate::fused::EuclideanSelf,
+    e: SelfMatrix,
     labels: Vec<i64>,
     embeddings: Tensor,
     label_tensor: Tensor,
@@ -285,64 +299,5 @@ impl StreamedTerm for StreamedTriplets {
             TermLosses::Values(v) => Ok((v, term.indices)),
             _ => unreachable!("explicit terms hold values"),
         }
-    }
-}
-
-#[cfg(test)]
-mod fused_tests {
-    use super::*;
-    use tch::Device;
-
-    /// The fused all-triplets term equals the streamed tensor form (value and gradient) for
-    /// separable reducers (sorted early-exit scan) and non-separable ones (materialise).
-    #[test]
-    fn fused_triplets_equal_streamed_tensor_form() {
-        tch::manual_seed(21);
-        let n = 72;
-        let x = Tensor::randn([n, 10], (Kind::Float, Device::Cpu));
-        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(9);
-        let reducers = [
-            Reducer::AvgNonZero,
-            Reducer::Mean,
-            Reducer::Sum,
-            Reducer::Threshold { low: Some(0.05), high: Some(0.3) },
-            Reducer::Threshold { low: None, high: Some(0.2) },
-            Reducer::PerAnchor { reducer: None },
-        ];
-        for (margin, normalize) in [(0.1, true), (0.3, true), (0.5, false)] {
-            let loss = TripletMarginLoss {
-                params: TripletMarginParams { margin, ..TripletMarginParams::default() },
-                distance: Distance::Lp { normalize_embeddings: normalize, p: 2.0, power: 1.0 },
-            };
-            for reducer in &reducers {
-                let run = |fused: bool| {
-                    let x = x.detach().set_requires_grad(true);
-                    let batch = Batch::new(&x, &labels);
-                    let term = if fused {
-                        loss.fused_term(&batch).expect("fused path applies")
-                    } else {
-                        let mat = loss.distance.matrix(&x, None).unwrap();
-                        let (matches, diffs) = batch.label_masks();
-                        LossTerm {
-                            name: "loss",
-                            losses: TermLosses::Streamed(Box::new(StreamedTriplets { loss: loss.clone_params(), mat, matches, diffs })),
-                            indices: TermIndices::AlreadyReduced,
-                            divisor: None,
-                        }
-                    };
-                    let v = reducer.reduce_terms(vec![term], &batch).unwrap();
-                    v.backward();
-                    (v.double_value(&[]), x.grad())
-                };
-                let ((v1, g1), (v2, g2)) = (run(true), run(false));
-                assert!(v2.abs() > 1e-4, "{margin} {reducer:?}: degenerate");
-                assert!((v1 - v2).abs() <= 1e-5 + 1e-4 * v2.abs(), "{margin} {reducer:?}: {v1} vs {v2}");
-                let diff = (&g1 - &g2).abs().max().double_value(&[]);
-                let scale = g2.abs().max().double_value(&[]);
-                assert!(scale > 0.0 && diff <= 1e-5 + 1e-4 * scale, "{margin} {reducer:?}: grad diff {diff} (scale {scale})");
-            }
-        }
-        let swap = TripletMarginLoss { params: TripletMarginParams { swap: true, ..TripletMarginParams::default() }, distance: Distance::lp() };
-        assert!(swap.fused_term(&Batch::new(&x, &labels)).is_none());
     }
 }

@@ -11,6 +11,7 @@ use super::blocks::{finfo_max, pairs_from_masks};
 use super::{Miner, MinerParams};
 use crate::distance::Distance;
 use crate::error::{Result, invalid};
+use crate::fused::{SelfBatch, SelfKind};
 use crate::tuples::{Batch, Pairs, Tuples};
 use tch::Tensor;
 
@@ -63,36 +64,27 @@ impl Miner for MultiSimilarityMiner {
     }
 
     fn mine_tuples(&self, batch: &Batch) -> Result<Tuples> {
-        if let Some(p) = self.fused_self(batch) {
+        if let Some(p) = self.mine_fused(batch) {
             return Ok(Tuples::Pairs(p));
         }
-        self.mine_with_tensors(batch)
+        self.mine_reference(batch)
     }
 }
 
 impl MultiSimilarityMiner {
     /// A float32 CPU self batch with the cosine similarity, a dot product or the Euclidean
-    /// distance: one single-threaded pass in Rust ([`crate::fused::multi_similarity_pairs`]).
-    fn fused_self(&self, batch: &Batch) -> Option<Pairs> {
-        if !batch.is_self() {
-            return None;
-        }
-        let e = match self.distance {
-            Distance::Lp { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::new(batch.embeddings, normalize_embeddings)?,
-            Distance::Cosine { p, power, .. } if p == 2.0 && power == 1.0 => crate::fused::EuclideanSelf::gram(batch.embeddings, true)?,
-            Distance::DotProduct { normalize_embeddings, p, power } if p == 2.0 && power == 1.0 => {
-                crate::fused::EuclideanSelf::gram(batch.embeddings, normalize_embeddings)?
-            }
-            _ => return None,
-        };
-        let labels = crate::fused::cpu_labels(batch.labels)?;
-        let (pos, neg) = crate::fused::multi_similarity_pairs(&e.dist, e.n, &labels, self.epsilon, self.distance.is_inverted())?;
+    /// distance: one single-threaded pass in Rust ([`crate::fused::multi_similarity_pairs`]);
+    /// `None` when that does not apply.
+    pub(crate) fn mine_fused(&self, batch: &Batch) -> Option<Pairs> {
+        let input = SelfBatch::for_distance(&self.distance, batch, SelfKind::ALL)?;
+        let e = input.matrix()?;
+        let (pos, neg) = crate::fused::multi_similarity_pairs(&e.values, e.n, &input.labels, self.epsilon, self.distance.is_inverted())?;
         let col = |v: &[(i64, i64)], first: bool| Tensor::from_slice(&v.iter().map(|p| if first { p.0 } else { p.1 }).collect::<Vec<i64>>());
         Some(Pairs { pos_anchor: col(&pos, true), pos_other: col(&pos, false), neg_anchor: col(&neg, true), neg_other: col(&neg, false) })
     }
 
     /// The tensor formulation (any device, dtype or reference set).
-    fn mine_with_tensors(&self, batch: &Batch) -> Result<Tuples> {
+    pub(crate) fn mine_reference(&self, batch: &Batch) -> Result<Tuples> {
         let mat = self.distance.matrix(batch.embeddings, batch.reference.map(|r| r.0))?;
         let (matches, diffs) = batch.label_masks();
         if matches.any().int64_value(&[]) == 0 || diffs.any().int64_value(&[]) == 0 {
@@ -111,41 +103,5 @@ impl MultiSimilarityMiner {
             ((&mat + eps).gt_tensor(&hardest_neg), (&mat - eps).lt_tensor(&easiest_pos))
         };
         Ok(Tuples::Pairs(pairs_from_masks(&matches.logical_and(&pos_keep), &diffs.logical_and(&neg_keep))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{Device, Kind};
-
-    /// The single-pass Rust miner selects the same pairs, in the same order, as the tensor
-    /// formulation: exactly on integer data (exact distances, many ties), and on random data.
-    #[test]
-    fn fused_equals_tensor_formulation() {
-        tch::manual_seed(8);
-        let ints = (Tensor::randn([100, 5], (Kind::Float, Device::Cpu)) * 2.0).round();
-        let rand = Tensor::randn([100, 24], (Kind::Float, Device::Cpu));
-        let labels = Tensor::arange(100, (Kind::Int64, Device::Cpu)).remainder(7);
-        let cases = [
-            (&ints, Distance::Lp { normalize_embeddings: false, p: 2.0, power: 1.0 }, 1.0),
-            (&ints, Distance::DotProduct { normalize_embeddings: false, p: 2.0, power: 1.0 }, 2.0),
-            (&rand, Distance::cosine(), 0.1),
-            (&rand, Distance::lp(), 0.1),
-        ];
-        for (emb, distance, epsilon) in cases {
-            let miner = MultiSimilarityMiner { epsilon, distance: distance.clone() };
-            let batch = Batch::new(emb, &labels);
-            let fused = miner.fused_self(&batch).expect("fused path applies");
-            let Tuples::Pairs(plain) = miner.mine_with_tensors(&batch).unwrap() else { panic!("pairs expected") };
-            let (f, p) = (fused.to_vecs(), plain.to_vecs());
-            assert!(!f.0.is_empty() && !f.1.is_empty(), "{distance:?}: degenerate");
-            assert_eq!(f, p, "{distance:?}");
-        }
-        // No negative pair at all: nothing is mined.
-        let one_class = Tensor::zeros([100], (Kind::Int64, Device::Cpu));
-        let miner = MultiSimilarityMiner { epsilon: 0.1, distance: Distance::cosine() };
-        let none = miner.fused_self(&Batch::new(&rand, &one_class)).unwrap();
-        assert_eq!((none.num_pos(), none.num_neg()), (0, 0));
     }
 }
