@@ -1,51 +1,45 @@
 //! libtorch functions that tch does not wrap, declared here and only here (private to the crate).
 //!
-//! The autocast API of `ATen/autocast_mode.h` (libtorch 2.11, the version `scripts/setup-libtorch.sh`
-//! pins and `proxima-dist`'s shim asserts at compile time): tch 0.24's `tch::autocast` only switches
-//! CUDA autocast on at its default dtype (float16) and does nothing without CUDA, so it offers
-//! neither bfloat16 nor CPU autocast. The functions are declared by their C++ symbol names.
-//!
-//! Why not a C++ shim compiled against the header (as `proxima-dist` does): these seven functions
-//! take and return only `bool`, `int` and two `enum class : int8_t` (`c10::DeviceType`,
-//! `c10::ScalarType`), which the C++ ABI passes exactly as Rust's `bool`, `i32` and `i8`, and no
-//! exception can escape them (they read and write thread-local flags), so declaring them directly is
-//! sound; a shim would add a C++ build to this crate for no extra checking of these signatures. A
-//! libtorch whose mangled names differ fails at link time, never at run time. The enum values are
-//! named below and checked against tch's own encoding in the tests.
+//! The autocast API of `ATen/autocast_mode.h`: tch 0.24's `tch::autocast` only switches CUDA
+//! autocast on at its default dtype (float16) and does nothing without CUDA, so it offers neither
+//! bfloat16 nor CPU autocast. `src/autocast.cpp` (built by `build.rs` against the libtorch that
+//! torch-sys links) calls the API through the shipped header with its real types and exposes plain
+//! C functions; it asserts at compile time that libtorch is 2.11 and that the integer values named
+//! below are `c10::DeviceType::{CPU, CUDA}` and `c10::ScalarType::BFloat16`.
 
-/// `c10::DeviceType` (`enum class DeviceType : int8_t`).
+/// `c10::DeviceType` (`enum class DeviceType : int8_t`), as the shim takes it.
 pub(crate) type DeviceType = i8;
-/// `c10::ScalarType` (`enum class ScalarType : int8_t`).
+/// `c10::ScalarType` (`enum class ScalarType : int8_t`), as the shim takes it.
 pub(crate) type ScalarType = i8;
 
-/// `c10::DeviceType::CPU`.
+/// `c10::DeviceType::CPU` (checked by the shim's `static_assert`).
 pub(crate) const CPU: DeviceType = 0;
-/// `c10::DeviceType::CUDA`.
+/// `c10::DeviceType::CUDA` (checked by the shim's `static_assert`).
 pub(crate) const CUDA: DeviceType = 1;
-/// `c10::ScalarType::BFloat16`.
+/// `c10::ScalarType::BFloat16` (checked by the shim's `static_assert`).
 pub(crate) const BFLOAT16: ScalarType = 15;
 
-/// `at::autocast::*`.
+/// `at::autocast::*`, through `src/autocast.cpp`.
 pub(crate) mod autocast {
     use super::{DeviceType, ScalarType};
 
-    // SAFETY: each declaration matches the C++ signature in ATen/autocast_mode.h of libtorch 2.11
-    // (argument and result types of the same size and ABI class, see the module docs); none of the
-    // functions has a precondition or lets a C++ exception escape, so each is declared `safe`.
+    // SAFETY: the shim's C functions take and return `bool`, `int8_t` and `int32_t`, declared here
+    // with the same types; they are `noexcept`, read and write only libtorch's thread-local
+    // autocast state and have no preconditions, so each is declared `safe`.
     unsafe extern "C" {
-        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        #[link_name = "proxima_autocast_is_enabled"]
         pub(crate) safe fn is_autocast_enabled(device_type: DeviceType) -> bool;
-        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        #[link_name = "proxima_autocast_set_enabled"]
         pub(crate) safe fn set_autocast_enabled(device_type: DeviceType, enabled: bool);
-        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        #[link_name = "proxima_autocast_get_dtype"]
         pub(crate) safe fn get_autocast_dtype(device_type: DeviceType) -> ScalarType;
-        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        #[link_name = "proxima_autocast_set_dtype"]
         pub(crate) safe fn set_autocast_dtype(device_type: DeviceType, dtype: ScalarType);
-        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+        #[link_name = "proxima_autocast_increment_nesting"]
         pub(crate) safe fn increment_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+        #[link_name = "proxima_autocast_decrement_nesting"]
         pub(crate) safe fn decrement_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+        #[link_name = "proxima_autocast_clear_cache"]
         pub(crate) safe fn clear_cache();
     }
 }
