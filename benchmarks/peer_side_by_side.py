@@ -22,6 +22,9 @@ What the peer runs (2 threads: torch.set_num_threads(2), faiss.omp_set_num_threa
   the same work proxima does.
 - train/resnet18/size=s,batch=b: full SGD steps of benchmarks/pytorch_train_step.py's model
   and loss (needs torchvision).
+- train/localiser-finetune/…, train/embed-efficientnet_lite0/… (with --full): the find recipe's
+  localiser fine-tuning step and identification-embedding step, written in PyTorch in
+  benchmarks/pytorch_find_steps.py with the same shapes, model, loss and optimiser as proxima's.
 - train-data/resnet18/size=s,batch=b: the same steps, each taking its batch from
   pytorch_train_step.data_loader (ImageFolder + DataLoader, 2 workers) on the folder
   PROXIMA_PERF_DATA (default data/fl27/crops, written by `proxima data import flickrlogos27`);
@@ -62,6 +65,9 @@ FULL_ONLY = [
     ("loss/CircleLoss/B=4096,D=128", "loss", "CircleLoss", {}, 4096),
     ("train/resnet18/size=64,batch=32", "train", None, {}, (64, 32)),
     ("train-data/resnet18/size=64,batch=32", "train-data", None, {}, (64, 32)),
+    # The find recipe's two training steps (benchmarks/pytorch_find_steps.py); --filter train/ runs them.
+    ("train/localiser-finetune/size=384,batch=16,from=5", "find", "localiser", {}, None),
+    ("train/embed-efficientnet_lite0/size=128,batch=32", "find", "embed", {}, None),
 ]
 
 
@@ -99,6 +105,11 @@ def peer_call(kind, component, config, size):
         x = torch.from_numpy(data)
         y = torch.from_numpy(labels)
         return lambda: calc.get_accuracy(x, y)
+    if kind == "find":
+        sys.path.insert(0, HERE)
+        from pytorch_find_steps import STEPS
+
+        return STEPS[component][1]()
     if kind in ("train", "train-data"):
         sys.path.insert(0, HERE)
         import torchvision

@@ -162,7 +162,8 @@ def median_steps(step, samples):
     return statistics.median(times)
 
 
-def localiser(samples):
+def localiser_step():
+    """The localiser's fine-tuning step as a zero-argument callable."""
     torch.manual_seed(0)
     trunk, head = Lite0().eval(), Head()
     first = 5
@@ -185,10 +186,11 @@ def localiser(samples):
         torch.nn.utils.clip_grad_norm_(list(head.parameters()) + params_trunk, 10.0)
         opt.step()
 
-    return "train/localiser-finetune/size=384,batch=16,from=5", median_steps(step, samples)
+    return step
 
 
-def embed(samples):
+def embed_step():
+    """The embedding's training step as a zero-argument callable."""
     from pytorch_metric_learning import losses, miners
 
     torch.manual_seed(0)
@@ -206,15 +208,21 @@ def embed(samples):
         torch.nn.utils.clip_grad_norm_(list(trunk.parameters()) + list(lin.parameters()), 10.0)
         opt.step()
 
-    return "train/embed-efficientnet_lite0/size=128,batch=32", median_steps(step, samples)
+    return step
+
+
+STEPS = {
+    "localiser": ("train/localiser-finetune/size=384,batch=16,from=5", localiser_step),
+    "embed": ("train/embed-efficientnet_lite0/size=128,batch=32", embed_step),
+}
 
 
 def main():
     which = sys.argv[1]
     samples = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
-    name, median = {"localiser": localiser, "embed": embed}[which](samples)
-    print(json.dumps({"workload": name, "median_s": median}))
+    name, make = STEPS[which]
+    print(json.dumps({"workload": name, "median_s": median_steps(make(), samples)}))
 
 
 if __name__ == "__main__":
