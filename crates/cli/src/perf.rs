@@ -274,7 +274,7 @@ fn embed_steps(size: i64, batch: i64, samples: usize, device: Device) -> Result<
     let adamw = OptimizerConfig::AdamW { lr: 3e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-4 };
     let mut opt = Optimizer::new(adamw, vec![group("trunk", "trunk.", 3e-4), group("head", "head.", 1e-3)])?;
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
-    let labels = Tensor::arange(batch, (Kind::Int64, device)) / 4;
+    let labels = Tensor::arange(batch, (Kind::Int64, device)).floor_divide_scalar(4);
     median_step_time(samples, device, || {
         opt.zero_grad();
         let emb = model.embed_t(&x, true);
