@@ -52,12 +52,6 @@ fn key(name: &str) -> String {
     name.chars().filter(|c| c.is_ascii_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 
-fn parse_hex(s: &str) -> Option<[u8; 3]> {
-    let s = s.trim_start_matches('#');
-    let v = u32::from_str_radix(s, 16).ok().filter(|_| s.len() == 6)?;
-    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
-}
-
 /// Loads both catalogues under `data` (`gilbarbara-logos/`, `simple-icons/`; either may be
 /// absent, not both), sorted by id.
 pub fn load_brands(data: &Path) -> Result<Vec<Brand>> {
@@ -70,32 +64,17 @@ pub fn load_brands(data: &Path) -> Result<Vec<Brand>> {
         #[serde(default)]
         files: Vec<String>,
     }
-    #[derive(Deserialize)]
-    struct Si {
-        title: String,
-        hex: String,
-        #[serde(default)]
-        slug: Option<String>,
-    }
     let mut by_key: BTreeMap<String, Brand> = BTreeMap::new();
     let si_root = data.join("simple-icons");
-    let si_meta = si_root.join("data/simple-icons.json");
-    if si_meta.is_file() {
-        let text = std::fs::read_to_string(&si_meta).map_err(|e| PagesError::io(&si_meta, e))?;
-        let entries: Vec<Si> = serde_json::from_str(&text).map_err(|e| PagesError::Invalid(format!("{}: {e}", si_meta.display())))?;
-        for e in entries {
-            let Some(slug) = e.slug else { continue };
-            let svg = si_root.join("icons").join(format!("{slug}.svg"));
-            if !svg.is_file() {
-                continue;
-            }
-            let colour = parse_hex(&e.hex).unwrap_or([0x1a, 0x73, 0xe8]);
-            by_key.entry(key(&e.title)).or_insert_with(|| Brand {
-                id: slug,
-                name: e.title.clone(),
-                colour,
+    if si_root.join("data/simple-icons.json").is_file() {
+        // The catalogue reader of the synthetic scenes: icons with their SVG, sorted by slug.
+        for icon in proxima_data::scenes_synth::load_icons(&si_root, proxima_data::BrandPart::All)? {
+            by_key.entry(key(&icon.title)).or_insert_with(|| Brand {
+                id: icon.slug,
+                name: icon.title.clone(),
+                colour: icon.rgb,
                 url: None,
-                logos: vec![Logo { kind: LogoKind::Mono, svg }],
+                logos: vec![Logo { kind: LogoKind::Mono, svg: icon.svg }],
                 heldout: false,
             });
         }
