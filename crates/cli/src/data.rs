@@ -20,6 +20,8 @@ pub enum DataCommand {
     Icons(IconsArgs),
     /// Cut training crops of the logo boxes of scene manifests, jittered like a localiser's boxes, into class folders.
     Crops(CropsArgs),
+    /// Paste the logos of many brands (simple-icons, gilbarbara-logos) into windows of real photos: training crops in the photo domain.
+    Composites(CompositesArgs),
     /// Count images and classes, list undecodable files with the reason, show class sizes.
     Check(CheckArgs),
     /// Measure loader throughput (decode + augment + batch, images/s) on a class-per-folder tree.
@@ -166,6 +168,35 @@ pub struct IconsArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output folder (class-per-folder tree).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `proxima data composites`.
+#[derive(Args)]
+pub struct CompositesArgs {
+    /// The shared data folder (simple-icons/ and gilbarbara-logos/; either may be absent, not both).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Scene manifests of the background photos, with their logo boxes (windows keep away from
+    /// them), e.g. `data/fl27/scenes_train.jsonl`; repeatable. Never the photos you evaluate on.
+    /// Photos of `--exclude-like` brands are left out; scenes without boxes are not used.
+    #[arg(long, required = true)]
+    backgrounds: Vec<PathBuf>,
+    /// Leave out every brand whose id or name contains one of these (letters and digits compared,
+    /// case ignored): the brands an open-set evaluation must never have trained on. Repeatable.
+    #[arg(long = "exclude-like", value_delimiter = ',')]
+    exclude_like: Vec<String>,
+    /// Crops per brand.
+    #[arg(long, default_value_t = 8)]
+    per_brand: usize,
+    /// Side of the photo window the logo is pasted into, in pixels.
+    #[arg(long, default_value_t = 160)]
+    window: u32,
+    /// Seed (same seed, same crops).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (class-per-folder tree; may already hold other crops of the same brands).
     #[arg(long)]
     out: PathBuf,
 }
@@ -332,6 +363,7 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
                 .with_context(|| format!("rendering icon crops into {}", a.out.display()))?;
             println!("wrote {n} logo crops to {}", a.out.display());
         }
+        DataCommand::Composites(a) => composites(a)?,
         DataCommand::Crops(a) => {
             let mut scenes = Vec::new();
             for m in &a.scenes {
@@ -380,4 +412,50 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `proxima data composites`: the training brands of both catalogues (the icon hash split's
+/// held-out brands and `--exclude-like` left out), pasted into the background photos.
+fn composites(a: CompositesArgs) -> Result<()> {
+    let mut backgrounds = Vec::new();
+    for m in &a.backgrounds {
+        backgrounds.extend(proxima_data::read_scenes(m).with_context(|| format!("reading the scene manifest {}", m.display()))?);
+    }
+    // A photo of an excluded brand is no background either: its logo may show outside the boxes.
+    let before = backgrounds.len();
+    backgrounds.retain(|s| !s.brands.iter().any(|b| proxima_data::composites::names_any(b, &a.exclude_like)));
+    let dropped_backgrounds = before - backgrounds.len();
+    let brands = proxima_pages::load_brands(&a.data).with_context(|| format!("reading the logo catalogues under {}", a.data.display()))?;
+    let mut excluded = Vec::new();
+    let mut marks = Vec::new();
+    for b in brands.iter().filter(|b| !b.heldout) {
+        if proxima_data::composites::names_any(&b.id, &a.exclude_like) || proxima_data::composites::names_any(&b.name, &a.exclude_like) {
+            excluded.push(b.id.clone());
+            continue;
+        }
+        for l in &b.logos {
+            let icon = proxima_data::Icon { slug: b.id.clone(), title: b.name.clone(), rgb: b.colour, svg: l.svg.clone() };
+            marks.push(proxima_data::CompositeMark { brand: b.id.clone(), icon, mono: l.kind == proxima_pages::LogoKind::Mono });
+        }
+    }
+    if marks.is_empty() {
+        bail!("no brand left to composite in {}", a.data.display());
+    }
+    let opts = proxima_data::CompositeOptions { per_brand: a.per_brand, window: a.window, seed: a.seed };
+    let r = proxima_data::composite_into_photos(&marks, &backgrounds, &opts, &a.out).with_context(|| format!("compositing logos into {}", a.out.display()))?;
+    println!(
+        "wrote {} crops of {} brands into {} background photos to {}; left out {} held-out brands, {} brands like {:?} and {dropped_backgrounds} photos of them{}",
+        r.crops,
+        r.brands,
+        r.backgrounds,
+        a.out.display(),
+        brands.iter().filter(|b| b.heldout).count(),
+        excluded.len(),
+        a.exclude_like,
+        if r.unrenderable.is_empty() { String::new() } else { format!("; {} logo files did not render and were skipped", r.unrenderable.len()) }
+    );
+    if !excluded.is_empty() {
+        eprintln!("excluded brands: {}", excluded.join(", "));
+    }
+    Ok(())
 }

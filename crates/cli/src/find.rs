@@ -65,6 +65,10 @@ pub struct FindOptionArgs {
     /// ranks the regions and meets the threshold (0: similarity alone).
     #[arg(long, default_value_t = FindOptions::default().score_weight)]
     score_weight: f32,
+    /// Also embed each region with this much context (a share of its size per side) and average
+    /// the views (test-time augmentation; repeatable, e.g. `--tta-padding 0.3`).
+    #[arg(long = "tta-padding")]
+    tta_paddings: Vec<f32>,
 }
 
 impl FindOptionArgs {
@@ -76,6 +80,7 @@ impl FindOptionArgs {
             max_regions: self.max_regions,
             min_score: self.min_score,
             score_weight: self.score_weight,
+            tta_paddings: self.tta_paddings.clone(),
             ..Default::default()
         }
     }

@@ -95,12 +95,35 @@ pub struct BuildArgs {
     /// False-match rate the threshold is calibrated for.
     #[arg(long, default_value_t = 0.01)]
     target_fmr: f64,
+    /// Enrol at most this many images per brand, drawn at random by `--seed` (few-shot galleries:
+    /// 1 is one-shot).
+    #[arg(long)]
+    per_brand: Option<usize>,
+    /// Seed of the `--per-brand` draw.
+    #[arg(long, default_value_t = 0, requires = "per_brand")]
+    seed: u64,
     /// Replace `--out` (or the database's gallery) if it exists.
     #[arg(long)]
     force: bool,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// `data` with at most `n` samples per class, drawn by a shuffle seeded by `seed` and the class
+/// name (the same seed draws the same images of a brand whatever other brands are enrolled).
+fn few_per_class(mut data: Dataset, n: usize, seed: u64) -> Dataset {
+    let mut keep = vec![false; data.samples.len()];
+    for (c, idx) in data.indices_by_class().iter().enumerate() {
+        let mut idx = idx.clone();
+        proxima_data::rng::Rng::from_parts(&[seed, proxima_data::rng::fnv1a64(0, data.classes[c].as_bytes())]).shuffle(&mut idx);
+        for &i in idx.iter().take(n) {
+            keep[i] = true;
+        }
+    }
+    let mut k = keep.into_iter();
+    data.samples.retain(|_| k.next().unwrap_or(false));
+    data
 }
 
 /// Arguments of `proxima gallery add`.
@@ -336,10 +359,16 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     {
         bail!("{} exists; pass --force to replace it, or use `proxima gallery add` to extend it", out.display());
     }
+    if a.per_brand == Some(0) {
+        bail!("--per-brand must be at least 1");
+    }
     let model = load_model(&a.model, &a.device)?;
-    let data = read_dataset(&a.data)?;
+    let mut data = read_dataset(&a.data)?;
     if data.is_empty() {
         bail!("no images in {}", a.data.display());
+    }
+    if let Some(n) = a.per_brand {
+        data = few_per_class(data, n, a.seed);
     }
     let dim = model.card.model.embedding_size as usize;
     let emb = model.embed_dataset(&data).with_context(|| format!("embedding {}", a.data.display()))?;

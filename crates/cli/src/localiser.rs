@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use proxima_data::composites::brand_key;
 use proxima_data::{DecodeOptions, Scene, decode_file, read_scenes};
 use proxima_detect::{FindOptions, Finder, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
 use proxima_eval::{ImageAnswer, identification_report};
@@ -126,6 +127,10 @@ pub struct LocaliserEvalArgs {
     /// ranks the regions and meets the threshold (0: similarity alone).
     #[arg(long, default_value_t = FindOptions::default().score_weight)]
     score_weight: f32,
+    /// Also embed each region with this much context and average the views (test-time
+    /// augmentation; repeatable).
+    #[arg(long = "tta-padding")]
+    tta_paddings: Vec<f32>,
     /// Write the report as JSON to this file (atomically).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -133,6 +138,12 @@ pub struct LocaliserEvalArgs {
     /// (for choosing a decision rule offline).
     #[arg(long, requires = "gallery")]
     answers: Option<PathBuf>,
+    /// Brands the embedding was trained on, for separate rows of trained and never-trained brands
+    /// (open set): a run's `split.json` (its `train` list) or a text file of one brand per line.
+    /// Default: the `split.json` beside `--model` when there is one. Names are compared on
+    /// lower-case letters and digits.
+    #[arg(long, requires = "gallery")]
+    trained_brands: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -195,6 +206,11 @@ struct EvalReport {
     left_out_trained_on: usize,
     ap50: std::collections::BTreeMap<String, proxima_eval::ApResult>,
     identification: Option<proxima_eval::IdentificationReport>,
+    /// The same on images of brands the embedding trained on, and of brands it never saw (each
+    /// with every no-logo image), when the trained brands are known.
+    identification_by_training: Option<std::collections::BTreeMap<&'static str, proxima_eval::IdentificationReport>>,
+    /// Where the trained brands were read from.
+    trained_brands_from: Option<PathBuf>,
     find_seconds_median: Option<f64>,
     find_seconds_mean: Option<f64>,
 }
@@ -232,6 +248,24 @@ fn negatives(a: LocaliserNegativesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The trained brands of `path`: the `train` list of a run's `split.json`, or one brand per line.
+fn read_trained_brands(path: &Path) -> Result<std::collections::BTreeSet<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the trained brands {}", path.display()))?;
+    let names: Vec<String> = if path.extension().is_some_and(|e| e == "json") {
+        #[derive(serde::Deserialize)]
+        struct Split {
+            train: Vec<String>,
+        }
+        serde_json::from_str::<Split>(&text).with_context(|| format!("{}: not a split.json with a train list", path.display()))?.train
+    } else {
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+    };
+    if names.is_empty() {
+        bail!("{}: no trained brand listed", path.display());
+    }
+    Ok(names.iter().map(|n| brand_key(n)).collect())
+}
+
 fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     let device = experiment::available_device(&a.device)?;
     let (loc, card) = load_localiser(&a.localiser, device).with_context(|| format!("loading the localiser {}", a.localiser.display()))?;
@@ -249,8 +283,16 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
     let mut ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
     // Sets whose scenes carry no box at all (no-logo photos) have no AP to report.
     ap50.retain(|_, v| v.num_gt > 0);
-    let mut report =
-        EvalReport { scenes: scenes.len(), left_out_trained_on: n_all - scenes.len(), ap50, identification: None, find_seconds_median: None, find_seconds_mean: None };
+    let mut report = EvalReport {
+        scenes: scenes.len(),
+        left_out_trained_on: n_all - scenes.len(),
+        ap50,
+        identification: None,
+        identification_by_training: None,
+        trained_brands_from: None,
+        find_seconds_median: None,
+        find_seconds_mean: None,
+    };
     for (k, v) in report.ap50.iter().filter(|(_, v)| v.num_gt > 0) {
         println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
     }
@@ -262,8 +304,16 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
             whole_image: a.whole_image,
             min_score: a.min_score,
             score_weight: a.score_weight,
+            tta_paddings: a.tta_paddings.clone(),
             threshold: Some(gallery.decision_threshold(None).unwrap_or(0.0)),
             ..Default::default()
+        };
+        // The brands the embedding trained on, read before any image is searched: a run directory
+        // holds split.json, and a model directory inside it has it one level up.
+        let beside = [Some(model.dir.join("split.json")), model.dir.parent().map(|p| p.join("split.json"))];
+        let trained = match a.trained_brands.clone().or_else(|| beside.into_iter().flatten().find(|p| p.is_file())) {
+            Some(from) => Some((from.clone(), read_trained_brands(&from)?)),
+            None => None,
         };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
@@ -290,6 +340,28 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         for f in &id.at_false_alarm {
             let threshold = if f.threshold > f32::MIN { format!("threshold {:.4}", f.threshold) } else { "any threshold: no region of a no-logo image was left".into() };
             println!("identified at ≤{:.0}% false alarms: {:.4} ({threshold}, false alarms {:.4})", f.target * 100.0, f.identified, f.false_alarm_rate);
+        }
+        if let Some((from, trained)) = &trained {
+            let mut rows = std::collections::BTreeMap::new();
+            for (name, want) in [("trained_brands", true), ("never_trained_brands", false)] {
+                let part: Vec<ImageAnswer> =
+                    answers.iter().filter(|x| x.truth.is_empty() || x.truth.iter().all(|b| trained.contains(&brand_key(b)) == want)).cloned().collect();
+                if !part.iter().any(|x| !x.truth.is_empty()) {
+                    continue;
+                }
+                let r = identification_report(&part, &[0.01, 0.05])?;
+                println!(
+                    "  {}: top-1 {:.4} of {} logo images; identified at ≤1% {:.4}, at ≤5% {:.4}",
+                    name.replace('_', " "),
+                    r.top1,
+                    r.num_logo_images,
+                    r.at_false_alarm[0].identified,
+                    r.at_false_alarm[1].identified
+                );
+                rows.insert(name, r);
+            }
+            report.identification_by_training = Some(rows);
+            report.trained_brands_from = Some(from.clone());
         }
         times.sort_by(f64::total_cmp);
         report.find_seconds_median = Some(times[times.len() / 2]);

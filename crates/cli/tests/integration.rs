@@ -1237,3 +1237,172 @@ fn export_refuses_bad_input_and_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&out_ok.stdout).contains("@40"), "another input size is another space");
     assert_eq!(listing(), 1);
 }
+
+/// `gallery build --per-brand N` enrols N images of each brand, the same ones for the same seed;
+/// 0 is refused.
+#[test]
+fn gallery_build_per_brand_enrols_a_seeded_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, .. } = gallery_fixture(&dir);
+    let build = |name: &str, extra: &[&str]| {
+        let g = dir.path().join(name);
+        let (c, out, err) = code(&[&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)][..], extra].concat());
+        (c, out, err, g)
+    };
+    let (c, out, err, a) = build("a", &["--per-brand", "1", "--seed", "4"]);
+    assert_eq!(c, 0, "{err}");
+    assert!(out.contains("3 brands, 3 images"), "{out}");
+    let (_, out, _, b) = build("b", &["--per-brand", "1", "--seed", "4"]);
+    assert!(out.contains("3 brands, 3 images"), "{out}");
+    let paths = |g: &Path| -> Vec<String> {
+        let g = proxima_index::Gallery::load(g).unwrap();
+        let mut p: Vec<String> = g.paths().iter().map(|p| p.display().to_string()).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(paths(&a), paths(&b), "same seed, same images");
+    let others: Vec<Vec<String>> = (0..6).map(|seed| paths(&build(&format!("s{seed}"), &["--per-brand", "1", "--seed", &seed.to_string()]).3)).collect();
+    assert!(others.iter().any(|p| p != &paths(&a)), "another seed draws other images");
+    let (_, out, _, _) = build("two", &["--per-brand", "2"]);
+    assert!(out.contains("3 brands, 6 images"), "{out}");
+    let (_, out, _, _) = build("all", &["--per-brand", "50"]);
+    assert!(out.contains("3 brands, 9 images"), "{out}");
+    let (c, _, err, g) = build("zero", &["--per-brand", "0"]);
+    assert!(c == 2 && err.contains("--per-brand") && !g.exists(), "{err}");
+}
+
+/// `localiser eval` reports images of trained and never-trained brands as their own rows (each
+/// with every no-logo image) when it knows the trained brands: from `--trained-brands`, or the
+/// `split.json` beside the model.
+#[test]
+fn localiser_eval_splits_trained_and_never_trained_brands() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, enrol, .. } = gallery_fixture(&dir);
+    let g = dir.path().join("g");
+    let (c, _, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 0, "{err}");
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(&enrol).unwrap().map(|e| e.unwrap().path()).collect();
+    classes.sort();
+    let mut lines = String::new();
+    for class in &classes {
+        let brand = class.file_name().unwrap().to_str().unwrap();
+        for f in std::fs::read_dir(class).unwrap() {
+            lines.push_str(&format!("{{\"image\":{:?},\"brands\":[{brand:?}],\"kind\":\"photo\"}}\n", f.unwrap().path()));
+        }
+    }
+    for k in 0..4 {
+        let p = dir.path().join(format!("blank{k}.png"));
+        image::RgbImage::from_pixel(40, 40, image::Rgb([60 * k as u8, 90, 200])).save(&p).unwrap();
+        lines.push_str(&format!("{{\"image\":{p:?},\"brands\":[],\"kind\":\"photo\"}}\n"));
+    }
+    let manifest = dir.path().join("scenes.jsonl");
+    std::fs::write(&manifest, lines).unwrap();
+    let loc = dir.path().join("localiser");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, ..Default::default() };
+    proxima_detect::Localiser::new(cfg, None, tch::Device::Cpu).unwrap().save(&loc, Default::default(), Value::Null).unwrap();
+    let eval = |extra: &[&str]| {
+        let report = dir.path().join("report.json");
+        let args =
+            ["localiser", "eval", "--localiser", s(&loc), "--scenes", s(&manifest), "--model", s(&model), "--gallery", s(&g), "--whole-image", "--out", s(&report)];
+        let (c, out, err) = code(&[&args[..], extra].concat());
+        assert_eq!(c, 0, "{out}{err}");
+        (out, serde_json::from_str::<Value>(&std::fs::read_to_string(&report).unwrap()).unwrap())
+    };
+    // Without a split.json beside the model, no rows.
+    let (_, r) = eval(&[]);
+    assert!(r["identification_by_training"].is_null(), "{r}");
+    // The first brand trained (its name spelled in another case), the other two never.
+    let list = dir.path().join("trained.txt");
+    let first = classes[0].file_name().unwrap().to_str().unwrap().to_uppercase();
+    std::fs::write(&list, format!("# trained\n{first}\n")).unwrap();
+    let (out, r) = eval(&["--trained-brands", s(&list)]);
+    let rows = &r["identification_by_training"];
+    assert_eq!(rows["trained_brands"]["num_logo_images"], 3, "{r}");
+    assert_eq!(rows["never_trained_brands"]["num_logo_images"], 6, "{r}");
+    assert_eq!(rows["trained_brands"]["num_no_logo_images"], 4, "{r}");
+    assert!(out.contains("never trained brands: top-1"), "{out}");
+    // The whole is the two rows weighted by their images.
+    let top1 = |v: &Value| v["top1"].as_f64().unwrap();
+    let whole = (3.0 * top1(&rows["trained_brands"]) + 6.0 * top1(&rows["never_trained_brands"])) / 9.0;
+    assert!((whole - top1(&r["identification"])).abs() < 1e-9, "{r}");
+    // A run's split.json beside the model is read by default.
+    std::fs::write(model.join("split.json"), format!("{{\"train\":[{first:?}],\"val\":[]}}")).unwrap();
+    let (_, r) = eval(&[]);
+    assert_eq!(r["identification_by_training"]["trained_brands"]["num_logo_images"], 3, "{r}");
+    // An empty list is an error naming the file.
+    std::fs::write(&list, "# nothing\n").unwrap();
+    let args = ["localiser", "eval", "--localiser", s(&loc), "--scenes", s(&manifest), "--model", s(&model), "--gallery", s(&g), "--trained-brands", s(&list)];
+    let (c, _, err) = code(&args);
+    assert!(c == 2 && err.contains("trained.txt"), "{err}");
+}
+
+/// `data composites` pastes the catalogue's training brands into the background photos, leaves out
+/// held-out brands and every brand named like an `--exclude-like` one, and refuses backgrounds
+/// without boxes with nothing written.
+#[test]
+fn data_composites_pastes_training_brands_and_excludes_test_brands() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let si = shared.join("simple-icons");
+    std::fs::create_dir_all(si.join("data")).unwrap();
+    std::fs::create_dir_all(si.join("icons")).unwrap();
+    let slugs = ["acme", "applepay", "globex", "initech", "umbrella", "apple", "hooli", "vandelay"];
+    let entries: Vec<String> = slugs.iter().map(|s| format!("{{\"title\":\"{s}\",\"hex\":\"1A73E8\",\"slug\":\"{s}\"}}")).collect();
+    std::fs::write(si.join("data/simple-icons.json"), format!("[{}]", entries.join(","))).unwrap();
+    for s in slugs {
+        std::fs::write(si.join(format!("icons/{s}.svg")), r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path d="M3 3h18v18H3z"/></svg>"#).unwrap();
+    }
+    let photo = dir.path().join("photo.png");
+    image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x % 200) as u8, (y % 200) as u8, 120])).save(&photo).unwrap();
+    let manifest = dir.path().join("bg.jsonl");
+    // The second photo shows an excluded brand: it is no background either.
+    let line = |brand: &str| format!("{{\"image\":{photo:?},\"brands\":[\"{brand}\"],\"boxes\":[{{\"bbox\":[0,0,50,50],\"brand\":\"{brand}\"}}]}}\n");
+    std::fs::write(&manifest, line("x") + &line("Apple")).unwrap();
+    let out = dir.path().join("out");
+    let args = ["data", "composites", "--data", s(&shared), "--backgrounds", s(&manifest), "--per-brand", "2", "--window", "64", "--out", s(&out)];
+    let (c, stdout, err) = code(&[&args[..], &["--exclude-like", "Apple"]].concat());
+    assert_eq!(c, 0, "{stdout}{err}");
+    let mut expected: Vec<&str> = slugs.iter().copied().filter(|s| !s.starts_with("apple") && !proxima_data::scenes_synth::is_heldout(s)).collect();
+    expected.sort();
+    let mut got: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, expected, "{stdout}");
+    for b in &got {
+        assert_eq!(std::fs::read_dir(out.join(b)).unwrap().count(), 2, "{b}");
+    }
+    assert!(stdout.contains(&format!("wrote {} crops of {} brands into 1 background photos", 2 * expected.len(), expected.len())), "{stdout}");
+    assert!(stdout.contains("and 1 photos of them"), "{stdout}");
+    assert!(err.contains("excluded brands:") && err.contains("applepay"), "{err}");
+    // Backgrounds without boxes: a clear error, nothing written.
+    std::fs::write(&manifest, format!("{{\"image\":{photo:?},\"brands\":[]}}\n")).unwrap();
+    let out2 = dir.path().join("out2");
+    let args = ["data", "composites", "--data", s(&shared), "--backgrounds", s(&manifest), "--out", s(&out2)];
+    let (c, _, err) = code(&args);
+    assert!(c == 2 && err.contains("box annotations"), "{err}");
+    assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none());
+}
+
+/// A frozen trunk under an identity head leaves no weight to train: `train` stops at the first
+/// step with an error that says so (it used to panic inside libtorch's backward).
+#[test]
+fn train_with_nothing_trainable_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = proxima(&["data", "synth", "--brands", "6", "--per-brand", "4", "--size", "32", "--out", s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.path().join("frozen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nroot = \"{}\"\nimage_size = 32\n[split]\ntype = \"ratio\"\ntrain = 0.7\nval = 0.3\ntest = 0.0\n[sampler]\nm = 2\nbatch_size = 8\n\
+             [model]\nembedding_size = 16\nbackbone = {{ type = \"small_cnn\", widths = [8, 16] }}\nhead = {{ type = \"identity\" }}\nfreeze_trunk_epochs = 1\n\
+             [loss]\ntype = \"contrastive\"\n[optimizer]\ntype = \"adam\"\nlr = 0.001\n[train]\nepochs = 2\n",
+            s(&data)
+        ),
+    )
+    .unwrap();
+    let (c, _, err) = code(&["train", "--config", s(&config), "--out", s(&dir.path().join("run")), "--quiet"]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("nothing to train in epoch 1") && err.contains("freeze_trunk_epochs"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -11,6 +11,7 @@
 
 pub mod augment;
 pub mod check;
+pub mod composites;
 pub mod dataset;
 pub mod decode;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod synth;
 
 pub use augment::{Normalize, Pipeline, PipelineConfig, Transform};
 pub use check::{CheckReport, check};
+pub use composites::{CompositeMark, CompositeOptions, CompositeReport, composite_into_photos};
 pub use dataset::{BBox, Dataset, Issue, Sample, ScanOptions, ScanReport};
 pub use decode::{AlphaMode, DecodeOptions, decode_bytes, decode_file};
 pub use error::{DataError, Result};

@@ -312,7 +312,7 @@ pub fn render_icon_crops(icons_root: &Path, part: BrandPart, per_brand: usize, s
 }
 
 /// A background and a logo colour that contrast: brand colour on light, black on light, white on dark/brand.
-fn badge_colours(r: &mut Rng, brand: [u8; 3]) -> ([f32; 3], [u8; 3]) {
+pub(crate) fn badge_colours(r: &mut Rng, brand: [u8; 3]) -> ([f32; 3], [u8; 3]) {
     let lum = |c: [u8; 3]| (0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32) / 255.0;
     let light = [r.range_f32(0.9, 1.0); 3];
     match r.below(4) {
@@ -327,12 +327,27 @@ fn badge_colours(r: &mut Rng, brand: [u8; 3]) -> ([f32; 3], [u8; 3]) {
 
 // ---------------------------------------------------------------- canvas helpers
 
-fn to_rgb(canvas: &[f32], w: usize, h: usize) -> RgbImage {
+/// The camera over a whole canvas: per-channel `gains`, a Gaussian blur of σ drawn in [0, `max_blur`],
+/// then sensor noise of a standard deviation drawn in [0, `max_noise`].
+pub(crate) fn camera(r: &mut Rng, c: &mut [f32], w: usize, h: usize, gains: [f32; 3], max_blur: f32, max_noise: f32) {
+    for px in c.chunks_exact_mut(3) {
+        for k in 0..3 {
+            px[k] *= gains[k];
+        }
+    }
+    gaussian_blur3(c, w, h, r.range_f32(0.0, max_blur));
+    let noise = max_noise * r.f32();
+    for v in c.iter_mut() {
+        *v += noise * r.normal();
+    }
+}
+
+pub(crate) fn to_rgb(canvas: &[f32], w: usize, h: usize) -> RgbImage {
     let bytes = canvas.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8).collect();
     RgbImage::from_raw(w as u32, h as u32, bytes).expect("size matches")
 }
 
-fn fill_rect(c: &mut [f32], w: usize, h: usize, r: [f32; 4], col: [f32; 3]) {
+pub(crate) fn fill_rect(c: &mut [f32], w: usize, h: usize, r: [f32; 4], col: [f32; 3]) {
     let x0 = r[0].max(0.0) as usize;
     let y0 = r[1].max(0.0) as usize;
     let x1 = (r[2].max(0.0) as usize).min(w);
@@ -394,7 +409,7 @@ fn paste(c: &mut [f32], w: usize, h: usize, logo: &RgbaImage, at: [f64; 2], opac
 
 /// Alpha-blends a straight-RGBA logo mapped onto `quad` (clockwise from its top-left corner);
 /// returns the tight box of the pixels it covered (`[0; 4]` when none).
-fn paste_warped(c: &mut [f32], w: usize, h: usize, logo: &RgbaImage, quad: &[[f64; 2]; 4], opacity: f32) -> [f32; 4] {
+pub(crate) fn paste_warped(c: &mut [f32], w: usize, h: usize, logo: &RgbaImage, quad: &[[f64; 2]; 4], opacity: f32) -> [f32; 4] {
     let (lw, lh) = (logo.width() as usize, logo.height() as usize);
     let rgba: Vec<f32> = logo.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
     let src = [[0.0, 0.0], [lw as f64, 0.0], [lw as f64, lh as f64], [0.0, lh as f64]];
@@ -429,7 +444,20 @@ fn paste_warped(c: &mut [f32], w: usize, h: usize, logo: &RgbaImage, quad: &[[f6
     if tx0 >= tx1 { [0.0; 4] } else { [tx0 as f32, ty0 as f32, tx1 as f32, ty1 as f32] }
 }
 
-fn valid_box(b: &[f32; 4]) -> bool {
+/// The corners of an `size` rectangle centred on `centre`, rotated by an angle drawn in
+/// ±`max_angle` radians, each corner then moved by up to `jitter` pixels in x and y: a perspective
+/// warp for [`paste_warped`].
+pub(crate) fn warped_quad(r: &mut Rng, centre: [f32; 2], size: [f32; 2], max_angle: f32, jitter: f32) -> [[f64; 2]; 4] {
+    let (sa, ca) = r.range_f32(-max_angle, max_angle).sin_cos();
+    let mut quad = [[0f64; 2]; 4];
+    for (k, (dx, dy)) in [(-0.5f32, -0.5f32), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)].iter().enumerate() {
+        let (px, py) = (dx * size[0], dy * size[1]);
+        quad[k] = [(centre[0] + px * ca - py * sa + r.range_f32(-jitter, jitter)) as f64, (centre[1] + px * sa + py * ca + r.range_f32(-jitter, jitter)) as f64];
+    }
+    quad
+}
+
+pub(crate) fn valid_box(b: &[f32; 4]) -> bool {
     b[2] - b[0] >= 2.0 && b[3] - b[1] >= 2.0
 }
 
@@ -610,13 +638,7 @@ fn photo(r: &mut Rng, icon: Option<&dyn ScreenMark>, longer: u32) -> Result<(Rgb
                 let pad = side * r.range_f32(0.1, 0.3);
                 fill_rect(&mut c, w, h, [cx - lw / 2.0 - pad, cy - lh / 2.0 - pad, cx + lw / 2.0 + pad, cy + lh / 2.0 + pad], bg);
             }
-            let (sa, ca) = (r.range_f32(-0.35, 0.35)).sin_cos();
-            let jit = 0.12 * side;
-            let mut quad = [[0f64; 2]; 4];
-            for (k, (dx, dy)) in [(-0.5f32, -0.5f32), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)].iter().enumerate() {
-                let (px, py) = (dx * lw, dy * lh);
-                quad[k] = [(cx + px * ca - py * sa + r.range_f32(-jit, jit)) as f64, (cy + px * sa + py * ca + r.range_f32(-jit, jit)) as f64];
-            }
+            let quad = warped_quad(r, [cx, cy], [lw, lh], 0.35, 0.12 * side);
             let b = paste_warped(&mut c, w, h, &logo, &quad, r.range_f32(0.85, 1.0));
             if valid_box(&b) {
                 boxes.push(b);
@@ -624,16 +646,7 @@ fn photo(r: &mut Rng, icon: Option<&dyn ScreenMark>, longer: u32) -> Result<(Rgb
         }
     }
     let gains: [f32; 3] = std::array::from_fn(|_| 1.0 + 0.12 * r.normal());
-    for px in c.chunks_exact_mut(3) {
-        for k in 0..3 {
-            px[k] *= gains[k];
-        }
-    }
-    gaussian_blur3(&mut c, w, h, r.range_f32(0.0, 1.5));
-    let noise = 0.04 * r.f32();
-    for v in c.iter_mut() {
-        *v += noise * r.normal();
-    }
+    camera(r, &mut c, w, h, gains, 1.5, 0.04);
     Ok((to_rgb(&c, w, h), boxes))
 }
 

@@ -44,6 +44,10 @@ pub struct FindOptions {
     /// Weight of the localiser score in a region's confidence (`similarity + w · ln(score)`); 0
     /// ranks and decides by similarity alone.
     pub score_weight: f32,
+    /// Test-time augmentation: more context paddings at which each region is embedded too; the
+    /// region's embedding is the mean of its views (L2-normalised again when the model normalises).
+    /// Empty: one view at `padding`.
+    pub tta_paddings: Vec<f32>,
 }
 
 /// Localiser scores below this count as this in a region's confidence (the default `min_score`).
@@ -51,7 +55,7 @@ pub const SCORE_FLOOR: f32 = 0.05;
 
 impl Default for FindOptions {
     fn default() -> Self {
-        FindOptions { max_regions: 8, min_score: 0.05, padding: 0.1, threshold: None, whole_image: false, max_side: 4096, score_weight: 0.1 }
+        FindOptions { max_regions: 8, min_score: 0.05, padding: 0.1, threshold: None, whole_image: false, max_side: 4096, score_weight: 0.1, tta_paddings: Vec::new() }
     }
 }
 
@@ -126,6 +130,9 @@ impl<'a> Finder<'a> {
         if opts.max_regions == 0 || !(0.0..=1.0).contains(&opts.padding) || opts.max_side < 32 {
             return Err(DetectError::Config("max_regions must be > 0, padding in [0, 1] and max_side ≥ 32".into()));
         }
+        if let Some(p) = opts.tta_paddings.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+            return Err(DetectError::Config(format!("every test-time padding must be in [0, 1], got {p}")));
+        }
         if !(opts.score_weight >= 0.0 && opts.score_weight.is_finite()) {
             return Err(DetectError::Config(format!("score_weight must be ≥ 0, got {}", opts.score_weight)));
         }
@@ -148,10 +155,40 @@ impl<'a> Finder<'a> {
         let (img, scale) = downscale(img, &self.opts).map_err(|e| DetectError::Input(format!("{name}: {e}")))?;
         let (dets, _) = self.localiser.detect(&img)?;
         let regions = regions(&dets, &img, &self.opts);
-        let crops: Vec<RgbImage> = regions.iter().map(|(b, _)| crop(&img, *b, self.opts.padding)).collect();
-        let emb = self.model.embed_images(&crops)?;
+        let emb = embed_regions(self.model, &img, &regions, self.opts.padding, &self.opts.tta_paddings)?;
         answer(name, &regions, &emb, scale, self.gallery, self.threshold, self.opts.score_weight)
     }
+}
+
+/// One embedding per region: its crop at `padding`, or the mean over `padding` and each of
+/// `tta_paddings` (L2-normalised again when the model normalises its output).
+///
+/// # Shapes
+/// Returns `regions.len() × embedding_size`, row-major.
+pub fn embed_regions(model: &TrainedModel, img: &RgbImage, regions: &[([f32; 4], f32)], padding: f32, tta_paddings: &[f32]) -> Result<Vec<f32>> {
+    if regions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let views: Vec<f32> = std::iter::once(padding).chain(tta_paddings.iter().copied()).collect();
+    let crops: Vec<RgbImage> = views.iter().flat_map(|&p| regions.iter().map(move |(b, _)| crop(img, *b, p))).collect();
+    let all = model.embed_images(&crops)?;
+    if views.len() == 1 {
+        return Ok(all);
+    }
+    let (n, d) = (regions.len(), model.card.model.embedding_size as usize);
+    let mut mean = vec![0f32; n * d];
+    for view in all.chunks_exact(n * d) {
+        for (m, v) in mean.iter_mut().zip(view) {
+            *m += v / views.len() as f32;
+        }
+    }
+    if model.card.model.normalize {
+        for row in mean.chunks_exact_mut(d) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    Ok(mean)
 }
 
 /// The image scaled down so that its longer side is at most `opts.max_side`, and the factor.

@@ -256,3 +256,34 @@ fn find_checks_the_gallery_model_and_answers_none_below_the_threshold() {
     let whole = ans.regions.iter().find(|r| r.score == 0.0).unwrap();
     assert_eq!(whole.bbox, [0.0, 0.0, 128.0, 96.0]);
 }
+
+/// Test-time augmentation embeds each region at every padding and answers with the normalised
+/// mean of the views; without extra paddings it is the single view; a padding outside [0, 1] is
+/// refused.
+#[test]
+fn tta_paddings_average_the_views_of_each_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = proxima_models::model_dir::load_model_dir(&model_dir(dir.path(), 2), Device::Cpu).unwrap();
+    let img = RgbImage::from_fn(96, 64, |x, y| Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 255) as u8]));
+    let regions = vec![([20.0, 10.0, 60.0, 40.0], 0.9), ([0.0, 0.0, 96.0, 64.0], 0.0)];
+    let one = proxima_detect::find::embed_regions(&model, &img, &regions, 0.1, &[]).unwrap();
+    let crops: Vec<RgbImage> = regions.iter().map(|(b, _)| proxima_data::scene::crop(&img, *b, 0.1)).collect();
+    assert_eq!(one, model.embed_images(&crops).unwrap());
+    let two = proxima_detect::find::embed_regions(&model, &img, &regions, 0.1, &[0.4]).unwrap();
+    let wide: Vec<RgbImage> = regions.iter().map(|(b, _)| proxima_data::scene::crop(&img, *b, 0.4)).collect();
+    let w = model.embed_images(&wide).unwrap();
+    for r in 0..2 {
+        let mean: Vec<f32> = (0..8).map(|k| (one[r * 8 + k] + w[r * 8 + k]) / 2.0).collect();
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        for k in 0..8 {
+            assert!((two[r * 8 + k] - mean[k] / norm).abs() < 1e-5, "region {r}");
+        }
+    }
+    assert!(one.iter().zip(&two).any(|(a, b)| (a - b).abs() > 1e-4), "the wider view changes the embedding");
+    assert!(proxima_detect::find::embed_regions(&model, &img, &[], 0.1, &[0.4]).unwrap().is_empty(), "no region, no embedding");
+    let loc = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
+    let mut g = Gallery::new(8, model.card.fingerprint.clone()).unwrap();
+    g.add("mark", &one[..8], &["mark.png"]).unwrap();
+    let e = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(0.5), tta_paddings: vec![1.5], ..Default::default() }).err().expect("padding refused");
+    assert!(e.to_string().contains("test-time padding"), "{e}");
+}

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use proxima_data::composites::brand_key;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PagesError, Result};
@@ -48,10 +49,6 @@ pub struct Brand {
     pub heldout: bool,
 }
 
-fn key(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).flat_map(char::to_lowercase).collect()
-}
-
 /// Loads both catalogues under `data` (`gilbarbara-logos/`, `simple-icons/`; either may be
 /// absent, not both), sorted by id.
 pub fn load_brands(data: &Path) -> Result<Vec<Brand>> {
@@ -69,7 +66,7 @@ pub fn load_brands(data: &Path) -> Result<Vec<Brand>> {
     if si_root.join("data/simple-icons.json").is_file() {
         // The catalogue reader of the synthetic scenes: icons with their SVG, sorted by slug.
         for icon in proxima_data::scenes_synth::load_icons(&si_root, proxima_data::BrandPart::All)? {
-            by_key.entry(key(&icon.title)).or_insert_with(|| Brand {
+            by_key.entry(brand_key(&icon.title)).or_insert_with(|| Brand {
                 id: icon.slug,
                 name: icon.title.clone(),
                 colour: icon.rgb,
@@ -98,7 +95,7 @@ pub fn load_brands(data: &Path) -> Result<Vec<Brand>> {
             if logos.is_empty() {
                 continue;
             }
-            let b = by_key.entry(key(&e.name)).or_insert_with(|| Brand {
+            let b = by_key.entry(brand_key(&e.name)).or_insert_with(|| Brand {
                 id: e.shortname.clone(),
                 name: e.name.clone(),
                 colour: [0x1a, 0x73, 0xe8],

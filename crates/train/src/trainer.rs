@@ -356,6 +356,12 @@ fn train_step(parts: &mut Parts, batch: &proxima_data::Batch, lr_factor: f64, ep
     if !value.is_finite() {
         return Err(TrainError::Diverged { what: format!("the loss ({value})"), epoch, step });
     }
+    if !loss.requires_grad() {
+        return Err(TrainError::Config(format!(
+            "nothing to train in epoch {}: the loss depends on no trainable weight (a frozen trunk under an identity head?); set model.freeze_trunk_epochs = 0 or use a head with weights",
+            epoch + 1
+        )));
+    }
     parts.optimizer.zero_grad();
     loss.backward();
     if let Some(world) = parts.world {
