@@ -273,15 +273,16 @@ impl Localiser {
     /// # Shapes
     /// `xs`: `[N, 3, S, S]` → `[N, 40, S/8, S/8]`, `[N, 112, S/16, S/16]`, `[N, 320, S/32, S/32]`.
     pub fn trunk_features(&self, xs: &Tensor) -> [Tensor; 3] {
-        tch::no_grad(|| self.trunk.feature_maps(xs, false))
+        self.trunk.feature_maps_frozen(xs)
     }
 
     /// Head output from trunk feature maps.
     ///
     /// # Shapes
-    /// → `[N, 5, S/8, S/8]`: centre logit, `ln(w/8)`, `ln(h/8)`, offset x, offset y.
+    /// → `[N, 5, S/8, S/8]`: centre logit, `ln(w/8)`, `ln(h/8)`, offset x, offset y; contiguous
+    /// (the channels-last trunk's layout stops here).
     pub fn head_forward(&self, f8: &Tensor, f16: &Tensor, f32: &Tensor) -> Tensor {
-        self.head.forward(f8, f16, f32)
+        self.head.forward(f8, f16, f32).contiguous()
     }
 
     /// Detects logos in one image (boxes in image pixels, best first).
@@ -306,8 +307,8 @@ impl Localiser {
         }
         let xs = Tensor::from_slice(&buf).view([imgs.len() as i64, 3, s as i64, s as i64]).to_device(self.device());
         let out = tch::no_grad(|| {
-            let [f8, f16, f32] = self.trunk.feature_maps(&xs, false);
-            self.head.forward(&f8, &f16, &f32)
+            let [f8, f16, f32] = self.trunk.feature_maps_frozen(&xs);
+            self.head_forward(&f8, &f16, &f32)
         });
         let out = out.to_device(Device::Cpu).to_kind(Kind::Float);
         let mut res = Vec::with_capacity(imgs.len());

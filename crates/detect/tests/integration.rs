@@ -96,7 +96,8 @@ fn localiser_trains_saves_reloads_and_refuses_tampering() {
 fn fixed_trunk(dir: &Path) -> PathBuf {
     let fresh = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
     let start = dir.join("start.safetensors");
-    let trunk: Vec<(String, tch::Tensor)> = fresh.variables().into_iter().filter_map(|(n, t)| n.strip_prefix("trunk.").map(|k| (k.to_string(), t))).collect();
+    let trunk: Vec<(String, tch::Tensor)> =
+        fresh.variables().into_iter().filter_map(|(n, t)| n.strip_prefix("trunk.").map(|k| (k.to_string(), t.contiguous()))).collect();
     tch::Tensor::write_safetensors(&trunk, &start).unwrap();
     start
 }
