@@ -267,7 +267,7 @@ impl EfficientNetLite {
     /// As [`Self::feature_maps`].
     pub fn feature_maps_frozen(&self, xs: &Tensor) -> [Tensor; 3] {
         let mut taps: Vec<Tensor> = Vec::with_capacity(3);
-        self.frozen_prefix(xs, self.blocks.len(), &mut taps);
+        let _last_tap = self.frozen_prefix(xs, self.blocks.len(), &mut taps);
         let [a, b, c]: [Tensor; 3] = taps.try_into().expect("three taps");
         [a, b, c]
     }
