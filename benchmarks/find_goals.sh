@@ -25,7 +25,8 @@ fi
 # PROXIMA names another binary (a copy that a concurrent build cannot replace mid-run).
 P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
-step() { echo "== $*" >&2; }
+step() { echo "== [+${SECONDS} s] $*" >&2; }
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores; AMX: $(grep -qw amx_tile /proc/cpuinfo && echo yes || echo no), AVX512-BF16: $(grep -qw avx512_bf16 /proc/cpuinfo && echo yes || echo no)" >&2
 
 # Data: FlickrLogos-27 crops and scene manifests; synthetic scenes and icon crops of simple-icons
 # brands (85 % "train" brands, 15 % held out by slug hash).
@@ -65,3 +66,4 @@ fi
 step "held-out synthetic screenshots (goal: identified ≥ 0.90 at ≤ 1 % false alarms)"
 $P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$OUT/g-heldout" \
     --out "$OUT/eval-heldout.json" --answers "$OUT/answers-heldout.jsonl"
+echo "== find_goals.sh done in ${SECONDS} s of wall time" >&2

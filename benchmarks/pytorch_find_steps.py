@@ -1,7 +1,9 @@
 """The find recipe's two training steps written in PyTorch, for the side-by-side with `proxima perf`.
 
-Usage: python benchmarks/pytorch_find_steps.py {localiser|embed} [samples] [threads]
+Usage: python benchmarks/pytorch_find_steps.py {localiser|embed} [samples] [threads] [channels_last]
 Prints one JSON line: {"workload", "median_s"} (median of `samples` steps after one warm-up).
+With `channels_last` the models are moved to that memory format (`model.to(memory_format=...)`),
+the layout proxima's EfficientNet-Lite uses; without it, PyTorch's default (NCHW) as a user writes it.
 
 - localiser (`train/localiser-finetune/size=384,batch=16,from=5`): EfficientNet-Lite0 (TF 'SAME'
   padding, ReLU6, BatchNorm eps 1e-3, no squeeze-excitation), the stem and blocks 0-4 frozen under
@@ -162,10 +164,12 @@ def median_steps(step, samples):
     return statistics.median(times)
 
 
-def localiser_step():
+def localiser_step(channels_last=False):
     """The localiser's fine-tuning step as a zero-argument callable."""
     torch.manual_seed(0)
     trunk, head = Lite0().eval(), Head()
+    if channels_last:
+        trunk, head = trunk.to(memory_format=torch.channels_last), head.to(memory_format=torch.channels_last)
     first = 5
     for i, b in enumerate(trunk.blocks):
         b.requires_grad_(i >= first)
@@ -189,12 +193,14 @@ def localiser_step():
     return step
 
 
-def embed_step():
+def embed_step(channels_last=False):
     """The embedding's training step as a zero-argument callable."""
     from pytorch_metric_learning import losses, miners
 
     torch.manual_seed(0)
     trunk, lin = Lite0().train(), nn.Linear(1280, 128)
+    if channels_last:
+        trunk = trunk.to(memory_format=torch.channels_last)
     loss_fn, miner = losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
     opt = torch.optim.AdamW([{"params": trunk.parameters(), "lr": 3e-4}, {"params": lin.parameters(), "lr": 1e-3}], weight_decay=1e-4)
     x = torch.randn(32, 3, 128, 128)
@@ -221,8 +227,9 @@ def main():
     which = sys.argv[1]
     samples = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
+    channels_last = len(sys.argv) > 4 and sys.argv[4] == "channels_last"
     name, make = STEPS[which]
-    print(json.dumps({"workload": name, "median_s": median_steps(make(), samples)}))
+    print(json.dumps({"workload": name, "channels_last": channels_last, "median_s": median_steps(make(channels_last), samples)}))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ pub fn save_localiser_torchscript(localiser: &Localiser, card: &LocaliserCard, o
     let mean = Tensor::from_slice(&ecard.mean).view([1, 3, 1, 1]);
     let std = Tensor::from_slice(&ecard.std).view([1, 3, 1, 1]);
     let forward = |x: &Tensor| {
-        let [f8, f16, f32] = localiser.trunk_features(&((x - &mean) / &std));
+        let [f8, f16, f32] = localiser.trunk_features_unfolded(&((x - &mean) / &std));
         localiser.head_forward(&f8, &f16, &f32)
     };
     let example = Tensor::rand([2, 3, s, s], (Kind::Float, Device::Cpu));

@@ -276,6 +276,15 @@ impl Localiser {
         self.trunk.feature_maps_frozen(xs)
     }
 
+    /// [`Self::trunk_features`] with BatchNorm as its own op (not folded into the convolutions):
+    /// the graph that export traces, for runtimes that fuse it themselves.
+    ///
+    /// # Shapes
+    /// As [`Self::trunk_features`].
+    pub fn trunk_features_unfolded(&self, xs: &Tensor) -> [Tensor; 3] {
+        tch::no_grad(|| self.trunk.feature_maps(xs, false))
+    }
+
     /// Head output from trunk feature maps.
     ///
     /// # Shapes

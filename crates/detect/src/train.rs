@@ -490,9 +490,9 @@ fn compute_views(loc: &Localiser, train: &[&Scene], opts: &TrainLocaliserOptions
             let [f8, f16, f32] = loc.trunk_features(&xs.narrow(0, start, len).to_device(device));
             for i in 0..len {
                 views.push(View {
-                    f8: f8.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
-                    f16: f16.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
-                    f32: f32.get(i).to_kind(Kind::Half).to_device(Device::Cpu),
+                    f8: f8.get(i).to_kind(Kind::Half).to_device(Device::Cpu).contiguous(),
+                    f16: f16.get(i).to_kind(Kind::Half).to_device(Device::Cpu).contiguous(),
+                    f32: f32.get(i).to_kind(Kind::Half).to_device(Device::Cpu).contiguous(),
                     boxes: boxes[(start + i) as usize].clone(),
                 });
             }
@@ -512,7 +512,7 @@ fn cache_key(train: &[&Scene], opts: &TrainLocaliserOptions) -> String {
         opts.config.input_size,
         opts.seed,
         &opts.pretrained,
-        2u32,
+        3u32,
     ))
     .expect("key serialises");
     proxima_models::model_dir::fingerprint(text.as_bytes())

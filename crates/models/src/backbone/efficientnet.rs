@@ -11,8 +11,9 @@
 //! libtorch then runs the whole trunk through oneDNN's channels-last kernels, activations
 //! included: on two cores that made the find recipe's training steps 1.3–1.5× and inference
 //! 1.15–1.3× faster than the default layout, chiefly in the depthwise convolutions. The layout is
-//! invisible outside: values, names, saving and loading (`copy_` keeps the destination's strides;
-//! saving makes tensors contiguous) are unchanged.
+//! invisible outside: values and names are unchanged, loading `copy_`s into the variables (which
+//! keeps their strides), and `proxima_models::tensor_file::save` writes contiguous copies (tch's
+//! own `write_safetensors` refuses the channels-last stem weight: call `.contiguous()` first).
 
 use tch::{Tensor, nn, nn::ModuleT};
 
@@ -99,11 +100,13 @@ impl SameConv {
 /// `conv.ws`: `[C', C/g, k, k]`, BatchNorm vectors `[C']` → `[C', C/g, k, k]` (channels-last, as
 /// the original), `[C']`.
 fn fold(conv: &nn::Conv2D, bn: &nn::BatchNorm) -> (Tensor, Tensor) {
+    debug_assert!(conv.bs.is_none(), "EfficientNet-Lite's convolutions have no bias");
     tch::no_grad(|| {
         let (gamma, beta) = (bn.ws.as_ref().expect("affine BatchNorm"), bn.bs.as_ref().expect("affine BatchNorm"));
         let scale = gamma / (&bn.running_var + BN_EPS).sqrt();
-        let ws = nhwc(&(&conv.ws * scale.view([-1, 1, 1, 1])));
-        (ws, beta - &bn.running_mean * &scale)
+        // The product keeps the weight's channels-last strides (element-wise ops follow their
+        // first operand's layout); no copy, so a traced graph holds only the arithmetic.
+        (&conv.ws * scale.view([-1, 1, 1, 1]), beta - &bn.running_mean * &scale)
     })
 }
 
