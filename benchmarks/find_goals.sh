@@ -4,8 +4,9 @@
 # screenshots of brands never trained on).
 #
 # Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
-# the 2-core development machine it takes 60–70 min: localiser 33–41 min, FlickrLogos-27
-# embedding 9 min, simple-icons embedding 15 min, data and galleries a few minutes.
+# a 2-core AMD EPYC Zen 3 (AVX2, no AVX-512) it takes 51 min since the trunk is channels-last:
+# localiser 28 min, FlickrLogos-27 embedding 6 min, simple-icons embedding 14 min, data and
+# galleries a few minutes (benchmarks/results/find_goals-amd-epyc-zen3-2core-2026-12-07.txt).
 #
 #   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
 #   OUT=/tmp/fb benchmarks/find_goals.sh

@@ -14,7 +14,7 @@
 #   LOCALISER=runs/find-bench/localiser benchmarks/openset_goals.sh   # reuse a trained localiser
 #
 # Each step is skipped when its output exists. Without LOCALISER it trains the find recipe's
-# localiser (benchmarks/find_goals.sh's command, about an hour on the 2-core AMD EPYC machine). Needs data/fl27 and
+# localiser (benchmarks/find_goals.sh's command, about half an hour on a 2-core AMD EPYC). Needs data/fl27 and
 # data/scenes-train (benchmarks/find_goals.sh builds them), ../shared/data/{simple-icons,gilbarbara-logos}
 # and the EfficientNet-Lite0 weights (scripts/fetch-weights.sh).
 set -euo pipefail
