@@ -158,13 +158,7 @@ pub fn composite_into_photos(marks: &[CompositeMark], backgrounds: &[Scene], opt
             continue;
         }
         report.brands += 1;
-        let (from, to) = (staging.join(brand), out.join(brand));
-        std::fs::create_dir_all(&to).map_err(|e| DataError::io(&to, e))?;
-        for f in std::fs::read_dir(&from).map_err(|e| DataError::io(&from, e))? {
-            let f = f.map_err(|e| DataError::io(&from, e))?.path();
-            let dest = to.join(f.file_name().expect("a file in the staging folder"));
-            std::fs::rename(&f, &dest).map_err(|e| DataError::io(&dest, e))?;
-        }
+        crate::scene_crops::move_files_into(&staging.join(brand), &out.join(brand))?;
     }
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;

@@ -120,18 +120,26 @@ pub fn cut_scene_crops(scenes: &[Scene], opts: &CropOptions, out: &Path) -> Resu
         return Err(e);
     }
     for brand in &brands {
-        let (from, to) = (staging.join(brand), out.join(brand));
-        let Ok(files) = std::fs::read_dir(&from) else { continue };
-        std::fs::create_dir_all(&to).map_err(|e| DataError::io(&to, e))?;
-        for f in files {
-            let f = f.map_err(|e| DataError::io(&from, e))?.path();
-            let dest = to.join(f.file_name().expect("a file in the staging folder"));
-            std::fs::rename(&f, &dest).map_err(|e| DataError::io(&dest, e))?;
+        let from = staging.join(brand);
+        if from.is_dir() {
+            move_files_into(&from, &out.join(brand))?;
         }
     }
     std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
     let boxes: usize = with_boxes.iter().map(|s| s.boxes.as_ref().map_or(0, Vec::len)).sum();
     Ok(CropReport { crops: boxes * opts.per_box, boxes, brands: brands.len(), scenes: with_boxes.len(), without_boxes: scenes.len() - with_boxes.len() })
+}
+
+/// Moves every file of the staging folder `from` into `to` (created if missing), keeping names;
+/// an existing file of the same name is replaced.
+pub(crate) fn move_files_into(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| DataError::io(to, e))?;
+    for f in std::fs::read_dir(from).map_err(|e| DataError::io(from, e))? {
+        let f = f.map_err(|e| DataError::io(from, e))?.path();
+        let dest = to.join(f.file_name().expect("a file in the staging folder"));
+        std::fs::rename(&f, &dest).map_err(|e| DataError::io(&dest, e))?;
+    }
+    Ok(())
 }
 
 /// Cuts `opts.per_box` crops of every box of `scenes` into `out/<brand>/`.

@@ -316,7 +316,7 @@ impl Localiser {
         }
         let xs = Tensor::from_slice(&buf).view([imgs.len() as i64, 3, s as i64, s as i64]).to_device(self.device());
         let out = tch::no_grad(|| {
-            let [f8, f16, f32] = self.trunk.feature_maps_frozen(&xs);
+            let [f8, f16, f32] = self.trunk_features(&xs);
             self.head_forward(&f8, &f16, &f32)
         });
         let out = out.to_device(Device::Cpu).to_kind(Kind::Float);
