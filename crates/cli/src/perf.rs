@@ -55,6 +55,13 @@ struct Line<'a> {
     /// Evaluation workloads: GEMM rate of one thread inside the k-NN tiles (GFLOP/s), median run.
     #[serde(skip_serializing_if = "Option::is_none")]
     gemm_gflops_per_thread: Option<f64>,
+    /// Evaluation workloads: the k-NN's exact candidate pass (unit, share of chunks recomputed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knn_candidate_pass: Option<String>,
+    /// Evaluation workloads: thread-seconds in the k-NN's tile products (GEMM or candidate tiles)
+    /// and in selecting the top-k from them (certify and recompute, or the fp32 scan), median run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knn_thread_s: Option<[f64; 2]>,
     /// Set when not the CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,
@@ -68,11 +75,14 @@ struct Measured {
     median_s: f64,
     /// GEMM rate of one thread (evaluation workloads only).
     gemm_gflops_per_thread: Option<f64>,
+    /// The k-NN candidate pass and thread-seconds (evaluation workloads only).
+    knn_candidate_pass: Option<String>,
+    knn_thread_s: Option<[f64; 2]>,
 }
 
 impl From<f64> for Measured {
     fn from(median_s: f64) -> Self {
-        Measured { median_s, gemm_gflops_per_thread: None }
+        Measured { median_s, gemm_gflops_per_thread: None, knn_candidate_pass: None, knn_thread_s: None }
     }
 }
 
@@ -105,7 +115,16 @@ fn workloads() -> Vec<Workload> {
             images: None,
             run: Box::new(move |samples, _device| {
                 let report = proxima_eval::perf_accuracy_runs(n, d, 0, samples).with_context(|| format!("eval/accuracy N={n}"))?;
-                Ok(Measured { median_s: report.median_seconds, gemm_gflops_per_thread: Some((report.gemm_gflops_per_thread * 10.0).round() / 10.0) })
+                let pass = match report.candidate_unit {
+                    Some(unit) => format!("{unit:?}, {:.1} % of chunks recomputed", 100.0 * report.recomputed_fraction),
+                    None => "off (fp32 GEMM)".to_string(),
+                };
+                Ok(Measured {
+                    median_s: report.median_seconds,
+                    gemm_gflops_per_thread: Some((report.gemm_gflops_per_thread * 10.0).round() / 10.0),
+                    knn_candidate_pass: Some(pass),
+                    knn_thread_s: Some([report.gemm_thread_seconds, report.scan_thread_seconds].map(|s| (s * 1000.0).round() / 1000.0)),
+                })
             }),
         });
     }
@@ -337,11 +356,13 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
     for w in selected {
         if args.in_process {
             match (w.run)(args.samples, device) {
-                Ok(Measured { median_s: median, gemm_gflops_per_thread }) => {
+                Ok(Measured { median_s: median, gemm_gflops_per_thread, knn_candidate_pass, knn_thread_s }) => {
                     let line = Line {
                         workload: &w.name,
                         median_s: Some(median),
                         gemm_gflops_per_thread,
+                        knn_candidate_pass,
+                        knn_thread_s,
                         peak_rss_mb: proxima_core::perf::peak_rss_mb().map(|m| m.round()),
                         images_per_s: w.images.map(|n| (n as f64 / median * 10.0).round() / 10.0),
                         device: device_field.clone(),
@@ -357,6 +378,8 @@ pub fn run(args: PerfArgs) -> Result<ExitCode> {
                         peak_rss_mb: None,
                         images_per_s: None,
                         gemm_gflops_per_thread: None,
+                        knn_candidate_pass: None,
+                        knn_thread_s: None,
                         device: device_field.clone(),
                         error: Some(format!("{e:#}")),
                     };

@@ -53,9 +53,7 @@ mod bf16 {
         pub i0: usize,
         pub j0: usize,
     }
-    /// Never constructed.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Unit {}
+    pub use super::CandidateUnit as Unit;
     pub fn available() -> Option<Unit> {
         None
     }
@@ -74,6 +72,20 @@ mod bf16 {
             match *self {}
         }
     }
+}
+
+/// The unit that computed the approximate tiles of the exact candidate pass (see [`bf16`]):
+/// chosen at run time, best first; `PROXIMA_KNN_BF16=0` turns the pass off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateUnit {
+    /// AMX tiles (`TDPBF16PS`, bf16): Intel Sapphire Rapids and later.
+    Amx,
+    /// AVX-512 `VDPBF16PS` (bf16): AMD Zen 4 and later, Intel since Cooper Lake.
+    Avx512Bf16,
+    /// AVX2 `VPMADDWD` on 16-bit fixed point: every x86-64 CPU since Intel Haswell and AMD
+    /// Zen 1, for those with neither of the units above (e.g. AMD Zen 3).
+    Avx2Int16,
 }
 
 /// Query rows per tile.
@@ -161,6 +173,18 @@ pub struct KnnStats {
     pub effective_gflops: f64,
     /// `gemm_flops / gemm_thread_seconds / 1e9`: GEMM rate of one thread.
     pub gemm_gflops_per_thread: f64,
+    /// The unit of the exact candidate pass, when it ran (symmetric search only).
+    #[serde(default)]
+    pub candidate_unit: Option<CandidateUnit>,
+    /// Tiles that took the candidate pass.
+    #[serde(default)]
+    pub candidate_tiles: u64,
+    /// Of those tiles' 16-column chunks of a row, how many were examined and how many had to be
+    /// recomputed exactly (`recomputed / examined` is the pass's overhead).
+    #[serde(default)]
+    pub candidate_chunks: u64,
+    #[serde(default)]
+    pub recomputed_chunks: u64,
 }
 
 /// Exact k-NN of `query` rows among `reference` rows (`None`: the query set itself, each
@@ -220,7 +244,7 @@ fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, 
     let mut scores = vec![0f32; nq * k];
     let gemm_nanos = AtomicU64::new(0);
     let scan_nanos = AtomicU64::new(0);
-    let finish = |indices, scores, gemm_flops: f64, gemm_nanos: &AtomicU64| {
+    let finish = |indices, scores, gemm_flops: f64, gemm_nanos: &AtomicU64, candidate: Option<(CandidateUnit, [u64; 3])>| {
         let seconds = start.elapsed().as_secs_f64();
         let flops = 2.0 * nq as f64 * nr as f64 * d as f64;
         let gemm_thread_seconds = gemm_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
@@ -232,13 +256,19 @@ fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, 
             scan_thread_seconds: scan_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
             effective_gflops: flops / seconds.max(1e-12) / 1e9,
             gemm_gflops_per_thread: gemm_flops / gemm_thread_seconds.max(1e-12) / 1e9,
+            candidate_unit: candidate.map(|c| c.0),
+            candidate_tiles: candidate.map_or(0, |c| c.1[0]),
+            candidate_chunks: candidate.map_or(0, |c| c.1[1]),
+            recomputed_chunks: candidate.map_or(0, |c| c.1[2]),
         };
         (KnnResult { k, metric, indices, scores }, stats)
     };
     if same && symmetric {
         let block = qb.min(SYM_B);
-        let (gemm_flops, _) = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos], bf16::available());
-        return Ok(finish(indices, scores, gemm_flops, &gemm_nanos));
+        let unit = bf16::available();
+        let (gemm_flops, counts) = knn_self_symmetric(qdata, &qn, d, k, block, l2, metric, &mut indices, &mut scores, [&gemm_nanos, &scan_nanos], unit);
+        let candidate = unit.filter(|_| counts[0] > 0).map(|u| (u, counts));
+        return Ok(finish(indices, scores, gemm_flops, &gemm_nanos, candidate));
     }
 
     indices.par_chunks_mut(qb * k).zip(scores.par_chunks_mut(qb * k)).enumerate().for_each(|(bi, (idx_out, score_out))| {
@@ -278,7 +308,7 @@ fn knn_impl(query: Embeddings<'_>, reference: Option<Embeddings<'_>>, k: usize, 
     });
 
     let gemm_flops = 2.0 * nq as f64 * nr as f64 * d as f64;
-    Ok(finish(indices, scores, gemm_flops, &gemm_nanos))
+    Ok(finish(indices, scores, gemm_flops, &gemm_nanos, None))
 }
 
 /// `tile[i, j] = beta · a_i · b_j` for row-major `a` (`m × d`) and `b` (`n × d`); `tile` is
@@ -518,7 +548,8 @@ const SYM_B: usize = 512;
 /// The query-set-is-reference search over the upper block triangle only (see the module docs);
 /// writes `indices`/`scores` (`n × k`). Uses the exact bf16 candidate pass ([`bf16`]) where the CPU
 /// allows and `bf16_unit` names a unit. Returns the flops of the GEMM calls made, the number of tiles
-/// that took the bf16 pass and the number of 16-column chunks it recomputed exactly.
+/// that took the candidate pass, the number of row chunks (16 columns) those tiles hold and the
+/// number it recomputed exactly.
 #[allow(clippy::too_many_arguments)]
 fn knn_self_symmetric(
     data: &[f32],
@@ -532,7 +563,7 @@ fn knn_self_symmetric(
     scores: &mut [f32],
     [gemm_nanos, scan_nanos]: [&AtomicU64; 2],
     bf16_unit: Option<bf16::Unit>,
-) -> (f64, [u64; 2]) {
+) -> (f64, [u64; 3]) {
     let n = data.len() / d;
     let nb = n.div_ceil(block);
     let rows_of = |b: usize| block.min(n - b * block);
@@ -544,6 +575,7 @@ fn knn_self_symmetric(
     let amx = bf16_unit.and_then(|u| bf16::Prepared::new(data, d, block, u));
     let bf16_tiles = AtomicU64::new(0);
     let recomputed = AtomicU64::new(0);
+    let examined = AtomicU64::new(0);
     // The diagonal tiles first: they fill every heap, so the other tiles start from real
     // thresholds (the bf16 pass then recomputes few of their entries).
     let run_tile = |(tile, colmin, thr, scratch): &mut (Vec<f32>, Vec<f32>, Vec<f32>, bf16::Scratch), &(bi, bj): &(usize, usize)| {
@@ -569,6 +601,7 @@ fn knn_self_symmetric(
             let heaps = bf16::Heaps { rows: &mut rows[..], cols: cols.as_deref_mut().map(|c| &mut c[..]), i0, j0 };
             let r = p.feed_heaps(scratch, &data[i0 * d..(i0 + m) * d], an, bn, beta, l2, k, heaps);
             recomputed.fetch_add(r as u64, Ordering::Relaxed);
+            examined.fetch_add((m * w.div_ceil(16)) as u64, Ordering::Relaxed);
             bf16_tiles.fetch_add(1, Ordering::Relaxed);
         } else if let Some(cols) = cols.as_mut() {
             let cols = Some(ColumnHeaps { heaps: &mut cols[..], i0, colmin, thr });
@@ -600,7 +633,7 @@ fn knn_self_symmetric(
         }
     }
     let flops = pairs.iter().map(|&(i, j)| 2.0 * (rows_of(i) * rows_of(j) * d) as f64).sum();
-    (flops, [bf16_tiles.into_inner(), recomputed.into_inner()])
+    (flops, [bf16_tiles.into_inner(), examined.into_inner(), recomputed.into_inner()])
 }
 
 /// The reported score of a heap key.
@@ -936,7 +969,7 @@ mod tests {
                     (idx, sc.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), counts)
                 };
                 let (i32_, s32, c32) = run(None);
-                assert_eq!(c32, [0, 0]);
+                assert_eq!(c32, [0, 0, 0]);
                 // Every unit this CPU has (AMX, AVX512-BF16), whichever `available()` would pick.
                 for unit in bf16::supported() {
                     if metric == Metric::L2 && n == 1100 && k == 12 {
@@ -944,7 +977,7 @@ mod tests {
                     }
                     let (ibf, sbf, cbf) = run(Some(unit));
                     assert_eq!(cbf[0], bf16_tiles, "{unit:?} {metric:?} n = {n}");
-                    assert!(cbf[1] > 0, "{unit:?} {metric:?} n = {n}");
+                    assert!(cbf[2] > 0 && cbf[2] <= cbf[1], "{unit:?} {metric:?} n = {n}: {cbf:?}");
                     assert_eq!(ibf, i32_, "{unit:?} {metric:?} n = {n} k = {k}");
                     assert_eq!(sbf, s32, "{unit:?} {metric:?} n = {n} k = {k}");
                 }
@@ -953,6 +986,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn candidate_pass_is_bit_identical_across_depths_and_row_scales() {
+        // Rows scaled by 10^-6 .. 10^6 (each unit's grid or bf16 rounding is relative to the
+        // row), zero rows, depths that pad (7, 100) and the largest depth the pass takes (512).
+        for d in [7usize, 128, 512] {
+            let (n, k) = (700, 9);
+            let mut s = 11u64 + d as u64;
+            let mut uni = || {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            };
+            let mut data = Vec::with_capacity(n * d);
+            for i in 0..n {
+                let scale = if i % 97 == 5 { 0.0 } else { 10f32.powf(6.0 * uni()) };
+                let proto = (i % 50) as f32;
+                data.extend((0..d).map(|t| scale * ((proto * 0.37 + t as f32 * 0.11).sin() + 0.3 * uni())));
+            }
+            let norms = sq_norms("q", Embeddings::new("q", &data, d).unwrap()).unwrap();
+            for metric in [Metric::L2Squared, Metric::Dot] {
+                let l2 = metric == Metric::L2Squared;
+                let run = |unit: Option<bf16::Unit>| {
+                    let (mut idx, mut sc) = (vec![0usize; n * k], vec![0f32; n * k]);
+                    let t = AtomicU64::new(0);
+                    let (_, counts) = knn_self_symmetric(&data, &norms, d, k, SYM_B, l2, metric, &mut idx, &mut sc, [&t, &t], unit);
+                    (idx, sc.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), counts)
+                };
+                let (i32_, s32, _) = run(None);
+                for unit in bf16::supported() {
+                    let (ibf, sbf, cbf) = run(Some(unit));
+                    assert!(cbf[0] > 0, "{unit:?} {metric:?} d = {d}: no tile took the pass");
+                    assert_eq!((ibf, sbf), (i32_.clone(), s32.clone()), "{unit:?} {metric:?} d = {d}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn int16_grid_declines_rows_too_small_for_it() {
+        if !bf16::supported().contains(&bf16::Unit::Avx2Int16) {
+            eprintln!("this CPU has no AVX2: the int16 unit cannot run here");
+            return;
+        }
+        let d = 16;
+        let mut data: Vec<f32> = (0..64 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_some());
+        data[..d].iter_mut().for_each(|v| *v = 1e-20);
+        assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_none());
+        data[..d].iter_mut().for_each(|v| *v = 0.0);
+        assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_some());
     }
 
     #[test]

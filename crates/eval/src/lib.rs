@@ -33,7 +33,7 @@ pub use classify::{Classifier, OpenSetCounts, OpenSetMetrics, Prediction, classi
 pub use clustering::{ClusteringMetrics, KMeans, ami, evaluate_clustering, kmeans, nmi};
 pub use detection::{ApResult, AtFalseAlarm, IdentificationReport, ImageAnswer, ScoredBox, average_precision, box_iou, identification_report};
 pub use error::{EvalError, Result};
-pub use knn::{KnnResult, KnnStats, Metric, knn, knn_with_stats};
+pub use knn::{CandidateUnit, KnnResult, KnnStats, Metric, knn, knn_with_stats};
 pub use matrix::Embeddings;
 pub use pairs::{MAX_PAIRS, PairInfo, PairScores, pair_scores};
 pub use pca::pca_2d;

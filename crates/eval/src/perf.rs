@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
-use crate::knn::{Metric, knn_with_stats};
+use crate::knn::{CandidateUnit, Metric, knn_with_stats};
 use crate::matrix::Embeddings;
 use crate::retrieval::{CoreMetrics, KSpec, RetrievalConfig, metrics_from_knn};
 
@@ -42,6 +42,12 @@ pub struct PerfReport {
     pub scan_thread_seconds: f64,
     /// Rayon threads used.
     pub threads: usize,
+    /// The k-NN's exact candidate pass, when it ran: its unit and the fraction of row chunks it
+    /// recomputed in fp32, median run.
+    #[serde(default)]
+    pub candidate_unit: Option<CandidateUnit>,
+    #[serde(default)]
+    pub recomputed_fraction: f64,
     /// The metrics (identical across runs).
     pub metrics: CoreMetrics,
 }
@@ -103,6 +109,8 @@ pub fn perf_accuracy_runs(n: usize, d: usize, seed: u64, runs: usize) -> Result<
         gemm_thread_seconds: stats.gemm_thread_seconds,
         scan_thread_seconds: stats.scan_thread_seconds,
         threads: rayon::current_num_threads(),
+        candidate_unit: stats.candidate_unit,
+        recomputed_fraction: stats.recomputed_chunks as f64 / stats.candidate_chunks.max(1) as f64,
         metrics: m.metrics,
     })
 }

@@ -40,6 +40,8 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+mod avx2;
+
 /// Largest depth whose exact recomputation matches the `gemm` crate (one depth block).
 const MAX_D: usize = 512;
 /// Extra floats per row of the approximate tile: a row stride of a power of two (2 KiB for
@@ -48,14 +50,8 @@ const APPROX_PAD: usize = 16;
 /// Largest magnitude of an input entry for the bf16 pass (keeps the absolute error term small).
 const MAX_ABS: f32 = (1u64 << 40) as f32;
 
-/// The unit that computes the bf16 candidate tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    /// AMX tiles (`TDPBF16PS`): Intel Sapphire Rapids and later.
-    Amx,
-    /// AVX-512 `VDPBF16PS` on zmm registers: AMD Zen 4 and later, Intel since Cooper Lake.
-    Avx512Bf16,
-}
+/// The unit that computes the candidate tile (the public name is [`super::CandidateUnit`]).
+pub use super::CandidateUnit as Unit;
 
 /// The unit this process uses for the bf16 pass: AMX when the CPU has it and Linux grants the
 /// tile state, else AVX512-BF16 when the CPU has it; `None` when neither, or when the pass is
@@ -75,6 +71,9 @@ pub fn supported() -> Vec<Unit> {
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             units.push(Unit::Avx512Bf16);
         }
+    }
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        units.push(Unit::Avx2Int16);
     }
     units
 }
@@ -130,7 +129,7 @@ pub(super) struct Prepared {
     /// `d` rounded up to 32 (one AMX tile row of bf16).
     dp: usize,
     block: usize,
-    /// Rows as bf16, `np × dp`, zero-padded (the A operand).
+    /// Rows as bf16 (int16 for the AVX2 unit), `np × dp`, zero-padded (the A operand).
     rows: Vec<u16>,
     /// Groups of 16 rows in AMX's pair-interleaved layout: group `g`, pair `p`, row `r`:
     /// `[bf16(x[16g + r][2p]), bf16(x[16g + r][2p + 1])]`, zero-padded (the B operand).
@@ -141,6 +140,9 @@ pub(super) struct Prepared {
     tr: Vec<f32>,
     /// Upper bounds of the row norms `‖x_i‖`, zero-padded to `np`.
     norm_up: Vec<f32>,
+    /// Row `i`'s fixed-point step `2^-e_i` for the AVX2 unit (`x_i ≈ rows_i · 2^-e_i`); 1 for
+    /// padding rows and for the bf16 units.
+    scale: Vec<f32>,
     /// See [`Prepared::c`].
     c: f32,
     /// Absolute term of the error bound.
@@ -149,9 +151,13 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// The layouts for `data` (`n × d` row-major) searched in square blocks of `block` rows, or
-    /// `None` when the bf16 pass does not apply (see the module docs).
+    /// `None` when the pass does not apply (see the module docs).
     pub(super) fn new(data: &[f32], d: usize, block: usize, unit: Unit) -> Option<Prepared> {
         if !supported().contains(&unit) || d == 0 || d > MAX_D || !block.is_multiple_of(32) || !data.iter().all(|x| x.abs() <= MAX_ABS) {
+            return None;
+        }
+        let int16 = unit == Unit::Avx2Int16;
+        if int16 && data.par_chunks(d).any(avx2::too_small) {
             return None;
         }
         let n = data.len() / d;
@@ -162,27 +168,34 @@ impl Prepared {
         let mut pairs = vec![0u16; np * dp];
         let mut tr = vec![0f32; nb * d * block];
         let mut norm_up = vec![0f32; np];
+        let mut scale = vec![1f32; np];
         // One block per task: its rows, pair groups (block is a multiple of 16), transposed
-        // chunks and norms are disjoint slices.
+        // chunks, norms and scales are disjoint slices.
         rows.par_chunks_mut(block * dp)
             .zip(pairs.par_chunks_mut(block * dp))
             .zip(tr.par_chunks_mut(d * block))
             .zip(norm_up.par_chunks_mut(block))
+            .zip(scale.par_chunks_mut(block))
             .zip(data.par_chunks(block * d))
-            .for_each(|((((rows, pairs), tr), norm_up), x)| {
+            .for_each(|(((((rows, pairs), tr), norm_up), scale), x)| {
                 for (c, x) in x.chunks_exact(d).enumerate() {
                     let (g, r) = (c / 16, c % 16);
+                    let sq: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+                    norm_up[c] = (sq.sqrt() * (1.0 + 1e-6)) as f32;
+                    // The AVX2 unit's grid: x ≈ q · 2^-e with q = round(x · 2^e) in int16.
+                    let e = if int16 { avx2::grid_exponent(sq.sqrt(), d) } else { 0 };
+                    scale[c] = avx2::pow2(-e);
+                    let up = avx2::pow2(e);
                     for (t, &v) in x.iter().enumerate() {
-                        let h = to_bf16(v);
+                        let h = if int16 { avx2::to_grid(v * up) as u16 } else { to_bf16(v) };
                         rows[c * dp + t] = h;
                         pairs[(g * (dp / 2) + t / 2) * 32 + r * 2 + t % 2] = h;
                         tr[(c / 16) * d * 16 + t * 16 + c % 16] = v;
                     }
-                    let sq: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-                    norm_up[c] = (sq.sqrt() * (1.0 + 1e-6)) as f32;
                 }
             });
-        Some(Prepared { unit, d, dp, block, rows, pairs, tr, norm_up, c: Self::c(d), e_abs: (d as f32) * 2f32.powi(-80) })
+        let c = if int16 { avx2::c(d) } else { Self::c(d) };
+        Some(Prepared { unit, d, dp, block, rows, pairs, tr, norm_up, scale, c, e_abs: (d as f32) * 2f32.powi(-80) })
     }
 
     /// The relative coefficient `c` of the certified bound `|ŝ − g| ≤ c·‖a‖‖b‖ + e_abs`, where
@@ -252,8 +265,14 @@ impl Prepared {
             beta,
             l2,
         };
-        // SAFETY: a `Prepared` exists only for a unit of `supported()`, which checks AVX-512F.
-        unsafe { certify_tile(self, &s.approx, wp + APPROX_PAD, m, w, &x, k, heaps, &mut s.hits) }
+        // SAFETY: a `Prepared` exists only for a unit of `supported()`, which checks AVX-512F
+        // for AMX and AVX512-BF16, and AVX2 and FMA for the AVX2 unit.
+        unsafe {
+            match self.unit {
+                Unit::Avx2Int16 => avx2::certify_tile(self, &s.approx, wp + APPROX_PAD, m, w, &x, k, heaps, &mut s.hits),
+                Unit::Amx | Unit::Avx512Bf16 => certify_tile(self, &s.approx, wp + APPROX_PAD, m, w, &x, k, heaps, &mut s.hits),
+            }
+        }
     }
 
     /// Norm upper bounds of rows `r0..r0 + len` (`len` may run into the zero padding).
@@ -279,6 +298,8 @@ impl Prepared {
             // SAFETY: a `Prepared` for this unit exists only where `supported()` found
             // AVX-512F and AVX512-BF16; the ranges were asserted above.
             Unit::Avx512Bf16 => unsafe { self.approx_avx512bf16(i0, j0, mp, wp, out, ws) },
+            // SAFETY: as above, with AVX2 and FMA.
+            Unit::Avx2Int16 => unsafe { avx2::approx(self, i0, j0, mp, wp, out, ws) },
         }
     }
 
@@ -549,21 +570,7 @@ fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: usize, w: usize, x: 
     }
     // The exact recompute, by column chunk (counting sort), eight rows at a time: each load of
     // the column chunk feeds eight independent FMA chains.
-    order.clear();
-    order.resize(hits.len(), (0, 0, 0));
-    starts.clear();
-    starts.resize(chunks + 1, 0);
-    for &(_, c0, _) in hits.iter() {
-        starts[c0 as usize / 16 + 1] += 1;
-    }
-    for q in 0..chunks {
-        starts[q + 1] += starts[q];
-    }
-    for &h in hits.iter() {
-        let q = h.1 as usize / 16;
-        order[starts[q]] = h;
-        starts[q] += 1;
-    }
+    sort_by_chunk(hits, order, starts, chunks, 16);
     let mut from = 0;
     while from < order.len() {
         let c0 = order[from].1;
@@ -601,28 +608,56 @@ fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: usize, w: usize, x: 
             for (l, &(i, c0, lanes)) in group.iter().enumerate() {
                 let mut v = [0f32; 16];
                 _mm512_storeu_ps(v.as_mut_ptr(), _mm512_mul_ps(beta, acc[l]));
-                let (i, c0) = (i as usize, c0 as usize);
-                let heap = &mut rows[i];
-                let mut bits = lanes;
-                while bits != 0 {
-                    let t = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let j = c0 + t;
-                    // The scan's key expression (`super::tile_key`), so keys are bit-identical.
-                    let key = if x.l2 { super::tile_key::<true>(x.a_sq[i], x.b_sq[j], v[t]) } else { v[t] };
-                    if key <= heap.worst_key() {
-                        heap.push(key, j0 + j);
-                    }
-                    if let Some(cols) = cols.as_deref_mut()
-                        && key <= cols[j].worst_key()
-                    {
-                        cols[j].push(key, i0 + i);
-                    }
-                }
+                offer(&v, i as usize, c0 as usize, lanes, x, rows, cols.as_deref_mut(), i0, j0);
             }
         }
     }
     hits.len()
+}
+
+/// Orders the hits `(row, first column, lanes)` by column chunk of `width` columns (a counting
+/// sort into `order`; `starts` is scratch; `chunks` chunks in all), so the exact recompute loads
+/// each chunk's column values once per group of rows.
+fn sort_by_chunk(hits: &[(u32, u32, u16)], order: &mut Vec<(u32, u32, u16)>, starts: &mut Vec<usize>, chunks: usize, width: usize) {
+    order.clear();
+    order.resize(hits.len(), (0, 0, 0));
+    starts.clear();
+    starts.resize(chunks + 1, 0);
+    for &(_, c0, _) in hits {
+        starts[c0 as usize / width + 1] += 1;
+    }
+    for q in 0..chunks {
+        starts[q + 1] += starts[q];
+    }
+    for &h in hits {
+        let q = h.1 as usize / width;
+        order[starts[q]] = h;
+        starts[q] += 1;
+    }
+}
+
+/// Offers the exact values `v` (`beta · a_i·b_j` for columns `c0..c0 + 16` of tile row `i`) of
+/// the lanes in `lanes` to row `i`'s heap and, off the diagonal, to the columns' heaps.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn offer(v: &[f32; 16], i: usize, c0: usize, lanes: u16, x: &Certify<'_>, rows: &mut [super::TopK], mut cols: Option<&mut [super::TopK]>, i0: usize, j0: usize) {
+    let heap = &mut rows[i];
+    let mut bits = lanes;
+    while bits != 0 {
+        let t = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let j = c0 + t;
+        // The scan's key expression (`super::tile_key`), so keys are bit-identical.
+        let key = if x.l2 { super::tile_key::<true>(x.a_sq[i], x.b_sq[j], v[t]) } else { v[t] };
+        if key <= heap.worst_key() {
+            heap.push(key, j0 + j);
+        }
+        if let Some(cols) = cols.as_deref_mut()
+            && key <= cols[j].worst_key()
+        {
+            cols[j].push(key, i0 + i);
+        }
+    }
 }
 
 #[cfg(test)]
