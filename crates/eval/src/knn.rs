@@ -71,6 +71,19 @@ mod bf16 {
         pub(super) fn feed_heaps(&self, _: &mut Scratch, _: &[f32], _: &[f32], _: &[f32], _: f32, _: bool, _: usize, _: Heaps<'_>) -> usize {
             match *self {}
         }
+        pub(super) fn fuses(&self) -> bool {
+            match *self {}
+        }
+        pub(super) fn snapshot(&self, _: &mut Scratch, _: &[super::TopK], _: &[super::TopK]) {
+            match *self {}
+        }
+        pub(super) fn approx_masks(&self, _: &mut Scratch, _: usize, _: usize, _: &[f32], _: &[f32], _: f32) {
+            match *self {}
+        }
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn feed_from_masks(&self, _: &mut Scratch, _: &[f32], _: &[f32], _: &[f32], _: f32, _: bool, _: Heaps<'_>) -> usize {
+            match *self {}
+        }
     }
 }
 
@@ -585,8 +598,18 @@ fn knn_self_symmetric(
         // The bf16 pass needs tiles of at least 32 × 32: smaller ones take `gemm` kernels
         // with another order of operations, which the exact recompute would not match.
         let amx = amx.as_ref().filter(|_| m >= 32 && w >= 32);
+        // Off the diagonal the AVX2 unit tests its products against the thresholds while they
+        // are still in registers (read first, under the locks), and never stores the tile.
+        let fused = amx.filter(|p| bi != bj && p.fuses());
         let t = Instant::now();
-        if let Some(p) = amx {
+        if let Some(p) = fused {
+            {
+                let rows = heaps[bi].lock().unwrap_or_else(|e| e.into_inner());
+                let cols = heaps[bj].lock().unwrap_or_else(|e| e.into_inner());
+                p.snapshot(scratch, &rows, &cols);
+            }
+            p.approx_masks(scratch, bi, bj, an, bn, beta);
+        } else if let Some(p) = amx {
             p.approx_tile(scratch, bi, bj, m, w);
         } else {
             gemm_abt(tile, &data[i0 * d..(i0 + m) * d], &data[j0 * d..(j0 + w) * d], m, w, d, beta);
@@ -599,7 +622,8 @@ fn knn_self_symmetric(
         let mut cols = if bi == bj { None } else { Some(heaps[bj].lock().unwrap_or_else(|e| e.into_inner())) };
         if let Some(p) = amx {
             let heaps = bf16::Heaps { rows: &mut rows[..], cols: cols.as_deref_mut().map(|c| &mut c[..]), i0, j0 };
-            let r = p.feed_heaps(scratch, &data[i0 * d..(i0 + m) * d], an, bn, beta, l2, k, heaps);
+            let a_rows = &data[i0 * d..(i0 + m) * d];
+            let r = if fused.is_some() { p.feed_from_masks(scratch, a_rows, an, bn, beta, l2, heaps) } else { p.feed_heaps(scratch, a_rows, an, bn, beta, l2, k, heaps) };
             recomputed.fetch_add(r as u64, Ordering::Relaxed);
             examined.fetch_add((m * w.div_ceil(16)) as u64, Ordering::Relaxed);
             bf16_tiles.fetch_add(1, Ordering::Relaxed);

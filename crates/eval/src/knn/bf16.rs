@@ -229,6 +229,51 @@ impl Prepared {
         self.approx_into(bi * self.block, bj * self.block, mp, wp, &mut scratch.approx, wp + APPROX_PAD);
     }
 
+    /// Whether off-diagonal tiles take the fused path ([`Prepared::snapshot`],
+    /// [`Prepared::approx_masks`], [`Prepared::feed_from_masks`]): the AVX2 unit, whose step 2 runs
+    /// on the integer products still in registers, so the tile is never stored.
+    pub(super) fn fuses(&self) -> bool {
+        self.unit == Unit::Avx2Int16
+    }
+
+    /// Fused path, under the heaps' locks: the row and column thresholds the tile `m × w` will be
+    /// tested against. Thresholds only decrease, so testing against these (possibly older)
+    /// values is conservative.
+    pub(super) fn snapshot(&self, scratch: &mut Scratch, rows: &[super::TopK], cols: &[super::TopK]) {
+        let f = &mut scratch.fused;
+        let (mp, wp) = (rows.len().div_ceil(32) * 32, cols.len().div_ceil(32) * 32);
+        f.row_thr.clear();
+        f.row_thr.extend(rows.iter().map(super::TopK::worst_key));
+        f.row_thr.resize(mp, f32::NEG_INFINITY);
+        f.col_thr.clear();
+        f.col_thr.extend(cols.iter().map(super::TopK::worst_key));
+        f.col_thr.resize(wp, f32::NEG_INFINITY);
+    }
+
+    /// Fused path, without a lock: steps 1 and 2 of off-diagonal tile `(bi, bj)` (`m × w`;
+    /// `a_sq`, `b_sq` as for [`Prepared::feed_heaps`]) against the last [`Prepared::snapshot`],
+    /// as hit masks in `scratch`.
+    pub(super) fn approx_masks(&self, scratch: &mut Scratch, bi: usize, bj: usize, a_sq: &[f32], b_sq: &[f32], beta: f32) {
+        let (i0, j0) = (bi * self.block, bj * self.block);
+        let (mp, wp) = (a_sq.len().div_ceil(32) * 32, b_sq.len().div_ceil(32) * 32);
+        assert!(scratch.fused.row_thr.len() == mp && scratch.fused.col_thr.len() == wp, "approx_masks: snapshot of another tile");
+        scratch.fused.prepare(self, i0, j0, a_sq, b_sq, beta);
+        assert!((i0 + mp) * self.dp <= self.rows.len() && (j0 + wp) * self.dp <= self.pairs.len(), "approx_masks: range");
+        // SAFETY: only the AVX2 unit fuses, and a `Prepared` for it exists only where
+        // `supported()` found AVX2 and FMA; the ranges were asserted above and by `prepare`.
+        unsafe { avx2::approx_masks(self, i0, j0, mp, wp, &mut scratch.fused) }
+    }
+
+    /// Fused path, under the heaps' locks: step 3 for the masks of the last
+    /// [`Prepared::approx_masks`] call (arguments as for [`Prepared::feed_heaps`]). Returns the
+    /// number of 16-column chunks with an entry to recompute.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn feed_from_masks(&self, scratch: &mut Scratch, a_rows: &[f32], a_sq: &[f32], b_sq: &[f32], beta: f32, l2: bool, heaps: Heaps<'_>) -> usize {
+        let x = Certify { a_rows, d: self.d, bt: self.transposed(heaps.j0 / self.block), a_sq, b_sq, a_norm: &[], b_norm: &[], row_thr: &[], col_thr: &[], beta, l2 };
+        // SAFETY: as in `approx_masks`.
+        unsafe { avx2::feed_from_masks(&scratch.fused, a_sq.len(), b_sq.len(), &x, heaps, &mut scratch.hits) }
+    }
+
     /// Steps 2–3 for the tile of the last [`Prepared::approx_tile`] call: recomputes what can
     /// reach a heap and pushes the exact keys. `a_rows`: the tile's rows (`m × d`); `a_sq`,
     /// `b_sq`: squared norms (zeros unless `l2`); `beta`: −2 (L2) or −1. Returns the number of
@@ -433,6 +478,7 @@ pub(super) struct Scratch {
     row_thr: Vec<f32>,
     col_thr: Vec<f32>,
     hits: Hits,
+    fused: avx2::Fused,
 }
 
 /// Scratch of [`certify_tile`]: the chunks to recompute (row, first column, lanes), sorted.

@@ -119,6 +119,33 @@ pub(super) unsafe fn approx(p: &Prepared, i0: usize, j0: usize, mp: usize, wp: u
     }
 }
 
+/// The integer products `D` of `N` rows (int16 from `a_base` in `rows`) with one 16-column group
+/// (pairs from `g0` in `pairs`), as two 8-lane halves per row. Not inlined: on its own the loop
+/// keeps every row pointer in a register, which the callers' epilogues would otherwise take.
+///
+/// # Safety
+/// The CPU has AVX2; `N` rows of `dp` int16 from `a_base` and the group's `dp / 2` pairs of 32
+/// int16 from `g0` exist.
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn madd_block<const N: usize>(p: &Prepared, a_base: usize, g0: usize) -> [[__m256i; 2]; N] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; N];
+    for q in 0..p.dp / 2 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let b0 = _mm256_loadu_si256(p.pairs.as_ptr().add(g0 + q * 32).cast());
+            let b1 = _mm256_loadu_si256(p.pairs.as_ptr().add(g0 + q * 32 + 16).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let pair = p.rows.as_ptr().add(a_base + r * p.dp + 2 * q).cast::<i32>().read_unaligned();
+                let a = _mm256_set1_epi32(pair);
+                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(a, b0));
+                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(a, b1));
+            }
+        }
+    }
+    acc
+}
+
 /// Rows `ii..ii + N` of [`approx`]'s tile, every 16-column group.
 ///
 /// # Safety
@@ -131,21 +158,8 @@ unsafe fn approx_rows<const N: usize>(p: &Prepared, i0: usize, j0: usize, ii: us
     let a_base = (i0 + ii) * p.dp;
     for jj in (0..wp).step_by(16) {
         let g0 = (j0 + jj) / 16 * group;
-        let mut acc = [[_mm256_setzero_si256(); 2]; N];
-        for q in 0..pairs_per_row {
-            // SAFETY: group (j0 + jj) / 16 holds `pairs_per_row` pairs of 32 int16 (two halves
-            // of 16), and rows i0 + ii .. i0 + ii + N hold dp int16 each (see above).
-            unsafe {
-                let b0 = _mm256_loadu_si256(p.pairs.as_ptr().add(g0 + q * 32).cast());
-                let b1 = _mm256_loadu_si256(p.pairs.as_ptr().add(g0 + q * 32 + 16).cast());
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let pair = p.rows.as_ptr().add(a_base + r * p.dp + 2 * q).cast::<i32>().read_unaligned();
-                    let a = _mm256_set1_epi32(pair);
-                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(a, b0));
-                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(a, b1));
-                }
-            }
-        }
+        // SAFETY: as for this function.
+        let acc = unsafe { madd_block::<N>(p, a_base, g0) };
         // SAFETY: `scale` holds np ≥ j0 + wp entries, and rows ii + r < mp, columns
         // jj..jj + 16 ≤ wp ≤ ws of `out` exist (see above).
         unsafe {
@@ -159,6 +173,157 @@ unsafe fn approx_rows<const N: usize>(p: &Prepared, i0: usize, j0: usize, ii: us
             }
         }
     }
+}
+
+/// `s` of the three-operation lower bound (see [`certify_tile`]).
+const S: f64 = 1.0 / (1u64 << 19) as f64;
+
+/// The per-row and per-column constants of the three-operation lower bound of
+/// [`certify_tile`], and the thresholds: `lo = fma(β·2^-e_i, 2^-e_j·D, fnmadd(α_i, ‖b_j‖,
+/// fma(‖b_j‖², 1 − s, r_i)))`, where `2^-e_j·D` is exact, so `lo` is bit for bit the value
+/// `certify_tile` computes from the stored `ŝ`.
+#[derive(Default)]
+pub(super) struct Fused {
+    /// Per row of the padded tile (`mp`): `β·2^-e_i`, `r_i`, `α_i` and the row's threshold
+    /// (−∞ on padding rows, set by `snapshot`).
+    beta_rs: Vec<f32>,
+    r: Vec<f32>,
+    alpha: Vec<f32>,
+    pub(super) row_thr: Vec<f32>,
+    /// Per column of the padded tile (`wp`): `‖b‖²`, `‖b‖`, `2^-e_j` and the column's threshold
+    /// (−∞ on padding columns, set by `snapshot`).
+    b_sq: Vec<f32>,
+    b_norm: Vec<f32>,
+    cs: Vec<f32>,
+    pub(super) col_thr: Vec<f32>,
+    /// Hit masks, `mp × wp / 16`, row-major; rows and columns past the tile are masked out by
+    /// [`feed_from_masks`].
+    masks: Vec<u16>,
+}
+
+impl Fused {
+    /// The constants of tile rows `i0..` and columns `j0..` (`a_sq`, `b_sq`: the tile's squared
+    /// norms, zeros unless L2; `beta`: −2 or −1), padded to the thresholds' lengths.
+    pub(super) fn prepare(&mut self, p: &Prepared, i0: usize, j0: usize, a_sq: &[f32], b_sq: &[f32], beta: f32) {
+        let (mp, wp) = (self.row_thr.len(), self.col_thr.len());
+        assert!(i0 + mp <= p.norm_up.len() && j0 + wp <= p.norm_up.len() && a_sq.len() <= mp && b_sq.len() <= wp, "Fused::prepare: range");
+        let beta_abs = beta.abs() as f64;
+        let c1 = beta_abs * (p.c as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S) + S * (1.0 + 2f64.powi(-14)));
+        let c0_abs = beta_abs * p.e_abs as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S);
+        let sq = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0);
+        self.beta_rs.clear();
+        self.r.clear();
+        self.alpha.clear();
+        for i in 0..mp {
+            self.beta_rs.push(beta * p.scale[i0 + i]);
+            self.r.push(((1.0 - S) * sq(a_sq, i) as f64 - c0_abs) as f32);
+            self.alpha.push((c1 * p.norm_up[i0 + i] as f64 * (1.0 + 2f64.powi(-20))) as f32);
+        }
+        self.b_sq.clear();
+        self.b_sq.extend((0..wp).map(|j| sq(b_sq, j)));
+        self.b_norm.clear();
+        self.b_norm.extend_from_slice(&p.norm_up[j0..j0 + wp]);
+        self.cs.clear();
+        self.cs.extend_from_slice(&p.scale[j0..j0 + wp]);
+        self.masks.clear();
+        self.masks.resize(mp * wp / 16, 0);
+    }
+}
+
+/// Steps 1 and 2 of an off-diagonal tile in one pass: the integer products of [`approx`], and
+/// from them, still in registers, the lower bound `lo` of every entry tested against the row's
+/// and the column's threshold (as [`certify_tile`] does from a stored tile), into `f.masks`.
+///
+/// # Safety
+/// As [`approx`]; `f` was prepared for this tile (`mp` rows, `wp` columns).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn approx_masks(p: &Prepared, i0: usize, j0: usize, mp: usize, wp: usize, f: &mut Fused) {
+    assert!(f.beta_rs.len() == mp && f.b_sq.len() == wp && f.masks.len() == mp * wp / 16, "approx_masks: constants");
+    let full = mp / R * R;
+    for ii in (0..full).step_by(R) {
+        // SAFETY: as for this function, for rows ii..ii + R < mp.
+        unsafe { masks_rows::<R>(p, i0, j0, ii, wp, f) };
+    }
+    for ii in (full..mp).step_by(2) {
+        // SAFETY: mp − full is even (mp is a multiple of 32), so rows ii..ii + 2 ≤ mp.
+        unsafe { masks_rows::<2>(p, i0, j0, ii, wp, f) };
+    }
+}
+
+/// Rows `ii..ii + N` of [`approx_masks`].
+///
+/// # Safety
+/// As [`approx_masks`], with `ii + N ≤ mp`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn masks_rows<const N: usize>(p: &Prepared, i0: usize, j0: usize, ii: usize, wp: usize, f: &mut Fused) {
+    let pairs_per_row = p.dp / 2;
+    let group = pairs_per_row * 32;
+    let a_base = (i0 + ii) * p.dp;
+    let chunks = wp / 16;
+    let keep_b = _mm256_set1_ps((1.0 - S) as f32);
+    for jj in (0..wp).step_by(16) {
+        let g0 = (j0 + jj) / 16 * group;
+        // SAFETY: as in `approx_rows`.
+        let acc = unsafe { madd_block::<N>(p, a_base, g0) };
+        for (r, acc) in acc.iter().enumerate() {
+            let i = ii + r;
+            let (beta_rs, r_i, alpha, row_thr) = (_mm256_set1_ps(f.beta_rs[i]), _mm256_set1_ps(f.r[i]), _mm256_set1_ps(f.alpha[i]), _mm256_set1_ps(f.row_thr[i]));
+            let mut bits = 0u16;
+            for (h, &acc) in acc.iter().enumerate() {
+                let c = jj + 8 * h;
+                // SAFETY: c + 8 ≤ wp, the length of the column constants (asserted above).
+                let (cs, b_sq, b_norm, col_thr) = unsafe {
+                    (
+                        _mm256_loadu_ps(f.cs.as_ptr().add(c)),
+                        _mm256_loadu_ps(f.b_sq.as_ptr().add(c)),
+                        _mm256_loadu_ps(f.b_norm.as_ptr().add(c)),
+                        _mm256_loadu_ps(f.col_thr.as_ptr().add(c)),
+                    )
+                };
+                let t = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), cs);
+                let lo = _mm256_fmadd_ps(beta_rs, t, _mm256_fnmadd_ps(alpha, b_norm, _mm256_fmadd_ps(b_sq, keep_b, r_i)));
+                let le = _mm256_or_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(lo, row_thr), _mm256_cmp_ps::<_CMP_LE_OQ>(lo, col_thr));
+                bits |= (_mm256_movemask_ps(le) as u16) << (8 * h);
+            }
+            f.masks[i * chunks + jj / 16] = bits;
+        }
+    }
+}
+
+/// Step 3 of the fused path: the hits of `f.masks` for the tile's `m × w` entries, recomputed
+/// and offered as in [`certify_tile`]. Returns the number of 16-column chunks with a hit.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `f` holds the masks of this tile.
+pub(super) unsafe fn feed_from_masks(f: &Fused, m: usize, w: usize, x: &Certify<'_>, heaps: Heaps<'_>, scratch: &mut Hits) -> usize {
+    let Hits { hits, order, starts } = scratch;
+    let Heaps { rows, cols, i0, j0 } = heaps;
+    let chunks = f.col_thr.len() / 16;
+    assert!(m * chunks <= f.masks.len() && w <= chunks * 16 && rows.len() >= m && cols.as_ref().is_some_and(|c| c.len() >= w), "feed_from_masks: shape");
+    assert!(x.a_rows.len() >= m * x.d && x.bt.len() >= x.d * w.div_ceil(16) * 16 && x.a_sq.len() >= m && x.b_sq.len() >= w, "feed_from_masks: data");
+    let used = w.div_ceil(16);
+    let last = if w.is_multiple_of(16) { 0xffff } else { (1u16 << (w % 16)) - 1 };
+    let mut with_hits = 0;
+    hits.clear();
+    for i in 0..m {
+        for q in 0..used {
+            let mut mask = f.masks[i * chunks + q];
+            if q + 1 == used {
+                mask &= last;
+            }
+            with_hits += usize::from(mask != 0);
+            if mask & 0xff != 0 {
+                hits.push((i as u32, 16 * q as u32, mask & 0xff));
+            }
+            if mask >> 8 != 0 {
+                hits.push((i as u32, 16 * q as u32 + 8, mask >> 8));
+            }
+        }
+    }
+    // SAFETY: the CPU has AVX2 and FMA; rows < m and columns < w (asserted above).
+    unsafe { recompute(x, hits, order, starts, used, rows, cols, i0, j0) };
+    with_hits
 }
 
 /// The AVX2 twin of [`super::certify_tile`] (same arguments, thresholds and exact values; see
@@ -182,7 +347,7 @@ unsafe fn approx_rows<const N: usize>(p: &Prepared, i0: usize, j0: usize, ii: us
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: usize, w: usize, x: &Certify<'_>, k: usize, heaps: Heaps<'_>, scratch: &mut Hits) -> usize {
     let Hits { hits, order, starts } = scratch;
-    let Heaps { rows, mut cols, i0, j0 } = heaps;
+    let Heaps { rows, cols, i0, j0 } = heaps;
     let diag = cols.is_none();
     let d = x.d;
     assert!(rows.len() >= m && cols.as_ref().is_none_or(|c| c.len() >= w), "certify_tile: heaps");
@@ -197,7 +362,6 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
     let zero = _mm256_setzero_ps();
     let abs = |v: __m256| _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
     // The constants of the three-operation lower bound (see above).
-    const S: f64 = 1.0 / (1u64 << 19) as f64;
     let beta_abs = x.beta.abs() as f64;
     let c1 = beta_abs * (p.c as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S) + S * (1.0 + 2f64.powi(-14)));
     let c0_abs = beta_abs * p.e_abs as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S);
@@ -292,6 +456,34 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
             }
         }
     }
+    // SAFETY: the CPU has AVX2 and FMA (this function's contract); shapes asserted above.
+    unsafe { recompute(x, hits, order, starts, chunks, rows, cols, i0, j0) };
+    with_hits
+}
+
+/// Step 3: recomputes the `hits` (row, first column of an 8-column half, lanes) exactly, in the
+/// GEMM's order of operations, and offers the keys to the heaps. `order`, `starts`: scratch;
+/// `chunks`: 16-column chunks of the tile.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every hit's row is below `x.a_rows.len() / d` and its columns
+/// inside `x.bt`'s chunks.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn recompute(
+    x: &Certify<'_>,
+    hits: &[(u32, u32, u16)],
+    order: &mut Vec<(u32, u32, u16)>,
+    starts: &mut Vec<usize>,
+    chunks: usize,
+    rows: &mut [super::super::TopK],
+    mut cols: Option<&mut [super::super::TopK]>,
+    i0: usize,
+    j0: usize,
+) {
+    let d = x.d;
+    let beta = _mm256_set1_ps(x.beta);
+    let zero = _mm256_setzero_ps();
     // The exact recompute, by 8-column half chunk, G rows at a time: each load of the half's
     // column values feeds G independent FMA chains. Halves rather than whole chunks: most
     // chunks that are recomputed have one or two lanes to recompute.
@@ -339,7 +531,6 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
             }
         }
     }
-    with_hits
 }
 
 #[cfg(test)]
