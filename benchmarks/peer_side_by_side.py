@@ -205,7 +205,20 @@ def cpu_header() -> str:
         pass
     yes = lambda f: "yes" if f in flags else "no"
     return (f"CPU: {model}, {os.cpu_count()} logical cores; AMX-BF16 {yes('amx_bf16')}, AVX512-BF16 {yes('avx512_bf16')}, "
-            f"AVX-512F {yes('avx512f')}; k-NN bf16 pass: {'off (PROXIMA_KNN_BF16=0)' if os.environ.get('PROXIMA_KNN_BF16') == '0' else 'on where the CPU has a unit'}")
+            f"AVX-512F {yes('avx512f')}, AVX2 {yes('avx2')}; k-NN candidate pass: {knn_unit(flags)}")
+
+
+def knn_unit(flags):
+    """The exact k-NN's candidate unit proxima picks on this CPU (crates/eval/src/knn/bf16.rs)."""
+    if os.environ.get("PROXIMA_KNN_BF16") == "0":
+        return "off (PROXIMA_KNN_BF16=0)"
+    if "amx_bf16" in flags and "avx512f" in flags:
+        return "AMX-BF16 (if Linux grants the tile state)"
+    if "avx512_bf16" in flags and "avx512f" in flags:
+        return "AVX512-BF16"
+    if "avx2" in flags and "fma" in flags:
+        return "AVX2 int16"
+    return "none (fp32 GEMM)"
 
 
 def main():

@@ -17,9 +17,10 @@
 //! touched which heap first: a heap keeps the `k` smallest `(key, index)` pairs, a set that is
 //! independent of insertion order.
 //!
-//! On CPUs with AMX-BF16 or AVX512-BF16 (module `knn::bf16`), the symmetric search computes its tiles in bf16 first and
-//! recomputes in fp32, in the GEMM's own order of operations, only the entries that could
-//! still enter a heap: the results are bit-identical, in about 60–70 % of the time.
+//! On x86-64 CPUs (module `knn::bf16`: AMX-BF16 or AVX512-BF16, else 16-bit fixed point on
+//! AVX2), the symmetric search computes its tiles in low precision first and recomputes in fp32,
+//! in the GEMM's own order of operations, only the entries that could still enter a heap: the
+//! results are bit-identical, in about 60–70 % of the time.
 //!
 //! Ordering is total and deterministic: by distance (or negated similarity), then by
 //! lower reference index — the same tie rule as faiss's exact `IndexFlatL2`.
@@ -40,7 +41,7 @@ use crate::matrix::{Embeddings, check_same_dim};
 
 #[cfg(target_arch = "x86_64")]
 mod bf16;
-/// The bf16 pass needs x86-64 (AMX or AVX512-BF16): elsewhere it never applies.
+/// The candidate pass needs x86-64 (AMX, AVX512-BF16 or AVX2): elsewhere it never applies.
 #[cfg(not(target_arch = "x86_64"))]
 mod bf16 {
     /// Never constructed.

@@ -1,5 +1,5 @@
-//! A bf16 candidate pass for the symmetric exact k-NN, on AMX tiles or AVX512-BF16, that keeps
-//! results exact.
+//! A low-precision candidate pass for the symmetric exact k-NN, on AMX tiles, AVX512-BF16 or
+//! AVX2 16-bit fixed point, that keeps results exact. (The module keeps its first unit's name.)
 //!
 //! Why: the fp32 GEMM of [`super::knn_self_symmetric`] already runs at the core's AVX-512 FMA
 //! peak and is most of the search's time. An AMX unit multiplies bf16 matrices many times
@@ -28,7 +28,10 @@
 //! Step 1 runs on AMX when the CPU has AMX-BF16 and Linux grants the tile-data state
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), else with AVX-512 `VDPBF16PS`
 //! (AMD Zen 4 and later, Intel since Cooper Lake: twice the multiply-adds per instruction of an
-//! fp32 FMA), chosen at run time ([`available`]); steps 2–3 and the bound are the same. For `d ≤ 512`, blocks that are a
+//! fp32 FMA), else, on CPUs with AVX2 only (AMD Zen 1–3, Intel client cores), on 16-bit fixed
+//! point with `VPMADDWD` (module `avx2`: its own, tighter bound; off-diagonal tiles test the
+//! thresholds on the integer products in registers, so their tile is never stored); chosen at
+//! run time ([`available`]); steps 2–3 are the same. For `d ≤ 512`, blocks that are a
 //! multiple of 32 rows, tiles of at least 32 × 32 (smaller ones take other `gemm` kernels whose
 //! order of operations differs) and data with every `|x| ≤ 2⁴⁰` (so the bound's absolute term
 //! is tiny); otherwise the fp32 path runs. `PROXIMA_KNN_BF16=0` turns it off.
@@ -53,9 +56,9 @@ const MAX_ABS: f32 = (1u64 << 40) as f32;
 /// The unit that computes the candidate tile (the public name is [`super::CandidateUnit`]).
 pub use super::CandidateUnit as Unit;
 
-/// The unit this process uses for the bf16 pass: AMX when the CPU has it and Linux grants the
-/// tile state, else AVX512-BF16 when the CPU has it; `None` when neither, or when the pass is
-/// turned off with `PROXIMA_KNN_BF16=0`. Checked once.
+/// The unit this process uses for the candidate pass: AMX when the CPU has it and Linux grants
+/// the tile state, else AVX512-BF16, else AVX2 (with FMA) when the CPU has it; `None` when none
+/// of them, or when the pass is turned off with `PROXIMA_KNN_BF16=0`. Checked once.
 pub fn available() -> Option<Unit> {
     static UNIT: OnceLock<Option<Unit>> = OnceLock::new();
     *UNIT.get_or_init(|| if std::env::var("PROXIMA_KNN_BF16").is_ok_and(|v| v == "0") { None } else { supported().first().copied() })
