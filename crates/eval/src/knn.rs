@@ -995,7 +995,7 @@ mod tests {
                 };
                 let (i32_, s32, c32) = run(None);
                 assert_eq!(c32, [0, 0, 0]);
-                // Every unit this CPU has (AMX, AVX512-BF16), whichever `available()` would pick.
+                // Every unit this CPU has (AMX, AVX512-BF16, AVX2 int16), whichever `available()` would pick.
                 for unit in bf16::supported() {
                     if metric == Metric::L2 && n == 1100 && k == 12 {
                         eprintln!("bf16 candidate pass checked on {unit:?}");
@@ -1007,7 +1007,7 @@ mod tests {
                     assert_eq!(sbf, s32, "{unit:?} {metric:?} n = {n} k = {k}");
                 }
                 if bf16::supported().is_empty() {
-                    eprintln!("this CPU has neither AMX-BF16 nor AVX512-BF16: only the fp32 path ran");
+                    eprintln!("this CPU has no candidate unit (AMX-BF16, AVX512-BF16, AVX2): only the fp32 path ran");
                 }
             }
         }

@@ -34,7 +34,8 @@
 //! run time ([`available`]); steps 2–3 are the same. For `d ≤ 512`, blocks that are a
 //! multiple of 32 rows, tiles of at least 32 × 32 (smaller ones take other `gemm` kernels whose
 //! order of operations differs) and data with every `|x| ≤ 2⁴⁰` (so the bound's absolute term
-//! is tiny); otherwise the fp32 path runs. `PROXIMA_KNN_BF16=0` turns it off.
+//! is tiny), and for the AVX2 unit no nonzero row of norm below 2⁻⁴⁰ (its grid must stay in
+//! fp32's normal range); otherwise the fp32 path runs. `PROXIMA_KNN_BF16=0` turns it off.
 
 use std::sync::OnceLock;
 

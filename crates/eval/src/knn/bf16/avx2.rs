@@ -110,7 +110,7 @@ pub(super) fn c(d: usize) -> f32 {
 pub(super) unsafe fn approx(p: &Prepared, i0: usize, j0: usize, mp: usize, wp: usize, out: &mut [f32], ws: usize) {
     let full = mp / R * R;
     for ii in (0..full).step_by(R) {
-        // SAFETY: as for this function, for rows ii..ii + R < mp.
+        // SAFETY: as for this function, for rows ii..ii + R ≤ mp.
         unsafe { approx_rows::<R>(p, i0, j0, ii, wp, out, ws) };
     }
     for ii in (full..mp).step_by(2) {
@@ -178,9 +178,35 @@ unsafe fn approx_rows<const N: usize>(p: &Prepared, i0: usize, j0: usize, ii: us
 /// `s` of the three-operation lower bound (see [`certify_tile`]).
 const S: f64 = 1.0 / (1u64 << 19) as f64;
 
+/// The row constants of the three-operation lower bound (see [`certify_tile`]), shared by the
+/// stored-tile and the fused path so that both compute the same `lo`.
+struct RowBound {
+    /// `|β|(c(1 + 2⁻²⁰ + 2s) + s(1 + 2⁻¹⁴))`: `α_i` per unit of `‖a_i‖`.
+    c1: f64,
+    /// `|β|(1 + 2⁻²⁰ + 2s)·e_abs`.
+    c0_abs: f64,
+}
+
+impl RowBound {
+    fn new(p: &Prepared, beta: f32) -> RowBound {
+        let w = beta.abs() as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S);
+        RowBound { c1: w * p.c as f64 + beta.abs() as f64 * S * (1.0 + 2f64.powi(-14)), c0_abs: w * p.e_abs as f64 }
+    }
+
+    /// `α_i` of a row whose norm bound is `a_norm` (rounded up).
+    fn alpha(&self, a_norm: f32) -> f32 {
+        (self.c1 * a_norm as f64 * (1.0 + 2f64.powi(-20))) as f32
+    }
+
+    /// `r_i = (1 − s)‖a_i‖² − |β|(1 + 2⁻²⁰ + 2s)e_abs`.
+    fn r(&self, a_sq: f32) -> f32 {
+        ((1.0 - S) * a_sq as f64 - self.c0_abs) as f32
+    }
+}
+
 /// The per-row and per-column constants of the three-operation lower bound of
 /// [`certify_tile`], and the thresholds: `lo = fma(β·2^-e_i, 2^-e_j·D, fnmadd(α_i, ‖b_j‖,
-/// fma(‖b_j‖², 1 − s, r_i)))`, where `2^-e_j·D` is exact, so `lo` is bit for bit the value
+/// fma(‖b_j‖², 1 − s, r_i)))`, where `fl(D)·2^-e_j` is exact, so `lo` is bit for bit the value
 /// `certify_tile` computes from the stored `ŝ`.
 #[derive(Default)]
 pub(super) struct Fused {
@@ -207,17 +233,15 @@ impl Fused {
     pub(super) fn prepare(&mut self, p: &Prepared, i0: usize, j0: usize, a_sq: &[f32], b_sq: &[f32], beta: f32) {
         let (mp, wp) = (self.row_thr.len(), self.col_thr.len());
         assert!(i0 + mp <= p.norm_up.len() && j0 + wp <= p.norm_up.len() && a_sq.len() <= mp && b_sq.len() <= wp, "Fused::prepare: range");
-        let beta_abs = beta.abs() as f64;
-        let c1 = beta_abs * (p.c as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S) + S * (1.0 + 2f64.powi(-14)));
-        let c0_abs = beta_abs * p.e_abs as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S);
+        let bound = RowBound::new(p, beta);
         let sq = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0);
         self.beta_rs.clear();
         self.r.clear();
         self.alpha.clear();
         for i in 0..mp {
             self.beta_rs.push(beta * p.scale[i0 + i]);
-            self.r.push(((1.0 - S) * sq(a_sq, i) as f64 - c0_abs) as f32);
-            self.alpha.push((c1 * p.norm_up[i0 + i] as f64 * (1.0 + 2f64.powi(-20))) as f32);
+            self.r.push(bound.r(sq(a_sq, i)));
+            self.alpha.push(bound.alpha(p.norm_up[i0 + i]));
         }
         self.b_sq.clear();
         self.b_sq.extend((0..wp).map(|j| sq(b_sq, j)));
@@ -238,10 +262,12 @@ impl Fused {
 /// As [`approx`]; `f` was prepared for this tile (`mp` rows, `wp` columns).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn approx_masks(p: &Prepared, i0: usize, j0: usize, mp: usize, wp: usize, f: &mut Fused) {
-    assert!(f.beta_rs.len() == mp && f.b_sq.len() == wp && f.masks.len() == mp * wp / 16, "approx_masks: constants");
+    assert!(mp.is_multiple_of(32) && wp.is_multiple_of(32), "approx_masks: padding");
+    assert!([f.beta_rs.len(), f.r.len(), f.alpha.len(), f.row_thr.len()] == [mp; 4], "approx_masks: row constants");
+    assert!([f.b_sq.len(), f.b_norm.len(), f.cs.len(), f.col_thr.len()] == [wp; 4] && f.masks.len() == mp * wp / 16, "approx_masks: column constants");
     let full = mp / R * R;
     for ii in (0..full).step_by(R) {
-        // SAFETY: as for this function, for rows ii..ii + R < mp.
+        // SAFETY: as for this function, for rows ii..ii + R ≤ mp.
         unsafe { masks_rows::<R>(p, i0, j0, ii, wp, f) };
     }
     for ii in (full..mp).step_by(2) {
@@ -362,9 +388,7 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
     let zero = _mm256_setzero_ps();
     let abs = |v: __m256| _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
     // The constants of the three-operation lower bound (see above).
-    let beta_abs = x.beta.abs() as f64;
-    let c1 = beta_abs * (p.c as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S) + S * (1.0 + 2f64.powi(-14)));
-    let c0_abs = beta_abs * p.e_abs as f64 * (1.0 + 2f64.powi(-20) + 2.0 * S);
+    let bound = RowBound::new(p, x.beta);
     let keep_b = _mm256_set1_ps((1.0 - S) as f32);
     let chunks = wp / 16;
     let mut minima = Vec::new();
@@ -414,8 +438,8 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
             thr_i = u;
         }
         let row_thr = _mm256_set1_ps(thr_i);
-        let alpha = _mm256_set1_ps((c1 * x.a_norm[i] as f64 * (1.0 + 2f64.powi(-20))) as f32);
-        let r_i = _mm256_set1_ps(((1.0 - S) * x.a_sq[i] as f64 - c0_abs) as f32);
+        let alpha = _mm256_set1_ps(bound.alpha(x.a_norm[i]));
+        let r_i = _mm256_set1_ps(bound.r(x.a_sq[i]));
         // The masks first, with no call in the loop (a call would clobber every ymm register
         // and make the constants above spill), then the pushes.
         for (q, mask) in masks.iter_mut().enumerate() {
@@ -552,6 +576,72 @@ mod tests {
         for y in [0.0f32, 0.5, 1.5, 2.5, -0.5, -2.5, 3.4999, -7.6, 32766.4, -32766.5, 1e-30] {
             assert_eq!(to_grid(y), y.round_ties_even() as i16, "{y}");
         }
+    }
+
+    #[test]
+    fn fused_masks_keep_every_entry_at_or_below_its_threshold() {
+        use super::super::{Scratch, Unit, supported};
+        if !supported().contains(&Unit::Avx2Int16) {
+            eprintln!("this CPU has no AVX2 + FMA: the int16 unit cannot run here");
+            return;
+        }
+        let (n, d, block) = (128, 100, 64);
+        let mut s = 17u64;
+        let mut next = move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as i32
+        };
+        // Rows on half-grid points, all positive and with even integer parts, so every entry
+        // rounds down by exactly half a step (ties to even) and the errors of a product all add
+        // up: the bound's worst case (a norm near 24 000 puts the grid step at exactly 2^k).
+        // Scales 2^-50, 1 and 2^25; zero rows; plain rows.
+        let mut data = Vec::with_capacity(n * d);
+        for i in 0..n {
+            for _ in 0..d {
+                data.push(match i % 5 {
+                    0 => 0.0,
+                    kind @ 1..=3 => ((2 * (next() % 2101)) as f32 + 0.5) * 2f32.powi([-50, 0, 25][kind - 1]),
+                    _ => (next() % 1001) as f32 * 1e-3,
+                });
+            }
+        }
+        let p = Prepared::new(&data, d, block, Unit::Avx2Int16).unwrap();
+        let e = crate::matrix::Embeddings::new("t", &data, d).unwrap();
+        let norms = crate::knn::sq_norms("t", e).unwrap();
+        let (mut checked, mut spurious, mut above) = (0, 0, 0);
+        for (l2, beta) in [(true, -2f32), (false, -1f32)] {
+            let sq: Vec<f32> = if l2 { norms.clone() } else { vec![0.0; n] };
+            let key = |i: usize, j: usize| {
+                let g = (0..d).fold(0f32, |acc, t| data[i * d + t].mul_add(data[j * d + t], acc));
+                if l2 { crate::knn::tile_key::<true>(sq[i], sq[j], beta * g) } else { beta * g }
+            };
+            let keys: Vec<Vec<f32>> = (0..block).map(|i| (block..2 * block).map(|j| key(i, j)).collect()).collect();
+            let eighth = |mut v: Vec<f32>| *v.select_nth_unstable_by(7, f32::total_cmp).1;
+            let row_thr: Vec<f32> = keys.iter().map(|r| eighth(r.clone())).collect();
+            let col_thr: Vec<f32> = (0..block).map(|j| eighth(keys.iter().map(|r| r[j]).collect())).collect();
+            for by_rows in [true, false] {
+                let mut scratch = Scratch::default();
+                let none = vec![f32::NEG_INFINITY; block];
+                scratch.fused.row_thr = if by_rows { row_thr.clone() } else { none.clone() };
+                scratch.fused.col_thr = if by_rows { none } else { col_thr.clone() };
+                p.approx_masks(&mut scratch, 0, 1, &sq[..block], &sq[block..], beta);
+                for (i, row) in keys.iter().enumerate() {
+                    for (j, &k) in row.iter().enumerate() {
+                        let bit = scratch.fused.masks[i * block / 16 + j / 16] >> (j % 16) & 1 == 1;
+                        let thr = if by_rows { row_thr[i] } else { col_thr[j] };
+                        if k <= thr {
+                            assert!(bit, "l2 = {l2}, by rows = {by_rows}: entry ({i}, {j}) key {k} ≤ threshold {thr} was skipped");
+                            checked += 1;
+                        } else {
+                            above += 1;
+                            spurious += usize::from(bit);
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("fused masks: {checked} entries at or below a threshold kept; {spurious} of {above} above it kept");
+        assert!(checked > 4 * 8 * block && spurious * 2 < above, "{checked} checked, {spurious} of {above} spurious");
     }
 
     #[test]
