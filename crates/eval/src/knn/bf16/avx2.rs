@@ -338,13 +338,7 @@ pub(super) unsafe fn feed_from_masks(f: &Fused, m: usize, w: usize, x: &Certify<
             if q + 1 == used {
                 mask &= last;
             }
-            with_hits += usize::from(mask != 0);
-            if mask & 0xff != 0 {
-                hits.push((i as u32, 16 * q as u32, mask & 0xff));
-            }
-            if mask >> 8 != 0 {
-                hits.push((i as u32, 16 * q as u32 + 8, mask >> 8));
-            }
+            with_hits += push_halves(hits, i, q, mask);
         }
     }
     // SAFETY: the CPU has AVX2 and FMA; rows < m and columns < w (asserted above).
@@ -469,20 +463,25 @@ pub(super) unsafe fn certify_tile(p: &Prepared, approx: &[f32], ws: usize, m: us
         if diag {
             masks[i / 16] &= !(1u16 << (i % 16));
         }
-        // One hit per 8-column half with a lane to recompute (lanes in the low 8 bits).
         for (q, &mask) in masks.iter().enumerate() {
-            with_hits += usize::from(mask != 0);
-            if mask & 0xff != 0 {
-                hits.push((i as u32, 16 * q as u32, mask & 0xff));
-            }
-            if mask >> 8 != 0 {
-                hits.push((i as u32, 16 * q as u32 + 8, mask >> 8));
-            }
+            with_hits += push_halves(hits, i, q, mask);
         }
     }
     // SAFETY: the CPU has AVX2 and FMA (this function's contract); shapes asserted above.
     unsafe { recompute(x, hits, order, starts, chunks, rows, cols, i0, j0) };
     with_hits
+}
+
+/// Pushes one hit per 8-column half of chunk `q` of row `i` with a lane in `mask` to recompute
+/// (lanes in the low 8 bits); returns 1 when the chunk had any, else 0.
+fn push_halves(hits: &mut Vec<(u32, u32, u16)>, i: usize, q: usize, mask: u16) -> usize {
+    if mask & 0xff != 0 {
+        hits.push((i as u32, 16 * q as u32, mask & 0xff));
+    }
+    if mask >> 8 != 0 {
+        hits.push((i as u32, 16 * q as u32 + 8, mask >> 8));
+    }
+    usize::from(mask != 0)
 }
 
 /// Step 3: recomputes the `hits` (row, first column of an 8-column half, lanes) exactly, in the
