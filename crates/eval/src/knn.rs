@@ -1061,6 +1061,8 @@ mod tests {
         assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_some());
         data[..d].iter_mut().for_each(|v| *v = 1e-20);
         assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_none());
+        data[..d].iter_mut().for_each(|v| *v = 1e-44);
+        assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_none());
         data[..d].iter_mut().for_each(|v| *v = 0.0);
         assert!(bf16::Prepared::new(&data, d, 32, bf16::Unit::Avx2Int16).is_some());
     }

@@ -161,9 +161,6 @@ impl Prepared {
             return None;
         }
         let int16 = unit == Unit::Avx2Int16;
-        if int16 && data.par_chunks(d).any(avx2::too_small) {
-            return None;
-        }
         let n = data.len() / d;
         let dp = d.div_ceil(32) * 32;
         let nb = n.div_ceil(block);
@@ -173,6 +170,8 @@ impl Prepared {
         let mut tr = vec![0f32; nb * d * block];
         let mut norm_up = vec![0f32; np];
         let mut scale = vec![1f32; np];
+        // Set when a row is too small for the AVX2 unit's grid (checked on the norms computed below).
+        let too_small = std::sync::atomic::AtomicBool::new(false);
         // One block per task: its rows, pair groups (block is a multiple of 16), transposed
         // chunks, norms and scales are disjoint slices.
         rows.par_chunks_mut(block * dp)
@@ -184,10 +183,15 @@ impl Prepared {
             .for_each(|(((((rows, pairs), tr), norm_up), scale), x)| {
                 for (c, x) in x.chunks_exact(d).enumerate() {
                     let (g, r) = (c / 16, c % 16);
-                    let sq: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-                    norm_up[c] = (sq.sqrt() * (1.0 + 1e-6)) as f32;
-                    // The AVX2 unit's grid: x ≈ q · 2^-e with q = round(x · 2^e) in int16.
-                    let e = if int16 { avx2::grid_exponent(sq.sqrt(), d) } else { 0 };
+                    let norm = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                    norm_up[c] = (norm * (1.0 + 1e-6)) as f32;
+                    let small = int16 && avx2::too_small(norm);
+                    if small {
+                        too_small.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // The AVX2 unit's grid: x ≈ q · 2^-e with q = round(x · 2^e) in int16 (any
+                    // `e` in range for a row too small for it: the layouts are then dropped).
+                    let e = if int16 && !small { avx2::grid_exponent(norm, d) } else { 0 };
                     scale[c] = avx2::pow2(-e);
                     let up = avx2::pow2(e);
                     for (t, &v) in x.iter().enumerate() {
@@ -198,6 +202,9 @@ impl Prepared {
                     }
                 }
             });
+        if too_small.into_inner() {
+            return None;
+        }
         let c = if int16 { avx2::c(d) } else { Self::c(d) };
         Some(Prepared { unit, d, dp, block, rows, pairs, tr, norm_up, scale, c, e_abs: (d as f32) * 2f32.powi(-80) })
     }

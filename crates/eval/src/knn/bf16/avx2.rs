@@ -33,10 +33,10 @@ const R: usize = 6;
 /// column load and a broadcast, within AVX2's 16 registers.
 const G: usize = 12;
 
-/// True when the row is nonzero but too small for the grid (see [`MIN_NORM`]).
-pub(super) fn too_small(x: &[f32]) -> bool {
-    let sq: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
-    sq > 0.0 && sq.sqrt() < MIN_NORM
+/// True when a row of norm `norm` (computed in f64) is nonzero but too small for the grid (see
+/// [`MIN_NORM`]).
+pub(super) fn too_small(norm: f64) -> bool {
+    norm > 0.0 && norm < MIN_NORM
 }
 
 /// `M`, the largest `2^e · ‖x‖` allowed: rounding moves `q` by at most `√d / 2` in norm, so
