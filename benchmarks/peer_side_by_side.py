@@ -68,6 +68,10 @@ FULL_ONLY = [
     # The find recipe's two training steps (benchmarks/pytorch_find_steps.py); --filter train/ runs them.
     ("train/localiser-finetune/size=384,batch=16,from=5", "find", "localiser", {}, None),
     ("train/embed-efficientnet_lite0/size=128,batch=32", "find", "embed", {}, None),
+    # The same under bfloat16 autocast (torch.autocast on the peer's side, `localiser train --bf16`
+    # and `[train] autocast_bf16` on proxima's): pays on CPUs with AMX-BF16 or AVX512-BF16.
+    ("train/localiser-finetune-bf16/size=384,batch=16,from=5", "find", "localiser-bf16", {}, None),
+    ("train/embed-efficientnet_lite0-bf16/size=128,batch=32", "find", "embed-bf16", {}, None),
 ]
 
 

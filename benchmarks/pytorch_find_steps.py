@@ -1,9 +1,11 @@
 """The find recipe's two training steps written in PyTorch, for the side-by-side with `proxima perf`.
 
-Usage: python benchmarks/pytorch_find_steps.py {localiser|embed} [samples] [threads] [channels_last]
+Usage: python benchmarks/pytorch_find_steps.py {localiser|embed|localiser-bf16|embed-bf16} [samples] [threads] [channels_last]
 Prints one JSON line: {"workload", "median_s"} (median of `samples` steps after one warm-up).
 With `channels_last` the models are moved to that memory format (`model.to(memory_format=...)`),
 the layout proxima's EfficientNet-Lite uses; without it, PyTorch's default (NCHW) as a user writes it.
+The `-bf16` steps run the forward under `torch.autocast("cpu", dtype=torch.bfloat16)` and the loss
+in float32, as `proxima perf`'s `-bf16` variants do.
 
 - localiser (`train/localiser-finetune/size=384,batch=16,from=5`): EfficientNet-Lite0 (TF 'SAME'
   padding, ReLU6, BatchNorm eps 1e-3, no squeeze-excitation), the stem and blocks 0-4 frozen under
@@ -164,7 +166,7 @@ def median_steps(step, samples):
     return statistics.median(times)
 
 
-def localiser_step(channels_last=False):
+def localiser_step(channels_last=False, bf16=False):
     """The localiser's fine-tuning step as a zero-argument callable."""
     torch.manual_seed(0)
     trunk, head = Lite0().eval(), Head()
@@ -183,8 +185,10 @@ def localiser_step(channels_last=False):
 
     def step():
         t = targets(boxes, s // 8)
-        f8, f16, f32 = trunk.maps_tuned(x, first)
-        loss = centernet_loss(head(f8, f16, f32), t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            f8, f16, f32 = trunk.maps_tuned(x, first)
+            out = head(f8, f16, f32)
+        loss = centernet_loss(out.float(), t)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(head.parameters()) + params_trunk, 10.0)
@@ -193,7 +197,7 @@ def localiser_step(channels_last=False):
     return step
 
 
-def embed_step(channels_last=False):
+def embed_step(channels_last=False, bf16=False):
     """The embedding's training step as a zero-argument callable."""
     from pytorch_metric_learning import losses, miners
 
@@ -208,7 +212,9 @@ def embed_step(channels_last=False):
 
     def step():
         opt.zero_grad()
-        e = F.normalize(lin(trunk.features(x)), dim=1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            e = lin(trunk.features(x))
+        e = F.normalize(e.float(), dim=1)
         loss = loss_fn(e, labels, miner(e, labels))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(trunk.parameters()) + list(lin.parameters()), 10.0)
@@ -220,6 +226,8 @@ def embed_step(channels_last=False):
 STEPS = {
     "localiser": ("train/localiser-finetune/size=384,batch=16,from=5", localiser_step),
     "embed": ("train/embed-efficientnet_lite0/size=128,batch=32", embed_step),
+    "localiser-bf16": ("train/localiser-finetune-bf16/size=384,batch=16,from=5", lambda cl=False: localiser_step(cl, bf16=True)),
+    "embed-bf16": ("train/embed-efficientnet_lite0-bf16/size=128,batch=32", lambda cl=False: embed_step(cl, bf16=True)),
 }
 
 

@@ -139,16 +139,22 @@ fn workloads() -> Vec<Workload> {
     }
     // Training steps of the find recipe's two models, for the side-by-side with
     // benchmarks/pytorch_find_steps.py (the same steps written in PyTorch).
-    all.push(Workload {
-        name: "train/localiser-finetune/size=384,batch=16,from=5".into(),
-        images: Some(16),
-        run: Box::new(|samples, device| localiser_steps(384, 16, 5, samples, device).map(Measured::from)),
-    });
-    all.push(Workload {
-        name: "train/embed-efficientnet_lite0/size=128,batch=32".into(),
-        images: Some(32),
-        run: Box::new(|samples, device| embed_steps(128, 32, samples, device).map(Measured::from)),
-    });
+    // The `-bf16` variants run the forward under bfloat16 autocast (`localiser train --bf16`,
+    // `[train] autocast_bf16`).
+    for (variant, bf16) in [("localiser-finetune", false), ("localiser-finetune-bf16", true)] {
+        all.push(Workload {
+            name: format!("train/{variant}/size=384,batch=16,from=5"),
+            images: Some(16),
+            run: Box::new(move |samples, device| localiser_steps(384, 16, 5, bf16, samples, device).map(Measured::from)),
+        });
+    }
+    for (variant, bf16) in [("embed-efficientnet_lite0", false), ("embed-efficientnet_lite0-bf16", true)] {
+        all.push(Workload {
+            name: format!("train/{variant}/size=128,batch=32"),
+            images: Some(32),
+            run: Box::new(move |samples, device| embed_steps(128, 32, bf16, samples, device).map(Measured::from)),
+        });
+    }
     // Inference of the find recipe's embedding model, for the side-by-side with an exported model
     // run by onnxruntime (benchmarks/export_latency.sh): one 128-px crop, and a batch of 32.
     for batch in [1i64, 32] {
@@ -259,10 +265,11 @@ fn median_step_time(samples: usize, device: Device, mut step: impl FnMut() -> Re
 
 /// Fine-tuning steps of the find recipe's localiser (`proxima_detect::FineTuneStep`: trunk blocks
 /// `first..` and the head, Adam, CenterNet loss, clipping) on random normalised images, two boxes
-/// each. One untimed warm-up, then the median of `samples`.
-fn localiser_steps(size: i64, batch: i64, first: usize, samples: usize, device: Device) -> Result<f64> {
+/// each (the forward under bfloat16 autocast with `bf16`). One untimed warm-up, then the median
+/// of `samples`.
+fn localiser_steps(size: i64, batch: i64, first: usize, bf16: bool, samples: usize, device: Device) -> Result<f64> {
     tch::manual_seed(0);
-    let mut step = proxima_detect::FineTuneStep::new(size as u32, first, device)?;
+    let mut step = proxima_detect::FineTuneStep::new(size as u32, first, bf16, device)?;
     let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
     let s = size as f32;
     let boxes: Vec<Vec<[f32; 4]>> = (0..batch as usize)
@@ -280,8 +287,9 @@ fn localiser_steps(size: i64, batch: i64, first: usize, samples: usize, device: 
 /// Training steps of the find recipe's identification embedding (examples/experiments/
 /// simple_icons_effnet_lite0.toml): EfficientNet-Lite0 + linear 1280→128, L2-normalised,
 /// multi-similarity miner and loss, AdamW (trunk 3e-4, head 1e-3, weight decay 1e-4), gradient
-/// clipping at 10, BatchNorm in training mode; labels `i / 4`. Median of `samples` after a warm-up.
-fn embed_steps(size: i64, batch: i64, samples: usize, device: Device) -> Result<f64> {
+/// clipping at 10, BatchNorm in training mode; labels `i / 4`; the forward under bfloat16
+/// autocast with `bf16`. Median of `samples` after a warm-up.
+fn embed_steps(size: i64, batch: i64, bf16: bool, samples: usize, device: Device) -> Result<f64> {
     tch::manual_seed(0);
     let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::EfficientnetLite0 {}, 128), device)?;
     let loss_vs = nn::VarStore::new(device);
@@ -296,7 +304,7 @@ fn embed_steps(size: i64, batch: i64, samples: usize, device: Device) -> Result<
     let labels = Tensor::arange(batch, (Kind::Int64, device)).floor_divide_scalar(4);
     median_step_time(samples, device, || {
         opt.zero_grad();
-        let emb = model.embed_t(&x, true);
+        let emb = if bf16 { autocast_bf16(device, || model.embed_t(&x, true)).to_kind(Kind::Float) } else { model.embed_t(&x, true) };
         let b = Batch::new(&emb, &labels);
         let tuples = miner.mine(&b)?;
         let value = loss.forward(&b, Some(&tuples))?;

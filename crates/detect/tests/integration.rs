@@ -50,6 +50,7 @@ fn tiny_options() -> TrainLocaliserOptions {
         fine_tune_from: None,
         trunk_lr_factor: 0.1,
         resume: false,
+        bf16: false,
     }
 }
 
@@ -137,6 +138,31 @@ fn fine_tuning_moves_only_the_later_trunk_blocks_and_is_saved() {
     assert!(matches!(train_localiser(&scenes, &cached, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
     let beyond = TrainLocaliserOptions { fine_tune_from: Some(17), ..opts };
     assert!(matches!(train_localiser(&scenes, &beyond, Device::Cpu, &dir.path().join("z"), &mut |_| {}), Err(DetectError::Config(_))));
+}
+
+/// Under `bf16` the trunk and head run in bfloat16 (autocast), in both modes (fine-tuning, and the
+/// frozen trunk's cached features): the fine-tuned run still learns, the losses are near the
+/// float32 run's but not equal to them (autocast really ran), and the saved weights are float32.
+#[test]
+fn bf16_autocast_training_learns_and_saves_float32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = scenes(dir.path(), 30);
+    let start = fixed_trunk(dir.path());
+    for fine in [Some(12), None] {
+        let opts = TrainLocaliserOptions { fine_tune_from: fine, epochs: 4, pretrained: Some(start.clone()), ..tiny_options() };
+        let fp32 = train_localiser(&scenes, &opts, Device::Cpu, &dir.path().join(format!("f32-{fine:?}")), &mut |_| {}).unwrap();
+        let out = dir.path().join(format!("bf16-{fine:?}"));
+        let bf = train_localiser(&scenes, &TrainLocaliserOptions { bf16: true, ..opts }, Device::Cpu, &out, &mut |_| {}).unwrap();
+        assert!(bf.epoch_loss.iter().all(|l| l.is_finite()), "{:?}", bf.epoch_loss);
+        if fine.is_some() {
+            assert!(bf.epoch_loss[3] < bf.epoch_loss[0], "it learns: {:?}", bf.epoch_loss);
+        }
+        assert_ne!(bf.epoch_loss, fp32.epoch_loss, "autocast changed nothing");
+        let rel = (bf.epoch_loss[0] - fp32.epoch_loss[0]).abs() / fp32.epoch_loss[0];
+        assert!(rel < 0.05, "first-epoch loss {} in bfloat16 against {} in float32", bf.epoch_loss[0], fp32.epoch_loss[0]);
+        let (loc, _) = load_localiser(&out, Device::Cpu).unwrap();
+        assert!(loc.variables().iter().all(|(_, t)| t.kind() == tch::Kind::Float), "weights stay float32");
+    }
 }
 
 /// A run killed after its second epoch resumes from the epoch checkpoint and ends where the

@@ -7,15 +7,18 @@
 //! so a torchvision `state_dict` loads by name into a `tch::nn::VarStore`. The parity suite in
 //! `tests/` checks features and logits against PyTorch on a real image.
 
+pub mod autocast;
 pub mod backbone;
 pub mod embedding;
 pub mod error;
 pub mod export;
+mod ffi;
 pub mod model_dir;
 pub mod optim;
 pub mod tensor_file;
 pub mod weights;
 
+pub use autocast::autocast_bf16;
 pub use backbone::{Backbone, BackboneSpec, EfficientNetLite, Normalization, ResNet, ResNetDepth, SmallCnn};
 pub use embedding::{EmbeddingConfig, EmbeddingModel, HeadSpec};
 pub use error::{ModelError, Result};

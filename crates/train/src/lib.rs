@@ -5,7 +5,6 @@
 pub mod checkpoint;
 pub mod error;
 pub mod experiment;
-mod ffi;
 pub mod model;
 /// The optimizers, shared with the localiser's training (`proxima_models::optim`).
 pub use proxima_models::optim;

@@ -27,6 +27,9 @@ use proxima_eval::{Embeddings, RetrievalConfig, RetrievalMetrics, evaluate_retri
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
+/// bfloat16 autocast (`[train] autocast_bf16`), from `proxima_models`, where the localiser uses it too.
+pub use proxima_models::autocast_bf16;
+
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
 use crate::model::EmbeddingNet;
@@ -429,33 +432,6 @@ pub fn shared(ds: Dataset) -> Arc<Dataset> {
     Arc::new(ds)
 }
 
-/// Runs `f` under bfloat16 autocast for `device`'s type (what `torch.autocast(device_type,
-/// dtype=torch.bfloat16)` does): matmuls and convolutions run in bfloat16, precision-sensitive
-/// ops in float32. The previous autocast state is restored afterwards, also when `f` panics.
-pub fn autocast_bf16<T>(device: Device, f: impl FnOnce() -> T) -> T {
-    use crate::ffi::{BFLOAT16, CPU, CUDA, DeviceType, ScalarType, autocast};
-    struct Restore {
-        device_type: DeviceType,
-        enabled: bool,
-        dtype: ScalarType,
-    }
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            if autocast::decrement_nesting() == 0 {
-                autocast::clear_cache();
-            }
-            autocast::set_autocast_enabled(self.device_type, self.enabled);
-            autocast::set_autocast_dtype(self.device_type, self.dtype);
-        }
-    }
-    let device_type = if matches!(device, Device::Cuda(_)) { CUDA } else { CPU };
-    let _restore = Restore { device_type, enabled: autocast::is_autocast_enabled(device_type), dtype: autocast::get_autocast_dtype(device_type) };
-    autocast::set_autocast_dtype(device_type, BFLOAT16);
-    autocast::set_autocast_enabled(device_type, true);
-    autocast::increment_nesting();
-    f()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,22 +441,5 @@ mod tests {
         assert!(check_batch_divides(16, 2).is_ok() && check_batch_divides(16, 1).is_ok());
         let err = check_batch_divides(16, 3).unwrap_err().to_string();
         assert!(err.contains("sampler.batch_size 16") && err.contains("(3)"), "{err}");
-    }
-
-    #[test]
-    fn autocast_bf16_runs_matmuls_in_bfloat16_on_the_cpu_and_restores_the_state() {
-        let a = Tensor::randn([8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let y = autocast_bf16(Device::Cpu, || a.matmul(&a));
-        assert_eq!(y.kind(), Kind::BFloat16);
-        // Gradients flow back to the float32 leaf.
-        y.to_kind(Kind::Float).sum(Kind::Float).backward();
-        assert_eq!(a.grad().kind(), Kind::Float);
-        assert!(!crate::ffi::autocast::is_autocast_enabled(crate::ffi::CPU));
-        assert_eq!(crate::ffi::autocast::get_autocast_dtype(crate::ffi::CPU), crate::ffi::BFLOAT16, "CPU autocast's default dtype is bfloat16 anyway");
-        assert_eq!(a.matmul(&a).kind(), Kind::Float);
-        let nested = autocast_bf16(Device::Cpu, || autocast_bf16(Device::Cpu, || a.matmul(&a)).kind());
-        assert_eq!(nested, Kind::BFloat16);
-        let r = std::panic::catch_unwind(|| autocast_bf16(Device::Cpu, || -> i32 { panic!("inside") }));
-        assert!(r.is_err() && !crate::ffi::autocast::is_autocast_enabled(crate::ffi::CPU));
     }
 }

@@ -1,4 +1,4 @@
-// The autocast API of libtorch (ATen/autocast_mode.h) behind plain C functions for crates/train's
+// The autocast API of libtorch (ATen/autocast_mode.h) behind plain C functions for crates/models'
 // private `ffi` module: tch 0.24 wraps neither bfloat16 nor CPU autocast. Compiled against the
 // shipped header, so the C++ types are the real ones (c10::DeviceType, c10::ScalarType) and the
 // small integers Rust passes are checked against them here, at compile time.
@@ -8,8 +8,8 @@
 #include <cstdint>
 
 static_assert(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 11,
-              "crates/train/src/autocast.cpp is written for libtorch 2.11 (scripts/setup-libtorch.sh)");
-// The values crates/train/src/ffi.rs names.
+              "crates/models/src/autocast.cpp is written for libtorch 2.11 (scripts/setup-libtorch.sh)");
+// The values crates/models/src/ffi.rs names.
 static_assert(static_cast<int8_t>(c10::DeviceType::CPU) == 0, "c10::DeviceType::CPU");
 static_assert(static_cast<int8_t>(c10::DeviceType::CUDA) == 1, "c10::DeviceType::CUDA");
 static_assert(static_cast<int8_t>(c10::ScalarType::BFloat16) == 15, "c10::ScalarType::BFloat16");

@@ -20,7 +20,7 @@ fn main() {
         .flag_if_supported("-Wno-deprecated-declarations")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .warnings(false)
-        .compile("proxima_train_autocast");
+        .compile("proxima_models_autocast");
     println!("cargo:rustc-link-search=native={}", libtorch.join("lib").display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
