@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use proxima_data::{DecodeOptions, EnrolView};
 use proxima_index::Gallery;
 use proxima_models::model_dir::{TrainedModel, load_model_dir};
 use proxima_train::experiment;
@@ -48,6 +49,42 @@ pub(crate) fn embed_files(model: &TrainedModel, paths: &[PathBuf]) -> Result<Vec
         emb.extend(model.embed_files(chunk).context("embedding images")?);
     }
     Ok(emb)
+}
+
+/// Parses one `--views` name (`small`, `dark`).
+pub(crate) fn parse_view(s: &str) -> std::result::Result<EnrolView, String> {
+    EnrolView::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
+        let names: Vec<&str> = EnrolView::ALL.iter().map(|v| v.name()).collect();
+        format!("unknown view {s:?} (one of: {})", names.join(", "))
+    })
+}
+
+/// The enrolment `views` of each image of `paths`, embedded: per image, its views' labels
+/// (`<path>#<view>`) and rows, in `views` order; a view that does not apply to an image is left out.
+pub(crate) fn embed_views(model: &TrainedModel, paths: &[&Path], views: &[EnrolView]) -> Result<Vec<Vec<(PathBuf, Vec<f32>)>>> {
+    let dim = model.card.model.embedding_size as usize;
+    let mut out = vec![Vec::new(); paths.len()];
+    if views.is_empty() {
+        return Ok(out);
+    }
+    let opts = DecodeOptions::default();
+    for (c, chunk) in paths.chunks(64).enumerate() {
+        let (mut images, mut owners) = (Vec::new(), Vec::new());
+        for (j, p) in chunk.iter().enumerate() {
+            let img = proxima_data::decode_file(p, &opts).with_context(|| format!("decoding {} for its enrolment views", p.display()))?;
+            for &v in views {
+                if let Some(view) = v.render(&img) {
+                    images.push(view);
+                    owners.push((c * 64 + j, v));
+                }
+            }
+        }
+        let emb = model.embed_images(&images).context("embedding enrolment views")?;
+        for ((i, v), row) in owners.into_iter().zip(emb.chunks_exact(dim)) {
+            out[i].push((PathBuf::from(format!("{}#{}", paths[i].display(), v.name())), row.to_vec()));
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `f` to completion on a one-thread async runtime (the database client is async).

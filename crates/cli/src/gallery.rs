@@ -12,11 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use proxima_data::{Dataset, ScanOptions};
+use proxima_data::{Dataset, EnrolView, ScanOptions};
 use proxima_gallery_db::{GalleryDb, redact};
 use proxima_index::{BACKGROUND_BRAND, Domain, Gallery, ImpostorScores, is_background};
 
-use crate::common::{block_on, embed_files, expand_images, load_gallery_for, load_model};
+use crate::common::{block_on, embed_files, embed_views, expand_images, load_gallery_for, load_model, parse_view};
 
 /// `proxima gallery …`.
 #[derive(Subcommand)]
@@ -102,6 +102,10 @@ pub struct BuildArgs {
     /// Seed of the `--per-brand` draw.
     #[arg(long, default_value_t = 0, requires = "per_brand")]
     seed: u64,
+    /// Also enrol these views of each image, comma-separated: `small` (scaled to 24 px, as
+    /// navigation bars and footers draw logos), `dark` (its light background made dark grey).
+    #[arg(long, value_delimiter = ',', value_parser = parse_view)]
+    views: Vec<EnrolView>,
     /// Replace `--out` (or the database's gallery) if it exists.
     #[arg(long)]
     force: bool,
@@ -148,6 +152,9 @@ pub struct AddArgs {
     /// Images, or folders of images (not recursive).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Also enrol these views of each image, as `gallery build --views`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_view)]
+    views: Vec<EnrolView>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -372,13 +379,19 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     }
     let dim = model.card.model.embedding_size as usize;
     let emb = model.embed_dataset(&data).with_context(|| format!("embedding {}", a.data.display()))?;
+    let sample_paths: Vec<&Path> = data.samples.iter().map(|s| s.path.as_path()).collect();
+    let views = embed_views(&model, &sample_paths, &a.views)?;
     let mut g = Gallery::new(dim, model.card.fingerprint.clone())?;
     for (c, idx) in data.indices_by_class().iter().enumerate() {
         if idx.is_empty() {
             continue;
         }
-        let rows: Vec<f32> = idx.iter().flat_map(|&i| emb[i * dim..(i + 1) * dim].iter().copied()).collect();
-        let paths: Vec<&Path> = idx.iter().map(|&i| data.samples[i].path.as_path()).collect();
+        let mut rows: Vec<f32> = idx.iter().flat_map(|&i| emb[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let mut paths: Vec<PathBuf> = idx.iter().map(|&i| data.samples[i].path.clone()).collect();
+        for (path, row) in idx.iter().flat_map(|&i| &views[i]) {
+            rows.extend_from_slice(row);
+            paths.push(path.clone());
+        }
         g.add(&data.classes[c], &rows, &paths).with_context(|| format!("enrolling brand {}", data.classes[c]))?;
     }
     if let Some(cal_dir) = &a.calibrate {
@@ -416,8 +429,14 @@ fn add(a: AddArgs) -> Result<ExitCode> {
     let brand = proxima_index::brand_name::normalize(&a.brand).context("--brand")?;
     let domains = parse_domains(&a.domains)?;
     let model = load_model(&a.model, &a.device)?;
-    let paths = expand_images(&a.inputs)?;
-    let emb = embed_files(&model, &paths)?;
+    let mut paths = expand_images(&a.inputs)?;
+    let mut emb = embed_files(&model, &paths)?;
+    let originals: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let views: Vec<(PathBuf, Vec<f32>)> = embed_views(&model, &originals, &a.views)?.into_iter().flatten().collect();
+    for (path, row) in views {
+        emb.extend_from_slice(&row);
+        paths.push(path);
+    }
     let (g, new, added, name) = match (&a.gallery, &a.db) {
         (Some(path), _) => {
             let mut g = load_gallery_for(path, &model)?;

@@ -431,6 +431,38 @@ fn gallery_build_add_query_match_remove_with_exit_codes() {
     assert!(err.contains("not in the gallery"), "{err}");
 }
 
+/// `--views small,dark` enrols each image's views beside it, labelled `<file>#<view>`: a logo on
+/// white gets both, a logo on a brand-coloured bar only the small one; an unknown view is exit 2.
+#[test]
+fn gallery_views_enrol_small_and_dark_renderings() {
+    use image::{Rgb, RgbImage};
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, .. } = gallery_fixture(&dir);
+    let logos = dir.path().join("logos");
+    for (brand, colour) in [("red", [200, 30, 30]), ("blue", [20, 40, 200])] {
+        std::fs::create_dir_all(logos.join(brand)).unwrap();
+        let img = RgbImage::from_fn(60, 40, |x, y| if (15..45).contains(&x) && (10..30).contains(&y) { Rgb(colour) } else { Rgb([255, 255, 255]) });
+        img.save(logos.join(brand).join("logo.png")).unwrap();
+    }
+    RgbImage::from_pixel(60, 40, Rgb([0, 48, 135])).save(logos.join("blue").join("bar.png")).unwrap();
+    let g = dir.path().join("views.gallery");
+    let (c, out, err) = code(&["gallery", "build", "--model", s(&model), "--data", s(&logos), "--out", s(&g), "--views", "small,dark"]);
+    assert_eq!(c, 0, "{out}{err}");
+    // 3 images, 3 small views, 2 dark views (the bar has no light background).
+    assert!(out.contains("2 brands, 8 images"), "{out}");
+    let gallery = proxima_index::Gallery::load(&g).unwrap();
+    let mut labels: Vec<String> = gallery.paths().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    labels.sort();
+    assert_eq!(labels, ["bar.png", "bar.png#small", "logo.png", "logo.png", "logo.png#dark", "logo.png#dark", "logo.png#small", "logo.png#small"]);
+    // The same for `gallery add`, and the view names are checked before anything is loaded.
+    let (c, out, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "green", "--views", "dark", s(&logos.join("red"))]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("+2 images"), "{out}");
+    let (c, _, err) = code(&["gallery", "add", "--gallery", s(&g), "--model", s(&model), "--brand", "x", "--views", "sepia", s(&logos.join("red"))]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("unknown view \"sepia\""), "{err}");
+}
+
 /// The gallery commands with `--db` (a PostgreSQL + pgvector database from
 /// scripts/with-postgres.sh; without PROXIMA_TEST_PG_URL the test prints why and returns) give
 /// the same gallery as with a file.

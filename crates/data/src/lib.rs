@@ -7,7 +7,8 @@
 //! Modules, in pipeline order: [`dataset`] (what images exist) → [`decode`] (robust RGB8
 //! decoding) → [`check`] (audit a tree) → [`flickr`] / [`synth`] (produce trees; [`scenes_synth`] renders whole scenes with boxes, [`scene`] reads them) → [`split`]
 //! (class-disjoint splits) → [`sampler`] (M-per-class batches) → [`augment`] (seeded
-//! transforms to CHW `f32`) → [`loader`] (parallel, prefetching batches).
+//! transforms to CHW `f32`) → [`loader`] (parallel, prefetching batches); [`views`] renders an enrolled logo small and on a dark
+//! background for galleries.
 
 pub mod augment;
 pub mod check;
@@ -25,6 +26,7 @@ pub mod scene_crops;
 pub mod scenes_synth;
 pub mod split;
 pub mod synth;
+pub mod views;
 
 pub use augment::{Normalize, Pipeline, PipelineConfig, Transform};
 pub use check::{CheckReport, check};
@@ -42,3 +44,4 @@ pub use scenes_synth::{
 };
 pub use split::{QueryGallery, Split, SplitConfig, kfold_class_disjoint, make_split, query_gallery_split};
 pub use synth::{SynthMark, SynthOptions, SynthReport, synth};
+pub use views::EnrolView;
