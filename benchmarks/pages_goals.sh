@@ -6,12 +6,17 @@
 #
 #   benchmarks/pages_goals.sh                 # OUT=runs/pages-bench
 #   BASELINE=1 benchmarks/pages_goals.sh      # also: the find recipe's models (no pages) on the same pages
+#   LOC_SIZE=512 benchmarks/pages_goals.sh    # the localiser's input size (default 384)
+#   VIEWS= benchmarks/pages_goals.sh          # enrol the held-out brands without views (default small,dark)
 #
 # Each step is skipped when its output exists. Needs the find benchmark's data (benchmarks/find_goals.sh
 # builds data/ first), Chromium (scripts/setup-chromium.sh) and the EfficientNet-Lite0 weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pages-bench}
+LOC_SIZE=${LOC_SIZE:-384}
+VIEWS=${VIEWS-small,dark}
+VIEW_ARGS=(); [ -n "$VIEWS" ] && VIEW_ARGS=(--views "$VIEWS")
 DATA=data
 SHARED=${SHARED:-../shared/data}
 if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then cargo build --release -p proxima-cli; fi
@@ -30,7 +35,7 @@ if [ ! -d "$DATA/icons-pages-ctx" ]; then
     mv "$DATA/icons-pages-ctx.tmp" "$DATA/icons-pages-ctx"
 fi
 [ -f "$OUT/localiser/localiser.json" ] || { step "train the localiser (frozen trunk) with browser pages"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" \
-    --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" --out "$OUT/localiser" --input-size 384 --views 2 --epochs 40 --batch-size 16 --lr 2e-3; }
+    --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" --out "$OUT/localiser" --input-size "$LOC_SIZE" --views 2 --epochs 40 --batch-size 16 --lr 2e-3; }
 [ -f "$OUT/icons/model/model.json" ] || { step "train the embedding with browser-page crops"; $P train --config examples/experiments/pages_effnet_lite0.toml --out "$OUT/icons" --quiet; }
 # Galleries: the held-out brands from their logos rendered alone (data/pages/enrol), plus the
 # (background) brand of non-logo regions the localiser proposes on training pages and scenes.
@@ -38,7 +43,7 @@ if [ ! -f "$OUT/g-pages" ]; then
     step "galleries"
     rm -rf "$OUT/negatives"
     $P localiser negatives --localiser "$OUT/localiser" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" --out "$OUT/negatives" --per-scene 8 --min-score 0.03
-    $P gallery build --model "$OUT/icons" --data "$DATA/pages/enrol" --out "$OUT/g-pages.tmp"
+    $P gallery build --model "$OUT/icons" --data "$DATA/pages/enrol" "${VIEW_ARGS[@]}" --out "$OUT/g-pages.tmp"
     $P gallery add --gallery "$OUT/g-pages.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives"
     mv "$OUT/g-pages.tmp" "$OUT/g-pages"
 fi

@@ -245,6 +245,9 @@ fn logo_view(d: &mut Draw, brand: &Brand, dark: bool, small: bool, mobile: bool)
     Ok(LogoView { brand: brand.id.clone(), name: brand.name.clone(), src: svg_data_url(&logo.svg, fill)?, variant, height })
 }
 
+/// Salt of the draw that puts a row of non-logo widgets on 60 % of the training pages.
+const WIDGETS_SALT: u64 = 0x5769_6467_6574_7321;
+
 /// Renders the pages, the held-out brands' enrolment images and `report.json` into `opts.out`.
 pub fn render_pages(opts: &PagesOptions) -> Result<PagesReport> {
     if !(0.0..=1.0).contains(&opts.train_no_logo) || !(0.0..=1.0).contains(&opts.heldout_no_logo) || !(0.0..=1.0).contains(&opts.mobile) {
@@ -352,7 +355,7 @@ fn render_into(opts: &PagesOptions, chromium: &Path, all: &[Brand], photos: &[Ph
             } else {
                 None
             };
-            let spec = PageSpec {
+            let mut spec = PageSpec {
                 template,
                 dark,
                 mobile,
@@ -364,8 +367,12 @@ fn render_into(opts: &PagesOptions, chromium: &Path, all: &[Brand], photos: &[Ph
                 small_logo,
                 extra,
                 hero,
+                widgets: false,
                 seed: d.rng.next_u64(),
             };
+            // Distractors on training pages only, decided from the layout seed (the page's last
+            // draw), so that every other draw, and every held-out page, stays as it was.
+            spec.widgets = part == "train" && proxima_base::mix64(spec.seed ^ WIDGETS_SALT) % 10 < 6;
             let (w, h) = if mobile { (390, 844) } else { (1280, 800) };
             let page = work.join(format!("{part}-{i}.html"));
             std::fs::write(&page, templates::html(&spec)).map_err(|e| PagesError::io(&page, e))?;

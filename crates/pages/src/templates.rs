@@ -128,6 +128,9 @@ pub struct PageSpec {
     /// Other brands' small marks (social sign-in buttons, payment cards).
     pub extra: Vec<LogoView>,
     pub hero: Option<Hero>,
+    /// Show a row of common non-logo page elements (numbered badges, symbol buttons, star
+    /// ratings, tags) somewhere on the page: distractors the localiser must learn to leave alone.
+    pub widgets: bool,
     /// Drives the layout's small choices (alignment, widths, which links).
     pub seed: u64,
 }
@@ -448,6 +451,52 @@ impl Ctx<'_> {
         self.s.extra.iter().map(|l| format!(r#"<button class="social">{}<span>Continue with {}</span></button>"#, logo_html(l), esc(&l.name))).collect()
     }
 
+    /// A row of 2–5 non-logo elements at a random place over the page (fixed position): numbered
+    /// badges and step circles, symbol buttons (✓ ! ? ★ ✉ …), star ratings and word tags, in the
+    /// accent colour or a common interface colour, 16–40 px.
+    fn widgets(&mut self) -> String {
+        const COLOURS: [&str; 7] = ["var(--accent)", "#d93025", "#1e8e3e", "#1a73e8", "#f29900", "#9334e6", "#5f6368"];
+        const GLYPHS: [&str; 14] = ["✓", "!", "?", "i", "★", "✉", "⚙", "☰", "✕", "➜", "♥", "⌂", "☎", "+"];
+        const TAGS: [&str; 8] = ["New", "Beta", "Sale", "-20%", "Pro", "Free", "Live", "24/7"];
+        let mut items = String::new();
+        for _ in 0..2 + self.pick(4) {
+            let colour = COLOURS[self.pick(COLOURS.len() as u64) as usize];
+            let size = 16 + self.pick(25);
+            let round = if self.pick(3) == 0 { "6px" } else { "50%" };
+            let item = match self.pick(4) {
+                0 => {
+                    let n = 1 + self.pick(9);
+                    format!(
+                        r#"<span style="display:inline-flex;align-items:center;justify-content:center;width:{size}px;height:{size}px;border-radius:50%;background:{colour};color:#fff;font-size:{}px;font-weight:600">{n}</span>"#,
+                        size * 11 / 20
+                    )
+                }
+                1 => {
+                    let g = GLYPHS[self.pick(GLYPHS.len() as u64) as usize];
+                    let (bg, fg) = if self.pick(2) == 0 { (colour, "#fff") } else { ("transparent", colour) };
+                    format!(
+                        r#"<span style="display:inline-flex;align-items:center;justify-content:center;width:{size}px;height:{size}px;border-radius:{round};background:{bg};color:{fg};font-size:{}px;font-weight:700">{g}</span>"#,
+                        size * 3 / 5
+                    )
+                }
+                2 => {
+                    let full = 3 + self.pick(3) as usize;
+                    format!(r#"<span style="color:#f5a623;font-size:{}px;letter-spacing:1px">{}{}</span>"#, size * 3 / 4, "★".repeat(full), "☆".repeat(5 - full))
+                }
+                _ => {
+                    let tag = TAGS[self.pick(TAGS.len() as u64) as usize];
+                    format!(r#"<span style="background:{colour};color:#fff;border-radius:999px;padding:2px 10px;font-size:12px;font-weight:600">{tag}</span>"#)
+                }
+            };
+            items.push_str(&item);
+        }
+        let (top, left) = (4 + self.pick(85), 2 + self.pick(75));
+        format!(
+            r#"<div class="widgets" style="position:fixed;top:{top}%;left:{left}%;display:flex;gap:{}px;align-items:center;z-index:5">{items}</div>"#,
+            8 + self.pick(24)
+        )
+    }
+
     fn footer(&self) -> String {
         let who = if self.s.brand_name.is_some() { esc(&self.name) } else { "Online services".into() };
         format!(r#"<footer>{}<span>© 2026 {who}. {}</span><a href="/">Privacy</a><a href="/">Terms</a><a href="/">Help</a></footer>"#, self.small(), self.w.rights)
@@ -613,6 +662,7 @@ pub fn html(s: &PageSpec) -> String {
             )
         }
     };
+    let widgets = if s.widgets { c.widgets() } else { String::new() };
     let extra_row = if s.template != Template::Social && !s.extra.is_empty() {
         let icons: String = s.extra.iter().map(logo_html).collect();
         format!(r#"<div style="display:flex;gap:12px;justify-content:center;padding:12px">{icons}</div>"#)
@@ -621,7 +671,7 @@ pub fn html(s: &PageSpec) -> String {
     };
     let dir = if w.code == "ar" { "rtl" } else { "ltr" };
     format!(
-        r#"<!doctype html><html lang="{}" dir="{dir}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title><style>:root{{--font:'{}';--bg:{bg};--fg:{fg};--card:{card};--muted:{muted};--line:{line};--accent:{accent}}}{BASE_CSS}</style></head><body>{body}{extra_row}</body></html>"#,
+        r#"<!doctype html><html lang="{}" dir="{dir}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title><style>:root{{--font:'{}';--bg:{bg};--fg:{fg};--card:{card};--muted:{muted};--line:{line};--accent:{accent}}}{BASE_CSS}</style></head><body>{body}{extra_row}{widgets}</body></html>"#,
         w.code, s.font
     )
 }
@@ -644,6 +694,7 @@ mod tests {
             small_logo: None,
             extra: vec![LogoView { brand: "other".into(), name: "Other".into(), variant: Variant::Mono, height: 18, ..logo }],
             hero: None,
+            widgets: false,
             seed: 1,
         }
     }
@@ -663,5 +714,18 @@ mod tests {
         s.extra.clear();
         assert!(!html(&s).contains("data-logo"), "a no-logo page has no logo");
         assert_eq!(Template::ALL.iter().filter(|t| t.is_heldout()).count(), 3);
+    }
+
+    #[test]
+    fn widgets_are_placed_only_when_asked_and_are_never_logos() {
+        for t in Template::ALL {
+            assert!(!html(&spec(t)).contains(r#"class="widgets""#), "{}", t.name());
+            for seed in 0..20 {
+                let h = html(&PageSpec { widgets: true, seed, ..spec(t) });
+                let row = &h[h.find(r#"<div class="widgets""#).expect("a widget row")..];
+                assert!(!row.contains("data-logo") && !row.contains("<img"), "{}: widgets are not logos", t.name());
+                assert!(row.matches("<span").count() >= 2, "{row}");
+            }
+        }
     }
 }
