@@ -97,8 +97,8 @@ pub struct LocaliserTrainArgs {
     /// options); it ends where an uninterrupted run would.
     #[arg(long)]
     resume: bool,
-    /// Run the trunk and head under bfloat16 autocast (faster on CPUs with AMX-BF16 or
-    /// AVX512-BF16; the loss stays float32).
+    /// Run the trunk and head under bfloat16 autocast, the loss in float32 (meant for GPUs: on an
+    /// AMX CPU it made the step slower than fp32, docs/benchmarks.md).
     #[arg(long)]
     bf16: bool,
     /// `cpu`, `cuda` or `cuda:N`.

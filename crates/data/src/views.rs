@@ -90,8 +90,12 @@ pub fn light_background(img: &RgbImage) -> Option<[u8; 3]> {
         *v = ch[ch.len() / 2];
     }
     let near = border.iter().filter(|p| diff(p, &bg) <= BORDER_TOLERANCE).count();
-    let lum = (0.2126 * bg[0] as f32 + 0.7152 * bg[1] as f32 + 0.0722 * bg[2] as f32) / 255.0;
-    (near as f32 >= UNIFORM_SHARE * border.len() as f32 && lum >= 0.6).then_some(bg)
+    (near as f32 >= UNIFORM_SHARE * border.len() as f32 && luminance(bg) >= 0.6).then_some(bg)
+}
+
+/// Relative luminance of an sRGB colour in [0, 1] (Rec. 709 weights on the encoded values).
+pub fn luminance(c: [u8; 3]) -> f64 {
+    (0.2126 * c[0] as f64 + 0.7152 * c[1] as f64 + 0.0722 * c[2] as f64) / 255.0
 }
 
 /// Largest channel difference of two colours.

@@ -55,7 +55,7 @@ pub struct TrainLocaliserOptions {
     /// Continue the unfinished run in the output directory from its last epoch checkpoint.
     pub resume: bool,
     /// Run the trunk and the head under bfloat16 autocast (convolutions in bfloat16, the loss in
-    /// float32): faster on CPUs with AMX-BF16 or AVX512-BF16, slower elsewhere.
+    /// float32); meant for GPUs: on an AMX CPU it made the fine-tuning step slower than fp32.
     pub bf16: bool,
 }
 

@@ -1,8 +1,9 @@
 //! bfloat16 autocast for the CPU and CUDA, which tch 0.24 does not offer.
 //!
 //! Why here: the embedding trainer, the localiser's training and feature caching, and `proxima
-//! perf` all run models under it, and they all depend on this crate. On CPUs with AMX-BF16 or
-//! AVX512-BF16, oneDNN runs bfloat16 convolutions and matmuls at two or more times the fp32 rate.
+//! perf` all run models under it, and they all depend on this crate. Whether it pays is measured
+//! per model and machine: for the find models on an AMX Xeon it made both training steps slower
+//! than fp32 (docs/benchmarks.md).
 
 use tch::Device;
 
@@ -32,19 +33,6 @@ pub fn autocast_bf16<T>(device: Device, f: impl FnOnce() -> T) -> T {
     autocast::set_autocast_enabled(device_type, true);
     autocast::increment_nesting();
     f()
-}
-
-/// Whether this CPU computes bfloat16 products natively (AVX512-BF16, which every AMX-BF16 CPU
-/// has as well), where [`autocast_bf16`] can pay; elsewhere oneDNN converts to fp32 and it does not.
-pub fn cpu_has_native_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -187,10 +187,6 @@ fn load_photos(data: &Path) -> Vec<Photo> {
     photos
 }
 
-fn luminance(c: [u8; 3]) -> f64 {
-    (0.2126 * c[0] as f64 + 0.7152 * c[1] as f64 + 0.0722 * c[2] as f64) / 255.0
-}
-
 /// The `data:` URL of an SVG file, one-colour marks filled with `fill`.
 fn svg_data_url(path: &Path, fill: Option<[u8; 3]>) -> Result<String> {
     let mut text = std::fs::read_to_string(path).map_err(|e| PagesError::io(path, e))?;
@@ -226,7 +222,7 @@ fn logo_view(d: &mut Draw, brand: &Brand, dark: bool, small: bool, mobile: bool)
         LogoKind::Colour => (Variant::Colour, None),
         LogoKind::Wordmark => (Variant::Wordmark, None),
         LogoKind::Mono => {
-            let lum = luminance(brand.colour);
+            let lum = proxima_data::views::luminance(brand.colour);
             let unreadable = if dark { lum < 0.2 } else { lum > 0.8 };
             if unreadable || d.f() < 0.3 { (Variant::Bar, Some([255, 255, 255])) } else { (Variant::Mono, Some(brand.colour)) }
         }
