@@ -80,7 +80,11 @@ evaluate() { # model, gallery name, evaluation name, localiser eval flags...
     $P localiser eval --localiser "$LOC" --scenes "$DATA/fl27/scenes_query.jsonl" --model "$OUT/$model" --gallery "$OUT/g-$g" \
         --whole-image --out "$OUT/eval-$name.json" --answers "$OUT/answers-$name.jsonl" "$@"
 }
-for m in fl27-18 imagenet many many-seed1; do gallery "$m" "$m"; evaluate "$m" "$m" "$m"; done
+for m in fl27-18 imagenet many many-seed1; do
+    gallery "$m" "$m"; evaluate "$m" "$m" "$m"
+    # Crop level, independent of the localiser: the 9 never-trained brands' crops search each other.
+    [ -f "$OUT/crops9-$m.json" ] || $P eval --model "$OUT/$m" --data "$DATA/fl27/crops" --split "$OUT/fl27-18/split.json" --part test --json > "$OUT/crops9-$m.json"
+done
 evaluate many many many-tta0 --tta-padding 0
 for n in 1 3; do
     for seed in 0 1 2; do gallery many "many-$n-shot-seed$seed" --per-brand "$n" --seed "$seed"; evaluate many "many-$n-shot-seed$seed" "many-$n-shot-seed$seed"; done
@@ -95,6 +99,11 @@ def row(what, x):
     a = {round(f["target"], 2): f["identified"] for f in x["at_false_alarm"]}
     return f"{name:24} {what:22} n={x['num_logo_images']:3}  top-1 {x['top1']:.3f}  <=1% {a[0.01]:.3f}  <=5% {a[0.05]:.3f}"
 print(row("all logo photos", r["identification"]))
+try:
+    m = json.load(open(sys.argv[1].replace("eval-", "crops9-")))["retrieval"]["metrics"]
+    print(f"{name:24} {'9 brands, crop level':22} MAP@R {m['mean_average_precision_at_r']:.3f}  P@1 {m['precision_at_1']:.3f}")
+except FileNotFoundError:
+    pass
 for k, v in (r.get("identification_by_training") or {}).items():
     print(row(k, v))
 PY

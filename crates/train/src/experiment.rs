@@ -441,6 +441,26 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_experiment_file_loads() {
+        // The weights file is fetched by a script, so it is replaced by a file that exists here.
+        let weights = tempfile::NamedTempFile::new().unwrap();
+        let pretrained = format!("model.pretrained=\"{}\"", weights.path().display());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/experiments");
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let overrides = if text.contains("pretrained") { vec![pretrained.clone()] } else { Vec::new() };
+                load(&text, &overrides).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(checked.iter().any(|f| f == "flickrlogos27_openset_effnet_lite0.toml"), "{checked:?}");
+        assert!(checked.len() >= 8, "{checked:?}");
+    }
+
+    #[test]
     fn bad_configurations_fail_when_loaded_with_a_clear_message() {
         let err = |overrides: &[&str]| load(BASE, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err().to_string();
         assert!(err(&["train.epochz=3"]).contains("epochz"), "unknown keys are named");
