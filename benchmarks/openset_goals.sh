@@ -83,7 +83,11 @@ evaluate() { # model, gallery name, evaluation name, localiser eval flags...
 for m in fl27-18 imagenet many many-seed1; do
     gallery "$m" "$m"; evaluate "$m" "$m" "$m"
     # Crop level, independent of the localiser: the 9 never-trained brands' crops search each other.
-    [ -f "$OUT/crops9-$m.json" ] || $P eval --model "$OUT/$m" --data "$DATA/fl27/crops" --split "$OUT/fl27-18/split.json" --part test --json > "$OUT/crops9-$m.json"
+    # Written to a temporary file first, so a failed run leaves no file that a rerun would skip on.
+    if [ ! -f "$OUT/crops9-$m.json" ]; then
+        $P eval --model "$OUT/$m" --data "$DATA/fl27/crops" --split "$OUT/fl27-18/split.json" --part test --json > "$OUT/crops9-$m.json.tmp"
+        mv "$OUT/crops9-$m.json.tmp" "$OUT/crops9-$m.json"
+    fi
 done
 evaluate many many many-tta0 --tta-padding 0
 for n in 1 3; do
