@@ -8,6 +8,7 @@
 #   imagenet   no metric training: the ImageNet trunk and a random linear projection
 #   many       thousands of brands pasted into real photos (data composites) + the 18 brands
 #   many-seed1 the same with another seed (same split): the rerun spread
+#   ens-fl27-18-many  the ensemble of fl27-18 and many (`proxima ensemble`, as in find_goals.sh)
 # and, for the best, galleries from 1 and 3 crops per brand (one-shot, few-shot).
 #
 #   benchmarks/openset_goals.sh                              # OUT=runs/openset
@@ -22,8 +23,6 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/openset}
 DATA=data
 SHARED=${SHARED:-../shared/data}
-TEST_BRANDS=Apple,DHL,Ferrari,Heineken,Nike,Pepsi,Starbucks,Vodafone,Yahoo
-TRAIN_BRANDS="Adidas BMW Citroen Cocacola Fedex Ford Google HP Intel McDonalds Mini Nbc Porsche Puma RedBull Sprite Texaco Unicef"
 if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then cargo build --release -p proxima-cli; fi
 P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
@@ -32,20 +31,9 @@ echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(n
 [ -f "$DATA/fl27/scenes_query.jsonl" ] && [ -f "$DATA/scenes-train/scenes.jsonl" ] \
     || { echo "data/ is incomplete: run benchmarks/find_goals.sh once (it builds data/ first)" >&2; exit 2; }
 
-# Training data of the many-brand embedding: every catalogue brand outside the icon hash split's
-# held-out part and not named like a test brand, pasted into windows of the FlickrLogos-27 training
-# photos of the 18 training brands (away from their logos; photos of the 9 test brands are left
-# out), plus the 18 training brands' own crops merged by lower-case name.
-if [ ! -d "$DATA/openset-train" ]; then
-    step "composites of the catalogue brands in real photos"
-    rm -rf "$DATA/composites" "$DATA/openset-train.tmp"
-    $P data composites --data "$SHARED" --backgrounds "$DATA/fl27/scenes_train.jsonl" --exclude-like "$TEST_BRANDS" --per-brand 8 --out "$DATA/composites"
-    cp -al "$DATA/composites" "$DATA/openset-train.tmp"
-    for b in $TRAIN_BRANDS; do
-        l=$(echo "$b" | tr 'A-Z' 'a-z'); mkdir -p "$DATA/openset-train.tmp/$l"; cp -l "$DATA/fl27/crops/$b"/* "$DATA/openset-train.tmp/$l/"
-    done
-    mv "$DATA/openset-train.tmp" "$DATA/openset-train"
-fi
+# The many-brand training data and its split check (shared with benchmarks/find_goals.sh).
+source benchmarks/lib-openset.sh
+openset_data
 
 LOC=${LOCALISER:-$OUT/localiser}
 [ -f "$LOC/localiser.json" ] || { step "train the localiser (the find recipe's)"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
@@ -58,16 +46,13 @@ train() { # name, config, overrides...
 train fl27-18 examples/experiments/flickrlogos27_effnet_lite0.toml
 train imagenet examples/experiments/flickrlogos27_effnet_lite0.toml --set train.epochs=1 --set sampler.batches_per_epoch=1 --set optimizer.lr=1e-12 --set lr.head=1e-12
 train many examples/experiments/flickrlogos27_openset_effnet_lite0.toml
-# The ratio split of the many-brand run must keep every FlickrLogos-27 training brand in training.
-python3 - "$OUT/many/split.json" "$TRAIN_BRANDS" <<'PY'
-import json, sys
-train = set(json.load(open(sys.argv[1]))["train"])
-missing = [b for b in sys.argv[2].split() if b.lower() not in train]
-if missing:
-    sys.exit(f"{sys.argv[1]}: FlickrLogos-27 training brands left out of training by the split: {missing}")
-PY
+check_many_split "$OUT/many/split.json"
 # The same recipe and split with another seed: how far a rerun moves the figures.
 train many-seed1 examples/experiments/flickrlogos27_openset_effnet_lite0.toml --set seed=1 --set "split_file=\"$OUT/many/split.json\""
+
+# The closed-set find recipe's ensemble (benchmarks/find_goals.sh), here of the 18-brand model and
+# the many-brand one: does averaging the two help brands the first never saw?
+[ -f "$OUT/ens-fl27-18-many/ensemble.json" ] || $P ensemble "$OUT/fl27-18" "$OUT/many" --out "$OUT/ens-fl27-18-many"
 
 gallery() { # model, gallery name, gallery build flags...
     local model=$1 g=$2; shift 2
@@ -80,7 +65,7 @@ evaluate() { # model, gallery name, evaluation name, localiser eval flags...
     $P localiser eval --localiser "$LOC" --scenes "$DATA/fl27/scenes_query.jsonl" --model "$OUT/$model" --gallery "$OUT/g-$g" \
         --whole-image --out "$OUT/eval-$name.json" --answers "$OUT/answers-$name.jsonl" "$@"
 }
-for m in fl27-18 imagenet many many-seed1; do
+for m in fl27-18 imagenet many many-seed1 ens-fl27-18-many; do
     gallery "$m" "$m"; evaluate "$m" "$m" "$m"
     # Crop level, independent of the localiser: the 9 never-trained brands' crops search each other.
     # Written to a temporary file first, so a failed run leaves no file that a rerun would skip on.

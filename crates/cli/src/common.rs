@@ -16,7 +16,7 @@ pub(crate) fn load_model(path: &Path, device: &str) -> Result<TrainedModel> {
 }
 
 pub(crate) fn load_gallery_for(path: &Path, model: &TrainedModel) -> Result<Gallery> {
-    Gallery::load_for_model(path, &model.card.fingerprint).with_context(|| format!("opening the gallery {}", path.display()))
+    Gallery::load_for_model(path, model.fingerprint()).with_context(|| format!("opening the gallery {}", path.display()))
 }
 
 /// Image files of `inputs`: files as given, folders expanded to their image files (sorted).
@@ -62,7 +62,7 @@ pub(crate) fn parse_view(s: &str) -> std::result::Result<EnrolView, String> {
 /// The enrolment `views` of each image of `paths`, embedded: per image, its views' labels
 /// (`<path>#<view>`) and rows, in `views` order; a view that does not apply to an image is left out.
 pub(crate) fn embed_views(model: &TrainedModel, paths: &[&Path], views: &[EnrolView]) -> Result<Vec<Vec<(PathBuf, Vec<f32>)>>> {
-    let dim = model.card.model.embedding_size as usize;
+    let dim = model.dim();
     let mut out = vec![Vec::new(); paths.len()];
     if views.is_empty() {
         return Ok(out);

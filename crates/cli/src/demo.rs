@@ -187,11 +187,11 @@ fn toml_string(p: &Path) -> String {
 }
 
 fn enrol_and_identify(model: &TrainedModel, test: &Dataset, gallery_path: &Path) -> Result<OpenSet> {
-    let dim = model.card.model.embedding_size as usize;
+    let dim = model.dim();
     let emb = model.embed_dataset(test)?;
     let by_class = test.indices_by_class();
     let row = |i: usize| &emb[i * dim..(i + 1) * dim];
-    let mut gallery = Gallery::new(dim, model.card.fingerprint.clone())?;
+    let mut gallery = Gallery::new(dim, model.fingerprint().to_string())?;
     let (mut cal_q, mut cal_truth) = (Vec::new(), Vec::new());
     let mut eval: Vec<(usize, String, bool)> = Vec::new();
     let classes = test.num_classes();

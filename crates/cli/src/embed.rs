@@ -49,12 +49,12 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     if paths.is_empty() {
         bail!("no images found in the inputs");
     }
-    let mut emb = Vec::with_capacity(paths.len() * model.card.model.embedding_size as usize);
+    let mut emb = Vec::with_capacity(paths.len() * model.dim());
     for chunk in paths.chunks(256) {
         emb.extend(model.embed_files(chunk)?);
     }
-    let dim = model.card.model.embedding_size as usize;
-    write_embeddings(&args.out, &emb, dim, &paths, &labels, &model.card.fingerprint)?;
+    let dim = model.dim();
+    write_embeddings(&args.out, &emb, dim, &paths, &labels, model.fingerprint())?;
     println!("embedded {} images ({} dimensions) into {}", paths.len(), dim, args.out.display());
     Ok(ExitCode::SUCCESS)
 }

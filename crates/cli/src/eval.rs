@@ -119,7 +119,7 @@ fn embed_data(args: &EvalArgs, model_dir: &Path, data: &Path) -> Result<(Embeddi
     };
     ensure!(!dataset.is_empty(), "no images to evaluate in {}", data.display());
     let values = model.embed_dataset(&dataset)?;
-    let dim = model.card.model.embedding_size as usize;
+    let dim = model.dim();
     let names = dataset.samples.iter().map(|s| dataset.classes[s.label].clone()).collect();
     Ok((EmbeddingFile { path: data.to_path_buf(), rows: dataset.len(), dim, data: values }, RawLabels::Names(names)))
 }

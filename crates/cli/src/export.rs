@@ -63,7 +63,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         Format::Torchscript => None,
     };
     let model = proxima_models::model_dir::load_model_dir(&args.model, tch::Device::Cpu).with_context(|| format!("loading the model {}", args.model.display()))?;
-    let size = args.image_size.unwrap_or(model.card.image_size);
+    let size = args.image_size.unwrap_or(model.image_size());
     mexport::check_image_size(size)?;
     let localiser_out = args.with_localiser.as_ref().map(|_| sibling(&args.out, "localiser"));
     let localiser = match &args.with_localiser {

@@ -377,11 +377,11 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     if let Some(n) = a.per_brand {
         data = few_per_class(data, n, a.seed);
     }
-    let dim = model.card.model.embedding_size as usize;
+    let dim = model.dim();
     let emb = model.embed_dataset(&data).with_context(|| format!("embedding {}", a.data.display()))?;
     let sample_paths: Vec<&Path> = data.samples.iter().map(|s| s.path.as_path()).collect();
     let views = embed_views(&model, &sample_paths, &a.views)?;
-    let mut g = Gallery::new(dim, model.card.fingerprint.clone())?;
+    let mut g = Gallery::new(dim, model.fingerprint().to_string())?;
     for (c, idx) in data.indices_by_class().iter().enumerate() {
         if idx.is_empty() {
             continue;
@@ -455,7 +455,7 @@ fn add(a: AddArgs) -> Result<ExitCode> {
         (None, Some(url)) => {
             let (applied, new) = block_on(async {
                 let mut db = GalleryDb::connect(url).await?;
-                let (g, v) = db.load_for_model(&model.card.fingerprint).await?;
+                let (g, v) = db.load_for_model(model.fingerprint()).await?;
                 let new = g.brand_id(&brand).is_none();
                 let mut applied = db.add_as(CLI_ACTOR, &g, v, &brand, &emb, &paths).await?;
                 if !domains.is_empty() {

@@ -18,6 +18,7 @@ mod components;
 mod data;
 mod demo;
 mod embed;
+mod ensemble;
 mod eval;
 mod export;
 mod find;
@@ -60,6 +61,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Embed images (files or class folders) with a trained model into .npy (+ .json) or .safetensors.
     Embed(embed::EmbedArgs),
+    /// Combine trained models into one whose cosine is the mean of theirs (an ordinary --model everywhere).
+    Ensemble(ensemble::EnsembleArgs),
     /// Run an experiment grid with class-disjoint cross-validation (resumable) and write a report.
     Bench(bench::BenchArgs),
     /// Prepare image data: import FlickrLogos-27, synthesise logos, check a folder, benchmark loading.
@@ -98,6 +101,7 @@ pub fn run() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Ensemble(args) => ensemble::run(args),
         Command::Export(args) => export::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Gallery(cmd) => gallery::run(cmd),

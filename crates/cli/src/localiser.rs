@@ -124,6 +124,9 @@ pub struct LocaliserEvalArgs {
     /// Also identify the whole image as a region.
     #[arg(long)]
     whole_image: bool,
+    /// Regions identified per image at most (best localiser scores first).
+    #[arg(long, default_value_t = FindOptions::default().max_regions)]
+    max_regions: usize,
     /// Identify only regions whose localiser score reaches this.
     #[arg(long, default_value_t = FindOptions::default().min_score)]
     min_score: f32,
@@ -144,8 +147,9 @@ pub struct LocaliserEvalArgs {
     answers: Option<PathBuf>,
     /// Brands the embedding was trained on, for separate rows of trained and never-trained brands
     /// (open set): a run's `split.json` (its `train` list) or a text file of one brand per line.
-    /// Default: the `split.json` beside `--model` when there is one. Names are compared on
-    /// lower-case letters and digits.
+    /// Default: the `split.json` beside `--model` when there is one (for an ensemble, the union
+    /// of its members' when every member has one). Names are compared on lower-case letters and
+    /// digits.
     #[arg(long, requires = "gallery")]
     trained_brands: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -215,7 +219,7 @@ struct EvalReport {
     /// with every no-logo image), when the trained brands are known.
     identification_by_training: Option<std::collections::BTreeMap<&'static str, proxima_eval::IdentificationReport>>,
     /// Where the trained brands were read from.
-    trained_brands_from: Option<PathBuf>,
+    trained_brands_from: Vec<PathBuf>,
     find_seconds_median: Option<f64>,
     find_seconds_mean: Option<f64>,
 }
@@ -294,7 +298,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         ap50,
         identification: None,
         identification_by_training: None,
-        trained_brands_from: None,
+        trained_brands_from: Vec::new(),
         find_seconds_median: None,
         find_seconds_mean: None,
     };
@@ -307,6 +311,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         // The evaluation sweeps thresholds itself; the gallery's own one (or 0) only fills the answers.
         let opts = FindOptions {
             whole_image: a.whole_image,
+            max_regions: a.max_regions,
             min_score: a.min_score,
             score_weight: a.score_weight,
             tta_paddings: a.tta_paddings.clone(),
@@ -314,11 +319,27 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
             ..Default::default()
         };
         // The brands the embedding trained on, read before any image is searched: a run directory
-        // holds split.json, and a model directory inside it has it one level up.
-        let beside = [Some(model.dir.join("split.json")), model.dir.parent().map(|p| p.join("split.json"))];
-        let trained = match a.trained_brands.clone().or_else(|| beside.into_iter().flatten().find(|p| p.is_file())) {
-            Some(from) => Some((from.clone(), read_trained_brands(&from)?)),
-            None => None,
+        // holds split.json, and a model directory inside it has it one level up. An ensemble
+        // trained on the union of its members' brands.
+        let trained = match &a.trained_brands {
+            Some(from) => Some((vec![from.clone()], read_trained_brands(from)?)),
+            None => {
+                let splits: Vec<Option<PathBuf>> = model
+                    .members()
+                    .iter()
+                    .map(|m| [Some(m.dir.join("split.json")), m.dir.parent().map(|p| p.join("split.json"))].into_iter().flatten().find(|p| p.is_file()))
+                    .collect();
+                match splits.into_iter().collect::<Option<Vec<PathBuf>>>() {
+                    Some(from) => {
+                        let mut union = std::collections::BTreeSet::new();
+                        for f in &from {
+                            union.extend(read_trained_brands(f)?);
+                        }
+                        Some((from, union))
+                    }
+                    None => None,
+                }
+            }
         };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();
@@ -366,7 +387,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
                 rows.insert(name, r);
             }
             report.identification_by_training = Some(rows);
-            report.trained_brands_from = Some(from.clone());
+            report.trained_brands_from = from.clone();
         }
         times.sort_by(f64::total_cmp);
         report.find_seconds_median = Some(times[times.len() / 2]);

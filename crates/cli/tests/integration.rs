@@ -431,6 +431,39 @@ fn gallery_build_add_query_match_remove_with_exit_codes() {
     assert!(err.contains("not in the gallery"), "{err}");
 }
 
+/// `ensemble` makes one `--model` of two: its galleries answer queries, a member's gallery is
+/// refused for it (another space), and bad ensembles exit 2 and write nothing.
+#[test]
+fn ensemble_is_a_model_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let GalleryFixture { model, other, enrol, .. } = gallery_fixture(&dir);
+    let ens = dir.path().join("ens");
+    let (c, out, err) = code(&["ensemble", s(&model), s(&other), "--out", s(&ens)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("2 members, 16 dimensions"), "{out}");
+    let g = dir.path().join("ens.gallery");
+    let (c, out, err) = code(&["gallery", "build", "--model", s(&ens), "--data", s(&enrol), "--out", s(&g)]);
+    assert_eq!(c, 0, "{out}{err}");
+    let photo = std::fs::read_dir(enrol.join(std::fs::read_dir(&enrol).unwrap().map(|e| e.unwrap().file_name()).min().unwrap()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let (c, out, err) = code(&["query", "--gallery", s(&g), "--model", s(&ens), s(&photo), "--threshold", "0.9999", "--json"]);
+    assert_eq!(c, 0, "an enrolled photo is its own nearest row: {out}{err}");
+    let (c, _, err) = code(&["query", "--gallery", s(&g), "--model", s(&model), s(&photo)]);
+    assert_eq!(c, 2, "a member is another space: {err}");
+
+    let (c, _, err) = code(&["ensemble", s(&model), "--out", s(&dir.path().join("one"))]);
+    assert_eq!(c, 2, "{err}");
+    let (c, _, err) = code(&["ensemble", s(&model), s(&dir.path().join("nope")), "--out", s(&dir.path().join("bad"))]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("nope") && !dir.path().join("bad").exists(), "{err}");
+    let (c, _, err) = code(&["export", "--model", s(&ens), "--format", "torchscript", "--out", s(&dir.path().join("ens.pt"))]);
+    assert_eq!(c, 2);
+    assert!(err.contains("ensemble of 2 models"), "{err}");
+}
+
 /// `--views small,dark` enrols each image's views beside it, labelled `<file>#<view>`: a logo on
 /// white gets both, a logo on a brand-coloured bar only the small one; an unknown view is exit 2.
 #[test]
@@ -664,7 +697,7 @@ fn find_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let cfg = proxima_models::EmbeddingConfig::new(proxima_models::BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8);
     proxima_models::model_dir::save_model_dir(&proxima_models::EmbeddingModel::new(cfg, tch::Device::Cpu).unwrap(), 32, &model).unwrap();
     let m = proxima_models::model_dir::load_model_dir(&model, tch::Device::Cpu).unwrap();
-    let mut g = proxima_index::Gallery::new(8, m.card.fingerprint.clone()).unwrap();
+    let mut g = proxima_index::Gallery::new(8, m.fingerprint().to_string()).unwrap();
     let logo = image::RgbImage::from_pixel(24, 24, image::Rgb([200, 30, 30]));
     g.add("acme", &m.embed_images(&[logo]).unwrap(), &["acme.png"]).unwrap();
     let gallery = dir.join("g.gallery");

@@ -118,11 +118,11 @@ pub struct Finder<'a> {
 impl<'a> Finder<'a> {
     /// Checks that the gallery belongs to the model and that a threshold exists.
     pub fn new(localiser: &'a Localiser, model: &'a TrainedModel, gallery: &'a Gallery, opts: FindOptions) -> Result<Self> {
-        if gallery.model_fingerprint() != model.card.fingerprint {
-            return Err(DetectError::ModelMismatch { gallery: gallery.model_fingerprint().to_string(), model: model.card.fingerprint.clone() });
+        if gallery.model_fingerprint() != model.fingerprint() {
+            return Err(DetectError::ModelMismatch { gallery: gallery.model_fingerprint().to_string(), model: model.fingerprint().to_string() });
         }
-        if gallery.dim() != model.card.model.embedding_size as usize {
-            return Err(DetectError::Config(format!("gallery dimension {} differs from the model's {}", gallery.dim(), model.card.model.embedding_size)));
+        if gallery.dim() != model.dim() {
+            return Err(DetectError::Config(format!("gallery dimension {} differs from the model's {}", gallery.dim(), model.dim())));
         }
         if gallery.is_empty() {
             return Err(DetectError::Config("the gallery is empty: enrol brands first".into()));
@@ -175,14 +175,14 @@ pub fn embed_regions(model: &TrainedModel, img: &RgbImage, regions: &[([f32; 4],
     if views.len() == 1 {
         return Ok(all);
     }
-    let (n, d) = (regions.len(), model.card.model.embedding_size as usize);
+    let (n, d) = (regions.len(), model.dim());
     let mut mean = vec![0f32; n * d];
     for view in all.chunks_exact(n * d) {
         for (m, v) in mean.iter_mut().zip(view) {
             *m += v / views.len() as f32;
         }
     }
-    if model.card.model.normalize {
+    if model.normalizes() {
         for row in mean.chunks_exact_mut(d) {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v /= norm);

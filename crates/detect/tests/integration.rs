@@ -253,7 +253,7 @@ fn find_checks_the_gallery_model_and_answers_none_below_the_threshold() {
     let e = Finder::new(&loc, &model, &other, FindOptions::default()).err().expect("mismatch refused");
     assert!(matches!(e, DetectError::ModelMismatch { .. }), "{e}");
 
-    let mut g = Gallery::new(8, model.card.fingerprint.clone()).unwrap();
+    let mut g = Gallery::new(8, model.fingerprint().to_string()).unwrap();
     let crop = RgbImage::from_pixel(20, 20, Rgb([10, 20, 120]));
     let emb = model.embed_images(std::slice::from_ref(&crop)).unwrap();
     g.add("mark", &emb, &["mark.png"]).unwrap();
@@ -309,7 +309,7 @@ fn tta_paddings_average_the_views_of_each_region() {
     assert!(one.iter().zip(&two).any(|(a, b)| (a - b).abs() > 1e-4), "the wider view changes the embedding");
     assert!(proxima_detect::find::embed_regions(&model, &img, &[], 0.1, &[0.4]).unwrap().is_empty(), "no region, no embedding");
     let loc = proxima_detect::Localiser::new(tiny_options().config, None, Device::Cpu).unwrap();
-    let mut g = Gallery::new(8, model.card.fingerprint.clone()).unwrap();
+    let mut g = Gallery::new(8, model.fingerprint().to_string()).unwrap();
     g.add("mark", &one[..8], &["mark.png"]).unwrap();
     let e = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(0.5), tta_paddings: vec![1.5], ..Default::default() }).err().expect("padding refused");
     assert!(e.to_string().contains("test-time padding"), "{e}");

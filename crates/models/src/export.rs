@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::model_dir::TrainedModel;
+use crate::model_dir::{Member, TrainedModel};
 
 /// Value of [`ExportCard::format`].
 pub const EXPORT_FORMAT: &str = "proxima-export";
@@ -83,7 +83,7 @@ pub struct InputSpec {
 
 impl ExportCard {
     /// The card of `model` exported at `image_size`.
-    pub fn new(model: &TrainedModel, image_size: u32) -> Self {
+    pub fn new(model: &Member, image_size: u32) -> Self {
         let source = model.card.fingerprint.clone();
         let model_fingerprint = if image_size == model.card.image_size { source.clone() } else { format!("{source}@{image_size}") };
         let backbone = serde_json::to_value(&model.card.model.backbone)
@@ -152,7 +152,9 @@ pub fn check_image_size(image_size: u32) -> Result<()> {
 /// `images`: `[N, 3, image_size, image_size]` → `embeddings`: `[N, embedding_size]`; N is free.
 pub fn trace(model: &TrainedModel, image_size: u32) -> Result<CModule> {
     check_image_size(image_size)?;
-    if model.device != Device::Cpu {
+    let device = model.device;
+    let model = single(model)?;
+    if device != Device::Cpu {
         return Err(ModelError::Config("export traces on the CPU; load the model with Device::Cpu".into()));
     }
     // The tracer records weights as constants, which must not require gradients.
@@ -174,11 +176,19 @@ pub fn trace(model: &TrainedModel, image_size: u32) -> Result<CModule> {
     Ok(traced)
 }
 
+/// The one network of `model`: an ensemble is refused (export each member instead).
+fn single(model: &TrainedModel) -> Result<&Member> {
+    model
+        .single()
+        .ok_or_else(|| ModelError::Config(format!("{} is an ensemble of {} models; export each member model on its own", model.dir.display(), model.members().len())))
+}
+
 /// Exports `model` at `image_size` to a TorchScript file at `out` (written atomically), with its
 /// [`ExportCard`] as the extra file `proxima.json`. The traced module is checked against the
 /// model on a batch of 3 random images before anything is written.
 pub fn save_torchscript(model: &TrainedModel, image_size: u32, out: &Path) -> Result<ExportCard> {
     let module = trace(model, image_size)?;
+    let model = single(model)?;
     let card = ExportCard::new(model, image_size);
     let x = Tensor::rand([3, 3, image_size as i64, image_size as i64], (Kind::Float, Device::Cpu));
     let mean = Tensor::from_slice(&model.card.normalize.mean).view([1, 3, 1, 1]);
@@ -274,14 +284,14 @@ mod tests {
         let model = small_model(&dir.path().join("m"), 3);
         let out = dir.path().join("m.pt");
         let card = save_torchscript(&model, 32, &out).unwrap();
-        assert_eq!(card.model_fingerprint, model.card.fingerprint);
+        assert_eq!(card.model_fingerprint, model.single().unwrap().card.fingerprint);
         assert_eq!(read_torchscript_card(&out).unwrap(), card);
         let loaded = CModule::load(&out).unwrap();
         for n in [1i64, 5] {
             let x = Tensor::rand([n, 3, 32, 32], (Kind::Float, Device::Cpu));
-            let mean = Tensor::from_slice(&model.card.normalize.mean).view([1, 3, 1, 1]);
-            let std = Tensor::from_slice(&model.card.normalize.std).view([1, 3, 1, 1]);
-            let want = tch::no_grad(|| model.model.embed_t(&((&x - mean) / std), false));
+            let mean = Tensor::from_slice(&model.single().unwrap().card.normalize.mean).view([1, 3, 1, 1]);
+            let std = Tensor::from_slice(&model.single().unwrap().card.normalize.std).view([1, 3, 1, 1]);
+            let want = tch::no_grad(|| model.single().unwrap().model.embed_t(&((&x - mean) / std), false));
             let got = tch::no_grad(|| loaded.forward_ts(&[&x])).unwrap();
             assert_eq!(got.size(), [n, 8]);
             assert!((&want - &got).abs().max().double_value(&[]) < 1e-5);
@@ -296,7 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = small_model(&dir.path().join("m"), 4);
         let card = save_torchscript(&model, 48, &dir.path().join("m48.pt")).unwrap();
-        assert_eq!(card.model_fingerprint, format!("{}@48", model.card.fingerprint));
+        assert_eq!(card.model_fingerprint, format!("{}@48", model.single().unwrap().card.fingerprint));
         for bad in [0, 16, 4096] {
             let e = save_torchscript(&model, bad, &dir.path().join("bad.pt")).unwrap_err().to_string();
             assert!(e.contains("--image-size must be between"), "{e}");

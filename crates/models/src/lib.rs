@@ -22,6 +22,6 @@ pub use autocast::autocast_bf16;
 pub use backbone::{Backbone, BackboneSpec, EfficientNetLite, Normalization, ResNet, ResNetDepth, SmallCnn};
 pub use embedding::{EmbeddingConfig, EmbeddingModel, HeadSpec};
 pub use error::{ModelError, Result};
-pub use model_dir::{ModelCard, TrainedModel, fingerprint, load_model_dir, save_model_dir};
+pub use model_dir::{ENSEMBLE_FILE, EnsembleCard, Member, ModelCard, TrainedModel, fingerprint, load_model_dir, save_ensemble_dir, save_model_dir};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
 pub use weights::{ImportOptions, ImportReport, StateDict, WeightFormat, load_file, load_into};

@@ -31,11 +31,22 @@ pub struct ModelCard {
 
 const FORMAT: u32 = 1;
 
-/// A loaded model ready to embed images.
-pub struct TrainedModel {
+/// One network of a loaded model: its card and weights.
+pub struct Member {
     pub card: ModelCard,
     pub model: EmbeddingModel,
+    /// The member's model directory.
+    pub dir: PathBuf,
+}
+
+/// A loaded model ready to embed images: one trained network, or an ensemble of several
+/// (`ensemble.json`) whose embedding is their L2-normalised embeddings side by side, scaled by
+/// 1/√k, so that the cosine of two ensemble embeddings is the mean of the members' cosines.
+pub struct TrainedModel {
+    members: Vec<Member>,
+    fingerprint: String,
     pub device: Device,
+    /// The directory loaded (the ensemble's own for an ensemble).
     pub dir: PathBuf,
 }
 
@@ -89,16 +100,133 @@ pub fn save_model_dir(model: &EmbeddingModel, image_size: u32, dir: &Path) -> Re
 /// Resolves `path` to a model directory: the directory itself or its `model/` child.
 pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
     for candidate in [path.to_path_buf(), path.join("model")] {
-        if candidate.join("model.json").is_file() {
+        if candidate.join("model.json").is_file() || candidate.join(ENSEMBLE_FILE).is_file() {
             return Ok(candidate);
         }
     }
-    Err(ModelError::Config(format!("{} is not a model directory (no model.json in it or in its model/ folder)", path.display())))
+    Err(ModelError::Config(format!("{} is not a model directory (no model.json or ensemble.json in it or in its model/ folder)", path.display())))
 }
 
-/// Loads a model directory (a run directory works too) onto `device`.
+/// Loads a model directory (a run directory, or an ensemble directory, works too) onto `device`.
 pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
     let dir = resolve_model_dir(path)?;
+    let ensemble_path = dir.join(ENSEMBLE_FILE);
+    if !ensemble_path.is_file() {
+        let member = load_member(&dir, device)?;
+        let fingerprint = member.card.fingerprint.clone();
+        return Ok(TrainedModel { members: vec![member], fingerprint, device, dir });
+    }
+    let text = std::fs::read_to_string(&ensemble_path).map_err(|e| ModelError::file(&ensemble_path, e))?;
+    let card: EnsembleCard =
+        serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint { path: ensemble_path.clone(), message: format!("invalid ensemble card: {e}") })?;
+    let bad = |message: String| ModelError::Checkpoint { path: ensemble_path.clone(), message };
+    if card.format != FORMAT {
+        return Err(bad(format!("ensemble format {} is not supported (expected {FORMAT})", card.format)));
+    }
+    if card.members.len() < 2 {
+        return Err(bad(format!("an ensemble needs at least 2 members, it lists {}", card.members.len())));
+    }
+    let mut members = Vec::with_capacity(card.members.len());
+    for m in &card.members {
+        let member_dir = resolve_model_dir(&dir.join(m)).map_err(|e| bad(format!("member {}: {e}", m.display())))?;
+        if member_dir.join(ENSEMBLE_FILE).is_file() {
+            return Err(bad(format!("member {} is itself an ensemble; list its members instead", m.display())));
+        }
+        members.push(load_member(&member_dir, device)?);
+    }
+    check_compatible(&members).map_err(bad)?;
+    let fingerprint = ensemble_fingerprint(&members);
+    Ok(TrainedModel { members, fingerprint, device, dir })
+}
+
+/// The file that makes a directory an ensemble model.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
+
+/// Contents of `ensemble.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleCard {
+    /// Format version (that of model directories).
+    pub format: u32,
+    /// Member model directories, relative to the ensemble's directory (or absolute).
+    pub members: Vec<PathBuf>,
+}
+
+/// Writes an ensemble directory `out` of the model directories `members` (stored relative to
+/// `out`), after loading them all to check they fit together; returns the loaded ensemble.
+pub fn save_ensemble_dir(members: &[PathBuf], out: &Path, device: Device) -> Result<TrainedModel> {
+    if members.len() < 2 {
+        return Err(ModelError::Config(format!("an ensemble needs at least 2 member models, got {}", members.len())));
+    }
+    if out.join("model.json").exists() {
+        return Err(ModelError::Config(format!("{} already holds a single model (model.json); choose another folder", out.display())));
+    }
+    let created = !out.exists();
+    std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
+    let written = write_ensemble_card(members, out, device);
+    if written.is_err() && created {
+        // A bad member leaves nothing behind (the folder is ours and still empty).
+        let _ = std::fs::remove_dir(out);
+    }
+    written?;
+    load_model_dir(out, device)
+}
+
+fn write_ensemble_card(members: &[PathBuf], out: &Path, device: Device) -> Result<()> {
+    let out_abs = std::fs::canonicalize(out).map_err(|e| ModelError::file(out, e))?;
+    let mut listed = Vec::with_capacity(members.len());
+    for m in members {
+        let dir = resolve_model_dir(m)?;
+        if dir.join(ENSEMBLE_FILE).is_file() {
+            return Err(ModelError::Config(format!("{} is itself an ensemble; list its members instead", m.display())));
+        }
+        let abs = std::fs::canonicalize(&dir).map_err(|e| ModelError::file(&dir, e))?;
+        listed.push(relative_to(&abs, &out_abs));
+    }
+    // Every member is loaded (weights checked against their fingerprints) before anything is written.
+    let loaded: Vec<Member> = listed.iter().map(|m| load_member(&out_abs.join(m), device)).collect::<Result<_>>()?;
+    check_compatible(&loaded).map_err(ModelError::Config)?;
+    let card = EnsembleCard { format: FORMAT, members: listed };
+    tensor_file::write_atomic(&out.join(ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())
+}
+
+/// `path` relative to the directory `base` (both absolute and canonical).
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut rel: PathBuf = b[common..].iter().map(|_| std::path::Component::ParentDir).collect();
+    rel.extend(&p[common..]);
+    if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel }
+}
+
+/// Members of one ensemble must see the same input: the same size and normalisation.
+fn check_compatible(members: &[Member]) -> std::result::Result<(), String> {
+    let first = &members[0];
+    for m in &members[1..] {
+        if m.card.image_size != first.card.image_size || m.card.normalize != first.card.normalize {
+            return Err(format!(
+                "member {} takes {} px input normalised with {:?}, but {} takes {} px with {:?}: ensemble members must share input size and normalisation",
+                m.dir.display(),
+                m.card.image_size,
+                m.card.normalize,
+                first.dir.display(),
+                first.card.image_size,
+                first.card.normalize
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ensemble's fingerprint: a hash of its members' fingerprints in order (another order or
+/// member is another embedding space).
+fn ensemble_fingerprint(members: &[Member]) -> String {
+    let joined: Vec<&str> = members.iter().map(|m| m.card.fingerprint.as_str()).collect();
+    fingerprint(format!("ensemble:{}", joined.join(",")).as_bytes())
+}
+
+/// Loads one network's model directory (`model.json` + `weights.safetensors`).
+fn load_member(dir: &Path, device: Device) -> Result<Member> {
     let card_path = dir.join("model.json");
     let text = std::fs::read_to_string(&card_path).map_err(|e| ModelError::file(&card_path, e))?;
     let card: ModelCard = serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint { path: card_path.clone(), message: format!("invalid model card: {e}") })?;
@@ -114,23 +242,82 @@ pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
     let (tensors, _) = tensor_file::load(&weights)?;
     copy_into(&model, tensors.iter().map(|(n, t)| (n.as_str(), t)), &weights)?;
     model.eval();
-    Ok(TrainedModel { card, model, device, dir })
+    Ok(Member { card, model, dir: dir.to_path_buf() })
 }
 
 impl TrainedModel {
+    /// The networks of this model (one, or an ensemble's members in order).
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The one network of a model that is not an ensemble.
+    pub fn single(&self) -> Option<&Member> {
+        match self.members.as_slice() {
+            [m] => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The fingerprint galleries check: the weights' hash, or for an ensemble a hash of its
+    /// members' fingerprints.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Embedding dimension (an ensemble's is the sum of its members').
+    pub fn dim(&self) -> usize {
+        self.members.iter().map(|m| m.card.model.embedding_size as usize).sum()
+    }
+
+    /// Square input side in pixels (shared by an ensemble's members).
+    pub fn image_size(&self) -> u32 {
+        self.members[0].card.image_size
+    }
+
+    /// Whether embeddings are L2-normalised (always, for an ensemble).
+    pub fn normalizes(&self) -> bool {
+        self.members.len() > 1 || self.members[0].card.model.normalize
+    }
+
+    /// Embeds a batch of preprocessed images (the output of [`TrainedModel::pipeline`]).
+    ///
+    /// An ensemble's embedding is `[e₁/‖e₁‖, …, e_k/‖e_k‖] / √k`, so its cosine is the mean of
+    /// the members' cosines.
+    ///
+    /// # Shapes
+    /// `x`: `[N, 3, image_size, image_size]` → `[N, dim]`.
+    pub fn embed_t(&self, x: &Tensor) -> Tensor {
+        if let [m] = self.members.as_slice() {
+            return m.model.embed_t(x, false);
+        }
+        let k = self.members.len() as f64;
+        let parts: Vec<Tensor> = self
+            .members
+            .iter()
+            .map(|m| {
+                let e = m.model.embed_t(x, false).to_kind(Kind::Float);
+                let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+                e / norm
+            })
+            .collect();
+        Tensor::cat(&parts, 1) / k.sqrt()
+    }
+
     /// The evaluation pipeline (resize + normalisation) this model expects.
     pub fn pipeline(&self) -> PipelineConfig {
-        let mut p = PipelineConfig::eval(self.card.image_size);
-        p.normalize = self.card.normalize;
+        let card = &self.members[0].card;
+        let mut p = PipelineConfig::eval(card.image_size);
+        p.normalize = card.normalize;
         p
     }
 
     /// Embeds every sample of `dataset` (rows in dataset order).
     pub fn embed_dataset(&self, dataset: &Dataset) -> Result<Vec<f32>> {
-        let size = self.card.image_size;
+        let size = self.image_size();
         let cfg = LoaderConfig { image_size: [size, size], ..Default::default() };
         let loader = Loader::new(Arc::new(dataset.clone()), Pipeline::new(self.pipeline(), 0)?, cfg)?;
-        let (emb, _) = embed_loader(&loader, 64, |x| self.model.embed_t(&x.to_device(self.device), false))?;
+        let (emb, _) = embed_loader(&loader, 64, |x| self.embed_t(&x.to_device(self.device)))?;
         Ok(emb)
     }
 
@@ -142,7 +329,7 @@ impl TrainedModel {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let size = self.card.image_size;
+        let size = self.image_size();
         let pipe = Pipeline::new(self.pipeline(), 0)?;
         let per = (3 * size * size) as usize;
         let mut buf = vec![0f32; per * images.len()];
@@ -150,7 +337,7 @@ impl TrainedModel {
             pipe.run_into(img, 0, i as u64, [size, size], &mut buf[i * per..(i + 1) * per]);
         }
         let x = Tensor::from_slice(&buf).view([images.len() as i64, 3, size as i64, size as i64]).to_device(self.device);
-        let e = tch::no_grad(|| self.model.embed_t(&x, false)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let e = tch::no_grad(|| self.embed_t(&x)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
         Ok(Vec::<f32>::try_from(e.flatten(0, -1))?)
     }
 
@@ -178,4 +365,90 @@ pub fn embed_loader(loader: &Loader, batch_size: usize, forward: impl Fn(&Tensor
         labels.extend(batch.labels);
     }
     Ok((emb, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackboneSpec, EmbeddingConfig};
+
+    fn small(dir: &Path, seed: i64, image_size: u32) {
+        tch::manual_seed(seed);
+        let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8), Device::Cpu).unwrap();
+        save_model_dir(&model, image_size, dir).unwrap();
+    }
+
+    fn cosines(e: &Tensor) -> Tensor {
+        let e = e / e.norm_scalaropt_dim(2, [1], true);
+        e.matmul(&e.transpose(0, 1))
+    }
+
+    /// The ensemble's cosine is the mean of its members' cosines, its fingerprint is its own and
+    /// depends on the members' order, and it survives moving the whole tree (relative members).
+    #[test]
+    fn ensemble_cosine_is_the_mean_of_its_members() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("runs");
+        small(&root.join("a/model"), 1, 32);
+        small(&root.join("b/model"), 2, 32);
+        let e = save_ensemble_dir(&[root.join("a"), root.join("b")], &root.join("ab"), Device::Cpu).unwrap();
+        assert_eq!((e.members().len(), e.dim(), e.image_size(), e.normalizes()), (2, 16, 32, true));
+        assert!(e.single().is_none());
+        let card: EnsembleCard = serde_json::from_str(&std::fs::read_to_string(root.join("ab").join(ENSEMBLE_FILE)).unwrap()).unwrap();
+        assert_eq!(card.members, [PathBuf::from("../a/model"), PathBuf::from("../b/model")]);
+
+        let (a, b) = (load_model_dir(&root.join("a"), Device::Cpu).unwrap(), load_model_dir(&root.join("b"), Device::Cpu).unwrap());
+        assert!(a.fingerprint() != e.fingerprint() && b.fingerprint() != e.fingerprint());
+        let x = Tensor::rand([5, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let (ea, eb, ee) = tch::no_grad(|| (a.embed_t(&x), b.embed_t(&x), e.embed_t(&x)));
+        assert_eq!(ee.size(), [5, 16]);
+        let want = (cosines(&ea) + cosines(&eb)) / 2.0;
+        let got = ee.matmul(&ee.transpose(0, 1));
+        assert!((&want - &got).abs().max().double_value(&[]) < 1e-5);
+
+        let ba = save_ensemble_dir(&[root.join("b"), root.join("a")], &root.join("ba"), Device::Cpu).unwrap();
+        assert_ne!(ba.fingerprint(), e.fingerprint(), "another order is another space");
+
+        let moved = tmp.path().join("moved");
+        std::fs::rename(&root, &moved).unwrap();
+        let again = load_model_dir(&moved.join("ab"), Device::Cpu).unwrap();
+        assert_eq!(again.fingerprint(), e.fingerprint());
+    }
+
+    /// Members that see different inputs, nested ensembles, one member, and a folder holding a
+    /// single model are refused, and a refused ensemble leaves no folder behind.
+    #[test]
+    fn bad_ensembles_are_refused_and_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        small(&p("a"), 1, 32);
+        small(&p("b"), 2, 32);
+        small(&p("c48"), 3, 48);
+        let err = save_ensemble_dir(&[p("a"), p("c48")], &p("bad"), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("must share input size"), "{err}");
+        assert!(!p("bad").exists());
+        assert!(save_ensemble_dir(&[p("a")], &p("one"), Device::Cpu).is_err());
+        assert!(save_ensemble_dir(&[p("a"), p("missing")], &p("bad2"), Device::Cpu).is_err());
+        assert!(!p("bad2").exists());
+        assert!(save_ensemble_dir(&[p("a"), p("b")], &p("b"), Device::Cpu).is_err(), "b holds a single model");
+        save_ensemble_dir(&[p("a"), p("b")], &p("ab"), Device::Cpu).unwrap();
+        let err = save_ensemble_dir(&[p("ab"), p("b")], &p("nested"), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("itself an ensemble"), "{err}");
+        // A member whose weights changed after the ensemble was made is caught on load.
+        std::fs::write(p("b").join("weights.safetensors"), b"not weights").unwrap();
+        assert!(load_model_dir(&p("ab"), Device::Cpu).is_err());
+    }
+
+    /// An ensemble is not one network, so export refuses it with a clear error.
+    #[test]
+    fn an_ensemble_cannot_be_exported_as_one_network() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        small(&p("a"), 1, 32);
+        small(&p("b"), 2, 32);
+        let e = save_ensemble_dir(&[p("a"), p("b")], &p("ab"), Device::Cpu).unwrap();
+        let err = crate::export::save_torchscript(&e, 32, &p("ab.pt")).err().unwrap().to_string();
+        assert!(err.contains("ensemble of 2 models"), "{err}");
+        assert!(!p("ab.pt").exists());
+    }
 }

@@ -128,12 +128,7 @@ pub fn spawn(
                     return;
                 }
             };
-            let info = ModelInfo {
-                fingerprint: model.card.fingerprint.clone(),
-                image_size: model.card.image_size,
-                dim: model.card.model.embedding_size as usize,
-                pipeline: model.pipeline(),
-            };
+            let info = ModelInfo { fingerprint: model.fingerprint().to_string(), image_size: model.image_size(), dim: model.dim(), pipeline: model.pipeline() };
             if ready_tx.send(Ok(info)).is_err() {
                 return;
             }
@@ -195,7 +190,7 @@ fn run(model: &TrainedModel, rx: &Receiver<Job>, cfg: BatchConfig, depth: &Atomi
 
 /// Embeds all images of `jobs` in forward passes of at most `max_batch` images.
 fn embed_chunks(model: &TrainedModel, jobs: &[Job], max_batch: usize) -> JobResult {
-    let s = model.card.image_size as i64;
+    let s = model.image_size() as i64;
     let per = (3 * s * s) as usize;
     let pixels: Vec<f32> = jobs.iter().flat_map(|j| j.pixels.iter().copied()).collect();
     let mut out = Vec::new();
@@ -204,7 +199,7 @@ fn embed_chunks(model: &TrainedModel, jobs: &[Job], max_batch: usize) -> JobResu
         // libtorch reports some failures as panics through tch; never let one kill the worker.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<f32>, String> {
             let x = Tensor::from_slice(chunk).view([n, 3, s, s]).to_device(model.device);
-            let e = tch::no_grad(|| model.model.embed_t(&x, false)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            let e = tch::no_grad(|| model.embed_t(&x)).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
             Vec::<f32>::try_from(e.flatten(0, -1)).map_err(|e| e.to_string())
         }));
         match r {

@@ -65,7 +65,7 @@ fn fixture() -> Fixture {
     let m = load_model_dir(&model, Device::Cpu).unwrap();
     let emb = m.embed_images(&[logo(0), logo(1)]).unwrap();
     let d = emb.len() / 2;
-    let mut g = Gallery::new(d, m.card.fingerprint.clone()).unwrap();
+    let mut g = Gallery::new(d, m.fingerprint().to_string()).unwrap();
     g.add("red", &emb[..d], &["red.png"]).unwrap();
     g.add("blue", &emb[d..], &["blue.png"]).unwrap();
     g.set_calibration(Some(Calibration { threshold: 0.999, target_fmr: 0.01, achieved_fmr: 0.0, fnmr: None, num_genuine: 0, num_impostor: 1 }));
