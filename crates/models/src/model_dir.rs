@@ -158,8 +158,10 @@ pub fn save_ensemble_dir(members: &[PathBuf], out: &Path, device: Device) -> Res
     if members.len() < 2 {
         return Err(ModelError::Config(format!("an ensemble needs at least 2 member models, got {}", members.len())));
     }
-    if out.join("model.json").exists() {
-        return Err(ModelError::Config(format!("{} already holds a single model (model.json); choose another folder", out.display())));
+    for (file, what) in [("model.json", "a single model"), (ENSEMBLE_FILE, "an ensemble (galleries built with it would no longer open)")] {
+        if out.join(file).exists() {
+            return Err(ModelError::Config(format!("{} already holds {what}; choose another folder", out.display())));
+        }
     }
     let created = !out.exists();
     std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
@@ -378,6 +380,14 @@ mod tests {
         save_model_dir(&model, image_size, dir).unwrap();
     }
 
+    /// A temporary folder with two small models of 32 px input, `a` and `b`.
+    fn two_small_models() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        small(&tmp.path().join("a"), 1, 32);
+        small(&tmp.path().join("b"), 2, 32);
+        tmp
+    }
+
     fn cosines(e: &Tensor) -> Tensor {
         let e = e / e.norm_scalaropt_dim(2, [1], true);
         e.matmul(&e.transpose(0, 1))
@@ -419,10 +429,8 @@ mod tests {
     /// single model are refused, and a refused ensemble leaves no folder behind.
     #[test]
     fn bad_ensembles_are_refused_and_leave_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = two_small_models();
         let p = |n: &str| tmp.path().join(n);
-        small(&p("a"), 1, 32);
-        small(&p("b"), 2, 32);
         small(&p("c48"), 3, 48);
         let err = save_ensemble_dir(&[p("a"), p("c48")], &p("bad"), Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("must share input size"), "{err}");
@@ -432,6 +440,8 @@ mod tests {
         assert!(!p("bad2").exists());
         assert!(save_ensemble_dir(&[p("a"), p("b")], &p("b"), Device::Cpu).is_err(), "b holds a single model");
         save_ensemble_dir(&[p("a"), p("b")], &p("ab"), Device::Cpu).unwrap();
+        let err = save_ensemble_dir(&[p("b"), p("a")], &p("ab"), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("already holds an ensemble"), "{err}");
         let err = save_ensemble_dir(&[p("ab"), p("b")], &p("nested"), Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("itself an ensemble"), "{err}");
         // A member whose weights changed after the ensemble was made is caught on load.
@@ -442,10 +452,8 @@ mod tests {
     /// An ensemble is not one network, so export refuses it with a clear error.
     #[test]
     fn an_ensemble_cannot_be_exported_as_one_network() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = two_small_models();
         let p = |n: &str| tmp.path().join(n);
-        small(&p("a"), 1, 32);
-        small(&p("b"), 2, 32);
         let e = save_ensemble_dir(&[p("a"), p("b")], &p("ab"), Device::Cpu).unwrap();
         let err = crate::export::save_torchscript(&e, 32, &p("ab.pt")).err().unwrap().to_string();
         assert!(err.contains("ensemble of 2 models"), "{err}");
