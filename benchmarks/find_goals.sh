@@ -4,9 +4,11 @@
 # screenshots of brands never trained on).
 #
 # Each step is skipped when its output already exists, so a rerun only evaluates. From scratch on
-# a 2-core AMD EPYC Zen 3 (AVX2, no AVX-512) it takes 51 min since the trunk is channels-last:
-# localiser 28 min, FlickrLogos-27 embedding 6 min, simple-icons embedding 14 min, data and
-# galleries a few minutes (benchmarks/results/find_goals-amd-epyc-zen3-2core-2026-12-07.txt).
+# a 2-core AMD EPYC Zen 4 (AVX512-BF16, no AMX) it takes 61 min: localiser 24 min, FlickrLogos-27
+# embedding 6 min, many-brand embedding 17 min (plus about 1 min for its composites when data/ has
+# none), simple-icons embedding 11 min, data, galleries and evaluations a few minutes
+# (benchmarks/results/find_goals-ensemble-amd-epyc-zen4-2core-2026-12-07.txt). Rerun there, it
+# gave models byte-identical to an earlier run's: on one machine the training is deterministic.
 #
 #   benchmarks/find_goals.sh            # models, galleries and reports in OUT=runs/find-bench
 #   OUT=/tmp/fb benchmarks/find_goals.sh
