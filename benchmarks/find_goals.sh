@@ -52,7 +52,8 @@ fi
 # FlickrLogos-27: the embedding of the 27 brands' training crops (the query photos are other
 # photos), and the many-brand open-set embedding of benchmarks/openset_goals.sh (thousands of
 # catalogue brands pasted into real photos + 18 of the 27 brands). `find` runs with their ensemble:
-# each alone is 0.83-0.85 top-1, the ensemble 0.87-0.88 (docs/find.md, "An ensemble for photos").
+# with this script's localiser each alone is 0.83-0.85 top-1, any pairing 0.87-0.88; with a
+# localiser of another seed 0.81 alone, 0.83 the ensemble (docs/find.md, "An ensemble for photos").
 [ -f "$OUT/fl27-all/model/model.json" ] || { step "train the FlickrLogos-27 embedding"; $P train --config examples/experiments/flickrlogos27_all_brands_effnet_lite0.toml --out "$OUT/fl27-all" --quiet; }
 source benchmarks/lib-openset.sh
 openset_data
