@@ -321,25 +321,18 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         // The brands the embedding trained on, read before any image is searched: a run directory
         // holds split.json, and a model directory inside it has it one level up. An ensemble
         // trained on the union of its members' brands.
-        let trained = match &a.trained_brands {
-            Some(from) => Some((vec![from.clone()], read_trained_brands(from)?)),
-            None => {
-                let splits: Vec<Option<PathBuf>> = model
-                    .members()
-                    .iter()
-                    .map(|m| [Some(m.dir.join("split.json")), m.dir.parent().map(|p| p.join("split.json"))].into_iter().flatten().find(|p| p.is_file()))
-                    .collect();
-                match splits.into_iter().collect::<Option<Vec<PathBuf>>>() {
-                    Some(from) => {
-                        let mut union = std::collections::BTreeSet::new();
-                        for f in &from {
-                            union.extend(read_trained_brands(f)?);
-                        }
-                        Some((from, union))
-                    }
-                    None => None,
+        let beside =
+            |m: &proxima_models::Member| [Some(m.dir.join("split.json")), m.dir.parent().map(|p| p.join("split.json"))].into_iter().flatten().find(|p| p.is_file());
+        let sources: Option<Vec<PathBuf>> = a.trained_brands.clone().map(|f| vec![f]).or_else(|| model.members().iter().map(beside).collect());
+        let trained = match sources {
+            Some(from) => {
+                let mut union = std::collections::BTreeSet::new();
+                for f in &from {
+                    union.extend(read_trained_brands(f)?);
                 }
+                Some((from, union))
             }
+            None => None,
         };
         let finder = Finder::new(&loc, &model, &gallery, opts)?;
         let mut answers = Vec::new();

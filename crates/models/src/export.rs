@@ -284,14 +284,15 @@ mod tests {
         let model = small_model(&dir.path().join("m"), 3);
         let out = dir.path().join("m.pt");
         let card = save_torchscript(&model, 32, &out).unwrap();
-        assert_eq!(card.model_fingerprint, model.single().unwrap().card.fingerprint);
+        let net = model.single().unwrap();
+        assert_eq!(card.model_fingerprint, net.card.fingerprint);
         assert_eq!(read_torchscript_card(&out).unwrap(), card);
         let loaded = CModule::load(&out).unwrap();
         for n in [1i64, 5] {
             let x = Tensor::rand([n, 3, 32, 32], (Kind::Float, Device::Cpu));
-            let mean = Tensor::from_slice(&model.single().unwrap().card.normalize.mean).view([1, 3, 1, 1]);
-            let std = Tensor::from_slice(&model.single().unwrap().card.normalize.std).view([1, 3, 1, 1]);
-            let want = tch::no_grad(|| model.single().unwrap().model.embed_t(&((&x - mean) / std), false));
+            let mean = Tensor::from_slice(&net.card.normalize.mean).view([1, 3, 1, 1]);
+            let std = Tensor::from_slice(&net.card.normalize.std).view([1, 3, 1, 1]);
+            let want = tch::no_grad(|| net.model.embed_t(&((&x - mean) / std), false));
             let got = tch::no_grad(|| loaded.forward_ts(&[&x])).unwrap();
             assert_eq!(got.size(), [n, 8]);
             assert!((&want - &got).abs().max().double_value(&[]) < 1e-5);

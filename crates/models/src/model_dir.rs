@@ -123,18 +123,29 @@ pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
     if card.format != FORMAT {
         return Err(bad(format!("ensemble format {} is not supported (expected {FORMAT})", card.format)));
     }
-    if card.members.len() < 2 {
-        return Err(bad(format!("an ensemble needs at least 2 members, it lists {}", card.members.len())));
-    }
     let mut members = Vec::with_capacity(card.members.len());
     for m in &card.members {
-        let member_dir = resolve_model_dir(&dir.join(m)).map_err(|e| bad(format!("member {}: {e}", m.display())))?;
-        if member_dir.join(ENSEMBLE_FILE).is_file() {
-            return Err(bad(format!("member {} is itself an ensemble; list its members instead", m.display())));
-        }
+        let member_dir = member_dir(&dir.join(m)).map_err(|e| bad(format!("member {}: {e}", m.display())))?;
         members.push(load_member(&member_dir, device)?);
     }
-    check_compatible(&members).map_err(bad)?;
+    assemble(members, device, dir).map_err(bad)
+}
+
+/// A member's model directory: `path` resolved, refused when it is itself an ensemble.
+fn member_dir(path: &Path) -> std::result::Result<PathBuf, String> {
+    let dir = resolve_model_dir(path).map_err(|e| e.to_string())?;
+    if dir.join(ENSEMBLE_FILE).is_file() {
+        return Err(format!("{} is itself an ensemble; list its members instead", path.display()));
+    }
+    Ok(dir)
+}
+
+/// The ensemble of loaded `members`: at least two, sharing input size and normalisation.
+fn assemble(members: Vec<Member>, device: Device, dir: PathBuf) -> std::result::Result<TrainedModel, String> {
+    if members.len() < 2 {
+        return Err(format!("an ensemble needs at least 2 members, got {}", members.len()));
+    }
+    check_compatible(&members)?;
     let fingerprint = ensemble_fingerprint(&members);
     Ok(TrainedModel { members, fingerprint, device, dir })
 }
@@ -153,11 +164,9 @@ pub struct EnsembleCard {
 }
 
 /// Writes an ensemble directory `out` of the model directories `members` (stored relative to
-/// `out`), after loading them all to check they fit together; returns the loaded ensemble.
+/// `out`), after loading them all to check they fit together; returns the loaded ensemble. A
+/// refused ensemble leaves no folder behind that it created.
 pub fn save_ensemble_dir(members: &[PathBuf], out: &Path, device: Device) -> Result<TrainedModel> {
-    if members.len() < 2 {
-        return Err(ModelError::Config(format!("an ensemble needs at least 2 member models, got {}", members.len())));
-    }
     for (file, what) in [("model.json", "a single model"), (ENSEMBLE_FILE, "an ensemble (galleries built with it would no longer open)")] {
         if out.join(file).exists() {
             return Err(ModelError::Config(format!("{} already holds {what}; choose another folder", out.display())));
@@ -170,26 +179,25 @@ pub fn save_ensemble_dir(members: &[PathBuf], out: &Path, device: Device) -> Res
         // A bad member leaves nothing behind (the folder is ours and still empty).
         let _ = std::fs::remove_dir(out);
     }
-    written?;
-    load_model_dir(out, device)
+    written
 }
 
-fn write_ensemble_card(members: &[PathBuf], out: &Path, device: Device) -> Result<()> {
+/// Loads `members` (stored relative to `out`), checks them, then writes `ensemble.json`.
+fn write_ensemble_card(members: &[PathBuf], out: &Path, device: Device) -> Result<TrainedModel> {
     let out_abs = std::fs::canonicalize(out).map_err(|e| ModelError::file(out, e))?;
     let mut listed = Vec::with_capacity(members.len());
     for m in members {
-        let dir = resolve_model_dir(m)?;
-        if dir.join(ENSEMBLE_FILE).is_file() {
-            return Err(ModelError::Config(format!("{} is itself an ensemble; list its members instead", m.display())));
-        }
+        let dir = member_dir(m).map_err(ModelError::Config)?;
         let abs = std::fs::canonicalize(&dir).map_err(|e| ModelError::file(&dir, e))?;
         listed.push(relative_to(&abs, &out_abs));
     }
-    // Every member is loaded (weights checked against their fingerprints) before anything is written.
+    // Every member is loaded (weights checked against their fingerprints), through the paths
+    // the card will hold, before anything is written.
     let loaded: Vec<Member> = listed.iter().map(|m| load_member(&out_abs.join(m), device)).collect::<Result<_>>()?;
-    check_compatible(&loaded).map_err(ModelError::Config)?;
+    let model = assemble(loaded, device, out.to_path_buf()).map_err(ModelError::Config)?;
     let card = EnsembleCard { format: FORMAT, members: listed };
-    tensor_file::write_atomic(&out.join(ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())
+    tensor_file::write_atomic(&out.join(ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
+    Ok(model)
 }
 
 /// `path` relative to the directory `base` (both absolute and canonical).
@@ -436,6 +444,7 @@ mod tests {
         assert!(err.contains("must share input size"), "{err}");
         assert!(!p("bad").exists());
         assert!(save_ensemble_dir(&[p("a")], &p("one"), Device::Cpu).is_err());
+        assert!(!p("one").exists());
         assert!(save_ensemble_dir(&[p("a"), p("missing")], &p("bad2"), Device::Cpu).is_err());
         assert!(!p("bad2").exists());
         assert!(save_ensemble_dir(&[p("a"), p("b")], &p("b"), Device::Cpu).is_err(), "b holds a single model");
