@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -125,7 +126,27 @@ static std::vector<at::Tensor> tensors_of(at::Tensor** ts, size_t n) {
   return v;
 }
 
-static void wait(const c10::intrusive_ptr<c10d::Work>& work) {
+// Issuing a collective records it in c10d's FlightRecorder, one object for the whole process,
+// and libtorch 2.11 inserts each group's status into that recorder's std::map before taking the
+// recorder's lock (FlightRecorderDetail.hpp, recordWithResetEnabled). Two groups of one process
+// issuing their first collectives at once (ranks on threads, as the tests and a process with
+// several groups have) corrupt the map: a SIGSEGV in _Rb_tree_insert_and_rebalance, about one
+// run in twenty. So every collective is issued under this lock; waiting for it is not, so ranks
+// on threads still meet inside the collective.
+static std::mutex issue_mutex;
+
+// Issues the collective `issue(backend)` returns, under `issue_mutex` for Gloo, then waits for it
+// outside the lock. NCCL is left unlocked: its first collective creates the communicator, which
+// waits for every rank, so holding a process-wide lock there could deadlock ranks on threads.
+template <typename F>
+static void issue_and_wait(const ProximaGroup& group, c10d::Backend& backend, F&& issue) {
+  c10::intrusive_ptr<c10d::Work> work;
+  if (&backend == group.backend.get()) {
+    std::lock_guard<std::mutex> lock(issue_mutex);
+    work = issue(backend);
+  } else {
+    work = issue(backend);
+  }
   work->wait();
 }
 
@@ -168,7 +189,7 @@ int proxima_dist_all_reduce_sum(ProximaGroup* group, at::Tensor** ts, size_t n, 
       std::vector<at::Tensor> one{*ts[i]};
       c10d::AllreduceOptions opts;
       opts.reduceOp = c10d::ReduceOp::SUM;
-      wait(group->for_tensor(*ts[i]).allreduce(one, opts));
+      issue_and_wait(*group, group->for_tensor(*ts[i]), [&](c10d::Backend& b) { return b.allreduce(one, opts); });
     }
   });
 }
@@ -178,7 +199,7 @@ int proxima_dist_all_gather(ProximaGroup* group, at::Tensor* input, at::Tensor**
   return guarded(err, err_len, [&] {
     std::vector<std::vector<at::Tensor>> out{tensors_of(outputs, static_cast<size_t>(group->size))};
     std::vector<at::Tensor> in{*input};
-    wait(group->for_tensor(*input).allgather(out, in, c10d::AllgatherOptions()));
+    issue_and_wait(*group, group->for_tensor(*input), [&](c10d::Backend& b) { return b.allgather(out, in, c10d::AllgatherOptions()); });
   });
 }
 
@@ -189,7 +210,7 @@ int proxima_dist_broadcast(ProximaGroup* group, at::Tensor** ts, size_t n, int r
       std::vector<at::Tensor> one{*ts[i]};
       c10d::BroadcastOptions opts;
       opts.rootRank = root;
-      wait(group->for_tensor(*ts[i]).broadcast(one, opts));
+      issue_and_wait(*group, group->for_tensor(*ts[i]), [&](c10d::Backend& b) { return b.broadcast(one, opts); });
     }
   });
 }
@@ -200,7 +221,7 @@ int proxima_dist_has_nccl(ProximaGroup* group) {
 }
 
 int proxima_dist_barrier(ProximaGroup* group, char* err, size_t err_len) {
-  return guarded(err, err_len, [&] { wait(group->backend->barrier(c10d::BarrierOptions())); });
+  return guarded(err, err_len, [&] { issue_and_wait(*group, *group->backend, [](c10d::Backend& b) { return b.barrier(c10d::BarrierOptions()); }); });
 }
 
 }  // extern "C"

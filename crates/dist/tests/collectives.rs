@@ -32,9 +32,11 @@ fn on_ranks<T: Send + 'static>(world: usize, f: impl Fn(&ProcessGroup) -> T + Se
 }
 
 /// Runs `body` in a child process of this test binary (`--exact name`), as real ranks run in
-/// processes of their own. Why: several process groups and a timed-out TCPStore in one process
-/// made libtorch's Gloo fault now and then (about one run in twenty, at no fixed test), while each
-/// test alone never did (72 runs); one process per test keeps that out of the results.
+/// processes of their own. Why: several process groups in one process faulted now and then
+/// (about one run in twenty, at no fixed test). The fault was libtorch's FlightRecorder map,
+/// which groups issuing collectives at once corrupted; the shim now issues them under a lock
+/// (see `issue_and_wait` in src/shim.cpp), and one process per test still keeps any other
+/// process-wide libtorch state (a timed-out TCPStore, the recorder) from leaking between tests.
 fn in_own_process(name: &str, body: impl FnOnce()) {
     const CHILD: &str = "PROXIMA_COLLECTIVES_CHILD";
     if std::env::var(CHILD).as_deref() == Ok(name) {
