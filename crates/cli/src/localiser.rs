@@ -1,5 +1,6 @@
-//! `proxima localiser train|eval|negatives`: the class-agnostic logo localiser behind `find`
-//! (training on scene manifests, box AP on held-out scenes, background crops for the gallery).
+//! `proxima localiser train|eval|negatives|ensemble`: the class-agnostic logo localiser behind
+//! `find` (training on scene manifests, box AP on held-out scenes, background crops for the
+//! gallery, and ensembles of localisers whose maps are averaged).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +27,24 @@ pub enum LocaliserCommand {
     /// Crops of what the localiser finds that is not a logo (detections away from every box of
     /// training scenes), as a folder to enrol under the gallery's background brand.
     Negatives(LocaliserNegativesArgs),
+    /// Combine trained localisers into one whose maps are the members' averaged (a folder with
+    /// `localisers.json`; it is a `--localiser` like any other).
+    Ensemble(LocaliserEnsembleArgs),
+}
+
+/// Arguments of `proxima localiser ensemble`.
+#[derive(Args)]
+pub struct LocaliserEnsembleArgs {
+    /// Member localiser directories (or model directories holding `localiser/`), at least two,
+    /// of one input size.
+    #[arg(required = true, num_args = 2..)]
+    members: Vec<PathBuf>,
+    /// Folder to write `localisers.json` to (created; members are stored relative to it).
+    #[arg(long)]
+    out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N` (to load the members once as a check).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Arguments of `proxima localiser negatives`.
@@ -206,6 +225,20 @@ pub fn run(cmd: LocaliserCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LocaliserCommand::Eval(a) => eval(a),
+        LocaliserCommand::Ensemble(a) => {
+            let device = experiment::available_device(&a.device)?;
+            let (loc, card) =
+                proxima_detect::save_localiser_ensemble(&a.members, &a.out, device).with_context(|| format!("writing the localiser ensemble {}", a.out.display()))?;
+            println!(
+                "wrote {} ({} members, {} px input, fingerprint {}); use it as `--localiser {}`",
+                a.out.join(proxima_detect::LOCALISER_ENSEMBLE_FILE).display(),
+                loc.members(),
+                card.config.input_size,
+                card.fingerprint,
+                a.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -749,6 +749,29 @@ fn find_draw_writes_one_png_per_image_or_none() {
     assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none(), "nothing written on failure");
 }
 
+/// `localiser ensemble` writes a localiser that `find` takes like any other, and refuses a folder
+/// that already holds one (exit 2, naming it).
+#[test]
+fn localiser_ensemble_is_a_localiser_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, gallery, loc) = find_fixture(dir.path());
+    let other = dir.path().join("localiser2");
+    let cfg = proxima_detect::LocaliserConfig { input_size: 64, width16: 8, width8: 8, min_score: 0.0, ..Default::default() };
+    proxima_detect::Localiser::new(cfg, None, tch::Device::Cpu).unwrap().save(&other, Default::default(), Value::Null).unwrap();
+    let ens = dir.path().join("both");
+    let (c, out, err) = code(&["localiser", "ensemble", s(&loc), s(&other), "--out", s(&ens)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("2 members") && ens.join("localisers.json").is_file(), "{out}");
+    let page = dir.path().join("page.png");
+    image::RgbImage::from_pixel(120, 80, image::Rgb([255, 255, 255])).save(&page).unwrap();
+    let (c, out, err) = code(&["find", "--model", s(&model), "--gallery", s(&gallery), "--localiser", s(&ens), "--whole-image", "--threshold=-1.5", "--json", s(&page)]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("acme"), "{out}");
+    let (c, _, err) = code(&["localiser", "ensemble", s(&loc), s(&other), "--out", s(&ens)]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("already holds") && err.contains("both"), "{err}");
+}
+
 /// `gallery domains` changes a brand's domains only when every domain given is usable, imports a
 /// catalogue by alias, and `check` turns find's brand and the page's URL into a verdict with the
 /// documented exit codes (0 no impersonation, 1 impersonation, 2 error) and a drawing.

@@ -84,6 +84,9 @@ impl LocaliserExportCard {
 /// normalisation included, checked against the localiser on a batch of 3 before it is written to
 /// `out` (atomically) with its card.
 pub fn save_localiser_torchscript(localiser: &Localiser, card: &LocaliserCard, out: &Path) -> Result<LocaliserExportCard> {
+    if localiser.members() > 1 {
+        return Err(DetectError::Input(format!("an ensemble of {} localisers cannot be exported as one network; export one of its members", localiser.members())));
+    }
     if localiser.device() != Device::Cpu {
         return Err(DetectError::Input("export traces on the CPU; load the localiser with Device::Cpu".into()));
     }

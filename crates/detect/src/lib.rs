@@ -30,5 +30,7 @@ pub use draw::{draw_answer, draw_answer_with_truth};
 pub use error::{DetectError, Result};
 pub use find::{FindAnswer, FindOptions, Finder, RegionAnswer};
 pub use letterbox::{Letterbox, letterbox};
-pub use localiser::{Detection, Localiser, LocaliserCard, LocaliserConfig, load_localiser, resolve_localiser_dir};
+pub use localiser::{
+    Detection, LOCALISER_ENSEMBLE_FILE, Localiser, LocaliserCard, LocaliserConfig, LocaliserEnsembleCard, load_localiser, resolve_localiser_dir, save_localiser_ensemble,
+};
 pub use train::{FineTuneStep, TrainLocaliserOptions, TrainLocaliserReport, train_localiser};

@@ -8,6 +8,13 @@
 //!
 //! A localiser directory holds `localiser.json` ([`LocaliserCard`]: configuration, fingerprint of
 //! the weights, which scene images it trained on) and `weights.safetensors` (trunk and head).
+//!
+//! A localiser *ensemble* directory holds `localisers.json` instead ([`LocaliserEnsembleCard`]:
+//! member directories). Why: two localisers trained alike but from other seeds box different
+//! photos (docs/find.md: FlickrLogos-27 top-1 moved by five photos between two such runs), and
+//! averaging their maps keeps the proposals both agree on. It loads as one [`Localiser`] whose
+//! maps are the members' averaged, so `find`, `check`, `localiser eval` and the service take it
+//! as they take any localiser.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -165,6 +172,9 @@ pub struct Localiser {
     head: Head,
     config: LocaliserConfig,
     norm: Normalization,
+    /// The other members of an ensemble (their maps are averaged with this one's); empty for a
+    /// trained localiser, and never themselves ensembles.
+    others: Vec<Localiser>,
 }
 
 impl Localiser {
@@ -178,7 +188,7 @@ impl Localiser {
             let opts = proxima_models::ImportOptions { store_prefix: "trunk.".into(), file_prefix: String::new() };
             proxima_models::load_file(&vs, path, &opts)?;
         }
-        let mut loc = Localiser { vs, trunk, head, config, norm: Normalization::HALF };
+        let mut loc = Localiser { vs, trunk, head, config, norm: Normalization::HALF, others: Vec::new() };
         loc.freeze_trunk();
         Ok(loc)
     }
@@ -257,7 +267,12 @@ impl Localiser {
     pub fn device(&self) -> Device {
         self.vs.device()
     }
-    /// The variables (the trunk's are frozen: the optimiser only moves the head).
+    /// Networks whose maps are averaged: 1, or an ensemble's member count.
+    pub fn members(&self) -> usize {
+        1 + self.others.len()
+    }
+    /// The variables (the trunk's are frozen: the optimiser only moves the head); of the first
+    /// member for an ensemble.
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
@@ -315,10 +330,7 @@ impl Localiser {
             boxes.push(letterbox(img, s as u32, &self.norm, &mut buf[i * 3 * s * s..(i + 1) * 3 * s * s]));
         }
         let xs = Tensor::from_slice(&buf).view([imgs.len() as i64, 3, s as i64, s as i64]).to_device(self.device());
-        let out = tch::no_grad(|| {
-            let [f8, f16, f32] = self.trunk_features(&xs);
-            self.head_forward(&f8, &f16, &f32)
-        });
+        let out = tch::no_grad(|| self.maps(&xs));
         let out = out.to_device(Device::Cpu).to_kind(Kind::Float);
         let mut res = Vec::with_capacity(imgs.len());
         for (i, lb) in boxes.into_iter().enumerate() {
@@ -338,8 +350,37 @@ impl Localiser {
         Ok(res)
     }
 
+    /// The maps of a letterboxed batch; for an ensemble the members' averaged: the centre
+    /// probabilities averaged (and returned as the logit of that mean, so [`decode`] reads it as
+    /// any map), box sizes (`ln` sides) and offsets averaged.
+    ///
+    /// # Shapes
+    /// `xs`: `[N, 3, S, S]` → `[N, 5, S/8, S/8]`.
+    fn maps(&self, xs: &Tensor) -> Tensor {
+        let one = |l: &Localiser| {
+            let [f8, f16, f32] = l.trunk_features(xs);
+            l.head_forward(&f8, &f16, &f32).to_kind(Kind::Float)
+        };
+        let first = one(self);
+        if self.others.is_empty() {
+            return first;
+        }
+        let (mut prob, mut rest) = (first.narrow(1, 0, 1).sigmoid(), first.narrow(1, 1, 4));
+        for other in &self.others {
+            let m = one(other);
+            prob = prob + m.narrow(1, 0, 1).sigmoid();
+            rest = rest + m.narrow(1, 1, 4);
+        }
+        let k = self.members() as f64;
+        let logit = (prob / k).clamp(1e-7, 1.0 - 1e-7).logit(None);
+        Tensor::cat(&[logit, rest / k], 1)
+    }
+
     /// Writes the localiser directory (`localiser.json` + `weights.safetensors`), atomically per file.
     pub fn save(&self, dir: &Path, trained_on: BTreeSet<PathBuf>, training: serde_json::Value) -> Result<LocaliserCard> {
+        if !self.others.is_empty() {
+            return Err(DetectError::Input("an ensemble of localisers is saved as its members (`proxima localiser ensemble`), not as one network".into()));
+        }
         std::fs::create_dir_all(dir).map_err(|e| DetectError::io(dir, e))?;
         let weights = dir.join("weights.safetensors");
         proxima_models::tensor_file::save(&weights, &self.variables(), &serde_json::json!({"kind": "proxima-localiser"}))?;
@@ -351,19 +392,123 @@ impl Localiser {
     }
 }
 
-/// Resolves a localiser directory: the folder itself or its `localiser/` child.
+/// Resolves a localiser directory (or ensemble): the folder itself or its `localiser/` child.
 pub fn resolve_localiser_dir(path: &Path) -> Result<PathBuf> {
     for c in [path.to_path_buf(), path.join("localiser"), path.join("model").join("localiser")] {
-        if c.join("localiser.json").is_file() {
+        if c.join("localiser.json").is_file() || c.join(LOCALISER_ENSEMBLE_FILE).is_file() {
             return Ok(c);
         }
     }
-    Err(DetectError::Artifact { path: path.to_path_buf(), message: "not a localiser directory (no localiser.json in it or in its localiser/ folder)".into() })
+    Err(DetectError::Artifact {
+        path: path.to_path_buf(),
+        message: format!("not a localiser directory (no localiser.json or {LOCALISER_ENSEMBLE_FILE} in it or in its localiser/ folder)"),
+    })
 }
 
-/// Loads a localiser directory onto `device`, checking the weights' fingerprint.
+/// The file that makes a directory an ensemble of localisers.
+pub const LOCALISER_ENSEMBLE_FILE: &str = "localisers.json";
+
+/// Format of `localisers.json`.
+const ENSEMBLE_FORMAT: u32 = 1;
+
+/// Contents of `localisers.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocaliserEnsembleCard {
+    /// Format version.
+    pub format: u32,
+    /// Member localiser directories, relative to the ensemble's directory (or absolute).
+    pub members: Vec<PathBuf>,
+}
+
+/// Loads a localiser directory, or an ensemble of them, onto `device`, checking the weights'
+/// fingerprints. An ensemble's card is its first member's configuration with the union of the
+/// members' training scenes and a fingerprint of the members' fingerprints in order.
 pub fn load_localiser(path: &Path, device: Device) -> Result<(Localiser, LocaliserCard)> {
     let dir = resolve_localiser_dir(path)?;
+    let ensemble = dir.join(LOCALISER_ENSEMBLE_FILE);
+    if ensemble.is_file() {
+        let text = std::fs::read_to_string(&ensemble).map_err(|e| DetectError::io(&ensemble, e))?;
+        let card: LocaliserEnsembleCard =
+            serde_json::from_str(&text).map_err(|e| DetectError::Artifact { path: ensemble.clone(), message: format!("invalid localiser ensemble: {e}") })?;
+        if card.format != ENSEMBLE_FORMAT {
+            return Err(DetectError::Artifact {
+                path: ensemble,
+                message: format!("localiser ensemble format {} is not supported (expected {ENSEMBLE_FORMAT})", card.format),
+            });
+        }
+        let members: Vec<PathBuf> = card.members.iter().map(|m| dir.join(m)).collect();
+        return assemble(&members, device).map_err(|e| DetectError::Artifact { path: ensemble, message: e.to_string() });
+    }
+    load_single(&dir, device)
+}
+
+/// Loads the members (each a single localiser) and combines them: at least two, of one input size.
+fn assemble(members: &[PathBuf], device: Device) -> Result<(Localiser, LocaliserCard)> {
+    if members.len() < 2 {
+        return Err(DetectError::Config(format!("an ensemble of localisers needs at least 2 members, got {}", members.len())));
+    }
+    let mut loaded = Vec::with_capacity(members.len());
+    for m in members {
+        let dir = resolve_localiser_dir(m)?;
+        if dir.join(LOCALISER_ENSEMBLE_FILE).is_file() {
+            return Err(DetectError::Config(format!("{} is itself an ensemble of localisers; list its members instead", m.display())));
+        }
+        loaded.push(load_single(&dir, device)?);
+    }
+    let size = loaded[0].1.config.input_size;
+    if let Some((m, (_, card))) = members.iter().zip(&loaded).find(|(_, (_, c))| c.config.input_size != size) {
+        return Err(DetectError::Config(format!(
+            "{} takes {} px input but {} takes {size} px: the members of an ensemble of localisers share their input size",
+            m.display(),
+            card.config.input_size,
+            members[0].display()
+        )));
+    }
+    let fingerprints: Vec<&str> = loaded.iter().map(|(_, c)| c.fingerprint.as_str()).collect();
+    let fingerprint = proxima_models::model_dir::fingerprint(format!("localisers:{}", fingerprints.join(",")).as_bytes());
+    let training = serde_json::json!({ "ensemble_of": fingerprints });
+    let trained_on: BTreeSet<PathBuf> = loaded.iter().flat_map(|(_, c)| c.trained_on.iter().cloned()).collect();
+    let mut iter = loaded.into_iter();
+    let (mut first, first_card) = iter.next().expect("two members");
+    first.others = iter.map(|(l, _)| l).collect();
+    let card = LocaliserCard { format: FORMAT, config: first_card.config, fingerprint, trained_on, training };
+    Ok((first, card))
+}
+
+/// Writes an ensemble directory `out` of the localiser directories `members` (stored relative
+/// to `out`), after loading them through those paths to check they fit together; returns the
+/// loaded ensemble. A refused ensemble leaves no folder behind that it created.
+pub fn save_localiser_ensemble(members: &[PathBuf], out: &Path, device: Device) -> Result<(Localiser, LocaliserCard)> {
+    for file in ["localiser.json", LOCALISER_ENSEMBLE_FILE] {
+        if out.join(file).exists() {
+            return Err(DetectError::Config(format!("{} already holds a localiser ({file}); choose another folder", out.display())));
+        }
+    }
+    let created = !out.exists();
+    std::fs::create_dir_all(out).map_err(|e| DetectError::io(out, e))?;
+    let written = (|| {
+        let out_abs = std::fs::canonicalize(out).map_err(|e| DetectError::io(out, e))?;
+        let mut listed = Vec::with_capacity(members.len());
+        for m in members {
+            let dir = resolve_localiser_dir(m)?;
+            let abs = std::fs::canonicalize(&dir).map_err(|e| DetectError::io(&dir, e))?;
+            listed.push(proxima_models::model_dir::relative_to(&abs, &out_abs));
+        }
+        let through: Vec<PathBuf> = listed.iter().map(|m| out_abs.join(m)).collect();
+        let loaded = assemble(&through, device)?;
+        let card = LocaliserEnsembleCard { format: ENSEMBLE_FORMAT, members: listed };
+        proxima_models::tensor_file::write_atomic(&out.join(LOCALISER_ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
+        Ok(loaded)
+    })();
+    if written.is_err() && created {
+        let _ = std::fs::remove_dir(out);
+    }
+    written
+}
+
+/// Loads one trained localiser's directory (`localiser.json` + `weights.safetensors`).
+fn load_single(dir: &Path, device: Device) -> Result<(Localiser, LocaliserCard)> {
     let card_path = dir.join("localiser.json");
     let text = std::fs::read_to_string(&card_path).map_err(|e| DetectError::io(&card_path, e))?;
     let card: LocaliserCard =
@@ -435,6 +580,36 @@ pub fn nms(dets: Vec<Detection>, iou: f32, max: usize) -> Vec<Detection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small random localiser whose output layer is perturbed, so its maps vary from cell to cell.
+    fn varied(seed: u64) -> Localiser {
+        let loc = Localiser::new(LocaliserConfig { input_size: 64, width16: 8, width8: 8, ..Default::default() }, None, Device::Cpu).unwrap();
+        loc.init_head(seed);
+        tch::manual_seed(seed as i64);
+        for (name, t) in loc.variables() {
+            if name.starts_with("head.out.") {
+                tch::no_grad(|| t.shallow_clone().copy_(&(&t + Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5)));
+            }
+        }
+        loc
+    }
+
+    #[test]
+    fn an_ensembles_maps_are_its_members_averaged() {
+        let (a, b) = (varied(1), varied(2));
+        let xs = Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let (ma, mb) = tch::no_grad(|| (a.maps(&xs), b.maps(&xs)));
+        let mut ens = a;
+        ens.others.push(b);
+        assert_eq!(ens.members(), 2);
+        let m = tch::no_grad(|| ens.maps(&xs));
+        assert_eq!(m.size(), ma.size());
+        let heat = (ma.narrow(1, 0, 1).sigmoid() + mb.narrow(1, 0, 1).sigmoid()) / 2.0;
+        let rest = (ma.narrow(1, 1, 4) + mb.narrow(1, 1, 4)) / 2.0;
+        let diff = |x: &Tensor, y: &Tensor| (x - y).abs().max().double_value(&[]);
+        assert!(diff(&m.narrow(1, 0, 1).sigmoid(), &heat) < 1e-5 && diff(&m.narrow(1, 1, 4), &rest) < 1e-5);
+        assert!(diff(&ma, &mb) > 1e-2, "the members differ, so the average is not one of them");
+    }
 
     #[test]
     fn decode_finds_a_planted_peak_with_its_box() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 use proxima_data::{Scene, SceneBox};
-use proxima_detect::{DetectError, FindOptions, Finder, LocaliserConfig, TrainLocaliserOptions, load_localiser, train_localiser};
+use proxima_detect::{DetectError, FindOptions, Finder, Localiser, LocaliserConfig, TrainLocaliserOptions, load_localiser, save_localiser_ensemble, train_localiser};
 use proxima_index::Gallery;
 use proxima_models::{BackboneSpec, EmbeddingConfig, EmbeddingModel};
 use tch::Device;
@@ -313,4 +313,80 @@ fn tta_paddings_average_the_views_of_each_region() {
     g.add("mark", &one[..8], &["mark.png"]).unwrap();
     let e = Finder::new(&loc, &model, &g, FindOptions { threshold: Some(0.5), tta_paddings: vec![1.5], ..Default::default() }).err().expect("padding refused");
     assert!(e.to_string().contains("test-time padding"), "{e}");
+}
+
+/// An untrained localiser of `input_size` saved to `dir` (its head drawn from `seed`), with
+/// `trained_on` as its training scenes.
+fn saved_localiser(dir: &Path, input_size: u32, seed: u64, trained_on: &[&str]) {
+    let loc = Localiser::new(LocaliserConfig { input_size, width16: 16, width8: 16, ..Default::default() }, None, Device::Cpu).unwrap();
+    loc.init_head(seed);
+    loc.save(dir, trained_on.iter().map(PathBuf::from).collect(), serde_json::json!({})).unwrap();
+}
+
+/// An ensemble of localisers is a localiser of its own (its fingerprint, its members' training
+/// scenes together), stored relative to its folder; one member twice finds what that member
+/// finds; it cannot be exported or saved as one network; bad ensembles are refused and leave
+/// no folder behind.
+#[test]
+fn localiser_ensembles_load_as_one_localiser_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    let (a, b) = (set.join("a"), set.join("b"));
+    saved_localiser(&a, 128, 1, &["s1.png"]);
+    saved_localiser(&b, 128, 2, &["s2.png"]);
+    let img = image::open(&scenes(dir.path(), 1)[0].image).unwrap().to_rgb8();
+
+    let (alone, a_card) = load_localiser(&a, Device::Cpu).unwrap();
+    let (twice, _) = save_localiser_ensemble(&[a.clone(), a.clone()], &set.join("aa"), Device::Cpu).unwrap();
+    let (d1, d2) = (alone.detect(&img).unwrap().0, twice.detect(&img).unwrap().0);
+    assert!(!d1.is_empty() && d1.len() == d2.len(), "{d1:?} vs {d2:?}");
+    for (x, y) in d1.iter().zip(&d2) {
+        assert!((x.score - y.score).abs() < 1e-4 && x.bbox.iter().zip(&y.bbox).all(|(p, q)| (p - q).abs() < 1e-2), "{x:?} vs {y:?}");
+    }
+
+    let (ab, ab_card) = save_localiser_ensemble(&[a.clone(), b.clone()], &set.join("ab"), Device::Cpu).unwrap();
+    assert_eq!(ab.members(), 2);
+    let listed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(set.join("ab/localisers.json")).unwrap()).unwrap();
+    assert_eq!(listed["members"], serde_json::json!(["../a", "../b"]));
+    assert_eq!(ab_card.trained_on, ["s1.png", "s2.png"].iter().map(PathBuf::from).collect());
+    let (_, ba_card) = save_localiser_ensemble(&[b.clone(), a.clone()], &set.join("ba"), Device::Cpu).unwrap();
+    assert!(ab_card.fingerprint != a_card.fingerprint && ab_card.fingerprint != ba_card.fingerprint, "another order is another localiser");
+    let e = proxima_detect::export::save_localiser_torchscript(&ab, &ab_card, &dir.path().join("x.pt")).unwrap_err().to_string();
+    assert!(e.contains("ensemble") && !dir.path().join("x.pt").exists(), "{e}");
+    assert!(ab.save(&dir.path().join("y"), Default::default(), serde_json::json!({})).is_err());
+
+    // The folder of members and ensemble moves as one: members are stored relative to it.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&set, &moved).unwrap();
+    let (again, again_card) = load_localiser(&moved.join("ab"), Device::Cpu).unwrap();
+    assert_eq!(again_card.fingerprint, ab_card.fingerprint);
+    assert_eq!(again.detect(&img).unwrap().0, ab.detect(&img).unwrap().0);
+    let (a, b) = (moved.join("a"), moved.join("b"));
+
+    // Refusals, none of which leaves a folder.
+    let small = moved.join("small");
+    saved_localiser(&small, 96, 3, &[]);
+    let refused = |members: &[PathBuf], needle: &str| {
+        let out = dir.path().join("refused");
+        let e = save_localiser_ensemble(members, &out, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+        assert!(!out.exists(), "a refused ensemble leaves nothing: {e}");
+    };
+    refused(std::slice::from_ref(&a), "at least 2 members");
+    refused(&[a.clone(), moved.join("ab")], "itself an ensemble");
+    refused(&[a.clone(), small], "share their input size");
+    refused(&[a.clone(), moved.join("missing")], "not a localiser directory");
+    let e = save_localiser_ensemble(&[a.clone(), b.clone()], &a, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("already holds"), "{e}");
+    let e = save_localiser_ensemble(&[a.clone(), b.clone()], &moved.join("ab"), Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("already holds"), "{e}");
+
+    // A changed member is refused through the ensemble, naming the member's weights.
+    let w = b.join("weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    std::fs::write(&w, bytes).unwrap();
+    let e = load_localiser(&moved.join("ab"), Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("localisers.json") && e.contains("weights.safetensors") && e.contains("fingerprint"), "{e}");
 }

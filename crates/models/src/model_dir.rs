@@ -201,7 +201,7 @@ fn write_ensemble_card(members: &[PathBuf], out: &Path, device: Device) -> Resul
 }
 
 /// `path` relative to the directory `base` (both absolute and canonical).
-fn relative_to(path: &Path, base: &Path) -> PathBuf {
+pub fn relative_to(path: &Path, base: &Path) -> PathBuf {
     let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
     let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
     let mut rel: PathBuf = b[common..].iter().map(|_| std::path::Component::ParentDir).collect();
