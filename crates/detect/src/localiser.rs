@@ -361,19 +361,14 @@ impl Localiser {
             let [f8, f16, f32] = l.trunk_features(xs);
             l.head_forward(&f8, &f16, &f32).to_kind(Kind::Float)
         };
-        let first = one(self);
         if self.others.is_empty() {
-            return first;
+            return one(self);
         }
-        let (mut prob, mut rest) = (first.narrow(1, 0, 1).sigmoid(), first.narrow(1, 1, 4));
-        for other in &self.others {
-            let m = one(other);
-            prob = prob + m.narrow(1, 0, 1).sigmoid();
-            rest = rest + m.narrow(1, 1, 4);
-        }
-        let k = self.members() as f64;
-        let logit = (prob / k).clamp(1e-7, 1.0 - 1e-7).logit(None);
-        Tensor::cat(&[logit, rest / k], 1)
+        let maps: Vec<Tensor> = std::iter::once(self).chain(&self.others).map(one).collect();
+        let all = Tensor::stack(&maps, 0);
+        let prob = all.narrow(2, 0, 1).sigmoid().mean_dim(&[0i64][..], false, Kind::Float);
+        let rest = all.narrow(2, 1, 4).mean_dim(&[0i64][..], false, Kind::Float);
+        Tensor::cat(&[prob.clamp(1e-7, 1.0 - 1e-7).logit(None), rest], 1)
     }
 
     /// Writes the localiser directory (`localiser.json` + `weights.safetensors`), atomically per file.

@@ -315,11 +315,18 @@ fn tta_paddings_average_the_views_of_each_region() {
     assert!(e.to_string().contains("test-time padding"), "{e}");
 }
 
-/// An untrained localiser of `input_size` saved to `dir` (its head drawn from `seed`), with
-/// `trained_on` as its training scenes.
+/// An untrained localiser of `input_size` saved to `dir` (drawn from `seed`), with `trained_on`
+/// as its training scenes. Its output layer is perturbed well beyond the initial N(0, 0.01²), so
+/// its centre map has clear peaks: a near-flat map's peaks would flip on rounding.
 fn saved_localiser(dir: &Path, input_size: u32, seed: u64, trained_on: &[&str]) {
+    tch::manual_seed(seed as i64);
     let loc = Localiser::new(LocaliserConfig { input_size, width16: 16, width8: 16, ..Default::default() }, None, Device::Cpu).unwrap();
     loc.init_head(seed);
+    for (name, t) in loc.variables() {
+        if name == "head.out.weight" {
+            tch::no_grad(|| t.shallow_clone().copy_(&(&t + tch::Tensor::randn(t.size(), (tch::Kind::Float, Device::Cpu)) * 0.5)));
+        }
+    }
     loc.save(dir, trained_on.iter().map(PathBuf::from).collect(), serde_json::json!({})).unwrap();
 }
 
