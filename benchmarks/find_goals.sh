@@ -51,8 +51,8 @@ fi
 [ -f "$OUT/localiser/localiser.json" ] || { step "train the localiser"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
     --out "$OUT/localiser" --input-size 384 --epochs 10 --batch-size 16 --lr 2e-3 --fine-tune-from 5; }
 # A second localiser, the same training from another seed, and `find` runs with the two averaged
-# (docs/find.md, "An ensemble of localisers"): single localisers of three seeds gave FlickrLogos-27
-# top-1 0.830-0.874 with the photo ensemble below, any pair of them 0.852-0.867.
+# (docs/find.md, "An ensemble of localisers"): single localisers of four seeds gave FlickrLogos-27
+# top-1 0.830-0.874 with the photo ensemble below, pairs of them 0.844-0.867.
 [ -f "$OUT/localiser-seed1/localiser.json" ] || { step "train the second localiser (seed 1)"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
     --out "$OUT/localiser-seed1" --input-size 384 --epochs 10 --batch-size 16 --lr 2e-3 --fine-tune-from 5 --seed 1; }
 [ -f "$OUT/localisers/localisers.json" ] || $P localiser ensemble "$OUT/localiser" "$OUT/localiser-seed1" --out "$OUT/localisers"
