@@ -388,6 +388,16 @@ fn localiser_ensembles_load_as_one_localiser_and_bad_ones_are_refused() {
     let e = save_localiser_ensemble(&[a.clone(), b.clone()], &moved.join("ab"), Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("already holds"), "{e}");
 
+    // A broken or future `localisers.json` is refused, naming it.
+    let broken = moved.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("localisers.json"), "{ not json").unwrap();
+    let e = load_localiser(&broken, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("localisers.json") && e.contains("invalid localiser ensemble"), "{e}");
+    std::fs::write(broken.join("localisers.json"), r#"{"format": 99, "members": ["../a", "../b"]}"#).unwrap();
+    let e = load_localiser(&broken, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("localisers.json") && e.contains("format 99 is not supported"), "{e}");
+
     // A changed member is refused through the ensemble, naming the member's weights.
     let w = b.join("weights.safetensors");
     let mut bytes = std::fs::read(&w).unwrap();
