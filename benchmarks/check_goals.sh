@@ -19,6 +19,7 @@ if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then
     cargo build --release -p proxima-cli
 fi
 P=${PROXIMA:-target/release/proxima}
+source benchmarks/lib-find.sh
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores" >&2
 if [ "$LOCALISER" = fine-tuned ]; then
     OUT="$OUT" PROXIMA="$P" PROXIMA_SKIP_BUILD=1 benchmarks/find_goals.sh
@@ -33,9 +34,7 @@ else
     if [ ! -f "$OUT/g-heldout" ]; then
         rm -rf "$OUT/negatives"
         $P localiser negatives --localiser "$OUT/localiser" --scenes "$DATA/scenes-train/scenes.jsonl" --out "$OUT/negatives" --per-scene 8 --min-score 0.03
-        $P gallery build --model "$OUT/icons" --data "$DATA/icons-heldout" --out "$OUT/g-heldout.tmp"
-        $P gallery add --gallery "$OUT/g-heldout.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives"
-        mv "$OUT/g-heldout.tmp" "$OUT/g-heldout"
+        gallery_with_background "$OUT/g-heldout" "$OUT/icons" "$DATA/icons-heldout" "$OUT/negatives"
     fi
     [ -f "$OUT/eval-heldout.json" ] || $P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$OUT/icons" \
         --gallery "$OUT/g-heldout" --out "$OUT/eval-heldout.json" --answers "$OUT/answers-heldout.jsonl"

@@ -65,6 +65,7 @@ LOC="$OUT/localisers"
 # alone 0.81, 0.83 the ensemble (docs/find.md, "An ensemble for photos").
 [ -f "$OUT/fl27-all/model/model.json" ] || { step "train the FlickrLogos-27 embedding"; $P train --config examples/experiments/flickrlogos27_all_brands_effnet_lite0.toml --out "$OUT/fl27-all" --quiet; }
 source benchmarks/lib-openset.sh
+source benchmarks/lib-find.sh
 openset_data
 [ -f "$OUT/many/model/model.json" ] || { step "train the many-brand embedding"; $P train --config examples/experiments/flickrlogos27_openset_effnet_lite0.toml --out "$OUT/many" --quiet; }
 check_many_split "$OUT/many/split.json"
@@ -85,9 +86,7 @@ $P localiser eval --localiser "$LOC" --scenes "$DATA/fl27/scenes_query.jsonl" --
 if [ ! -f "$OUT/g-heldout-ens" ]; then
     rm -rf "$OUT/negatives-ens"
     $P localiser negatives --localiser "$LOC" --scenes "$DATA/scenes-train/scenes.jsonl" --out "$OUT/negatives-ens" --per-scene 8 --min-score 0.03
-    $P gallery build --model "$OUT/icons" --data "$DATA/icons-heldout" --out "$OUT/g-heldout-ens.tmp"
-    $P gallery add --gallery "$OUT/g-heldout-ens.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives-ens"
-    mv "$OUT/g-heldout-ens.tmp" "$OUT/g-heldout-ens"
+    gallery_with_background "$OUT/g-heldout-ens" "$OUT/icons" "$DATA/icons-heldout" "$OUT/negatives-ens"
 fi
 step "held-out synthetic screenshots (goal: identified ≥ 0.90 at ≤ 1 % false alarms)"
 $P localiser eval --localiser "$LOC" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$OUT/g-heldout-ens" \

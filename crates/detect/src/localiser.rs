@@ -406,15 +406,8 @@ pub const LOCALISER_ENSEMBLE_FILE: &str = "localisers.json";
 /// Format of `localisers.json`.
 const ENSEMBLE_FORMAT: u32 = 1;
 
-/// Contents of `localisers.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocaliserEnsembleCard {
-    /// Format version.
-    pub format: u32,
-    /// Member localiser directories, relative to the ensemble's directory (or absolute).
-    pub members: Vec<PathBuf>,
-}
+/// Contents of `localisers.json`: the member localiser directories, relative to it.
+pub type LocaliserEnsembleCard = proxima_models::EnsembleCard;
 
 /// Loads a localiser directory, or an ensemble of them, onto `device`, checking the weights'
 /// fingerprints. An ensemble's card is its first member's configuration with the union of the
@@ -475,31 +468,9 @@ fn assemble(members: &[PathBuf], device: Device) -> Result<(Localiser, Localiser
 /// to `out`), after loading them through those paths to check they fit together; returns the
 /// loaded ensemble. A refused ensemble leaves no folder behind that it created.
 pub fn save_localiser_ensemble(members: &[PathBuf], out: &Path, device: Device) -> Result<(Localiser, LocaliserCard)> {
-    for file in ["localiser.json", LOCALISER_ENSEMBLE_FILE] {
-        if out.join(file).exists() {
-            return Err(DetectError::Config(format!("{} already holds a localiser ({file}); choose another folder", out.display())));
-        }
-    }
-    let created = !out.exists();
-    std::fs::create_dir_all(out).map_err(|e| DetectError::io(out, e))?;
-    let written = (|| {
-        let out_abs = std::fs::canonicalize(out).map_err(|e| DetectError::io(out, e))?;
-        let mut listed = Vec::with_capacity(members.len());
-        for m in members {
-            let dir = resolve_localiser_dir(m)?;
-            let abs = std::fs::canonicalize(&dir).map_err(|e| DetectError::io(&dir, e))?;
-            listed.push(proxima_models::model_dir::relative_to(&abs, &out_abs));
-        }
-        let through: Vec<PathBuf> = listed.iter().map(|m| out_abs.join(m)).collect();
-        let loaded = assemble(&through, device)?;
-        let card = LocaliserEnsembleCard { format: ENSEMBLE_FORMAT, members: listed };
-        proxima_models::tensor_file::write_atomic(&out.join(LOCALISER_ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
-        Ok(loaded)
-    })();
-    if written.is_err() && created {
-        let _ = std::fs::remove_dir(out);
-    }
-    written
+    let taken = [("localiser.json", "a localiser (localiser.json)"), (LOCALISER_ENSEMBLE_FILE, "a localiser ensemble (localisers.json)")];
+    let list = proxima_models::model_dir::MemberList { out, file: LOCALISER_ENSEMBLE_FILE, format: ENSEMBLE_FORMAT, taken: &taken };
+    list.write(members, resolve_localiser_dir, |paths| assemble(paths, device))
 }
 
 /// Loads one trained localiser's directory (`localiser.json` + `weights.safetensors`).

@@ -153,13 +153,14 @@ fn assemble(members: Vec<Member>, device: Device, dir: PathBuf) -> std::result::
 /// The file that makes a directory an ensemble model.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
-/// Contents of `ensemble.json`.
+/// Contents of a directory that lists member directories: a model ensemble's `ensemble.json`
+/// (format: that of model directories), and a localiser ensemble's `localisers.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleCard {
-    /// Format version (that of model directories).
+    /// Format version.
     pub format: u32,
-    /// Member model directories, relative to the ensemble's directory (or absolute).
+    /// Member directories, relative to the ensemble's directory (or absolute).
     pub members: Vec<PathBuf>,
 }
 
@@ -167,41 +168,74 @@ pub struct EnsembleCard {
 /// `out`), after loading them all to check they fit together; returns the loaded ensemble. A
 /// refused ensemble leaves no folder behind that it created.
 pub fn save_ensemble_dir(members: &[PathBuf], out: &Path, device: Device) -> Result<TrainedModel> {
-    for (file, what) in [("model.json", "a single model"), (ENSEMBLE_FILE, "an ensemble (galleries built with it would no longer open)")] {
-        if out.join(file).exists() {
-            return Err(ModelError::Config(format!("{} already holds {what}; choose another folder", out.display())));
-        }
-    }
-    let created = !out.exists();
-    std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
-    let written = write_ensemble_card(members, out, device);
-    if written.is_err() && created {
-        // A bad member leaves nothing behind (the folder is ours and still empty).
-        let _ = std::fs::remove_dir(out);
-    }
-    written
+    let taken = [("model.json", "a single model"), (ENSEMBLE_FILE, "an ensemble (galleries built with it would no longer open)")];
+    let list = MemberList { out, file: ENSEMBLE_FILE, format: FORMAT, taken: &taken };
+    list.write(
+        members,
+        |m| member_dir(m).map_err(ModelError::Config),
+        |paths| {
+            let loaded: Vec<Member> = paths.iter().map(|p| load_member(p, device)).collect::<Result<_>>()?;
+            assemble(loaded, device, out.to_path_buf()).map_err(ModelError::Config)
+        },
+    )
 }
 
-/// Loads `members` (stored relative to `out`), checks them, then writes `ensemble.json`.
-fn write_ensemble_card(members: &[PathBuf], out: &Path, device: Device) -> Result<TrainedModel> {
-    let out_abs = std::fs::canonicalize(out).map_err(|e| ModelError::file(out, e))?;
-    let mut listed = Vec::with_capacity(members.len());
-    for m in members {
-        let dir = member_dir(m).map_err(ModelError::Config)?;
-        let abs = std::fs::canonicalize(&dir).map_err(|e| ModelError::file(&dir, e))?;
-        listed.push(relative_to(&abs, &out_abs));
+/// Where and how an [`EnsembleCard`] is written: the folder `out`, the card's file name and
+/// format, and the files that mean `out` already holds a model (each with what it is).
+pub struct MemberList<'a> {
+    /// The ensemble's folder.
+    pub out: &'a Path,
+    /// The card's file name in it.
+    pub file: &'a str,
+    /// The card's format version.
+    pub format: u32,
+    /// Files whose presence refuses `out`, each with a description for the error.
+    pub taken: &'a [(&'a str, &'a str)],
+}
+
+impl MemberList<'_> {
+    /// Writes the card of `members` (each found by `resolve`, stored relative to `out`) after
+    /// `load` has loaded and checked them through the paths the card will hold; returns what
+    /// `load` returned. Refuses a folder that already holds a model; a refused list leaves no
+    /// folder behind that it created.
+    pub fn write<T, E: From<ModelError>>(
+        &self,
+        members: &[PathBuf],
+        resolve: impl Fn(&Path) -> std::result::Result<PathBuf, E>,
+        load: impl FnOnce(&[PathBuf]) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let out = self.out;
+        for (file, what) in self.taken {
+            if out.join(file).exists() {
+                return Err(ModelError::Config(format!("{} already holds {what}; choose another folder", out.display())).into());
+            }
+        }
+        let created = !out.exists();
+        std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
+        let written = (|| {
+            let out_abs = std::fs::canonicalize(out).map_err(|e| ModelError::file(out, e))?;
+            let mut listed = Vec::with_capacity(members.len());
+            for m in members {
+                let dir = resolve(m)?;
+                let abs = std::fs::canonicalize(&dir).map_err(|e| ModelError::file(&dir, e))?;
+                listed.push(relative_to(&abs, &out_abs));
+            }
+            let through: Vec<PathBuf> = listed.iter().map(|m| out_abs.join(m)).collect();
+            let loaded = load(&through)?;
+            let card = EnsembleCard { format: self.format, members: listed };
+            tensor_file::write_atomic(&out.join(self.file), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
+            Ok(loaded)
+        })();
+        if written.is_err() && created {
+            // A bad member leaves nothing behind (the folder is ours and still empty).
+            let _ = std::fs::remove_dir(out);
+        }
+        written
     }
-    // Every member is loaded (weights checked against their fingerprints), through the paths
-    // the card will hold, before anything is written.
-    let loaded: Vec<Member> = listed.iter().map(|m| load_member(&out_abs.join(m), device)).collect::<Result<_>>()?;
-    let model = assemble(loaded, device, out.to_path_buf()).map_err(ModelError::Config)?;
-    let card = EnsembleCard { format: FORMAT, members: listed };
-    tensor_file::write_atomic(&out.join(ENSEMBLE_FILE), serde_json::to_string_pretty(&card).expect("serialisable").as_bytes())?;
-    Ok(model)
 }
 
 /// `path` relative to the directory `base` (both absolute and canonical).
-pub fn relative_to(path: &Path, base: &Path) -> PathBuf {
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
     let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
     let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
     let mut rel: PathBuf = b[common..].iter().map(|_| std::path::Component::ParentDir).collect();
