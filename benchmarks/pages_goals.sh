@@ -8,6 +8,7 @@
 #   BASELINE=1 benchmarks/pages_goals.sh      # also: the find recipe's models (no pages) on the same pages
 #   LOC_SIZE=512 benchmarks/pages_goals.sh    # the localiser's input size (default 384)
 #   VIEWS= benchmarks/pages_goals.sh          # enrol the held-out brands without views (default small,dark)
+#   FIND=runs/find-bench benchmarks/pages_goals.sh  # also: one localiser for every goal (below)
 #
 # Each step is skipped when its output exists. Needs the find benchmark's data (benchmarks/find_goals.sh
 # builds data/ first), Chromium (scripts/setup-chromium.sh) and the EfficientNet-Lite0 weights.
@@ -21,6 +22,7 @@ DATA=data
 SHARED=${SHARED:-../shared/data}
 if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then cargo build --release -p proxima-cli; fi
 P=${PROXIMA:-target/release/proxima}
+source benchmarks/lib-find.sh
 mkdir -p "$OUT"
 step() { echo "== $(date +%T) $*" >&2; }
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, flags:$(grep -m1 -o -w 'amx_bf16\|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')" >&2
@@ -43,29 +45,49 @@ if [ ! -f "$OUT/g-pages" ]; then
     step "galleries"
     rm -rf "$OUT/negatives"
     $P localiser negatives --localiser "$OUT/localiser" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" --out "$OUT/negatives" --per-scene 8 --min-score 0.03
-    $P gallery build --model "$OUT/icons" --data "$DATA/pages/enrol" "${VIEW_ARGS[@]}" --out "$OUT/g-pages.tmp"
-    $P gallery add --gallery "$OUT/g-pages.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives"
-    mv "$OUT/g-pages.tmp" "$OUT/g-pages"
+    gallery_with_background "$OUT/g-pages" "$OUT/icons" "$DATA/pages/enrol" "$OUT/negatives" "${VIEW_ARGS[@]}"
 fi
 step "evaluate on held-out browser pages"
 $P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/pages/heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$OUT/g-pages" \
     --out "$OUT/eval-pages.json" --answers "$OUT/answers-pages.jsonl"
 python3 benchmarks/pages_goals.py --answers "$OUT/answers-pages.jsonl" --scenes "$DATA/pages/heldout/scenes.jsonl" --json "$OUT/rows-pages.json"
 # The synthetic-page goal of the find recipe, with the same models.
-if [ ! -f "$OUT/g-heldout" ]; then
-    $P gallery build --model "$OUT/icons" --data "$DATA/icons-heldout" --out "$OUT/g-heldout.tmp"
-    $P gallery add --gallery "$OUT/g-heldout.tmp" --model "$OUT/icons" --brand "(background)" "$OUT/negatives"
-    mv "$OUT/g-heldout.tmp" "$OUT/g-heldout"
-fi
+[ -f "$OUT/g-heldout" ] || gallery_with_background "$OUT/g-heldout" "$OUT/icons" "$DATA/icons-heldout" "$OUT/negatives"
 step "evaluate on held-out synthetic pages"
 $P localiser eval --localiser "$OUT/localiser" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$OUT/g-heldout" \
     --out "$OUT/eval-synthetic.json"
 if [ -n "${BASELINE:-}" ] && [ -f runs/check-bench/localiser/localiser.json ]; then
     step "baseline: the find recipe's models (trained without browser pages)"
     B="$OUT/baseline"; mkdir -p "$B"
-    [ -f "$B/g" ] || { $P gallery build --model runs/check-bench/icons --data "$DATA/pages/enrol" --out "$B/g.tmp" \
-        && $P gallery add --gallery "$B/g.tmp" --model runs/check-bench/icons --brand "(background)" runs/check-bench/negatives && mv "$B/g.tmp" "$B/g"; }
+    [ -f "$B/g" ] || gallery_with_background "$B/g" runs/check-bench/icons "$DATA/pages/enrol" runs/check-bench/negatives
     $P localiser eval --localiser runs/check-bench/localiser --scenes "$DATA/pages/heldout/scenes.jsonl" --model runs/check-bench/icons --gallery "$B/g" \
         --out "$B/eval-pages.json" --answers "$B/answers-pages.jsonl"
     python3 benchmarks/pages_goals.py --answers "$B/answers-pages.jsonl" --scenes "$DATA/pages/heldout/scenes.jsonl" --json "$B/rows-pages.json"
+fi
+# One localiser for every goal: the find recipe's two localisers (FIND, the OUT of
+# benchmarks/find_goals.sh) and this one averaged (`localiser ensemble`, docs/pages.md), measured
+# on the held-out browser pages (this embedding), the held-out synthetic pages (the find recipe's
+# icons embedding and background, as find_goals.sh measures them) and the FlickrLogos-27 query
+# photos (its photo ensemble).
+if [ -n "${FIND:-}" ]; then
+    A="$OUT/all"; mkdir -p "$A"
+    [ -f "$A/localisers/localisers.json" ] || $P localiser ensemble "$FIND/localiser" "$FIND/localiser-seed1" "$OUT/localiser" --out "$A/localisers"
+    if [ ! -f "$A/g-pages" ]; then
+        step "one localiser for every goal: galleries"
+        rm -rf "$A/negatives" "$A/negatives-synthetic"
+        $P localiser negatives --localiser "$A/localisers" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" --out "$A/negatives" --per-scene 8 --min-score 0.03
+        $P localiser negatives --localiser "$A/localisers" --scenes "$DATA/scenes-train/scenes.jsonl" --out "$A/negatives-synthetic" --per-scene 8 --min-score 0.03
+        gallery_with_background "$A/g-heldout" "$FIND/icons" "$DATA/icons-heldout" "$A/negatives-synthetic"
+        gallery_with_background "$A/g-pages" "$OUT/icons" "$DATA/pages/enrol" "$A/negatives" "${VIEW_ARGS[@]}"
+    fi
+    step "one localiser for every goal: held-out browser pages (goal: identified >= 0.90 at <= 1 % false alarms)"
+    $P localiser eval --localiser "$A/localisers" --scenes "$DATA/pages/heldout/scenes.jsonl" --model "$OUT/icons" --gallery "$A/g-pages" \
+        --out "$A/eval-pages.json" --answers "$A/answers-pages.jsonl"
+    python3 benchmarks/pages_goals.py --answers "$A/answers-pages.jsonl" --scenes "$DATA/pages/heldout/scenes.jsonl" --json "$A/rows-pages.json"
+    step "one localiser for every goal: held-out synthetic pages (goal: identified >= 0.90 at <= 1 % false alarms)"
+    $P localiser eval --localiser "$A/localisers" --scenes "$DATA/scenes-heldout/scenes.jsonl" --model "$FIND/icons" --gallery "$A/g-heldout" \
+        --out "$A/eval-synthetic.json" --answers "$A/answers-synthetic.jsonl"
+    step "one localiser for every goal: FlickrLogos-27 query photos (goal: top-1 >= 0.85, identified >= 0.70 at <= 5 % false alarms)"
+    $P localiser eval --localiser "$A/localisers" --scenes "$DATA/fl27/scenes_query.jsonl" --model "$FIND/fl27-ens" --gallery "$FIND/g-fl27-ens" \
+        --whole-image --out "$A/eval-fl27.json" --answers "$A/answers-fl27.jsonl"
 fi
