@@ -11,10 +11,12 @@
 //! * [`SplitMix64`], [`mix64`] — a tiny, version-stable, seedable generator and its finaliser.
 //! * [`fnv1a64`] — FNV-1a 64, for fingerprints and seeds derived from names.
 //! * [`box_iou`] — intersection over union of two boxes.
+//! * [`testing::in_own_process`] — one test of a test binary in a process of its own.
 
 mod atomic;
 mod geometry;
 mod rng;
+pub mod testing;
 
 pub use atomic::{FileError, write_atomic};
 pub use geometry::box_iou;

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use proxima_base::testing::in_own_process;
 use proxima_dist::{CudaCollectives, GradientReduction, ProcessGroup, WorldEnv};
 use tch::{Device, Kind, Tensor};
 
@@ -31,31 +32,12 @@ fn on_ranks<T: Send + 'static>(world: usize, f: impl Fn(&ProcessGroup) -> T + Se
     handles.into_iter().map(|h| h.join().expect("rank panicked")).collect()
 }
 
-/// Runs `body` in a child process of this test binary (`--exact name`), as real ranks run in
-/// processes of their own. Why: several process groups in one process faulted now and then
-/// (about one run in twenty, at no fixed test). The fault was libtorch's FlightRecorder map,
-/// which groups issuing collectives at once corrupted; the shim now issues them under a lock
-/// (see `issue_and_wait` in src/shim.cpp), and one process per test still keeps any other
-/// process-wide libtorch state (a timed-out TCPStore, the recorder) from leaking between tests.
-fn in_own_process(name: &str, body: impl FnOnce()) {
-    const CHILD: &str = "PROXIMA_COLLECTIVES_CHILD";
-    if std::env::var(CHILD).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, name)
-        .output()
-        .expect("run the test in its own process");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-        "{name} in its own process: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+// Each test runs in a child process of this test binary (`in_own_process`), as real ranks run in
+// processes of their own. Why: several process groups in one process faulted now and then (about
+// one run in twenty, at no fixed test). The fault was libtorch's FlightRecorder map, which groups
+// issuing collectives at once corrupted; the shim now issues them under a lock (see
+// `issue_and_wait` in src/shim.cpp), and one process per test still keeps any other process-wide
+// libtorch state (a timed-out TCPStore, the recorder) from leaking between tests.
 
 fn values(t: &Tensor) -> Vec<f32> {
     Vec::try_from(t.to_kind(Kind::Float).reshape([-1])).unwrap()
