@@ -15,18 +15,19 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/find-bench}
 LOCALISER=${LOCALISER:-fine-tuned}
 DATA=data
+SHARED=${SHARED:-../shared/data}
+step() { echo "== $(date +%T) $*" >&2; }
 if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then
     cargo build --release -p proxima-cli
 fi
 P=${PROXIMA:-target/release/proxima}
 source benchmarks/lib-find.sh
-echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores" >&2
+benchmarks/cpu-line.sh >&2
 if [ "$LOCALISER" = fine-tuned ]; then
     OUT="$OUT" PROXIMA="$P" PROXIMA_SKIP_BUILD=1 benchmarks/find_goals.sh
 else
     # The find benchmark's data and held-out part, with the frozen-trunk localiser.
-    [ -f "$DATA/scenes-heldout/scenes.jsonl" ] && [ -d "$DATA/icons-train-ctx" ] && [ -d "$DATA/icons-heldout" ] && [ -d "$DATA/fl27" ] \
-        || { echo "data/ is incomplete: run benchmarks/find_goals.sh once (it builds data/ first)" >&2; exit 2; }
+    find_data
     mkdir -p "$OUT"
     [ -f "$OUT/localiser/localiser.json" ] || $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
         --out "$OUT/localiser" --input-size 384 --views 2 --epochs 40 --batch-size 16 --lr 2e-3

@@ -31,21 +31,12 @@ fi
 P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
 step() { echo "== [+${SECONDS} s] $*" >&2; }
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores; AMX: $(grep -qw amx_tile /proc/cpuinfo && echo yes || echo no), AVX512-BF16: $(grep -qw avx512_bf16 /proc/cpuinfo && echo yes || echo no)" >&2
+benchmarks/cpu-line.sh >&2
 
 # Data: FlickrLogos-27 crops and scene manifests; synthetic scenes and icon crops of simple-icons
-# brands (85 % "train" brands, 15 % held out by slug hash).
-[ -d "$DATA/fl27/crops" ] || { step "import FlickrLogos-27"; $P data import flickrlogos27 --source "$SHARED/flickrlogos27" --out "$DATA/fl27"; }
-[ -f "$DATA/scenes-train/scenes.jsonl" ] || { step "training scenes"; $P data scenes --screenshots 700 --photos 250 --part train --seed 1 --out "$DATA/scenes-train"; }
-[ -f "$DATA/scenes-heldout/scenes.jsonl" ] || { step "held-out screenshots"; $P data scenes --screenshots 200 --photos 0 --no-logo-fraction 0.5 --part heldout --seed 2 --out "$DATA/scenes-heldout"; }
-if [ ! -d "$DATA/icons-train-ctx" ]; then
-    step "icon crops of the training brands: renders, and jittered crops of the training scenes' logo boxes"
-    rm -rf "$DATA/icons-train-ctx.tmp"
-    $P data icons --part train --per-brand 5 --size 96 --out "$DATA/icons-train-ctx.tmp"
-    $P data crops --scenes "$DATA/scenes-train/scenes.jsonl" --per-box 4 --out "$DATA/icons-train-ctx.tmp"
-    mv "$DATA/icons-train-ctx.tmp" "$DATA/icons-train-ctx"
-fi
-[ -d "$DATA/icons-heldout" ] || { step "icon crops, held-out brands"; $P data icons --part heldout --per-brand 6 --size 128 --out "$DATA/icons-heldout"; }
+# brands (benchmarks/lib-find.sh).
+source benchmarks/lib-find.sh
+find_data
 
 # The localiser: head and the trunk's stride-16/32 stages fine-tuned on fresh views each epoch.
 [ -f "$OUT/localiser/localiser.json" ] || { step "train the localiser"; $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" \
@@ -65,7 +56,6 @@ LOC="$OUT/localisers"
 # alone 0.81, 0.83 the ensemble (docs/find.md, "An ensemble for photos").
 [ -f "$OUT/fl27-all/model/model.json" ] || { step "train the FlickrLogos-27 embedding"; $P train --config examples/experiments/flickrlogos27_all_brands_effnet_lite0.toml --out "$OUT/fl27-all" --quiet; }
 source benchmarks/lib-openset.sh
-source benchmarks/lib-find.sh
 openset_data
 [ -f "$OUT/many/model/model.json" ] || { step "train the many-brand embedding"; $P train --config examples/experiments/flickrlogos27_openset_effnet_lite0.toml --out "$OUT/many" --quiet; }
 check_many_split "$OUT/many/split.json"

@@ -27,7 +27,7 @@ if [ -z "${PROXIMA_SKIP_BUILD:-}" ]; then cargo build --release -p proxima-cli; 
 P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
 step() { echo "== $(date +%T) $*" >&2; }
-echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, flags:$(grep -m1 -o -w 'amx_bf16\|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')" >&2
+benchmarks/cpu-line.sh >&2
 [ -f "$DATA/fl27/scenes_query.jsonl" ] && [ -f "$DATA/scenes-train/scenes.jsonl" ] \
     || { echo "data/ is incomplete: run benchmarks/find_goals.sh once (it builds data/ first)" >&2; exit 2; }
 

@@ -219,7 +219,7 @@ pub fn run(cmd: LocaliserCommand) -> Result<ExitCode> {
                 t.elapsed().as_secs_f64(),
                 report.feature_seconds,
                 report.head_seconds,
-                report.val_ap50.iter().map(|(k, v)| format!("{k} {:.3}", v.ap)).collect::<Vec<_>>().join(", "),
+                report.val_ap50.iter().filter(|(_, v)| v.num_gt > 0).map(|(k, v)| format!("{k} {:.3}", v.ap)).collect::<Vec<_>>().join(", "),
                 a.out.display()
             );
             Ok(ExitCode::SUCCESS)
