@@ -416,15 +416,7 @@ pub fn load_localiser(path: &Path, device: Device) -> Result<(Localiser, Localis
     let dir = resolve_localiser_dir(path)?;
     let ensemble = dir.join(LOCALISER_ENSEMBLE_FILE);
     if ensemble.is_file() {
-        let text = std::fs::read_to_string(&ensemble).map_err(|e| DetectError::io(&ensemble, e))?;
-        let card: LocaliserEnsembleCard =
-            serde_json::from_str(&text).map_err(|e| DetectError::Artifact { path: ensemble.clone(), message: format!("invalid localiser ensemble: {e}") })?;
-        if card.format != ENSEMBLE_FORMAT {
-            return Err(DetectError::Artifact {
-                path: ensemble,
-                message: format!("localiser ensemble format {} is not supported (expected {ENSEMBLE_FORMAT})", card.format),
-            });
-        }
+        let card = LocaliserEnsembleCard::read(&ensemble, ENSEMBLE_FORMAT, "localiser ensemble")?;
         let members: Vec<PathBuf> = card.members.iter().map(|m| dir.join(m)).collect();
         return assemble(&members, device).map_err(|e| DetectError::Artifact { path: ensemble, message: e.to_string() });
     }

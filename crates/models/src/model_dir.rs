@@ -116,13 +116,8 @@ pub fn load_model_dir(path: &Path, device: Device) -> Result<TrainedModel> {
         let fingerprint = member.card.fingerprint.clone();
         return Ok(TrainedModel { members: vec![member], fingerprint, device, dir });
     }
-    let text = std::fs::read_to_string(&ensemble_path).map_err(|e| ModelError::file(&ensemble_path, e))?;
-    let card: EnsembleCard =
-        serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint { path: ensemble_path.clone(), message: format!("invalid ensemble card: {e}") })?;
+    let card = EnsembleCard::read(&ensemble_path, FORMAT, "ensemble")?;
     let bad = |message: String| ModelError::Checkpoint { path: ensemble_path.clone(), message };
-    if card.format != FORMAT {
-        return Err(bad(format!("ensemble format {} is not supported (expected {FORMAT})", card.format)));
-    }
     let mut members = Vec::with_capacity(card.members.len());
     for m in &card.members {
         let member_dir = member_dir(&dir.join(m)).map_err(|e| bad(format!("member {}: {e}", m.display())))?;
@@ -162,6 +157,19 @@ pub struct EnsembleCard {
     pub format: u32,
     /// Member directories, relative to the ensemble's directory (or absolute).
     pub members: Vec<PathBuf>,
+}
+
+impl EnsembleCard {
+    /// Reads the card at `path`, refusing one that does not parse or is not of `format`; `what`
+    /// names the kind of ensemble in the error ("ensemble", "localiser ensemble").
+    pub fn read(path: &Path, format: u32, what: &str) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
+        let card: EnsembleCard = serde_json::from_str(&text).map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), message: format!("invalid {what}: {e}") })?;
+        if card.format != format {
+            return Err(ModelError::Checkpoint { path: path.to_path_buf(), message: format!("{what} format {} is not supported (expected {format})", card.format) });
+        }
+        Ok(card)
+    }
 }
 
 /// Writes an ensemble directory `out` of the model directories `members` (stored relative to
@@ -420,6 +428,21 @@ mod tests {
         tch::manual_seed(seed);
         let model = EmbeddingModel::new(EmbeddingConfig::new(BackboneSpec::SmallCnn { widths: vec![4, 8] }, 8), Device::Cpu).unwrap();
         save_model_dir(&model, image_size, dir).unwrap();
+    }
+
+    #[test]
+    fn an_ensemble_card_of_another_format_or_not_json_is_refused_naming_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("localisers.json");
+        std::fs::write(&path, r#"{"format": 1, "members": ["a", "b"]}"#).unwrap();
+        assert_eq!(EnsembleCard::read(&path, 1, "ensemble").unwrap().members, [PathBuf::from("a"), PathBuf::from("b")]);
+        let e = EnsembleCard::read(&path, 2, "localiser ensemble").unwrap_err().to_string();
+        assert!(e.contains("localisers.json") && e.contains("localiser ensemble format 1 is not supported (expected 2)"), "{e}");
+        std::fs::write(&path, "{").unwrap();
+        let e = EnsembleCard::read(&path, 1, "ensemble").unwrap_err().to_string();
+        assert!(e.contains("localisers.json") && e.contains("invalid ensemble"), "{e}");
+        let e = EnsembleCard::read(&tmp.path().join("missing.json"), 1, "ensemble").unwrap_err().to_string();
+        assert!(e.contains("missing.json"), "{e}");
     }
 
     /// A temporary folder with two small models of 32 px input, `a` and `b`.
