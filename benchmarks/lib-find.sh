@@ -1,5 +1,5 @@
-# Sourced by the find benchmarks (find_goals.sh, check_goals.sh, pages_goals.sh). Expects P (the
-# proxima binary); find_data also DATA, SHARED and a `step` function.
+# Sourced by the find benchmarks (find_goals.sh, check_goals.sh, pages_goals.sh, openset_goals.sh).
+# Expects P (the proxima binary); find_data also DATA, SHARED and a `step` function.
 
 # gallery_with_background OUT MODEL DATA NEGATIVES [gallery build options…]: the gallery of DATA's
 # brands embedded by MODEL, plus the crops in NEGATIVES as the (background) brand. Built as OUT.tmp

@@ -15,9 +15,10 @@
 #   LOCALISER=runs/find-bench/localiser benchmarks/openset_goals.sh   # reuse a trained localiser
 #
 # Each step is skipped when its output exists. Without LOCALISER it trains the find recipe's
-# localiser (benchmarks/find_goals.sh's command, about half an hour on a 2-core AMD EPYC). Needs data/fl27 and
-# data/scenes-train (benchmarks/find_goals.sh builds them), ../shared/data/{simple-icons,gilbarbara-logos}
-# and the EfficientNet-Lite0 weights (scripts/fetch-weights.sh).
+# localiser (benchmarks/find_goals.sh's command, about half an hour on a 2-core AMD EPYC). Builds the find
+# benchmarks' data/ where it is missing (benchmarks/lib-find.sh); needs
+# ../shared/data/{flickrlogos27,simple-icons,gilbarbara-logos} and the EfficientNet-Lite0 weights
+# (scripts/fetch-weights.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/openset}
@@ -28,8 +29,8 @@ P=${PROXIMA:-target/release/proxima}
 mkdir -p "$OUT"
 step() { echo "== $(date +%T) $*" >&2; }
 benchmarks/cpu-line.sh >&2
-[ -f "$DATA/fl27/scenes_query.jsonl" ] && [ -f "$DATA/scenes-train/scenes.jsonl" ] \
-    || { echo "data/ is incomplete: run benchmarks/find_goals.sh once (it builds data/ first)" >&2; exit 2; }
+source benchmarks/lib-find.sh
+find_data
 
 # The many-brand training data and its split check (shared with benchmarks/find_goals.sh).
 source benchmarks/lib-openset.sh

@@ -46,15 +46,15 @@ fi
 # pages (docs/pages.md, "One localiser for every goal"); FROZEN=1 trains the recipe's earlier one
 # instead (trunk frozen, 2 cached views, 40 epochs), which misses the photo goal.
 if [ ! -f "$OUT/localiser/localiser.json" ]; then
+    LOC_SCENES=(--scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl")
     if [ -n "${FROZEN:-}" ]; then
         step "train the localiser (frozen trunk) with browser pages"
-        $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" \
-            --out "$OUT/localiser" --input-size "$LOC_SIZE" --views 2 --epochs 40 --batch-size 16 --lr 2e-3
+        LOC_TRAINING=(--views 2 --epochs 40)
     else
         step "train the localiser (trunk fine-tuned) on photos, synthetic scenes and browser pages"
-        $P localiser train --scenes "$DATA/fl27/scenes_train.jsonl" --scenes "$DATA/scenes-train/scenes.jsonl" --scenes "$DATA/pages/train/scenes.jsonl" \
-            --out "$OUT/localiser" --input-size "$LOC_SIZE" --epochs 8 --batch-size 16 --lr 2e-3 --fine-tune-from 5
+        LOC_TRAINING=(--epochs 8 --fine-tune-from 5)
     fi
+    $P localiser train "${LOC_SCENES[@]}" --out "$OUT/localiser" --input-size "$LOC_SIZE" --batch-size 16 --lr 2e-3 "${LOC_TRAINING[@]}"
 fi
 [ -f "$OUT/icons/model/model.json" ] || { step "train the embedding with browser-page crops"; $P train --config examples/experiments/pages_effnet_lite0.toml --out "$OUT/icons" --quiet; }
 # Galleries: the held-out brands from their logos rendered alone (data/pages/enrol), plus the

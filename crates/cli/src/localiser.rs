@@ -219,7 +219,7 @@ pub fn run(cmd: LocaliserCommand) -> Result<ExitCode> {
                 t.elapsed().as_secs_f64(),
                 report.feature_seconds,
                 report.head_seconds,
-                report.val_ap50.iter().filter(|(_, v)| v.num_gt > 0).map(|(k, v)| format!("{k} {:.3}", v.ap)).collect::<Vec<_>>().join(", "),
+                report.val_ap50.iter().map(|(k, v)| format!("{k} {:.3}", v.ap)).collect::<Vec<_>>().join(", "),
                 a.out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -322,9 +322,8 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         bail!("every scene of the manifest was used to train this localiser; nothing left to evaluate");
     }
     let with_boxes: Vec<&Scene> = scenes.iter().filter(|s| s.boxes.is_some()).collect();
-    let mut ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
-    // Sets whose scenes carry no box at all (no-logo photos) have no AP to report.
-    ap50.retain(|_, v| v.num_gt > 0);
+    // Sets whose scenes carry no box at all (no-logo photos) have no AP to report (evaluate_ap leaves them out).
+    let ap50 = if with_boxes.is_empty() { Default::default() } else { proxima_detect::train::evaluate_ap(&loc, &with_boxes, 0.5)? };
     let mut report = EvalReport {
         scenes: scenes.len(),
         left_out_trained_on: n_all - scenes.len(),
@@ -335,7 +334,7 @@ fn eval(a: LocaliserEvalArgs) -> Result<ExitCode> {
         find_seconds_median: None,
         find_seconds_mean: None,
     };
-    for (k, v) in report.ap50.iter().filter(|(_, v)| v.num_gt > 0) {
+    for (k, v) in &report.ap50 {
         println!("AP@0.5 [{k}]: {:.4} (recall {:.4}; {} boxes, {} detections)", v.ap, v.recall, v.num_gt, v.num_det);
     }
     if let (Some(model_path), Some(gallery_path)) = (&a.model, &a.gallery) {

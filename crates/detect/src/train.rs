@@ -576,7 +576,8 @@ fn load_cache(path: &Path, key: &str) -> Result<Option<Vec<View>>> {
     Ok(Some(boxes.into_iter().enumerate().map(|(i, b)| View { f8: f8.get(i as i64), f16: f16.get(i as i64), f32: f32.get(i as i64), boxes: b }).collect()))
 }
 
-/// AP@`iou` of the localiser on `scenes` with boxes, per scene source and over all (`"all"`).
+/// AP@`iou` of the localiser on `scenes` with boxes, per scene source and over all (`"all"`); a
+/// group without a single box (no-logo scenes only) has no AP and is left out.
 ///
 /// A scene's source is its kind up to the first `/` (`browser/card/dark/mobile/mono` counts as
 /// `browser`): the finer kinds of browser pages split 500 validation scenes into a hundred groups of
@@ -596,7 +597,9 @@ pub fn evaluate_ap(loc: &Localiser, scenes: &[&Scene], iou: f32) -> Result<BTree
             }
         }
     }
-    per_kind.into_iter().map(|(k, (d, g))| Ok((k, average_precision(&d, &g, iou)?))).collect()
+    let mut ap: BTreeMap<String, ApResult> = per_kind.into_iter().map(|(k, (d, g))| Ok((k, average_precision(&d, &g, iou)?))).collect::<Result<_>>()?;
+    ap.retain(|_, v| v.num_gt > 0);
+    Ok(ap)
 }
 
 /// The source of a scene kind: the kind up to its first `/`.
